@@ -1,0 +1,9 @@
+"""`bbi serve` command."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the `serve` command to the root app (not implemented yet)."""

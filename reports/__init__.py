@@ -1,0 +1,1 @@
+"""bbi reports package."""
