@@ -232,8 +232,9 @@ class RunDir:
         suite = self.suite()
         ref = self.responses(reference)
         oth = self.responses(other)
-        ref = ref[ref["sample"] == sample].set_index("prompt_id")
-        oth = oth[oth["sample"] == sample].set_index("prompt_id")
+        in_suite = set(suite.index)
+        ref = ref[(ref["sample"] == sample) & ref["prompt_id"].isin(in_suite)].set_index("prompt_id")
+        oth = oth[(oth["sample"] == sample) & oth["prompt_id"].isin(in_suite)].set_index("prompt_id")
         missing = set(ref.index) ^ set(oth.index)
         if missing:
             raise BbiError(

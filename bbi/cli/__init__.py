@@ -44,8 +44,9 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so each command module owns its own group.
-    from bbi.cli import attack, distill, probe, report, run, serve, zoo
+    from bbi.cli import attack, distill, probe, probe_run, report, run, serve, zoo
 
+    probe_run.register(probe.app)
     app.add_typer(probe.app, name="probe")
     app.add_typer(attack.app, name="attack")
     app.add_typer(distill.app, name="distill")

@@ -1,0 +1,172 @@
+"""`bbi probe run` and `bbi probe import`: fill a run directory with model responses."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from bbi.errors import BbiError
+
+console = Console(stderr=True)
+_ALIAS_PREFIX = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")
+
+
+def load_suite_arg(suite: str) -> tuple[list[dict], str]:
+    """`default` -> the built-in 5,000-prompt suite; anything else -> a user suite file."""
+    import probes
+
+    if suite == "default":
+        return probes.default_suite(), "default"
+    path = Path(suite)
+    if not path.exists():
+        raise BbiError(f"suite not found: {suite} (use 'default' or a JSONL/CSV/datasets path)")
+    return probes.load_suite(path), str(path)
+
+
+def parse_model_args(teacher: str, students: list[str], null: bool) -> list:
+    from bbi.probe_run import NULL_ALIAS, ModelEntry
+
+    models = [ModelEntry("teacher", teacher, "teacher")]
+    if null:
+        models.append(ModelEntry(NULL_ALIAS, teacher, "null"))
+    for i, raw in enumerate(students):
+        m = _ALIAS_PREFIX.match(raw)
+        alias, spec = (m.group(1), m.group(2)) if m else ("student" if i == 0 else f"student_{i + 1}", raw)
+        models.append(ModelEntry(alias, spec, "student"))
+    return models
+
+
+def _load_config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise BbiError(f"config not found: {path}")
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise BbiError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(cfg, dict):
+        raise BbiError(f"{path}: expected a mapping at the top level")
+    return cfg
+
+
+def register(app: typer.Typer) -> None:
+    """Attach `run` and `import` to the `bbi probe` group."""
+
+    @app.command("run")
+    def run_cmd(
+        teacher: str = typer.Option(None, "--teacher", "-t", help="Teacher model spec, e.g. zoo:teacher, hf:./path, openai:URL#model."),
+        student: list[str] = typer.Option(None, "--student", "-s", help="Student spec, repeatable; 'alias=SPEC' names it."),
+        suite: str = typer.Option(None, "--suite", help="'default' (5,000 prompts) or a JSONL/CSV/datasets path."),
+        run: Path = typer.Option(None, "--run", "-r", help="Run directory, e.g. runs/demo."),
+        limit: int = typer.Option(None, "--limit", help="Probe a stratified subset of N prompts."),
+        samples: int = typer.Option(None, "--samples", "-n", help="Responses per prompt and model."),
+        null: bool = typer.Option(None, "--null/--no-null", help="Add an independent teacher resample for A/A calibration (default on)."),
+        max_new_tokens: int = typer.Option(None, "--max-new-tokens"),
+        temperature: float = typer.Option(None, "--temperature", help="0 = greedy; the A/A null needs sampling."),
+        top_p: float = typer.Option(None, "--top-p"),
+        seed: int = typer.Option(None, "--seed"),
+        batch_size: int = typer.Option(None, "--batch-size"),
+        device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1, mps."),
+        dtype: str = typer.Option(None, "--dtype", help="auto, float32, bfloat16, float16."),
+        trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model repos to run their own code."),
+        config: Path = typer.Option(None, "--config", "-c", help="run.yaml with the same keys; flags override it."),
+        no_progress: bool = typer.Option(False, "--no-progress"),
+    ) -> None:
+        """Generate teacher, A/A-null and student responses for a suite into a run directory.
+
+        Resumable: rerunning reuses every cached response and generates only what is missing.
+        """
+        from bbi.probe_run import ProbeSettings, run_probe
+
+        cfg = _load_config(config)
+        gen_cfg = cfg.get("generation") or {}
+        teacher = teacher or cfg.get("teacher")
+        if not teacher:
+            raise BbiError("--teacher is required (or 'teacher:' in --config)")
+        students = list(student or [])
+        if not students:
+            raw = cfg.get("students") or []
+            students = [f"{k}={v}" for k, v in raw.items()] if isinstance(raw, dict) else list(raw)
+        run_path = run or (Path(cfg["run"]) if cfg.get("run") else None)
+        if run_path is None:
+            raise BbiError("--run is required (e.g. --run runs/demo)")
+        use_null = null if null is not None else bool(cfg.get("null", True))
+        settings = ProbeSettings()
+        overrides = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
+                     "batch_size": batch_size, "samples": samples, "limit": limit, "device": device, "dtype": dtype}
+        for key in list(overrides):
+            if overrides[key] is None:
+                overrides[key] = gen_cfg.get(key, cfg.get(key))
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(settings, key, value)
+        settings.stop = list(gen_cfg.get("stop", settings.stop))
+        settings.trust_remote_code = trust_remote_code or bool(cfg.get("trust_remote_code", False))
+        if use_null and settings.temperature <= 0:
+            console.print("[yellow]note:[/] greedy decoding makes the A/A resample identical to the teacher; use --temperature > 0 for a meaningful null")
+        records, suite_name = load_suite_arg(suite or cfg.get("suite") or "default")
+        models = parse_model_args(teacher, students, use_null)
+        manifest = run_probe(run_path, models, records, settings, suite_name=suite_name, progress=not no_progress)
+        print_probe_summary(run_path, manifest)
+
+    @app.command("import")
+    def import_cmd(
+        responses: Path = typer.Argument(..., help="JSONL: prompt_id, text[, sample, n_tokens, finish_reason]."),
+        run: Path = typer.Option(..., "--run", "-r", help="Run directory to import into."),
+        alias: str = typer.Option(..., "--alias", "-a", help="Name of the model these responses come from."),
+        role: str = typer.Option("student", "--role", help="teacher, null (A/A resample) or student."),
+        suite: str = typer.Option(None, "--suite", help="Suite the responses answer (needed if the run has none yet)."),
+        spec: str = typer.Option(None, "--spec", help="Optional model spec to record for provenance."),
+        similarity: bool = typer.Option(True, "--similarity/--no-similarity", help="Recompute similarity to the teacher."),
+    ) -> None:
+        """Import responses produced elsewhere (same schema as responses/<alias>.jsonl)."""
+        from bbi.probe_run import import_responses, summarize_similarity
+        from bbi.runstore import RunDir
+
+        records = load_suite_arg(suite)[0] if suite else None
+        out = import_responses(run, alias, role, responses, suite_records=records, spec=spec)
+        console.print(f"imported {out['n']} responses as [bold]{alias}[/] ({role}) into {run}")
+        rd = RunDir(run)
+        if similarity and role != "teacher" and rd.aliases("teacher") and rd.responses_path(rd.teacher_alias()).exists():
+            summarize_similarity(rd, [alias])
+            console.print("similarity updated")
+
+
+def print_probe_summary(run_path: Path, manifest: dict) -> None:
+    """Per-model timing table and per-category similarity table."""
+    from bbi.runstore import RunDir
+
+    rd = RunDir(run_path)
+    t = Table(title=f"probe: {run_path}")
+    for col in ("model", "role", "requests", "cached", "generated", "tokens/s", "wall s"):
+        t.add_column(col, justify="right" if col not in ("model", "role") else "left")
+    for alias, m in manifest.get("models", {}).items():
+        tm = manifest.get("timings", {}).get(f"generate:{alias}", {})
+        if not tm:
+            continue
+        t.add_row(alias, m.get("role", ""), str(tm.get("requests")), str(tm.get("cached")), str(tm.get("generated")),
+                  f"{tm['tokens_per_s']:.0f}" if tm.get("tokens_per_s") else "-", f"{tm.get('wall_s', 0):.1f}")
+    Console().print(t)
+    sim = rd.read_results().get("similarity", {})
+    if sim:
+        s = Table(title="semantic similarity to the teacher (mean cosine, 95% CI)")
+        s.add_column("category")
+        for alias in sim:
+            s.add_column(alias, justify="right")
+        cats = list(next(iter(sim.values()))["per_category"].keys())
+
+        def cell(e: dict | None) -> str:
+            return f"{e['value']:.3f} [{e['ci'][0]:.3f}, {e['ci'][1]:.3f}]" if e else "-"
+
+        for cat in cats:
+            s.add_row(cat, *[cell(sim[a]["per_category"].get(cat)) for a in sim])
+        s.add_row("[bold]overall[/]", *[cell(sim[a]["overall"]) for a in sim])
+        Console().print(s)
+    Console().print(f"run directory: [bold]{run_path}[/]")

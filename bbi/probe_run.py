@@ -1,0 +1,419 @@
+"""`bbi probe run`: generate every model's responses to a suite into a run directory.
+
+Resumable and incremental by construction: each response line carries a cache key
+derived from (model fingerprint, prompt hash, generation config, seed, sample index).
+A rerun reuses every line whose key still matches, asks the model only for what is
+missing, and appends+fsyncs per chunk, so a kill at any moment loses at most the chunk
+in flight and never duplicates a line. A second, global content cache under
+``$BBI_CACHE_DIR/generations`` lets other runs reuse the same model's answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from bbi.errors import BbiError
+from bbi.runstore import ROLES, RunDir, append_jsonl, atomic_write_text, check_alias, read_jsonl
+
+SUITE_FIELDS = ("id", "category", "subcategory", "prompt", "split", "reference", "source", "perturbation", "base_id")
+NULL_ALIAS = "teacher_null"
+NULL_SEED_OFFSET = 1_000_003  # the A/A resample draws from an independent seed stream
+
+
+@dataclass
+class ModelEntry:
+    """One model of a run: its alias, spec and role (teacher / null / student)."""
+
+    alias: str
+    spec: str
+    role: str = "student"
+
+    def __post_init__(self) -> None:
+        check_alias(self.alias)
+        if self.role not in ROLES:
+            raise BbiError(f"unknown role {self.role!r} for {self.alias!r} (use one of {', '.join(ROLES)})")
+
+
+@dataclass
+class ProbeSettings:
+    """Generation settings shared by every model of a run (length is an easy artifact)."""
+
+    max_new_tokens: int = 96
+    temperature: float = 0.7
+    top_p: float = 0.95
+    stop: list[str] = field(default_factory=list)
+    batch_size: int = 32
+    seed: int = 0
+    samples: int = 1
+    limit: int | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+    def generation_config(self, seed: int | None = None):
+        from bbi.backends.base import GenerationConfig
+
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=tuple(self.stop),
+            batch_size=self.batch_size,
+            seed=self.seed if seed is None else seed,
+        )
+
+
+def prompt_hash(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+
+
+def request_seed(base_seed: int, prompt_id: str, sample: int) -> int:
+    """Per-request seed: a response depends on its own seed only, never on batching."""
+    digest = hashlib.sha256(f"{base_seed}:{prompt_id}:{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def cache_key(fingerprint: str, gen_key: str, prompt: str, seed: int, sample: int) -> str:
+    raw = f"{fingerprint}|{gen_key}|{prompt_hash(prompt)}|{seed}|{sample}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def select_limit(records: list[dict], limit: int | None) -> list[dict]:
+    """A deterministic stratified subset: round-robin over (category, split) in suite order."""
+    if limit is None or limit >= len(records):
+        return list(records)
+    if limit <= 0:
+        raise BbiError("--limit must be positive")
+    groups: dict[tuple, list[dict]] = {}
+    for rec in records:
+        groups.setdefault((rec.get("category"), rec.get("split")), []).append(rec)
+    chosen: list[dict] = []
+    depth = 0
+    while len(chosen) < limit:
+        for items in groups.values():
+            if depth < len(items) and len(chosen) < limit:
+                chosen.append(items[depth])
+        depth += 1
+    keep = {r["id"] for r in chosen}
+    return [r for r in records if r["id"] in keep]
+
+
+def suite_digest(records: Sequence[dict]) -> str:
+    text = "".join(json.dumps({k: r.get(k) for k in SUITE_FIELDS}, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def write_suite(run: RunDir, records: Sequence[dict]) -> None:
+    text = "".join(json.dumps({k: r.get(k) for k in SUITE_FIELDS}, ensure_ascii=False) + "\n" for r in records)
+    if not run.suite_path.exists() or run.suite_path.read_text(encoding="utf-8") != text:
+        atomic_write_text(run.suite_path, text)
+    run._suite = None
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("BBI_CACHE_DIR", Path.home() / ".cache" / "bbi"))
+
+
+class GlobalCache:
+    """Append-only per-model content cache shared across runs."""
+
+    def __init__(self, fingerprint: str, gen_key: str):
+        self.path = _cache_dir() / "generations" / fingerprint[:24] / f"{gen_key[:16]}.jsonl"
+        self._data: dict[str, dict] | None = None
+
+    def get_all(self) -> dict[str, dict]:
+        if self._data is None:
+            self._data = {}
+            if self.path.exists():
+                try:
+                    for rec in read_jsonl(self.path):
+                        self._data[rec["cache_key"]] = rec
+                except (BbiError, KeyError):
+                    self._data = {}  # a damaged cache is only a cache
+        return self._data
+
+    def add(self, records: list[dict]) -> None:
+        try:
+            append_jsonl(self.path, records)
+        except OSError:
+            return  # read-only cache dir: the run dir still has everything
+        self.get_all().update({r["cache_key"]: r for r in records})
+
+
+def _expected(entry: ModelEntry, records: list[dict], settings: ProbeSettings) -> list[tuple[dict, int, int]]:
+    base = settings.seed + (NULL_SEED_OFFSET if entry.role == "null" else 0)
+    return [(rec, s, request_seed(base, rec["id"], s)) for rec in records for s in range(settings.samples)]
+
+
+def probe_model(
+    run: RunDir,
+    entry: ModelEntry,
+    records: list[dict],
+    settings: ProbeSettings,
+    progress: Progress | None = None,
+    backend_factory: Callable[..., Any] | None = None,
+    chunk: int | None = None,
+) -> dict:
+    """Generate what is missing for one model; return timing/cache statistics."""
+    from bbi.backends import load_backend
+    from bbi.fingerprint import spec_fingerprint
+
+    started = time.perf_counter()
+    fingerprint = spec_fingerprint(entry.spec, trust_remote_code=settings.trust_remote_code)
+    base_seed = settings.seed + (NULL_SEED_OFFSET if entry.role == "null" else 0)
+    gen = settings.generation_config(seed=base_seed)
+    gen_key = gen.cache_key()
+    wanted = _expected(entry, records, settings)
+    keyed = [(rec, s, seed, cache_key(fingerprint, gen_key, rec["prompt"], seed, s)) for rec, s, seed in wanted]
+
+    path = run.responses_path(entry.alias)
+    have: dict[tuple[str, int], str] = {}
+    if path.exists():
+        for line in read_jsonl(path):
+            have[(line["prompt_id"], int(line.get("sample", 0)))] = line.get("cache_key", "")
+    gcache = GlobalCache(fingerprint, gen_key)
+    stale = [k for k in keyed if have.get((k[0]["id"], k[1])) not in (None, k[3])]
+    if stale:
+        # Settings or weights changed: the old lines no longer answer this config. Keep them
+        # in a backup rather than losing data, and start this alias afresh.
+        backup = path.with_suffix(f".stale-{int(time.time())}.jsonl")
+        os.replace(path, backup)
+        have = {}
+    todo = [k for k in keyed if have.get((k[0]["id"], k[1])) != k[3]]
+    from_global = [k for k in todo if k[3] in gcache.get_all()]
+    if from_global:
+        cached = gcache.get_all()
+        append_jsonl(path, [_line(k, cached[k[3]]) for k in from_global])
+        done_keys = {k[3] for k in from_global}
+        todo = [k for k in todo if k[3] not in done_keys]
+
+    stats = {"alias": entry.alias, "spec": entry.spec, "role": entry.role, "fingerprint": fingerprint,
+             "requests": len(keyed), "cached": len(keyed) - len(todo), "generated": 0, "new_tokens": 0,
+             "seed": base_seed, "generation": {**asdict(settings), "cache_key": gen_key}}
+    backend = None
+    if todo:
+        factory = backend_factory or load_backend
+        backend = factory(entry.spec, device=settings.device, dtype=settings.dtype, trust_remote_code=settings.trust_remote_code)
+        stats["chat_format"] = getattr(backend, "chat_format", None)
+        task = progress.add_task(f"{entry.alias}", total=len(todo)) if progress else None
+        step = chunk or max(settings.batch_size * 4, 64)
+        gen_started = time.perf_counter()
+        try:
+            for i in range(0, len(todo), step):
+                part = todo[i : i + step]
+                outs = backend.generate([k[0]["prompt"] for k in part], gen, [k[2] for k in part])
+                if len(outs) != len(part):
+                    raise RuntimeError(f"backend returned {len(outs)} generations for {len(part)} prompts")
+                lines = [_line(k, {"text": o.text, "n_tokens": o.n_tokens, "finish_reason": o.finish_reason}) for k, o in zip(part, outs, strict=True)]
+                append_jsonl(path, lines)
+                gcache.add(lines)
+                stats["generated"] += len(part)
+                stats["new_tokens"] += sum(o.n_tokens for o in outs)
+                if task is not None:
+                    progress.advance(task, len(part))
+        finally:
+            close = getattr(backend, "close", None)
+            if close:
+                close()
+        gen_s = time.perf_counter() - gen_started
+        stats["generate_s"] = round(gen_s, 3)
+        stats["tokens_per_s"] = round(stats["new_tokens"] / gen_s, 2) if gen_s > 0 else None
+    else:
+        stats["chat_format"] = (run.manifest().get("models", {}).get(entry.alias) or {}).get("chat_format")
+    stats["wall_s"] = round(time.perf_counter() - started, 3)
+    return stats
+
+
+def _line(k: tuple, out: dict) -> dict:
+    rec, sample, _seed, key = k
+    return {"prompt_id": rec["id"], "sample": sample, "text": out["text"], "n_tokens": int(out["n_tokens"]),
+            "finish_reason": out["finish_reason"], "cache_key": key}
+
+
+def environment_info() -> dict:
+    """Versions and the source revision, for the manifest (never secrets)."""
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("bbi", "torch", "transformers", "peft", "scikit-learn", "sentence-transformers", "numpy", "pandas"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    sha = None
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=5, check=False).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"versions": versions, "git_sha": sha}
+
+
+def run_probe(
+    run_path: str | os.PathLike,
+    models: list[ModelEntry],
+    suite_records: list[dict],
+    settings: ProbeSettings,
+    *,
+    suite_name: str = "default",
+    progress: bool = True,
+    similarity: bool = True,
+) -> dict:
+    """Probe every model on the suite, write the run directory, return the manifest."""
+    teachers = [m for m in models if m.role == "teacher"]
+    if len(teachers) != 1:
+        raise BbiError("a run needs exactly one teacher model")
+    aliases = [m.alias for m in models]
+    if len(set(aliases)) != len(aliases):
+        raise BbiError(f"duplicate model aliases: {aliases}")
+    if settings.samples < 1:
+        raise BbiError("--samples must be at least 1")
+    if settings.max_new_tokens < 1:
+        raise BbiError("--max-new-tokens must be at least 1")
+    records = select_limit(suite_records, settings.limit)
+    if not records:
+        raise BbiError("the suite is empty")
+
+    run = RunDir(run_path, create=True)
+    started = time.perf_counter()
+    cfg = run.config()
+    old_models = cfg.get("models") or {}
+    # Keep models a previous command added (e.g. a distilled student) unless redefined.
+    merged = {**old_models, **{m.alias: {"spec": m.spec, "role": m.role} for m in models}}
+    write_suite(run, records)
+    digest = suite_digest(records)
+    run.write_config({
+        **cfg,
+        "name": run.name,
+        "models": merged,
+        "suite": {"name": suite_name, "hash": digest, "n": len(records), "limit": settings.limit},
+        "generation": {k: v for k, v in asdict(settings).items() if k not in ("limit",)},
+        "seeds": {"generation": settings.seed, "null_offset": NULL_SEED_OFFSET},
+    })
+    env = environment_info()
+    man_models: dict[str, dict] = dict(run.manifest().get("models", {}))
+    timings: dict[str, Any] = dict(run.manifest().get("timings", {}))
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        for entry in models:
+            st = probe_model(run, entry, records, settings, progress=bar)
+            man_models[entry.alias] = {k: st[k] for k in ("spec", "role", "fingerprint", "chat_format", "seed")}
+            timings[f"generate:{entry.alias}"] = {k: st.get(k) for k in ("requests", "cached", "generated", "new_tokens", "generate_s", "tokens_per_s", "wall_s")}
+            run.update_manifest(models=man_models, timings=timings, **env)
+
+    if similarity:
+        t0 = time.perf_counter()
+        summarize_similarity(run, [m.alias for m in models if m.role != "teacher"], progress=progress)
+        timings["similarity"] = {"wall_s": round(time.perf_counter() - t0, 3)}
+    timings["probe_total_s"] = round(time.perf_counter() - started, 3)
+    run.update_results("suite", suite_summary(records, digest, suite_name))
+    run.update_results("models", {a: {**m, "fingerprint": man_models.get(a, {}).get("fingerprint")} for a, m in merged.items()})
+    return run.update_manifest(models=man_models, timings=timings, suite={"name": suite_name, "hash": digest, "n": len(records)})
+
+
+def suite_summary(records: Sequence[dict], digest: str, name: str) -> dict:
+    cats: list[str] = []
+    for r in records:
+        if r.get("category") not in cats:
+            cats.append(r.get("category"))
+    return {"name": name, "hash": digest, "n": len(records),
+            "n_train": sum(r.get("split") == "train" for r in records),
+            "n_test": sum(r.get("split") == "test" for r in records), "categories": cats}
+
+
+def summarize_similarity(run: RunDir, others: list[str], progress: bool = False) -> dict:
+    """Compute per-prompt cosine for each non-teacher model; store means with CIs."""
+    import pandas as pd
+
+    from bbi.similarity import compute_similarity
+    from bbi.stats import mean_ci
+
+    res = run.read_results().get("similarity", {})
+    for alias in others:
+        df = pd.DataFrame(compute_similarity(run, alias, progress=progress))
+        entry = {"overall": mean_ci(df["cosine"].to_numpy()), "per_category": {}}
+        for split in ("train", "test"):
+            part = df[df["split"] == split]
+            if len(part):
+                entry[split] = mean_ci(part["cosine"].to_numpy())
+        for cat, part in df.groupby("category", sort=False):
+            entry["per_category"][str(cat)] = mean_ci(part["cosine"].to_numpy())
+        res[alias] = entry
+    run.update_results("similarity", res)
+    return res
+
+
+def import_responses(run_path: str | os.PathLike, alias: str, role: str, source: str | os.PathLike,
+                     suite_records: list[dict] | None = None, spec: str | None = None) -> dict:
+    """Bring responses produced elsewhere into a run (schema: docs/run-directory.md)."""
+    check_alias(alias)
+    if role not in ROLES:
+        raise BbiError(f"unknown role {role!r} (use one of {', '.join(ROLES)})")
+    run = RunDir(run_path, create=True)
+    if suite_records is not None:
+        write_suite(run, suite_records)
+    suite = run.suite()
+    src = Path(source)
+    if not src.is_file():
+        raise BbiError(f"responses file not found: {src}")
+    lines: list[dict] = []
+    seen: set[tuple[str, int]] = set()
+    for i, rec in enumerate(read_jsonl(src), 1):
+        where = f"{src}:{i}"
+        if "prompt_id" not in rec or not isinstance(rec["prompt_id"], str):
+            raise BbiError(f"{where}: missing field 'prompt_id'")
+        if "text" not in rec or not isinstance(rec["text"], str):
+            raise BbiError(f"{where}: missing field 'text' (a string)")
+        if rec["prompt_id"] not in suite.index:
+            raise BbiError(f"{where}: prompt_id {rec['prompt_id']!r} is not in the run's suite")
+        sample = rec.get("sample", 0)
+        if not isinstance(sample, int) or sample < 0:
+            raise BbiError(f"{where}: field 'sample' must be a non-negative integer")
+        fr = rec.get("finish_reason", "stop")
+        if fr not in ("stop", "length"):
+            raise BbiError(f"{where}: field 'finish_reason' must be 'stop' or 'length'")
+        n_tok = rec.get("n_tokens")
+        if n_tok is None:
+            n_tok = len(rec["text"].split())
+        if not isinstance(n_tok, int) or n_tok < 0:
+            raise BbiError(f"{where}: field 'n_tokens' must be a non-negative integer")
+        if (rec["prompt_id"], sample) in seen:
+            raise BbiError(f"{where}: duplicate response for ({rec['prompt_id']!r}, sample {sample})")
+        seen.add((rec["prompt_id"], sample))
+        lines.append({"prompt_id": rec["prompt_id"], "sample": sample, "text": rec["text"], "n_tokens": n_tok,
+                      "finish_reason": fr, "cache_key": rec.get("cache_key", "imported")})
+    if not lines:
+        raise BbiError(f"{src}: no responses")
+    ids = {p for p, s in seen if s == 0}
+    for other in run.aliases():
+        if other == alias or not run.responses_path(other).exists():
+            continue
+        theirs = set(run.responses(other).query("sample == 0")["prompt_id"])
+        if theirs and theirs != ids:
+            raise BbiError(f"prompt set of {alias!r} ({len(ids)} prompts) differs from {other!r} ({len(theirs)} prompts)")
+    path = run.responses_path(alias)
+    tmp = path.with_name(f".{alias}.import.tmp")
+    tmp.unlink(missing_ok=True)
+    append_jsonl(tmp, lines)
+    if path.exists():
+        os.replace(path, path.with_suffix(f".replaced-{int(time.time())}.jsonl"))
+    os.replace(tmp, path)
+    cfg = run.config()
+    models = dict(cfg.get("models") or {})
+    models[alias] = {"spec": spec or f"imported:{src.name}", "role": role}
+    run.write_config({**cfg, "models": models})
+    run.update_manifest(models={alias: {"spec": models[alias]["spec"], "role": role, "imported_from": str(src),
+                                        "fingerprint": "sha256:" + hashlib.sha256(src.read_bytes()).hexdigest()}})
+    return {"alias": alias, "n": len(lines)}
