@@ -26,7 +26,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bbi.errors import BbiError
 from bbi.runstore import ROLES, RunDir, append_jsonl, atomic_write_text, check_alias, read_jsonl
 
-SUITE_FIELDS = ("id", "category", "subcategory", "prompt", "split", "reference", "source", "perturbation", "base_id")
+SUITE_FIELDS = (
+    "id",
+    "category",
+    "subcategory",
+    "prompt",
+    "split",
+    "reference",
+    "source",
+    "perturbation",
+    "base_id",
+)
 NULL_ALIAS = "teacher_null"
 NULL_SEED_OFFSET = 1_000_003  # the A/A resample draws from an independent seed stream
 
@@ -42,7 +52,9 @@ class ModelEntry:
     def __post_init__(self) -> None:
         check_alias(self.alias)
         if self.role not in ROLES:
-            raise BbiError(f"unknown role {self.role!r} for {self.alias!r} (use one of {', '.join(ROLES)})")
+            raise BbiError(
+                f"unknown role {self.role!r} for {self.alias!r} (use one of {', '.join(ROLES)})"
+            )
 
 
 @dataclass
@@ -110,12 +122,17 @@ def select_limit(records: list[dict], limit: int | None) -> list[dict]:
 
 
 def suite_digest(records: Sequence[dict]) -> str:
-    text = "".join(json.dumps({k: r.get(k) for k in SUITE_FIELDS}, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
+    text = "".join(
+        json.dumps({k: r.get(k) for k in SUITE_FIELDS}, ensure_ascii=False, sort_keys=True) + "\n"
+        for r in records
+    )
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def write_suite(run: RunDir, records: Sequence[dict]) -> None:
-    text = "".join(json.dumps({k: r.get(k) for k in SUITE_FIELDS}, ensure_ascii=False) + "\n" for r in records)
+    text = "".join(
+        json.dumps({k: r.get(k) for k in SUITE_FIELDS}, ensure_ascii=False) + "\n" for r in records
+    )
     if not run.suite_path.exists() or run.suite_path.read_text(encoding="utf-8") != text:
         atomic_write_text(run.suite_path, text)
     run._suite = None
@@ -151,9 +168,15 @@ class GlobalCache:
         self.get_all().update({r["cache_key"]: r for r in records})
 
 
-def _expected(entry: ModelEntry, records: list[dict], settings: ProbeSettings) -> list[tuple[dict, int, int]]:
+def _expected(
+    entry: ModelEntry, records: list[dict], settings: ProbeSettings
+) -> list[tuple[dict, int, int]]:
     base = settings.seed + (NULL_SEED_OFFSET if entry.role == "null" else 0)
-    return [(rec, s, request_seed(base, rec["id"], s)) for rec in records for s in range(settings.samples)]
+    return [
+        (rec, s, request_seed(base, rec["id"], s))
+        for rec in records
+        for s in range(settings.samples)
+    ]
 
 
 def probe_model(
@@ -175,7 +198,10 @@ def probe_model(
     gen = settings.generation_config(seed=base_seed)
     gen_key = gen.cache_key()
     wanted = _expected(entry, records, settings)
-    keyed = [(rec, s, seed, cache_key(fingerprint, gen_key, rec["prompt"], seed, s)) for rec, s, seed in wanted]
+    keyed = [
+        (rec, s, seed, cache_key(fingerprint, gen_key, rec["prompt"], seed, s))
+        for rec, s, seed in wanted
+    ]
 
     path = run.responses_path(entry.alias)
     have: dict[tuple[str, int], str] = {}
@@ -198,13 +224,27 @@ def probe_model(
         done_keys = {k[3] for k in from_global}
         todo = [k for k in todo if k[3] not in done_keys]
 
-    stats = {"alias": entry.alias, "spec": entry.spec, "role": entry.role, "fingerprint": fingerprint,
-             "requests": len(keyed), "cached": len(keyed) - len(todo), "generated": 0, "new_tokens": 0,
-             "seed": base_seed, "generation": {**asdict(settings), "cache_key": gen_key}}
+    stats = {
+        "alias": entry.alias,
+        "spec": entry.spec,
+        "role": entry.role,
+        "fingerprint": fingerprint,
+        "requests": len(keyed),
+        "cached": len(keyed) - len(todo),
+        "generated": 0,
+        "new_tokens": 0,
+        "seed": base_seed,
+        "generation": {**asdict(settings), "cache_key": gen_key},
+    }
     backend = None
     if todo:
         factory = backend_factory or load_backend
-        backend = factory(entry.spec, device=settings.device, dtype=settings.dtype, trust_remote_code=settings.trust_remote_code)
+        backend = factory(
+            entry.spec,
+            device=settings.device,
+            dtype=settings.dtype,
+            trust_remote_code=settings.trust_remote_code,
+        )
         stats["chat_format"] = getattr(backend, "chat_format", None)
         task = progress.add_task(f"{entry.alias}", total=len(todo)) if progress else None
         step = chunk or max(settings.batch_size * 4, 64)
@@ -214,8 +254,16 @@ def probe_model(
                 part = todo[i : i + step]
                 outs = backend.generate([k[0]["prompt"] for k in part], gen, [k[2] for k in part])
                 if len(outs) != len(part):
-                    raise RuntimeError(f"backend returned {len(outs)} generations for {len(part)} prompts")
-                lines = [_line(k, {"text": o.text, "n_tokens": o.n_tokens, "finish_reason": o.finish_reason}) for k, o in zip(part, outs, strict=True)]
+                    raise RuntimeError(
+                        f"backend returned {len(outs)} generations for {len(part)} prompts"
+                    )
+                lines = [
+                    _line(
+                        k,
+                        {"text": o.text, "n_tokens": o.n_tokens, "finish_reason": o.finish_reason},
+                    )
+                    for k, o in zip(part, outs, strict=True)
+                ]
                 append_jsonl(path, lines)
                 gcache.add(lines)
                 stats["generated"] += len(part)
@@ -230,15 +278,23 @@ def probe_model(
         stats["generate_s"] = round(gen_s, 3)
         stats["tokens_per_s"] = round(stats["new_tokens"] / gen_s, 2) if gen_s > 0 else None
     else:
-        stats["chat_format"] = (run.manifest().get("models", {}).get(entry.alias) or {}).get("chat_format")
+        stats["chat_format"] = (run.manifest().get("models", {}).get(entry.alias) or {}).get(
+            "chat_format"
+        )
     stats["wall_s"] = round(time.perf_counter() - started, 3)
     return stats
 
 
 def _line(k: tuple, out: dict) -> dict:
     rec, sample, _seed, key = k
-    return {"prompt_id": rec["id"], "sample": sample, "text": out["text"], "n_tokens": int(out["n_tokens"]),
-            "finish_reason": out["finish_reason"], "cache_key": key}
+    return {
+        "prompt_id": rec["id"],
+        "sample": sample,
+        "text": out["text"],
+        "n_tokens": int(out["n_tokens"]),
+        "finish_reason": out["finish_reason"],
+        "cache_key": key,
+    }
 
 
 def environment_info() -> dict:
@@ -246,15 +302,33 @@ def environment_info() -> dict:
     import importlib.metadata as md
 
     versions = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("bbi", "torch", "transformers", "peft", "scikit-learn", "sentence-transformers", "numpy", "pandas"):
+    for pkg in (
+        "bbi",
+        "torch",
+        "transformers",
+        "peft",
+        "scikit-learn",
+        "sentence-transformers",
+        "numpy",
+        "pandas",
+    ):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             versions[pkg] = None
     sha = None
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=5, check=False).stdout.strip() or None
+        sha = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                cwd=Path(__file__).resolve().parent,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         pass
     return {"versions": versions, "git_sha": sha}
@@ -293,34 +367,71 @@ def run_probe(
     merged = {**old_models, **{m.alias: {"spec": m.spec, "role": m.role} for m in models}}
     write_suite(run, records)
     digest = suite_digest(records)
-    run.write_config({
-        **cfg,
-        "name": run.name,
-        "models": merged,
-        "suite": {"name": suite_name, "hash": digest, "n": len(records), "limit": settings.limit},
-        "generation": {k: v for k, v in asdict(settings).items() if k not in ("limit",)},
-        "seeds": {"generation": settings.seed, "null_offset": NULL_SEED_OFFSET},
-    })
+    run.write_config(
+        {
+            **cfg,
+            "name": run.name,
+            "models": merged,
+            "suite": {
+                "name": suite_name,
+                "hash": digest,
+                "n": len(records),
+                "limit": settings.limit,
+            },
+            "generation": {k: v for k, v in asdict(settings).items() if k not in ("limit",)},
+            "seeds": {"generation": settings.seed, "null_offset": NULL_SEED_OFFSET},
+        }
+    )
     env = environment_info()
     man_models: dict[str, dict] = dict(run.manifest().get("models", {}))
     timings: dict[str, Any] = dict(run.manifest().get("timings", {}))
 
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, disable=not progress, transient=False) as bar:
         for entry in models:
             st = probe_model(run, entry, records, settings, progress=bar)
-            man_models[entry.alias] = {k: st[k] for k in ("spec", "role", "fingerprint", "chat_format", "seed")}
-            timings[f"generate:{entry.alias}"] = {k: st.get(k) for k in ("requests", "cached", "generated", "new_tokens", "generate_s", "tokens_per_s", "wall_s")}
+            man_models[entry.alias] = {
+                k: st[k] for k in ("spec", "role", "fingerprint", "chat_format", "seed")
+            }
+            timings[f"generate:{entry.alias}"] = {
+                k: st.get(k)
+                for k in (
+                    "requests",
+                    "cached",
+                    "generated",
+                    "new_tokens",
+                    "generate_s",
+                    "tokens_per_s",
+                    "wall_s",
+                )
+            }
             run.update_manifest(models=man_models, timings=timings, **env)
 
     if similarity:
         t0 = time.perf_counter()
-        summarize_similarity(run, [m.alias for m in models if m.role != "teacher"], progress=progress)
+        summarize_similarity(
+            run, [m.alias for m in models if m.role != "teacher"], progress=progress
+        )
         timings["similarity"] = {"wall_s": round(time.perf_counter() - t0, 3)}
     timings["probe_total_s"] = round(time.perf_counter() - started, 3)
     run.update_results("suite", suite_summary(records, digest, suite_name))
-    run.update_results("models", {a: {**m, "fingerprint": man_models.get(a, {}).get("fingerprint")} for a, m in merged.items()})
-    return run.update_manifest(models=man_models, timings=timings, suite={"name": suite_name, "hash": digest, "n": len(records)})
+    run.update_results(
+        "models",
+        {
+            a: {**m, "fingerprint": man_models.get(a, {}).get("fingerprint")}
+            for a, m in merged.items()
+        },
+    )
+    return run.update_manifest(
+        models=man_models,
+        timings=timings,
+        suite={"name": suite_name, "hash": digest, "n": len(records)},
+    )
 
 
 def suite_summary(records: Sequence[dict], digest: str, name: str) -> dict:
@@ -328,9 +439,14 @@ def suite_summary(records: Sequence[dict], digest: str, name: str) -> dict:
     for r in records:
         if r.get("category") not in cats:
             cats.append(r.get("category"))
-    return {"name": name, "hash": digest, "n": len(records),
-            "n_train": sum(r.get("split") == "train" for r in records),
-            "n_test": sum(r.get("split") == "test" for r in records), "categories": cats}
+    return {
+        "name": name,
+        "hash": digest,
+        "n": len(records),
+        "n_train": sum(r.get("split") == "train" for r in records),
+        "n_test": sum(r.get("split") == "test" for r in records),
+        "categories": cats,
+    }
 
 
 def summarize_similarity(run: RunDir, others: list[str], progress: bool = False) -> dict:
@@ -355,8 +471,14 @@ def summarize_similarity(run: RunDir, others: list[str], progress: bool = False)
     return res
 
 
-def import_responses(run_path: str | os.PathLike, alias: str, role: str, source: str | os.PathLike,
-                     suite_records: list[dict] | None = None, spec: str | None = None) -> dict:
+def import_responses(
+    run_path: str | os.PathLike,
+    alias: str,
+    role: str,
+    source: str | os.PathLike,
+    suite_records: list[dict] | None = None,
+    spec: str | None = None,
+) -> dict:
     """Bring responses produced elsewhere into a run (schema: docs/run-directory.md)."""
     check_alias(alias)
     if role not in ROLES:
@@ -390,10 +512,20 @@ def import_responses(run_path: str | os.PathLike, alias: str, role: str, source:
         if not isinstance(n_tok, int) or n_tok < 0:
             raise BbiError(f"{where}: field 'n_tokens' must be a non-negative integer")
         if (rec["prompt_id"], sample) in seen:
-            raise BbiError(f"{where}: duplicate response for ({rec['prompt_id']!r}, sample {sample})")
+            raise BbiError(
+                f"{where}: duplicate response for ({rec['prompt_id']!r}, sample {sample})"
+            )
         seen.add((rec["prompt_id"], sample))
-        lines.append({"prompt_id": rec["prompt_id"], "sample": sample, "text": rec["text"], "n_tokens": n_tok,
-                      "finish_reason": fr, "cache_key": rec.get("cache_key", "imported")})
+        lines.append(
+            {
+                "prompt_id": rec["prompt_id"],
+                "sample": sample,
+                "text": rec["text"],
+                "n_tokens": n_tok,
+                "finish_reason": fr,
+                "cache_key": rec.get("cache_key", "imported"),
+            }
+        )
     if not lines:
         raise BbiError(f"{src}: no responses")
     ids = {p for p, s in seen if s == 0}
@@ -402,7 +534,9 @@ def import_responses(run_path: str | os.PathLike, alias: str, role: str, source:
             continue
         theirs = set(run.responses(other).query("sample == 0")["prompt_id"])
         if theirs and theirs != ids:
-            raise BbiError(f"prompt set of {alias!r} ({len(ids)} prompts) differs from {other!r} ({len(theirs)} prompts)")
+            raise BbiError(
+                f"prompt set of {alias!r} ({len(ids)} prompts) differs from {other!r} ({len(theirs)} prompts)"
+            )
     path = run.responses_path(alias)
     tmp = path.with_name(f".{alias}.import.tmp")
     tmp.unlink(missing_ok=True)
@@ -414,6 +548,14 @@ def import_responses(run_path: str | os.PathLike, alias: str, role: str, source:
     models = dict(cfg.get("models") or {})
     models[alias] = {"spec": spec or f"imported:{src.name}", "role": role}
     run.write_config({**cfg, "models": models})
-    run.update_manifest(models={alias: {"spec": models[alias]["spec"], "role": role, "imported_from": str(src),
-                                        "fingerprint": "sha256:" + hashlib.sha256(src.read_bytes()).hexdigest()}})
+    run.update_manifest(
+        models={
+            alias: {
+                "spec": models[alias]["spec"],
+                "role": role,
+                "imported_from": str(src),
+                "fingerprint": "sha256:" + hashlib.sha256(src.read_bytes()).hexdigest(),
+            }
+        }
+    )
     return {"alias": alias, "n": len(lines)}

@@ -47,7 +47,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(Path(path), json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    atomic_write_text(
+        Path(path), json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n"
+    )
 
 
 def _json_default(obj: Any) -> Any:
@@ -162,7 +164,9 @@ class RunDir:
         return cfg
 
     def write_config(self, cfg: dict) -> None:
-        atomic_write_text(self.config_path, yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+        atomic_write_text(
+            self.config_path, yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
+        )
 
     def manifest(self) -> dict:
         if not self.manifest_path.exists():
@@ -186,7 +190,13 @@ class RunDir:
         for p in sorted((self.path / "responses").glob("*.jsonl")):
             alias = p.stem
             if alias not in models:
-                role = "teacher" if alias == "teacher" else "null" if alias == "teacher_null" else "student"
+                role = (
+                    "teacher"
+                    if alias == "teacher"
+                    else "null"
+                    if alias == "teacher_null"
+                    else "student"
+                )
                 models[alias] = {"spec": None, "role": role}
         return models
 
@@ -196,14 +206,18 @@ class RunDir:
     def teacher_alias(self) -> str:
         teachers = self.aliases("teacher")
         if len(teachers) != 1:
-            raise BbiError(f"{self.path}: expected exactly one teacher model, found {len(teachers)}")
+            raise BbiError(
+                f"{self.path}: expected exactly one teacher model, found {len(teachers)}"
+            )
         return teachers[0]
 
     # ---- suite / responses -------------------------------------------------------
     def suite(self) -> pd.DataFrame:
         if self._suite is None:
             if not self.suite_path.exists():
-                raise BbiError(f"{self.path}: no suite.jsonl (run `bbi probe run` or `bbi probe import` first)")
+                raise BbiError(
+                    f"{self.path}: no suite.jsonl (run `bbi probe run` or `bbi probe import` first)"
+                )
             df = pd.DataFrame(list(read_jsonl(self.suite_path)))
             if df.empty:
                 raise BbiError(f"{self.suite_path}: empty suite")
@@ -216,7 +230,9 @@ class RunDir:
             raise BbiError(f"{self.path}: no responses for model {alias!r}")
         df = pd.DataFrame(list(read_jsonl(path)))
         if df.empty:
-            return pd.DataFrame(columns=["prompt_id", "sample", "text", "n_tokens", "finish_reason"])
+            return pd.DataFrame(
+                columns=["prompt_id", "sample", "text", "n_tokens", "finish_reason"]
+            )
         if "sample" not in df:
             df["sample"] = 0
         # Last write wins if a line was ever duplicated by an interrupted run.
@@ -233,8 +249,12 @@ class RunDir:
         ref = self.responses(reference)
         oth = self.responses(other)
         in_suite = set(suite.index)
-        ref = ref[(ref["sample"] == sample) & ref["prompt_id"].isin(in_suite)].set_index("prompt_id")
-        oth = oth[(oth["sample"] == sample) & oth["prompt_id"].isin(in_suite)].set_index("prompt_id")
+        ref = ref[(ref["sample"] == sample) & ref["prompt_id"].isin(in_suite)].set_index(
+            "prompt_id"
+        )
+        oth = oth[(oth["sample"] == sample) & oth["prompt_id"].isin(in_suite)].set_index(
+            "prompt_id"
+        )
         missing = set(ref.index) ^ set(oth.index)
         if missing:
             raise BbiError(

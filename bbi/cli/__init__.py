@@ -29,7 +29,10 @@ class _BbiGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except BbiError as exc:
-            raise _UserError(str(exc)) from None
+            # typer >= 0.29 vendors its own click, so a click.ClickException raised here is
+            # not caught by typer's main loop; print the one line and exit via typer.Exit.
+            click.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
 
 
 app = typer.Typer(
@@ -50,8 +53,8 @@ def _register() -> None:
     app.add_typer(probe.app, name="probe")
     app.add_typer(attack.app, name="attack")
     app.add_typer(distill.app, name="distill")
-    app.add_typer(report.app, name="report")
     app.add_typer(zoo.app, name="zoo")
+    report.register(app)
     run.register(app)
     serve.register(app)
 

@@ -37,7 +37,9 @@ def parse_model_args(teacher: str, students: list[str], null: bool) -> list:
         models.append(ModelEntry(NULL_ALIAS, teacher, "null"))
     for i, raw in enumerate(students):
         m = _ALIAS_PREFIX.match(raw)
-        alias, spec = (m.group(1), m.group(2)) if m else ("student" if i == 0 else f"student_{i + 1}", raw)
+        alias, spec = (
+            (m.group(1), m.group(2)) if m else ("student" if i == 0 else f"student_{i + 1}", raw)
+        )
         models.append(ModelEntry(alias, spec, "student"))
     return models
 
@@ -61,22 +63,43 @@ def register(app: typer.Typer) -> None:
 
     @app.command("run")
     def run_cmd(
-        teacher: str = typer.Option(None, "--teacher", "-t", help="Teacher model spec, e.g. zoo:teacher, hf:./path, openai:URL#model."),
-        student: list[str] = typer.Option(None, "--student", "-s", help="Student spec, repeatable; 'alias=SPEC' names it."),
-        suite: str = typer.Option(None, "--suite", help="'default' (5,000 prompts) or a JSONL/CSV/datasets path."),
+        teacher: str = typer.Option(
+            None,
+            "--teacher",
+            "-t",
+            help="Teacher model spec, e.g. zoo:teacher, hf:./path, openai:URL#model.",
+        ),
+        student: list[str] = typer.Option(
+            None, "--student", "-s", help="Student spec, repeatable; 'alias=SPEC' names it."
+        ),
+        suite: str = typer.Option(
+            None, "--suite", help="'default' (5,000 prompts) or a JSONL/CSV/datasets path."
+        ),
         run: Path = typer.Option(None, "--run", "-r", help="Run directory, e.g. runs/demo."),
         limit: int = typer.Option(None, "--limit", help="Probe a stratified subset of N prompts."),
-        samples: int = typer.Option(None, "--samples", "-n", help="Responses per prompt and model."),
-        null: bool = typer.Option(None, "--null/--no-null", help="Add an independent teacher resample for A/A calibration (default on)."),
+        samples: int = typer.Option(
+            None, "--samples", "-n", help="Responses per prompt and model."
+        ),
+        null: bool = typer.Option(
+            None,
+            "--null/--no-null",
+            help="Add an independent teacher resample for A/A calibration (default on).",
+        ),
         max_new_tokens: int = typer.Option(None, "--max-new-tokens"),
-        temperature: float = typer.Option(None, "--temperature", help="0 = greedy; the A/A null needs sampling."),
+        temperature: float = typer.Option(
+            None, "--temperature", help="0 = greedy; the A/A null needs sampling."
+        ),
         top_p: float = typer.Option(None, "--top-p"),
         seed: int = typer.Option(None, "--seed"),
         batch_size: int = typer.Option(None, "--batch-size"),
         device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1, mps."),
         dtype: str = typer.Option(None, "--dtype", help="auto, float32, bfloat16, float16."),
-        trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model repos to run their own code."),
-        config: Path = typer.Option(None, "--config", "-c", help="run.yaml with the same keys; flags override it."),
+        trust_remote_code: bool = typer.Option(
+            False, "--trust-remote-code", help="Allow model repos to run their own code."
+        ),
+        config: Path = typer.Option(
+            None, "--config", "-c", help="run.yaml with the same keys; flags override it."
+        ),
         no_progress: bool = typer.Option(False, "--no-progress"),
     ) -> None:
         """Generate teacher, A/A-null and student responses for a suite into a run directory.
@@ -99,8 +122,17 @@ def register(app: typer.Typer) -> None:
             raise BbiError("--run is required (e.g. --run runs/demo)")
         use_null = null if null is not None else bool(cfg.get("null", True))
         settings = ProbeSettings()
-        overrides = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
-                     "batch_size": batch_size, "samples": samples, "limit": limit, "device": device, "dtype": dtype}
+        overrides = {
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "seed": seed,
+            "batch_size": batch_size,
+            "samples": samples,
+            "limit": limit,
+            "device": device,
+            "dtype": dtype,
+        }
         for key in list(overrides):
             if overrides[key] is None:
                 overrides[key] = gen_cfg.get(key, cfg.get(key))
@@ -110,21 +142,37 @@ def register(app: typer.Typer) -> None:
         settings.stop = list(gen_cfg.get("stop", settings.stop))
         settings.trust_remote_code = trust_remote_code or bool(cfg.get("trust_remote_code", False))
         if use_null and settings.temperature <= 0:
-            console.print("[yellow]note:[/] greedy decoding makes the A/A resample identical to the teacher; use --temperature > 0 for a meaningful null")
+            console.print(
+                "[yellow]note:[/] greedy decoding makes the A/A resample identical to the teacher; use --temperature > 0 for a meaningful null"
+            )
         records, suite_name = load_suite_arg(suite or cfg.get("suite") or "default")
         models = parse_model_args(teacher, students, use_null)
-        manifest = run_probe(run_path, models, records, settings, suite_name=suite_name, progress=not no_progress)
+        manifest = run_probe(
+            run_path, models, records, settings, suite_name=suite_name, progress=not no_progress
+        )
         print_probe_summary(run_path, manifest)
 
     @app.command("import")
     def import_cmd(
-        responses: Path = typer.Argument(..., help="JSONL: prompt_id, text[, sample, n_tokens, finish_reason]."),
+        responses: Path = typer.Argument(
+            ..., help="JSONL: prompt_id, text[, sample, n_tokens, finish_reason]."
+        ),
         run: Path = typer.Option(..., "--run", "-r", help="Run directory to import into."),
-        alias: str = typer.Option(..., "--alias", "-a", help="Name of the model these responses come from."),
-        role: str = typer.Option("student", "--role", help="teacher, null (A/A resample) or student."),
-        suite: str = typer.Option(None, "--suite", help="Suite the responses answer (needed if the run has none yet)."),
-        spec: str = typer.Option(None, "--spec", help="Optional model spec to record for provenance."),
-        similarity: bool = typer.Option(True, "--similarity/--no-similarity", help="Recompute similarity to the teacher."),
+        alias: str = typer.Option(
+            ..., "--alias", "-a", help="Name of the model these responses come from."
+        ),
+        role: str = typer.Option(
+            "student", "--role", help="teacher, null (A/A resample) or student."
+        ),
+        suite: str = typer.Option(
+            None, "--suite", help="Suite the responses answer (needed if the run has none yet)."
+        ),
+        spec: str = typer.Option(
+            None, "--spec", help="Optional model spec to record for provenance."
+        ),
+        similarity: bool = typer.Option(
+            True, "--similarity/--no-similarity", help="Recompute similarity to the teacher."
+        ),
     ) -> None:
         """Import responses produced elsewhere (same schema as responses/<alias>.jsonl)."""
         from bbi.probe_run import import_responses, summarize_similarity
@@ -134,7 +182,12 @@ def register(app: typer.Typer) -> None:
         out = import_responses(run, alias, role, responses, suite_records=records, spec=spec)
         console.print(f"imported {out['n']} responses as [bold]{alias}[/] ({role}) into {run}")
         rd = RunDir(run)
-        if similarity and role != "teacher" and rd.aliases("teacher") and rd.responses_path(rd.teacher_alias()).exists():
+        if (
+            similarity
+            and role != "teacher"
+            and rd.aliases("teacher")
+            and rd.responses_path(rd.teacher_alias()).exists()
+        ):
             summarize_similarity(rd, [alias])
             console.print("similarity updated")
 
@@ -151,8 +204,15 @@ def print_probe_summary(run_path: Path, manifest: dict) -> None:
         tm = manifest.get("timings", {}).get(f"generate:{alias}", {})
         if not tm:
             continue
-        t.add_row(alias, m.get("role", ""), str(tm.get("requests")), str(tm.get("cached")), str(tm.get("generated")),
-                  f"{tm['tokens_per_s']:.0f}" if tm.get("tokens_per_s") else "-", f"{tm.get('wall_s', 0):.1f}")
+        t.add_row(
+            alias,
+            m.get("role", ""),
+            str(tm.get("requests")),
+            str(tm.get("cached")),
+            str(tm.get("generated")),
+            f"{tm['tokens_per_s']:.0f}" if tm.get("tokens_per_s") else "-",
+            f"{tm.get('wall_s', 0):.1f}",
+        )
     Console().print(t)
     sim = rd.read_results().get("similarity", {})
     if sim:

@@ -1,0 +1,262 @@
+"""Suite records: validation, loading (JSONL, CSV, `datasets` directories), writing, hashing.
+
+The canonical form of a suite is JSONL with the nine standard fields first, in a fixed
+order; ``suite_hash`` is the SHA-256 of exactly the bytes ``write_suite`` writes, so the
+hash printed by ``bbi probe build`` identifies the file on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+from bbi.errors import BbiError
+
+FIELDS = (
+    "id",
+    "category",
+    "subcategory",
+    "prompt",
+    "split",
+    "reference",
+    "source",
+    "perturbation",
+    "base_id",
+)
+SPLITS = ("train", "test")
+DEFAULT_CATEGORY = "uncategorized"
+USER_SOURCE = "user"
+TEST_FRACTION = 0.2
+_OPTIONAL_STR = ("subcategory", "reference", "source", "perturbation", "base_id")
+
+
+def canonical_record(rec: dict) -> dict:
+    """Standard fields first (in FIELDS order), then any extra fields sorted by name."""
+    out = {k: rec.get(k) for k in FIELDS}
+    for k in sorted(set(rec) - set(FIELDS)):
+        out[k] = rec[k]
+    return out
+
+
+def suite_bytes(records: list[dict]) -> bytes:
+    lines = [json.dumps(canonical_record(r), ensure_ascii=False) for r in records]
+    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+
+
+def suite_hash(records: list[dict]) -> str:
+    """ "sha256:<hex>" of the canonical JSONL bytes (what write_suite writes)."""
+    return "sha256:" + hashlib.sha256(suite_bytes(records)).hexdigest()
+
+
+def write_suite(records: list[dict], path: str | Path) -> Path:
+    """Write records as canonical JSONL (atomically)."""
+    from bbi.runstore import atomic_write_text  # imports pandas; only needed here
+
+    path = Path(path)
+    atomic_write_text(path, suite_bytes(records).decode("utf-8"))
+    return path
+
+
+# ---- loading ---------------------------------------------------------------------------
+
+
+def load_suite(path: str | Path) -> list[dict]:
+    """Load and validate a suite; problems raise BbiError naming file:line and field."""
+    return load_suite_with_notes(path)[0]
+
+
+def load_suite_with_notes(path: str | Path) -> tuple[list[dict], list[str]]:
+    """Like load_suite, plus notes about defaults that were filled in (e.g. a split)."""
+    path = Path(path)
+    if not path.exists():
+        raise BbiError(f"{path}: no such file or directory")
+    if path.is_dir():
+        rows = _read_datasets_dir(path)
+    else:
+        suffix = path.suffix.lower()
+        if suffix in (".jsonl", ".ndjson"):
+            rows = _read_jsonl(path)
+        elif suffix == ".json":
+            rows = _read_json_array(path)
+        elif suffix in (".csv", ".tsv"):
+            rows = _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
+        else:
+            raise BbiError(
+                f"{path}: unknown file type {suffix or '(none)'!r}; use .jsonl, .json, .csv, "
+                ".tsv or a directory saved with datasets' save_to_disk"
+            )
+    if not rows:
+        raise BbiError(f"{path}: empty file (no records)")
+    return _normalise(rows, str(path))
+
+
+Row = tuple[str, dict]  # (location such as "line 3" / "row 7", raw record)
+
+
+def _read_jsonl(path: Path) -> list[Row]:
+    rows: list[Row] = []
+    text = _read_text(path)
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BbiError(f"{path}:{i}: invalid JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise BbiError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
+        rows.append((f"{i}", rec))
+    return rows
+
+
+def _read_json_array(path: Path) -> list[Row]:
+    text = _read_text(path)
+    if not text.strip():
+        return []
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BbiError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    if not isinstance(data, list):
+        raise BbiError(f"{path}: expected a JSON array of objects (or use .jsonl)")
+    rows: list[Row] = []
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict):
+            raise BbiError(f"{path}: item {i}: expected a JSON object")
+        rows.append((f"item {i}", rec))
+    return rows
+
+
+def _read_csv(path: Path, delimiter: str) -> list[Row]:
+    text = _read_text(path)
+    reader = csv.DictReader(text.splitlines(keepends=True), delimiter=delimiter)
+    rows: list[Row] = []
+    try:
+        for rec in reader:
+            if None in rec:
+                raise BbiError(f"{path}:{reader.line_num}: more values than header columns")
+            clean = {k.strip(): (v if v != "" else None) for k, v in rec.items() if k}
+            if all(v is None for v in clean.values()):
+                continue
+            rows.append((f"{reader.line_num}", clean))
+    except csv.Error as exc:
+        raise BbiError(f"{path}:{reader.line_num}: invalid CSV ({exc})") from None
+    return rows
+
+
+def _read_datasets_dir(path: Path) -> list[Row]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as exc:
+        raise BbiError(
+            f"{path}: not a dataset saved with datasets' save_to_disk ({exc})".splitlines()[0]
+        ) from None
+    rows: list[Row] = []
+    if isinstance(ds, datasets.DatasetDict):
+        for name, part in ds.items():
+            for i, rec in enumerate(part):
+                rec = dict(rec)
+                if name in SPLITS and rec.get("split") is None:
+                    rec["split"] = name
+                rows.append((f"{name} row {i}", rec))
+    else:
+        rows = [(f"row {i}", dict(rec)) for i, rec in enumerate(ds)]
+    return rows
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BbiError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _where(src: str, loc: str) -> str:
+    return f"{src}:{loc}" if loc[:1].isdigit() else f"{src}: {loc}"
+
+
+def _normalise(rows: list[Row], src: str) -> tuple[list[dict], list[str]]:
+    notes: list[str] = []
+    has_split = [r.get("split") not in (None, "") for _, r in rows]
+    if any(has_split) and not all(has_split):
+        loc = rows[has_split.index(False)][0]
+        raise BbiError(f"{_where(src, loc)}: field 'split' is missing (other records have one)")
+    records: list[dict] = []
+    first_seen: dict[str, str] = {}
+    for n, (loc, raw) in enumerate(rows):
+        where = _where(src, loc)
+        rec = {k: v for k, v in raw.items() if v is not None or k in FIELDS}
+        prompt = raw.get("prompt")
+        if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
+            raise BbiError(f"{where}: field 'prompt' is missing or empty")
+        if not isinstance(prompt, str):
+            raise BbiError(f"{where}: field 'prompt' must be a string")
+        rid = raw.get("id")
+        if rid is None or rid == "":
+            rid = f"item-{n:05d}"
+        elif isinstance(rid, (int, float)) and not isinstance(rid, bool):
+            rid = str(rid)
+        if not isinstance(rid, str):
+            raise BbiError(f"{where}: field 'id' must be a string")
+        if rid in first_seen:
+            raise BbiError(
+                f"{where}: field 'id': duplicate id {rid!r} (first at {first_seen[rid]})"
+            )
+        first_seen[rid] = loc
+        category = raw.get("category") or DEFAULT_CATEGORY
+        if not isinstance(category, str):
+            raise BbiError(f"{where}: field 'category' must be a string")
+        split = raw.get("split")
+        if split is not None and split not in SPLITS:
+            raise BbiError(f"{where}: field 'split': unknown value {split!r} (use train or test)")
+        for key in _OPTIONAL_STR:
+            val = raw.get(key)
+            if val is not None and not isinstance(val, str):
+                raise BbiError(f"{where}: field {key!r} must be a string or null")
+        rec.update(id=rid, category=category, prompt=prompt, split=split)
+        rec.setdefault("source", USER_SOURCE)
+        if rec["source"] is None:
+            rec["source"] = USER_SOURCE
+        rec["_where"] = where
+        records.append(canonical_record(rec))
+    ids = set(first_seen)
+    for rec in records:
+        where = rec.pop("_where")
+        if rec.get("base_id") is not None and rec["base_id"] not in ids:
+            raise BbiError(
+                f"{where}: field 'base_id': {rec['base_id']!r} is not an id in the suite"
+            )
+    if not any(has_split):
+        assign_split(records, TEST_FRACTION)
+        n_test = sum(r["split"] == "test" for r in records)
+        notes.append(
+            f"no 'split' field: assigned a deterministic stratified split by category "
+            f"({len(records) - n_test} train / {n_test} test, {TEST_FRACTION:.0%} test)"
+        )
+    return records, notes
+
+
+def assign_split(records: list[dict], test_fraction: float = TEST_FRACTION) -> None:
+    """Deterministic stratified split: within each category, the records whose id hashes
+    lowest go to test. Depends only on ids, so reordering the file changes nothing."""
+    by_cat: dict[str, list[dict]] = {}
+    for rec in records:
+        by_cat.setdefault(rec["category"], []).append(rec)
+    for recs in by_cat.values():
+        ranked = sorted(recs, key=lambda r: hashlib.sha256(r["id"].encode()).hexdigest())
+        n_test = round(len(recs) * test_fraction)
+        for i, rec in enumerate(ranked):
+            rec["split"] = "test" if i < n_test else "train"
+
+
+def summary(records: list[dict]) -> dict[str, Counter]:
+    """category -> Counter(split) for tables."""
+    out: dict[str, Counter] = {}
+    for rec in records:
+        out.setdefault(rec["category"], Counter())[rec["split"]] += 1
+    return out

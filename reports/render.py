@@ -1,0 +1,494 @@
+"""Render a run's results as one self-contained HTML file, a markdown or a JSON summary.
+
+The HTML is built for a colleague opening it from disk: no network (a Content Security
+Policy with ``default-src 'none'`` makes the browser refuse any fetch, and the only
+script and style blocks are allowed by their hashes), plots as inline SVG drawn on the
+server, every chart backed by a table, and all run-provided text escaped by jinja's
+autoescape so a response containing ``<script>`` is shown, never executed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import sys
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from markupsafe import Markup, escape
+
+from bbi.errors import BbiError
+from reports import charts
+from reports.model import Comparison, Est, Report, load_report
+
+FORMATS = ("html", "md", "json")
+DEFAULT_NAMES = {"html": "report.html", "md": "report.md", "json": "report.json"}
+
+STRATEGY_TEXT = {
+    "random": "uniformly random train prompts, each bought from both models.",
+    "stratified": "equal allocation of the budget across categories (remainder spread "
+    "deterministically), then random within each category.",
+    "disagreement": "rounds of acquisition; a committee of bootstrap-resampled cheap "
+    "classifiers, fit on what was bought so far, ranks unbought prompts by predicted "
+    "distinguishability from prompt-only features, and the next round buys the top ones.",
+    "bandit": "Thompson sampling over categories; the reward is whether the current "
+    "classifier (cross-validated on bought data) tells the new pair apart.",
+}
+
+
+def _templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(files("reports") / "templates")),
+        autoescape=jinja2.select_autoescape(["html", "j2"], default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _resource(name: str) -> str:
+    return (files("reports") / "templates" / name).read_text(encoding="utf-8")
+
+
+def _csp_hash(text: str) -> str:
+    return (
+        "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+    )
+
+
+def _yaml(obj: Any) -> str:
+    return yaml.safe_dump(
+        obj, sort_keys=False, allow_unicode=True, default_flow_style=False
+    ).rstrip()
+
+
+# Characters that would hide or reorder text (bidi overrides, zero-width, C0 controls):
+# shown as visible code points so a response cannot disguise what it says.
+_INVISIBLE = re.compile(
+    "[\u0000-\u0008\u000b-\u001f\u007f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
+
+
+def visible(text: str) -> Markup:
+    """Escape model text and make invisible/direction-changing characters visible."""
+    escaped = str(escape(text))
+    return Markup(
+        _INVISIBLE.sub(
+            lambda m: (
+                f'<span class="ctrl" title="invisible character">U+{ord(m.group()):04X}</span>'
+            ),
+            escaped,
+        )
+    )
+
+
+# ---- context shared by the three formats -----------------------------------------------
+def _null_status(r: Report) -> dict | None:
+    """Does the A/A comparison behave like a null? (every adversary's eps CI covers 0)."""
+    null = r.null
+    if null is None:
+        return None
+    rows = [(a.name, a.eps) for a in null.adversaries if a.eps is not None and a.eps.ci]
+    if not rows:
+        return {"alias": null.alias, "ok": None, "worst": None, "failing": []}
+    failing = [name for name, e in rows if e.lo is not None and e.lo > 0]
+    worst_name, worst = max(rows, key=lambda x: x[1].value if x[1].value is not None else -9)
+    return {
+        "alias": null.alias,
+        "ok": not failing,
+        "worst": (worst_name, worst),
+        "failing": failing,
+    }
+
+
+def _giveaways(comp: Comparison, limit: int = 4) -> list[dict]:
+    """Significant categories, most distinguishable first: where the student gives itself away."""
+    best = comp.best_per_category()
+    sig = comp.significant_categories()
+    rows = [
+        {"category": c, "est": best[c][0], "adversary": best[c][1], "adversaries": sig[c]}
+        for c in sig
+        if c in best
+    ]
+    rows.sort(key=lambda x: -(x["est"].value or 0))
+    return rows[:limit]
+
+
+def _base_student(r: Report) -> Comparison | None:
+    """The undistilled student: the first one not produced by `bbi distill`."""
+    studs = r.students
+    if len(studs) < 2:
+        return None
+    distilled = set(_safe_dict(r.results.get("distill")))
+    return next((c for c in studs if c.alias not in distilled), studs[0])
+
+
+def _safe_dict(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def _deltas(r: Report) -> dict | None:
+    base = _base_student(r)
+    if base is None:
+        return None
+    others = [c for c in r.students if c is not base]
+    rows = []
+
+    def sim_test(c: Comparison) -> Est | None:
+        return (c.similarity or {}).get("test") or (c.similarity or {}).get("overall")
+
+    rows.append(
+        {
+            "label": "semantic similarity (test)",
+            "kind": "sim",
+            "base": sim_test(base),
+            "others": [sim_test(o) for o in others],
+        }
+    )
+    for name in r.adversary_names:
+        ba = base.adversary(name)
+        if not any(c.adversary(name) and c.adversary(name).eps for c in [base, *others]):
+            continue  # two-sample tests have no eps to compare
+        rows.append(
+            {
+                "label": f"ε {name}",
+                "kind": "eps",
+                "base": ba.eps if ba else None,
+                "others": [(o.adversary(name).eps if o.adversary(name) else None) for o in others],
+            }
+        )
+    cat_rows = []
+    bb = base.best_per_category()
+    obs = [o.best_per_category() for o in others]
+    for c in r.category_order():
+        cat_rows.append(
+            {
+                "label": c,
+                "base": bb.get(c, (None, None))[0],
+                "others": [ob.get(c, (None, None))[0] for ob in obs],
+            }
+        )
+    for row in rows + cat_rows:
+        digits = 3 if row.get("kind") == "sim" else 2
+        good = 1 if row.get("kind") == "sim" else -1  # similarity should rise, eps fall
+        row["digits"] = digits
+        row["deltas"] = []
+        for o in row["others"]:
+            base_v = row["base"].value if row["base"] else None
+            d = o.value - base_v if (o and o.value is not None and base_v is not None) else None
+            shown = round(d, digits) if d is not None else None
+            cls = "" if not shown else ("delta-down" if shown * good > 0 else "delta-up")
+            text = "–" if d is None else ("+" if shown > 0 else "") + charts.fmt(d, digits)
+            row["deltas"].append({"value": d, "text": text, "cls": cls})
+    chart = None
+    if bb:
+        series = {base.alias: {c: bb[c][0].as_dict() for c in bb}}
+        for o, ob in zip(others, obs, strict=True):
+            series[o.alias] = {c: ob[c][0].as_dict() for c in ob}
+        chart = charts.dot_plot(r.category_order(), series, set(), "best-adversary ε per category")
+    return {"base": base, "others": others, "rows": rows, "cat_rows": cat_rows, "chart": chart}
+
+
+def _heatmaps(r: Report) -> tuple[list[dict], float]:
+    cats = r.category_order()
+    values = [
+        e.value for c in r.comparisons for a in c.adversaries for e in a.per_category.values()
+    ]
+    domain = charts.diverging_domain(values)
+    out = []
+    for i, comp in enumerate(r.comparisons):
+        advs = [a for a in comp.adversaries if a.per_category]
+        if not advs:
+            continue
+        cells = {
+            (cat, a.name): a.per_category[cat].as_dict() for a in advs for cat in a.per_category
+        }
+        hm = charts.heatmap(cats, [a.name for a in advs], cells, domain, uid=f"hm{i}")
+        out.append({"comp": comp, "chart": hm, "advs": advs})
+    return out, domain
+
+
+def _similarity_chart(r: Report) -> dict | None:
+    comps = [
+        c
+        for c in r.comparisons + r.similarity_only
+        if c.similarity and c.similarity["per_category"]
+    ]
+    if not comps:
+        return None
+    series = {
+        c.alias: {k: e.as_dict() for k, e in c.similarity["per_category"].items()} for c in comps
+    }
+    marked: dict[str, list[str]] = {}
+    for s in r.students:
+        for cat in s.significant_categories():
+            marked.setdefault(cat, []).append(s.alias)
+    cats = r.category_order()
+    chart = charts.dot_plot(
+        cats, series, set(marked), "cosine similarity to the teacher (mean, 95% CI)"
+    )
+    return {"chart": chart, "comps": comps, "marked": marked, "cats": cats}
+
+
+def _curves(r: Report) -> list[dict]:
+    """Small multiples per comparison: eps(q) by strategy (k = 1) and eps(q, k)."""
+    out = []
+    eps = r.epsilon
+    strategies: list[str] = list((r.attack_config or {}).get("strategies") or [])
+    for c in r.comparisons:
+        for a in c.adversaries:
+            strategies += [s for s in a.curves if s not in strategies]
+    k_names = [f"k = {k}" for k in r.k_values]
+    for comp in r.comparisons:
+        panels = []
+        for adv in comp.adversaries:
+            if not any(p.value is not None for pts in adv.curves.values() for p in pts):
+                continue  # two-sample tests have p-values per budget, no eps curve
+            k1 = {
+                s: [{"q": p.q, "value": p.value, "ci": p.ci} for p in pts if p.k == 1]
+                for s, pts in adv.curves.items()
+            }
+            k1 = {s: pts for s, pts in k1.items() if pts}
+            first = next(
+                s for s, pts in adv.curves.items() if any(p.value is not None for p in pts)
+            )
+            ks = sorted({p.k for p in adv.curves[first]})
+            by_k = {
+                f"k = {k}": [
+                    {"q": p.q, "value": p.value, "ci": p.ci} for p in adv.curves[first] if p.k == k
+                ]
+                for k in ks
+            }
+            panels.append(
+                {
+                    "adv": adv,
+                    "strategy_chart": charts.line_chart(adv.name, k1, eps, order=strategies)
+                    if k1
+                    else None,
+                    "k_chart": charts.line_chart(
+                        adv.name, by_k, eps, dashes=("", "6 3", "2 3", "9 3 2 3"), order=k_names
+                    )
+                    if len(ks) > 1
+                    else None,
+                    "first_strategy": first,
+                    "table": sorted(
+                        ((s, p) for s, pts in adv.curves.items() for p in pts),
+                        key=lambda sp: (strategies.index(sp[0]), sp[1].k, sp[1].q),
+                    ),
+                }
+            )
+        if panels:
+            legend_s = charts.line_chart(
+                "", {s: [{"q": 1, "value": 0}] for s in strategies}, None, order=strategies
+            )
+            legend_k = charts.line_chart(
+                "",
+                {k: [{"q": 1, "value": 0}] for k in k_names},
+                None,
+                dashes=("", "6 3", "2 3", "9 3 2 3"),
+                order=k_names,
+            )
+            out.append(
+                {
+                    "comp": comp,
+                    "panels": panels,
+                    "legend_strategy": legend_s,
+                    "legend_k": legend_k,
+                    "has_k": any(p["k_chart"] for p in panels),
+                    "k_strategies": sorted({p["first_strategy"] for p in panels if p["k_chart"]}),
+                }
+            )
+    return out
+
+
+def _forest_domain(r: Report) -> tuple[float, float]:
+    vals = [0.0, r.epsilon or 0.0]
+    for c in r.comparisons:
+        for a in c.adversaries:
+            if a.eps is not None:
+                vals += [v for v in (a.eps.value, a.eps.lo, a.eps.hi) if v is not None]
+    lo, hi = min(vals), max(vals)
+    return (min(-0.1, lo - 0.02), max(0.2, hi + 0.02))
+
+
+def build_context(r: Report) -> dict:
+    heatmaps, domain = _heatmaps(r)
+    fdom = _forest_domain(r)
+    forests = {
+        (c.alias, a.name): charts.forest(a.eps.value, a.eps.ci, r.epsilon, fdom)
+        for c in r.comparisons
+        for a in c.adversaries
+        if a.eps is not None
+    }
+    seeds = {
+        "run.yaml": (r.config or {}).get("seeds"),
+        "attack": (r.attack_config or {}).get("seeds"),
+    }
+    return {
+        "r": r,
+        "fmt": charts.fmt,
+        "fmt_ci": charts.fmt_ci,
+        "fmt_p": charts.fmt_p,
+        "eps_state": charts.eps_state,
+        "palette": charts.SERIES_COLOURS,
+        "null_status": _null_status(r),
+        "giveaways": {c.alias: _giveaways(c) for c in r.students},
+        "heatmaps": heatmaps,
+        "heat_domain": domain,
+        "similarity_chart": _similarity_chart(r),
+        "curves": _curves(r),
+        "deltas": _deltas(r),
+        "forests": forests,
+        "forest_domain": fdom,
+        "strategy_text": STRATEGY_TEXT,
+        "seeds": {k: v for k, v in seeds.items() if v is not None},
+        "config_yaml": _yaml(r.config) if r.config else "",
+        "yaml": _yaml,
+        "json_dumps": lambda x: json.dumps(x, ensure_ascii=False),
+        "visible": visible,
+        "suite_hash": str(r.suite.get("hash") or ""),
+        "bbi_version": _bbi_version(),
+    }
+
+
+def _bbi_version() -> str:
+    try:
+        from bbi import __version__
+
+        return str(__version__)
+    except ImportError:  # pragma: no cover - the package always defines it
+        return "unknown"
+
+
+# ---- renderers --------------------------------------------------------------------
+def render_html(r: Report) -> str:
+    env = _templates()
+    css = _resource("report.css")
+    js = _resource("report.js")
+    csp = (
+        "default-src 'none'; "
+        f"style-src {_csp_hash(css)}; script-src {_csp_hash(js)}; "
+        "img-src data:; base-uri 'none'; form-action 'none'"
+    )
+    return env.get_template("report.html.j2").render(css=css, js=js, csp=csp, **build_context(r))
+
+
+def _md_cell(text: Any) -> str:
+    s = str(text)
+    for a, b in (("\\", "\\\\"), ("|", "\\|"), ("<", "&lt;"), (">", "&gt;"), ("\n", " ")):
+        s = s.replace(a, b)
+    return s
+
+
+def render_markdown(r: Report) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(files("reports") / "templates")),
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["md"] = _md_cell
+    return env.get_template("report.md.j2").render(**build_context(r))
+
+
+def summary(r: Report) -> dict:
+    """Compact machine-readable summary for CI pipelines (thresholds, dashboards)."""
+
+    def est(e: Est | None) -> dict | None:
+        return e.as_dict() if e is not None else None
+
+    comps = {}
+    for c in r.comparisons + r.similarity_only:
+        best = c.best_per_category()
+        comps[c.alias] = {
+            "role": c.role,
+            "spec": c.spec,
+            "verdict": {
+                "status": c.verdict.status,
+                "epsilon": c.verdict.epsilon,
+                "broken_by": c.verdict.broken_by,
+                "at_budget": c.verdict.at_budget,
+                "max_eps": est(c.verdict.max_eps),
+                "text": c.verdict.text,
+            },
+            "similarity": est((c.similarity or {}).get("test")),
+            "similarity_overall": est((c.similarity or {}).get("overall")),
+            "adversaries": {
+                a.name: {**(est(a.eps) or {"value": None}), "p": a.p, "auroc": est(a.auroc)}
+                for a in c.adversaries
+            },
+            "categories": {
+                cat: {
+                    "best_eps": est(best[cat][0]) if cat in best else None,
+                    "best_adversary": best[cat][1] if cat in best else None,
+                    "significant_adversaries": c.significant_categories().get(cat, []),
+                    "similarity": est(((c.similarity or {}).get("per_category") or {}).get(cat)),
+                }
+                for cat in r.category_order()
+            },
+        }
+    ns = _null_status(r)
+    return {
+        "schema_version": 1,
+        "run": r.run,
+        "suite": {
+            "hash": r.suite.get("hash"),
+            "n": r.suite.get("n"),
+            "n_test": r.suite.get("n_test"),
+        },
+        "teacher": r.teacher,
+        "epsilon": r.epsilon,
+        "alpha": r.alpha,
+        "indistinguishable": (
+            all(c.verdict.status == "indistinguishable" for c in r.students) if r.students else None
+        ),
+        "null_calibration": None
+        if ns is None
+        else {"alias": ns["alias"], "ok": ns["ok"], "failing": ns["failing"]},
+        "comparisons": comps,
+        "notes": list(r.notes.values()),
+    }
+
+
+def render(r: Report, fmt: str) -> str:
+    if fmt == "html":
+        return render_html(r)
+    if fmt == "md":
+        return render_markdown(r)
+    if fmt == "json":
+        return json.dumps(summary(r), indent=2, ensure_ascii=False) + "\n"
+    raise BbiError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def write_report(
+    run_dir: str | Path, out: str | Path | None = None, fmt: str = "html", max_examples: int = 3
+) -> Path:
+    """Render the run's report and write it (default: <run>/report.<ext>); returns the path.
+
+    ``out="-"`` writes to stdout (handy in CI) and returns Path("-").
+    """
+    if fmt not in FORMATS:
+        raise BbiError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if max_examples < 0:
+        raise BbiError("--examples must be >= 0")
+    report = load_report(run_dir, max_examples=max_examples)
+    text = render(report, fmt)
+    if str(out) == "-":
+        sys.stdout.write(text)
+        return Path("-")
+    path = Path(out) if out is not None else report.path / DEFAULT_NAMES[fmt]
+    if path.is_dir():
+        raise BbiError(f"{path} is a directory; give a file name for the report")
+    from bbi.runstore import atomic_write_text
+
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise BbiError(f"cannot write report to {path}: {exc.strerror or exc}") from None
+    return path

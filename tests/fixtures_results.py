@@ -1,0 +1,465 @@
+"""Synthetic run directories with a results.json that follows docs/run-directory.md.
+
+Reusable by any test that needs a complete run without running a model: the suite,
+responses, similarity lines, run.yaml, manifest.json and results.json are all written
+here from a seeded RNG. Numbers are generated, not hand-typed, so tests must compare the
+output against the written results.json (``json.loads(path.read_text())``), never against
+literals.
+
+``build_run(tmp_path / "demo")`` gives the full picture (two students, an A/A null model,
+four adversaries, budget curves with k in {1, 4}); the keyword arguments remove parts to
+exercise the degraded paths (no attack yet, no null model, no curves).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bbi.runstore import RunDir, append_jsonl, write_json
+
+CATEGORIES = (
+    "factual",
+    "reasoning",
+    "instruction",
+    "style_format",
+    "robustness",
+    "domain_technical",
+    "creative",
+    "conversational",
+    "safety",
+    "extraction",
+)
+ADVERSARIES = ("surface", "tfidf", "embed", "pairwise")
+
+# Text that must be shown literally and never interpreted by the report.
+HOSTILE_TEXT = (
+    "<script>document.title='pwned';window.__pwned=1</script>"
+    '<img src="http://evil.example/x.png" onerror="window.__pwned=2">'
+    "**bold** [link](https://evil.example/) `code` & ampersand "
+    "naïve café — 日本語 🙂 \u202eevil"
+)
+
+# Category -> true advantage planted for the first student (others get ~0).
+DEFAULT_PLANTED = {"style_format": 0.45, "robustness": 0.3, "domain_technical": 0.22}
+
+
+def _est(rng: np.random.Generator, value: float, n: int, spread: float = 0.06) -> dict:
+    lo = value - spread * (0.8 + 0.4 * rng.random())
+    hi = value + spread * (0.8 + 0.4 * rng.random())
+    return {
+        "value": round(float(value), 4),
+        "ci": [round(float(lo), 4), round(float(hi), 4)],
+        "n": n,
+    }
+
+
+def _holm(pvals: list[float]) -> list[float]:
+    order = np.argsort(pvals)
+    m = len(pvals)
+    out = [0.0] * m
+    running = 0.0
+    for rank, idx in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvals[idx]))
+        out[idx] = running
+    return out
+
+
+def _verdict(advs: dict, epsilon: float, budgets: list[int]) -> dict:
+    """The attack's rule: broken when a k=1 curve point's CI lies above epsilon (smallest q
+    wins); indistinguishable when every CI upper bound is <= epsilon; else inconclusive."""
+    pts = []
+    for name, a in advs.items():
+        for strat, curve in a["curves"].items():
+            pts += [(name, strat, p) for p in curve if p["k"] == 1 and p["value"] is not None]
+        if not a["curves"] and a["eps"] is not None:  # no curves: the full-budget estimate
+            e = a["eps"]
+            pts.append(
+                (name, a["strategy"], {"q": a["budget"], "value": e["value"], "ci": e["ci"]})
+            )
+    if not pts:
+        return {
+            "epsilon": epsilon,
+            "indistinguishable": None,
+            "status": "no-estimate",
+            "text": "no estimate",
+        }
+    top = max(pts, key=lambda t: t[2]["value"])
+    max_eps = {
+        "value": top[2]["value"],
+        "ci": top[2]["ci"],
+        "adversary": top[0],
+        "strategy": top[1],
+        "q": top[2]["q"],
+    }
+    broken = [t for t in pts if t[2]["ci"][0] > epsilon]
+    if broken:
+        name, strat, pt = min(broken, key=lambda t: (t[2]["q"], -t[2]["value"]))
+        return {
+            "epsilon": epsilon,
+            "indistinguishable": False,
+            "status": "distinguishable",
+            "broken_by": name,
+            "strategy": strat,
+            "at_budget": pt["q"],
+            "max_eps": max_eps,
+            "text": f"distinguishable: {name} reaches eps {pt['value']:.2f} [{pt['ci'][0]:.2f}, {pt['ci'][1]:.2f}] > {epsilon:.2f} with q={pt['q']}",
+        }
+    worst = max(pts, key=lambda t: t[2]["ci"][1])
+    if worst[2]["ci"][1] <= epsilon:
+        return {
+            "epsilon": epsilon,
+            "indistinguishable": True,
+            "status": "indistinguishable",
+            "broken_by": None,
+            "at_budget": max(budgets),
+            "max_eps": max_eps,
+            "text": f"indistinguishable at eps <= {epsilon:.2f} with q <= {max(budgets)} queries",
+        }
+    return {
+        "epsilon": epsilon,
+        "indistinguishable": False,
+        "status": "inconclusive",
+        "broken_by": None,
+        "at_budget": worst[2]["q"],
+        "max_eps": max_eps,
+        "text": f"not shown indistinguishable at eps <= {epsilon:.2f}",
+    }
+
+
+def build_run(
+    path: str | Path,
+    *,
+    students: Sequence[str] = ("student", "student_lora"),
+    null: bool = True,
+    attack: bool = True,
+    curves: bool = True,
+    test_queries: Sequence[int] = (1, 4),
+    adversaries: Sequence[str] = ADVERSARIES,
+    categories: Sequence[str] = CATEGORIES,
+    n_per_category: int = 10,
+    planted: dict[str, float] | None = None,
+    hostile: bool = True,
+    epsilon: float = 0.1,
+    two_sample: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Write a complete synthetic run directory at ``path`` and return it.
+
+    The first student carries the planted per-category advantages; later students carry
+    a third of them (a "distilled" student that closed most of the gap); the null model
+    carries none. With ``hostile`` the first example of the most distinguishable
+    category has a student response full of HTML/markdown/unicode.
+    """
+    rng = np.random.default_rng(seed)
+    planted = dict(DEFAULT_PLANTED if planted is None else planted)
+    run = RunDir(path, create=True)
+    teacher = "teacher"
+    models = {teacher: {"spec": "zoo:teacher", "role": "teacher"}}
+    if null:
+        models["teacher_null"] = {"spec": "zoo:teacher", "role": "null"}
+    for i, s in enumerate(students):
+        spec = "zoo:student" if i == 0 else f"zoo:student+lora:runs/demo/adapters/{s}"
+        models[s] = {"spec": spec, "role": "student"}
+
+    # ---- suite -------------------------------------------------------------------
+    suite = []
+    n_test = max(1, n_per_category // 5)
+    for cat in categories:
+        for j in range(n_per_category):
+            suite.append(
+                {
+                    "id": f"{cat}-{j:05d}",
+                    "category": cat,
+                    "subcategory": "generic",
+                    "prompt": f"Prompt {j} about {cat.replace('_', ' ')}: explain briefly.",
+                    "split": "test" if j < n_test else "train",
+                    "reference": None,
+                    "source": "generated",
+                    "perturbation": None,
+                    "base_id": None,
+                }
+            )
+    append_jsonl(run.suite_path, suite)
+    canon = "".join(json.dumps(r, sort_keys=True) + "\n" for r in suite).encode()
+    suite_hash = "sha256:" + hashlib.sha256(canon).hexdigest()
+
+    # ---- responses ---------------------------------------------------------------
+    def strength(alias: str, cat: str) -> float:
+        if models[alias]["role"] != "student":
+            return 0.0
+        base = planted.get(cat, 0.0)
+        return base if alias == students[0] else base / 3
+
+    ranked = sorted(categories, key=lambda c: -planted.get(c, 0.0))
+    hostile_id = f"{ranked[0]}-00000"
+    for alias in models:
+        recs = []
+        for r in suite:
+            if alias == teacher or models[alias]["role"] == "null":
+                text = f"Teacher-style answer to {r['id']}. It is concise."
+            else:
+                text = f"Student answer to {r['id']}" + (
+                    " — **with markdown**" if strength(alias, r["category"]) > 0.2 else "."
+                )
+            if hostile and alias == students[0] and r["id"] == hostile_id:
+                text = HOSTILE_TEXT
+            recs.append(
+                {
+                    "prompt_id": r["id"],
+                    "sample": 0,
+                    "text": text,
+                    "n_tokens": len(text.split()),
+                    "finish_reason": "stop",
+                }
+            )
+        append_jsonl(run.responses_path(alias), recs)
+
+    # ---- similarity ----------------------------------------------------------------
+    sim_lines = []
+    similarity: dict = {}
+    for alias in models:
+        if alias == teacher:
+            continue
+        per_cat_vals: dict[str, list[float]] = {}
+        for r in suite:
+            mu = (
+                0.93
+                if models[alias]["role"] == "null"
+                else 0.86 - 0.5 * strength(alias, r["category"])
+            )
+            cos = float(np.clip(mu + rng.normal(0, 0.05), -1, 1))
+            sim_lines.append(
+                {
+                    "student": alias,
+                    "prompt_id": r["id"],
+                    "category": r["category"],
+                    "split": r["split"],
+                    "cosine": round(cos, 4),
+                }
+            )
+            per_cat_vals.setdefault(r["category"], []).append(cos)
+        all_vals = [v for vs in per_cat_vals.values() for v in vs]
+        test_vals = [
+            line["cosine"]
+            for line in sim_lines
+            if line["student"] == alias and line["split"] == "test"
+        ]
+
+        def mean_ci(vals: list[float]) -> dict:
+            arr = np.asarray(vals)
+            half = 1.96 * arr.std(ddof=1) / np.sqrt(len(arr)) if len(arr) > 1 else 0.0
+            m = float(arr.mean())
+            return {
+                "value": round(m, 4),
+                "ci": [round(m - half, 4), round(m + half, 4)],
+                "n": len(arr),
+            }
+
+        similarity[alias] = {
+            "overall": mean_ci(all_vals),
+            "test": mean_ci(test_vals),
+            "per_category": {c: mean_ci(v) for c, v in per_cat_vals.items()},
+        }
+    append_jsonl(run.similarity_path, sim_lines)
+
+    # ---- run.yaml / manifest ---------------------------------------------------------
+    run.write_config(
+        {
+            "name": run.name,
+            "models": models,
+            "suite": {"source": "default", "seed": 0},
+            "generation": {"max_new_tokens": 64, "temperature": 0.7, "top_p": 0.95},
+            "seeds": {"generation": 0, "attack": [0, 1, 2]},
+        }
+    )
+    run.update_manifest(
+        bbi_version="0.1.0",
+        git_sha="0123456789abcdef0123456789abcdef01234567",
+        versions={
+            "python": "3.11.2",
+            "torch": "2.13.0",
+            "transformers": "5.0.0",
+            "scikit-learn": "1.6.0",
+        },
+        models={
+            a: {"fingerprint": hashlib.sha256(a.encode()).hexdigest()[:16], "chat_format": "plain"}
+            for a in models
+        },
+        timings={"probe_s": 12.5, "similarity_s": 3.25, "attack_s": 41.0},
+    )
+
+    results: dict = {
+        "schema_version": 1,
+        "run": run.name,
+        "suite": {
+            "hash": suite_hash,
+            "n": len(suite),
+            "n_train": sum(r["split"] == "train" for r in suite),
+            "n_test": sum(r["split"] == "test" for r in suite),
+            "categories": list(categories),
+        },
+        "models": {
+            a: {**m, "fingerprint": hashlib.sha256(a.encode()).hexdigest()[:16]}
+            for a, m in models.items()
+        },
+        "similarity": similarity,
+    }
+
+    # ---- attack ------------------------------------------------------------------
+    if attack:
+        budgets = [50, 100, 200, 400]
+        strategies = ["random", "stratified", "disagreement"]
+        seeds = [0, 1, 2]
+        n_test_prompts = results["suite"]["n_test"]
+        comparisons: dict = {}
+        skill = {a: 0.6 + 0.4 * i / max(1, len(adversaries) - 1) for i, a in enumerate(adversaries)}
+        for alias in models:
+            if alias == teacher:
+                continue
+            role = models[alias]["role"]
+            advs: dict = {}
+            for adv in adversaries:
+                per_cat: dict = {}
+                pvals = []
+                for cat in categories:
+                    v = strength(alias, cat) * skill[adv] + rng.normal(0, 0.02)
+                    est = _est(rng, v, n_test, spread=0.12)
+                    est["p"] = round(
+                        float(0.0009 if v > 0.15 else min(1.0, 0.3 + rng.random() * 0.6)), 4
+                    )
+                    pvals.append(est["p"])
+                    per_cat[cat] = est
+                for cat, ph in zip(categories, _holm(pvals), strict=True):
+                    per_cat[cat]["p_holm"] = round(ph, 4)
+                    per_cat[cat]["significant"] = bool(ph < 0.05)
+                top = max([strength(alias, c) for c in categories], default=0.0)
+                overall = (
+                    0.25 * top + float(np.mean([strength(alias, c) for c in categories]))
+                ) * skill[adv]
+                overall += rng.normal(0, 0.01)
+                eps = _est(rng, overall, n_test_prompts, spread=0.04)
+                eps["p"] = 0.001 if overall > 0.05 else round(float(0.2 + rng.random() * 0.7), 3)
+                auroc = _est(rng, 0.5 + overall / 2, n_test_prompts, spread=0.03)
+                curve_data: dict = {}
+                if curves:
+                    for si, strat in enumerate(strategies):
+                        pts = []
+                        for q in budgets:
+                            for k in test_queries:
+                                frac = np.log(q) / np.log(budgets[-1])
+                                mean = overall * frac * (1 + 0.6 * np.log2(k) / 4) * (1 - 0.05 * si)
+                                sv = [round(float(mean + rng.normal(0, 0.015)), 4) for _ in seeds]
+                                m = float(np.mean(sv))
+                                pts.append(
+                                    {
+                                        "q": q,
+                                        "k": k,
+                                        "value": round(m, 4),
+                                        "ci": [round(m - 0.05, 4), round(m + 0.05, 4)],
+                                        "n_seeds": len(seeds),
+                                        "seed_values": sv,
+                                    }
+                                )
+                        curve_data[strat] = pts
+                advs[adv] = {
+                    "kind": "pairwise" if adv == "pairwise" else "pointwise",
+                    "eps": eps,
+                    "auroc": auroc,
+                    "kept_fraction": 0.82 if adv == "pairwise" else None,
+                    "budget": budgets[-1],
+                    "strategy": strategies[0],
+                    "seed": 0,
+                    "compute_s": round(float(0.5 + rng.random() * 5), 2),
+                    "per_category": per_cat,
+                    "curves": curve_data,
+                    "notes": "gray-box: reference LM is the teacher" if adv == "embed" else "",
+                }
+            if two_sample:
+                advs["mmd"] = {
+                    "kind": "test",
+                    "eps": None,
+                    "auroc": None,
+                    "kept_fraction": None,
+                    "budget": budgets[-1],
+                    "strategy": strategies[0],
+                    "seed": 0,
+                    "compute_s": 0.8,
+                    "per_category": {},
+                    "curves": {
+                        s: [
+                            {
+                                "q": q,
+                                "k": 1,
+                                "value": None,
+                                "ci": None,
+                                "n_seeds": len(seeds),
+                                "p_median": 0.5,
+                            }
+                            for q in budgets
+                        ]
+                        for s in strategies
+                    },
+                    "two_sample": {
+                        "statistic": round(float(rng.random() * 0.1), 4),
+                        "p": 0.04,
+                        "n": budgets[-1] // 2,
+                    },
+                    "notes": None,
+                }
+            verdict = _verdict(advs, epsilon, budgets)
+            examples: dict = {}
+            for cat in categories:
+                ids = [r["id"] for r in suite if r["category"] == cat and r["split"] == "test"][:3]
+                examples[cat] = [
+                    {
+                        "prompt_id": pid,
+                        "scores": {
+                            a: round(
+                                float(
+                                    strength(alias, cat) * (0.5 + rng.random())
+                                    + rng.normal(0, 0.05)
+                                ),
+                                3,
+                            )
+                            for a in adversaries
+                        },
+                    }
+                    for pid in ids
+                ]
+            comparisons[alias] = {
+                "reference": teacher,
+                "role": role,
+                "adversaries": advs,
+                "verdict": verdict,
+                "examples": examples,
+            }
+        results["attack"] = {
+            "config": {
+                "budgets": budgets,
+                "strategies": strategies,
+                "seeds": seeds,
+                "test_queries": list(test_queries),
+                "epsilon": epsilon,
+                "alpha": 0.05,
+                "adversaries": list(adversaries),
+                "n_bootstrap": 1000,
+                "n_permutations": 1000,
+            },
+            "comparisons": comparisons,
+        }
+    if len(students) > 1:
+        results["distill"] = {
+            s: {"spec": models[s]["spec"], "method": "lora"} for s in students[1:]
+        }
+    write_json(run.results_path, results)
+    return run.path
+
+
+def load_results(path: str | Path) -> dict:
+    """results.json of a run built above, as the tests' source of truth."""
+    return json.loads((Path(path) / "results.json").read_text(encoding="utf-8"))
