@@ -10,6 +10,7 @@ in flight and never duplicates a line. A second, global content cache under
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -317,7 +318,7 @@ def environment_info() -> dict:
         except md.PackageNotFoundError:
             versions[pkg] = None
     sha = None
-    try:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
         sha = (
             subprocess.run(
                 ["git", "rev-parse", "HEAD"],
@@ -329,8 +330,6 @@ def environment_info() -> dict:
             ).stdout.strip()
             or None
         )
-    except (OSError, subprocess.SubprocessError):
-        pass
     return {"versions": versions, "git_sha": sha}
 
 

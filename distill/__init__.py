@@ -1,1 +1,1 @@
-"""bbi distill package."""
+"""Students that close the gap to the teacher: LoRA (``distill.lora``) and friends."""
