@@ -51,7 +51,7 @@ def _register() -> None:
 
     probe_run.register(probe.app)
     app.add_typer(probe.app, name="probe")
-    app.add_typer(attack.app, name="attack")
+    attack.register(app)
     app.add_typer(distill.app, name="distill")
     app.add_typer(zoo.app, name="zoo")
     report.register(app)

@@ -1,9 +1,49 @@
-"""`bbi serve` command."""
+"""`bbi serve`: any model spec behind an OpenAI-compatible chat-completions server."""
 
 from __future__ import annotations
 
 import typer
 
 
+def serve_command(
+    spec: str = typer.Argument(
+        ..., help="Model spec, e.g. zoo:teacher, hf:./model, Qwen/Qwen2.5-0.5B-Instruct."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    name: str = typer.Option(
+        None, help="Model name clients ask for (default: the canonical spec)."
+    ),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
+    dtype: str = typer.Option("auto", help="auto, float32, float16, bfloat16."),
+    trust_remote_code: bool = typer.Option(
+        False,
+        "--trust-remote-code",
+        help="Allow a model's own Python code to run (only if you trust it).",
+    ),
+    allow_download: bool = typer.Option(
+        False, "--allow-download", help="Let hub ids download (ignored when HF_HUB_OFFLINE=1)."
+    ),
+    max_batch: int = typer.Option(32, help="Most concurrent requests decoded together."),
+) -> None:
+    """Serve SPEC over /v1/models and /v1/chat/completions (n, max_tokens, temperature,
+    top_p, seed, stop). A request's seed fixes its output regardless of batching."""
+    from bbi.serve import serve
+
+    typer.echo(f"serving {spec} on http://{host}:{port}/v1", err=True)
+    serve(
+        spec,
+        host=host,
+        port=port,
+        name=name,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        allow_download=allow_download,
+        max_batch=max_batch,
+    )
+
+
 def register(app: typer.Typer) -> None:
-    """Attach the `serve` command to the root app (not implemented yet)."""
+    """Attach the `serve` command to the root app."""
+    app.command("serve")(serve_command)

@@ -1,0 +1,592 @@
+"""Hugging Face transformers backend: batched, seeded, batch-independent generation.
+
+Why the sampling looks unusual: each token is the argmax of warped logits (temperature,
+top-p) plus Gumbel(0, 1) noise (``SeededSampler``), which is an exact sample from the
+warped distribution (the Gumbel-max trick). The noise of row r at step t comes from a
+counter-based stream keyed by (seed_r, t) only, so a response depends on its own request
+seed and not on which other prompts shared its batch: that is what makes the response
+cache sound.
+
+The decode loop is our own (a few lines over the model's forward and its KV cache)
+rather than ``model.generate``, for one reason: rows leave the batch, and the cache, as
+soon as they hit EOS or a stop string, so one long answer does not make the whole
+batch pay for every finished row. Prompts are left-padded and sorted by length before
+batching (less padding, same outputs); position ids follow the attention mask, so a
+row's logits do not depend on its padding. Greedy output equals per-prompt
+``model.generate`` (tested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor
+
+from bbi.backends.base import (
+    Generation,
+    TokenScores,
+    check_generate_args,
+)
+from bbi.backends.base import (
+    GenerationConfig as BbiGenerationConfig,
+)
+from bbi.chat import PLAIN_FORMAT, format_prompt, response_suffix
+from bbi.errors import BbiError
+from bbi.specs import ModelSpec
+
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+_FINGERPRINT_FILES = re.compile(
+    r"(\.safetensors|\.bin|\.pt|\.pth|\.gguf|config\.json|tokenizer\.json|tokenizer_config\.json"
+    r"|special_tokens_map\.json|vocab\.json|vocab\.txt|merges\.txt|tokenizer\.model"
+    r"|chat_template\.jinja|chat_template\.json|added_tokens\.json)$"
+)
+
+
+# ----------------------------------------------------------------------------- sampling
+def _signed64(c: int) -> int:
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_GOLDEN = _signed64(0x9E3779B97F4A7C15)
+_MIX1 = _signed64(0xBF58476D1CE4E5B9)
+_MIX2 = _signed64(0x94D049BB133111EB)
+
+
+def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
+    # Logical right shift on int64 (torch's >> is arithmetic).
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def splitmix_uniform(keys: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Uniform(0,1) float64 for each (key, index): element ``index`` of the SplitMix64
+    stream seeded with ``key``. Counter-based, so any subset of a row's numbers can be
+    drawn in any order, on any device, with the same result (int64 ops wrap mod 2^64)."""
+    z = keys + (index + 1) * _GOLDEN
+    z = (z ^ _shr(z, 30)) * _MIX1
+    z = (z ^ _shr(z, 27)) * _MIX2
+    z = z ^ _shr(z, 31)
+    return (_shr(z, 11).double() + 0.5) * (2.0**-53)
+
+
+class SeededSampler(LogitsProcessor):
+    """Temperature + top-p + Gumbel-max sampling, one stream per row: (seed, step).
+
+    ``generate`` runs greedy over the returned scores (0 for the sampled token, -inf
+    elsewhere), so each row's token is argmax(logit/T + Gumbel) over its nucleus: an exact
+    sample from the warped distribution that no other row can influence. The nucleus is
+    found with a top-k pre-pass (exact: rows whose top-k mass is below top_p fall back to
+    the full vocabulary), and Gumbel noise is drawn only for candidate tokens.
+
+    Top-p keeps, in descending probability, every token whose preceding mass is < top_p
+    (the smallest set reaching top_p, at least one token), as transformers does.
+    """
+
+    def __init__(
+        self, temperature: float, top_p: float, seeds: list[int], prompt_len: int, k: int = 256
+    ):
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.seeds = [int(s) for s in seeds]
+        self.prompt_len = prompt_len
+        self.k = k
+
+    @staticmethod
+    def row_key(seed: int, step: int) -> int:
+        # A fixed, platform-independent mix of (seed, step) into a 63-bit stream key.
+        digest = hashlib.blake2b(f"{seed}:{step}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+    @staticmethod
+    def _gumbel(keys: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        u = splitmix_uniform(keys, index)
+        return -torch.log(-torch.log(u))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """LogitsProcessor form: 0 for the sampled token, -inf elsewhere."""
+        token = self.sample(scores, self.seeds, input_ids.shape[1] - self.prompt_len)
+        return torch.full_like(scores, -math.inf).scatter(1, token[:, None], 0.0)
+
+    def sample(self, scores: torch.Tensor, seeds: list[int], step: int) -> torch.Tensor:
+        """One token per row of ``scores``; row r's draw depends on (seeds[r], step) only."""
+        dev = scores.device
+        keys = torch.tensor([self.row_key(s, step) for s in seeds], dtype=torch.long, device=dev)[
+            :, None
+        ]
+        logits = scores.float() / self.temperature
+        n_rows, vocab = logits.shape
+        token = torch.empty((n_rows, 1), dtype=torch.long, device=dev)
+        full_rows = torch.ones(n_rows, dtype=torch.bool, device=dev)
+        if self.top_p < 1.0:
+            vals, idx = logits.topk(min(self.k, vocab), dim=-1)
+            probs = (vals - logits.logsumexp(-1, keepdim=True)).exp()
+            keep = (probs.cumsum(-1) - probs) < self.top_p
+            keep[:, 0] = True
+            noisy = vals.double().masked_fill(~keep, -math.inf) + self._gumbel(keys, idx)
+            token = idx.gather(1, noisy.argmax(-1, keepdim=True))
+            full_rows = probs.sum(-1) < self.top_p  # the nucleus may reach past the top k
+        if bool(full_rows.any()):
+            rows = full_rows.nonzero()[:, 0]
+            sub = logits[rows]
+            allowed = torch.ones_like(sub, dtype=torch.bool)
+            if self.top_p < 1.0:
+                svals, sidx = sub.sort(-1, descending=True)
+                sprobs = svals.softmax(-1)
+                skeep = (sprobs.cumsum(-1) - sprobs) < self.top_p
+                skeep[:, 0] = True
+                allowed = torch.zeros_like(allowed).scatter(1, sidx, skeep)
+            index = torch.arange(vocab, device=dev)[None, :]
+            noisy = sub.double().masked_fill(~allowed, -math.inf) + self._gumbel(keys[rows], index)
+            token[rows] = noisy.argmax(-1, keepdim=True)
+        return token[:, 0]
+
+
+# ----------------------------------------------------------------------------- loading
+def resolve_device(device: str = "auto") -> torch.device:
+    if device != "auto":
+        try:
+            return torch.device(device)
+        except RuntimeError as exc:
+            raise BbiError(f"unknown device {device!r}: {exc}") from None
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
+    if dtype not in table:
+        raise BbiError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16")
+    return table[dtype]
+
+
+@lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, memoised per (path, size, mtime) within the process."""
+    st = path.stat()
+    return _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def dir_fingerprint(path: Path) -> dict[str, str]:
+    """Hashes of the files that decide a model's outputs (weights, config, tokenizer)."""
+    out = {}
+    for f in sorted(path.rglob("*")):
+        if f.is_file() and _FINGERPRINT_FILES.search(f.name) and "/." not in f.as_posix():
+            out[f.relative_to(path).as_posix()] = file_sha256(f)
+    return out
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _local_files_only(allow_download: bool) -> bool:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    return offline or not allow_download
+
+
+def _locate(name_or_path: str, what: str) -> Path | None:
+    """A local directory, or None for something that can only be a hub id."""
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise BbiError(f"{what} {name_or_path!r} is a file; expected a model directory")
+        return p
+    if name_or_path.startswith((".", "/", "~")) or not _HUB_ID_RE.match(name_or_path):
+        raise BbiError(f"{what} directory {name_or_path!r} does not exist")
+    return None
+
+
+def _wrap_load_error(exc: Exception, name: str, local: bool, local_only: bool) -> BbiError:
+    msg = str(exc)
+    if "trust_remote_code" in msg or "custom code" in msg:
+        return BbiError(
+            f"model {name!r} needs its own Python code to load; re-run with "
+            "--trust-remote-code only if you trust it"
+        )
+    if not local and local_only:
+        return BbiError(
+            f"model {name!r} is not a local directory and is not in the Hugging Face "
+            "cache; downloads are off (offline). Download it first or pass a path"
+        )
+    first = msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
+    return BbiError(f"cannot load model {name!r}: {first}")
+
+
+def load_hf_parts(
+    spec: ModelSpec | str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    allow_download: bool = False,
+    base_path: str | None = None,
+) -> tuple[Any, Any, torch.device, dict]:
+    """Load (model, tokenizer, device, fingerprint parts) for an hf: spec (or a zoo base path).
+
+    Local directories and hub ids are loaded with ``local_files_only`` unless downloads are
+    allowed and HF_HUB_OFFLINE is unset. A LoRA adapter is merged into the base for speed.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if isinstance(spec, str):
+        from bbi.specs import parse_spec
+
+        spec = parse_spec(spec)
+    name = base_path or spec.name_or_path
+    local = _locate(name, "model")
+    local_only = _local_files_only(allow_download)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    kw = dict(
+        revision=spec.revision, local_files_only=local_only, trust_remote_code=trust_remote_code
+    )
+    try:
+        cfg = AutoConfig.from_pretrained(name, **kw)
+        tok_src = name
+        if spec.adapter:
+            adapter_dir = _locate(spec.adapter, "adapter")
+            if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").exists():
+                tok_src = str(adapter_dir)
+        tokenizer = AutoTokenizer.from_pretrained(
+            tok_src,
+            **(
+                kw
+                if tok_src == name
+                else dict(local_files_only=True, trust_remote_code=trust_remote_code)
+            ),
+        )
+        model = AutoModelForCausalLM.from_pretrained(name, config=cfg, dtype=torch_dtype, **kw)
+    except BbiError:
+        raise
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        raise _wrap_load_error(exc, name, local is not None, local_only) from None
+
+    parts: dict[str, Any] = {}
+    if local is not None:
+        parts["files"] = dir_fingerprint(local)
+    else:
+        parts["hub"] = f"{name}@{getattr(cfg, '_commit_hash', None) or spec.revision or 'main'}"
+    if spec.adapter:
+        model, parts["adapter"] = _apply_adapter(model, spec.adapter, local_only)
+    model.to(dev)
+    model.eval()
+    return model, tokenizer, dev, parts
+
+
+def _apply_adapter(model: Any, adapter: str, local_only: bool) -> tuple[Any, Any]:
+    from peft import PeftModel
+
+    adapter_dir = _locate(adapter, "adapter")
+    try:
+        peft_model = PeftModel.from_pretrained(model, adapter, local_files_only=local_only)
+    except (OSError, ValueError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BbiError(f"cannot load LoRA adapter {adapter!r}: {first}") from None
+    merged = peft_model.merge_and_unload()
+    fp = dir_fingerprint(adapter_dir) if adapter_dir is not None else {"hub": adapter}
+    return merged, fp
+
+
+# ----------------------------------------------------------------------------- backend
+class HFBackend:
+    """A transformers causal LM behind the Backend protocol."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        fingerprint: str,
+        device: torch.device | None = None,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.fingerprint = fingerprint
+        self.device = device or next(model.parameters()).device
+        self.chat_format = format_prompt(tokenizer, "x")[1]
+        if tokenizer.pad_token_id is None:
+            if tokenizer.eos_token_id is None:
+                raise BbiError(f"model {name!r}: tokenizer has neither a pad nor an EOS token")
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        self.pad_id = int(tokenizer.pad_token_id)
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        if eos is None:
+            eos = tokenizer.eos_token_id
+        import inspect
+
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self.eos_ids = sorted(
+            {int(e) for e in (eos if isinstance(eos, list | tuple) else [eos]) if e is not None}
+        )
+
+    @classmethod
+    def load(
+        cls,
+        spec: ModelSpec,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        allow_download: bool = False,
+    ) -> HFBackend:
+        model, tok, dev, parts = load_hf_parts(
+            spec,
+            device=device,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            allow_download=allow_download,
+        )
+        return cls(model, tok, name=str(spec), fingerprint=_digest(parts), device=dev)
+
+    # -- prompts
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids of the formatted prompt (chat template text already holds BOS)."""
+        text, fmt = format_prompt(self.tokenizer, prompt)
+        return self.tokenizer(text, add_special_tokens=fmt == PLAIN_FORMAT)["input_ids"]
+
+    def count_prompt_tokens(self, prompt: str) -> int:
+        return len(self.encode_prompt(prompt))
+
+    # -- generation
+    def generate(
+        self,
+        prompts: list[str],
+        config: BbiGenerationConfig,
+        seeds: list[int],
+        progress: bool = False,
+    ) -> list[Generation]:
+        """One generation per prompt; row i depends only on (prompt i, config, seeds[i])."""
+        check_generate_args(prompts, seeds)
+        if not prompts:
+            return []
+        encoded = [self.encode_prompt(p) for p in prompts]
+        # Longest first: similar lengths share a batch (little padding) and OOM shows early.
+        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+        batches = [
+            order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)
+        ]
+        results: list[Generation | None] = [None] * len(prompts)
+        from rich.progress import track
+
+        for batch in track(
+            batches, description=f"generating {self.name}", disable=not progress, transient=True
+        ):
+            outs = self._generate_batch(
+                [encoded[i] for i in batch], config, [seeds[i] for i in batch]
+            )
+            for i, g in zip(batch, outs, strict=True):
+                results[i] = g
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self, encoded: list[list[int]], config: BbiGenerationConfig, seeds: list[int]
+    ) -> list[Generation]:
+        """Prefill left-padded prompts, then decode with the KV cache, dropping rows from
+        the batch (and the cache) as soon as they hit EOS or a stop string."""
+        from transformers import DynamicCache
+
+        dev = self.device
+        width = max(len(e) for e in encoded)
+        ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for r, e in enumerate(encoded):
+            if e:
+                ids[r, width - len(e) :] = torch.tensor(e, dtype=torch.long)
+                mask[r, width - len(e) :] = 1
+        ids, mask = ids.to(dev), mask.to(dev)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        logits = self._forward(ids, mask, pos, cache)
+        next_pos = pos[:, -1] + 1
+        sampler = (
+            SeededSampler(config.temperature, config.top_p, seeds, width)
+            if config.do_sample
+            else None
+        )
+        rows: list[list[int]] = [[] for _ in encoded]
+        active = list(range(len(encoded)))  # original row of each batch row
+        eos = set(self.eos_ids)
+        for step in range(config.max_new_tokens):
+            if sampler is not None:
+                tok = sampler.sample(logits, [seeds[r] for r in active], step)
+            else:
+                tok = logits.argmax(-1)
+            keep = []
+            for j, (r, t) in enumerate(zip(active, tok.tolist(), strict=True)):
+                rows[r].append(t)
+                if t not in eos and not (config.stop and self._has_stop(rows[r], config.stop)):
+                    keep.append(j)
+            if not keep or step == config.max_new_tokens - 1:
+                break
+            if len(keep) < len(active):
+                sel = torch.tensor(keep, device=dev)
+                cache.batch_select_indices(sel)
+                mask, tok, next_pos = mask[sel], tok[sel], next_pos[sel]
+                active = [active[j] for j in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            logits = self._forward(tok[:, None], mask, next_pos[:, None], cache)
+            next_pos = next_pos + 1
+        return [self._finish(row, config) for row in rows]
+
+    def _forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any
+    ) -> torch.Tensor:
+        """Next-token logits (float32) of the last position of each row."""
+        kw = {"logits_to_keep": 1} if self._keeps_logits else {}
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            **kw,
+        )
+        return out.logits[:, -1, :].float()
+
+    def _has_stop(self, row: list[int], stops: tuple[str, ...]) -> bool:
+        text = self._decode(row)
+        return any(s in text for s in stops)
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _finish(self, row: list[int], config: BbiGenerationConfig) -> Generation:
+        cut = next((k for k, t in enumerate(row) if t in self.eos_ids), len(row))
+        body = row[:cut]
+        if config.stop:
+            k = self._first_stop_prefix(body, config.stop)
+            if k is not None:
+                text = self._decode(body[:k])
+                pos = min(text.find(s) for s in config.stop if s in text)
+                return Generation(self._clean(text[:pos]), k, "stop")
+        if cut < len(row):
+            return Generation(self._clean(self._decode(body)), cut + 1, "stop")
+        return Generation(self._clean(self._decode(body)), len(body), "length")
+
+    def _first_stop_prefix(self, body: list[int], stops: tuple[str, ...]) -> int | None:
+        """Smallest k such that decode(body[:k]) contains a stop string (binary search:
+        containment is monotone in k because decoded prefixes only grow)."""
+
+        def hit(k: int) -> bool:
+            text = self._decode(body[:k])
+            return any(s in text for s in stops)
+
+        if not body or not hit(len(body)):
+            return None
+        lo, hi = 1, len(body)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if hit(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def _clean(self, text: str) -> str:
+        # The plain format separates "Assistant:" from the answer with whitespace.
+        return text.lstrip() if self.chat_format == PLAIN_FORMAT else text
+
+    # -- scoring
+    @torch.inference_mode()
+    def score(self, prompts: list[str], texts: list[str], batch_size: int = 8) -> list[TokenScores]:
+        """Teacher-forced logprob, entropy and rank of each response token given the prompt.
+
+        The response is tokenised exactly as distillation trains on it (bbi.chat.response_suffix,
+        without EOS), after the same prompt ids generation uses.
+        """
+        if len(prompts) != len(texts):
+            raise BbiError(f"got {len(prompts)} prompts but {len(texts)} texts")
+        items = []
+        for p, t in zip(prompts, texts, strict=True):
+            p_ids = self.encode_prompt(p)
+            r_ids = (
+                self.tokenizer(
+                    response_suffix(self.chat_format, t, None), add_special_tokens=False
+                )["input_ids"]
+                if t
+                else []
+            )
+            items.append((p_ids, r_ids))
+        order = sorted(range(len(items)), key=lambda i: -sum(map(len, items[i])))
+        results: list[TokenScores] = [TokenScores() for _ in items]
+        for start in range(0, len(order), batch_size):
+            batch = [i for i in order[start : start + batch_size] if items[i][1]]
+            if not batch:
+                continue
+            width = max(len(items[i][0]) + len(items[i][1]) for i in batch)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, i in enumerate(batch):  # right padding: positions start at 0 as in training
+                seq = items[i][0] + items[i][1]
+                ids[r, : len(seq)] = torch.tensor(seq)
+                mask[r, : len(seq)] = 1
+            logits = self.model(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+            ).logits
+            for r, i in enumerate(batch):
+                p_len, r_len = len(items[i][0]), len(items[i][1])
+                lg = logits[r, p_len - 1 : p_len - 1 + r_len].float()
+                logp = torch.log_softmax(lg, dim=-1)
+                tgt = torch.tensor(items[i][1], device=lg.device)
+                tok_lp = logp.gather(1, tgt[:, None])[:, 0]
+                ent = -(logp.exp() * logp).sum(-1)
+                rank = (lg > lg.gather(1, tgt[:, None])).sum(-1) + 1
+                results[i] = TokenScores(tok_lp.tolist(), ent.tolist(), rank.tolist())
+        return results
+
+    def close(self) -> None:
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def load_hf_backend(
+    spec: ModelSpec,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    allow_download: bool = False,
+    **_: Any,
+) -> HFBackend:
+    """Registry entry for ``hf:`` specs."""
+    return HFBackend.load(
+        spec,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        allow_download=allow_download,
+    )

@@ -1,0 +1,173 @@
+"""Any OpenAI-compatible chat-completions server (vLLM, TGI, Ollama, an API, `bbi serve`).
+
+Uses the official ``openai`` client: it retries connection errors, 408/409/429 and 5xx
+with exponential backoff and jitter (``max_retries``), and enforces ``timeout``. Requests
+run concurrently up to ``concurrency``. Each request carries its own ``seed`` so servers
+that honour seeds (vLLM, ``bbi serve``) give batch-independent samples. The API key comes
+from ``OPENAI_API_KEY`` and is never recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
+
+from bbi.backends.base import Generation, GenerationConfig, TokenScores, check_generate_args
+from bbi.errors import BbiError
+from bbi.specs import ModelSpec
+
+SERVER_FORMAT = "server"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class OpenAIBackend:
+    """Backend over an OpenAI-compatible HTTP endpoint; the server applies its chat template."""
+
+    chat_format = SERVER_FORMAT
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        api_key: str | None = None,
+        concurrency: int = 8,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        check: bool = True,
+    ):
+        import openai
+
+        if concurrency < 1:
+            raise BbiError(f"concurrency must be >= 1, got {concurrency}")
+        self.spec = spec
+        self.name = str(spec)
+        self.model = spec.model
+        self.base_url = spec.base_url
+        self.concurrency = concurrency
+        self.client = openai.OpenAI(
+            base_url=spec.base_url,
+            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        # Remote weights cannot be hashed: the endpoint and model name identify them.
+        self.fingerprint = hashlib.sha256(
+            json.dumps({"openai": spec.base_url, "model": spec.model}).encode()
+        ).hexdigest()[:16]
+        if check:
+            self.check()
+
+    def check(self) -> None:
+        """Fail fast (no retries) if the server is unreachable or does not serve the model."""
+        import openai
+
+        quick = self.client.with_options(max_retries=0, timeout=10.0)
+        try:
+            models = quick.models.list()
+        except openai.APIConnectionError as exc:
+            raise BbiError(
+                f"cannot reach the OpenAI-compatible server at {self.base_url}: {_one_line(exc)}"
+            ) from None
+        except openai.AuthenticationError:
+            raise BbiError(
+                f"the server at {self.base_url} refused the API key; set OPENAI_API_KEY"
+            ) from None
+        except openai.NotFoundError:
+            return  # some servers have no /models; the first request will tell
+        except openai.APIStatusError as exc:
+            raise BbiError(
+                f"the server at {self.base_url} answered {exc.status_code} "
+                f"on /models: {_one_line(exc)}"
+            ) from None
+        ids = [m.id for m in models.data]
+        if ids and self.model not in ids:
+            raise BbiError(
+                f"model {self.model!r} is not served at {self.base_url}; "
+                f"it serves: {', '.join(ids[:10])}"
+            )
+
+    def _request(self, prompt: str, config: GenerationConfig, seed: int) -> Generation:
+        import openai
+
+        try:
+            resp = self.client.chat.completions.create(
+                model=self.model,
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=config.max_new_tokens,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                seed=int(seed),
+                stop=list(config.stop) or None,
+                n=1,
+            )
+        except openai.APIConnectionError as exc:
+            raise BbiError(
+                f"lost the OpenAI-compatible server at {self.base_url}: {_one_line(exc)}"
+            ) from None
+        except openai.APIStatusError as exc:
+            raise BbiError(
+                f"{self.base_url} answered {exc.status_code}: {_one_line(exc)}"
+            ) from None
+        if not resp.choices:
+            raise BbiError(f"{self.base_url} returned no choices for model {self.model!r}")
+        choice = resp.choices[0]
+        text = choice.message.content or ""
+        n_tokens = resp.usage.completion_tokens if resp.usage else len(text.split())
+        finish = "length" if choice.finish_reason == "length" else "stop"
+        return Generation(text, int(n_tokens), finish)
+
+    def generate(
+        self, prompts: list[str], config: GenerationConfig, seeds: list[int], progress: bool = False
+    ) -> list[Generation]:
+        """Concurrent requests, results in prompt order."""
+        check_generate_args(prompts, seeds)
+        from rich.progress import Progress
+
+        results: list[Generation | None] = [None] * len(prompts)
+        with (
+            ThreadPoolExecutor(max_workers=self.concurrency) as pool,
+            Progress(disable=not progress, transient=True) as bar,
+        ):
+            task = bar.add_task(f"querying {self.name}", total=len(prompts))
+            futures = {
+                pool.submit(self._request, p, config, s): i
+                for i, (p, s) in enumerate(zip(prompts, seeds, strict=True))
+            }
+            try:
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.advance(task)
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+        return results  # type: ignore[return-value]
+
+    def score(self, prompts: list[str], texts: list[str]) -> list[TokenScores]:
+        raise BbiError(
+            f"{self.name}: chat-completions endpoints cannot score given responses "
+            "(teacher forcing); use an hf: or zoo: spec for likelihood features"
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def load_openai_backend(
+    spec: ModelSpec,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    **opts: Any,
+) -> OpenAIBackend:
+    """Registry entry for ``openai:`` specs (device/dtype belong to the server)."""
+    allowed = {"api_key", "concurrency", "timeout", "max_retries", "check"}
+    return OpenAIBackend(spec, **{k: v for k, v in opts.items() if k in allowed})

@@ -1,0 +1,348 @@
+"""Statistics for distinguishing advantage: the definitions every report prints.
+
+Decisions (recorded in results.json as well):
+
+* Labels: 1 = teacher. Adversaries return P(teacher) per item.
+* Threshold: chosen on training data only (cross-validated train predictions, the point
+  of the ROC curve maximising TPR - FPR; 0.5 when train is too small). The direction is
+  fixed by training, so the test estimate is the **signed** advantage TPR - FPR, which can
+  be slightly negative under the null. Taking ``|.|`` after the fact would bias the null
+  upward; the signed estimate is unbiased for the trained adversary's advantage and its
+  A/A CI covers 0. Verdicts use the CI's upper bound.
+* On a balanced paired test split TPR - FPR is the mean over test prompts of
+  ``d_i = 1[s_teacher_i >= t] - 1[s_other_i >= t]`` in {-1, 0, 1}; a pairwise adversary has
+  ``d_i = +1`` (correct), ``-1`` (wrong), ``0`` (tie), so eps = 2*acc - 1. Every statistic
+  below is a mean of per-prompt contributions ``d``.
+* CI: paired bootstrap over test prompts (a prompt's teacher and other items move
+  together), percentile 95%, ``n_bootstrap`` = 1000 by default, seeded.
+* p-value: one-sided permutation test of H0 "no advantage". Swapping the two labels within
+  a test prompt (with probability 1/2, scores fixed) turns ``d_i`` into ``-d_i``, so the
+  test is an exact sign-flip test; p = (1 + #{perm >= observed}) / (1 + n_perm).
+* AUROC: threshold-free companion (Mann-Whitney form, ties count 1/2), same bootstrap.
+* Per category: eps_c with CI and p, Holm-adjusted across categories; significant means
+  p_holm < alpha.
+* Test-time aggregation: with k responses of the unknown model the adversary sums the
+  log-odds of its k scores; test prompts are grouped into seeded random groups of k, the
+  threshold is ``k * logit(t)`` (still fixed by training), and the group contributions are
+  treated like prompt contributions (bootstrap over groups).
+
+Every estimate is a dict ``{"value", "ci": [lo, hi], "n"}`` (+ ``p`` where it applies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+from sklearn.metrics import roc_curve
+
+from bbi.errors import BbiError
+
+LOGIT_CLIP = 1e-6
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), LOGIT_CLIP, 1 - LOGIT_CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
+# ---- threshold and advantage ------------------------------------------------------------
+
+
+def choose_threshold(scores: np.ndarray, y: np.ndarray, min_per_class: int = 5) -> float:
+    """Threshold maximising TPR - FPR on (cross-validated) *training* predictions.
+
+    With fewer than ``min_per_class`` items of either class the ROC curve is too coarse to
+    trust, so the neutral 0.5 is used.
+    """
+    scores = np.asarray(scores, dtype=float)
+    y = np.asarray(y).astype(int)
+    if min((y == 1).sum(), (y == 0).sum()) < min_per_class:
+        return 0.5
+    fpr, tpr, thr = roc_curve(y, scores)
+    j = tpr - fpr
+    best = int(np.argmax(j))
+    if j[best] <= 0:
+        return 0.5
+    t = float(thr[best])
+    return min(t, 1.0)  # roc_curve's first threshold is +inf
+
+
+def advantage(scores: np.ndarray, y: np.ndarray, threshold: float = 0.5) -> float:
+    """Signed advantage TPR - FPR of the rule ``score >= threshold`` (1 = teacher)."""
+    scores = np.asarray(scores, dtype=float)
+    y = np.asarray(y).astype(int)
+    if (y == 1).sum() == 0 or (y == 0).sum() == 0:
+        raise BbiError("advantage needs items of both classes")
+    pred = scores >= threshold
+    return float(pred[y == 1].mean() - pred[y == 0].mean())
+
+
+def pointwise_contrib(s_teacher: np.ndarray, s_other: np.ndarray, threshold: float) -> np.ndarray:
+    """Per-prompt contributions d_i whose mean is TPR - FPR on a paired test split."""
+    s_teacher = np.asarray(s_teacher, dtype=float)
+    s_other = np.asarray(s_other, dtype=float)
+    return (s_teacher >= threshold).astype(float) - (s_other >= threshold).astype(float)
+
+
+def pairwise_contrib(p_a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-pair contributions (+1 correct, -1 wrong, 0 tie); mean = 2*acc - 1."""
+    p_a = np.asarray(p_a, dtype=float)
+    y = np.asarray(y).astype(int)
+    return np.sign(p_a - 0.5) * np.where(y == 1, 1.0, -1.0)
+
+
+def aggregate_groups(
+    values: np.ndarray, k: int, rng: np.random.Generator, n_items: int | None = None
+) -> np.ndarray:
+    """Random partition of ``n`` items into groups of ``k``: an index array (n // k, k).
+
+    Items left over after the last full group are dropped (so every group has exactly k).
+    """
+    n = len(values) if n_items is None else n_items
+    if k < 1:
+        raise BbiError(f"test queries k must be >= 1, got {k}")
+    n_groups = n // k
+    if n_groups == 0:
+        raise BbiError(f"k={k} test queries exceed the {n} test prompts")
+    perm = rng.permutation(n)[: n_groups * k]
+    return perm.reshape(n_groups, k)
+
+
+def pointwise_contrib_k(
+    s_teacher: np.ndarray,
+    s_other: np.ndarray,
+    threshold: float,
+    k: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Group contributions for k test queries: summed log-odds vs ``k * logit(threshold)``."""
+    if k == 1:
+        return pointwise_contrib(s_teacher, s_other, threshold)
+    groups = aggregate_groups(s_teacher, k, rng)
+    lt = logit(s_teacher)[groups].sum(axis=1)
+    lo = logit(s_other)[groups].sum(axis=1)
+    t = k * float(logit(np.array([threshold]))[0])
+    return (lt >= t).astype(float) - (lo >= t).astype(float)
+
+
+def pairwise_contrib_k(
+    p_a: np.ndarray, y: np.ndarray, k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """k pairs from the same two oracles: sum the log-odds that the true teacher is the teacher."""
+    if k == 1:
+        return pairwise_contrib(p_a, y)
+    signed = logit(p_a) * np.where(np.asarray(y).astype(int) == 1, 1.0, -1.0)
+    groups = aggregate_groups(signed, k, rng)
+    return np.sign(signed[groups].sum(axis=1))
+
+
+# ---- resampling -------------------------------------------------------------------------
+
+
+def bootstrap_counts(n: int, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, n) multiplicities of a prompt-level bootstrap: one draw reused for every statistic."""
+    idx = rng.integers(0, n, size=(n_bootstrap, n))
+    flat = (idx + np.arange(n_bootstrap)[:, None] * n).ravel()
+    return np.bincount(flat, minlength=n_bootstrap * n).reshape(n_bootstrap, n).astype(float)
+
+
+def paired_bootstrap_ci(
+    d: np.ndarray,
+    n_bootstrap: int = 1000,
+    seed: int | np.random.Generator = 0,
+    confidence: float = 0.95,
+    counts: np.ndarray | None = None,
+) -> tuple[float, float, np.ndarray]:
+    """Percentile CI of mean(d) resampling prompts; also returns the replicates.
+
+    ``d`` has one entry per test prompt (or per k-group), so resampling it resamples the
+    teacher and the other item of a prompt together.
+    """
+    d = np.asarray(d, dtype=float)
+    n = len(d)
+    if n == 0:
+        raise BbiError("no test items to bootstrap")
+    if counts is None:
+        counts = bootstrap_counts(n, n_bootstrap, np.random.default_rng(seed))
+    reps = counts @ d / n
+    a = (1 - confidence) / 2
+    lo, hi = np.quantile(reps, [a, 1 - a])
+    return float(lo), float(hi), reps
+
+
+def permutation_p(
+    d: np.ndarray, n_permutations: int = 1000, seed: int | np.random.Generator = 0
+) -> float:
+    """One-sided sign-flip permutation p-value of H0 "no advantage" for mean(d)."""
+    d = np.asarray(d, dtype=float)
+    n = len(d)
+    if n == 0:
+        raise BbiError("no test items for a permutation test")
+    rng = np.random.default_rng(seed)
+    observed = d.mean()
+    signs = rng.integers(0, 2, size=(n_permutations, n)).astype(float) * 2 - 1
+    perm = signs @ d / n
+    return float((1 + np.sum(perm >= observed - 1e-12)) / (1 + n_permutations))
+
+
+def holm(pvals: Sequence[float]) -> np.ndarray:
+    """Holm step-down adjusted p-values (family-wise error control across categories)."""
+    p = np.asarray(pvals, dtype=float)
+    m = len(p)
+    if m == 0:
+        return p
+    order = np.argsort(p)
+    adj = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adj = np.maximum.accumulate(adj)
+    out = np.empty(m)
+    out[order] = adj
+    return out
+
+
+def _weighted_auc(
+    pos: np.ndarray, neg: np.ndarray, w_pos: np.ndarray, w_neg: np.ndarray
+) -> np.ndarray:
+    """AUROC P(pos > neg) + P(tie)/2 with per-item weights; rows of w are replicates."""
+    order = np.argsort(neg, kind="stable")
+    neg_sorted = neg[order]
+    w_neg = np.atleast_2d(w_neg)[:, order]
+    w_pos = np.atleast_2d(w_pos)
+    cum = np.concatenate([np.zeros((w_neg.shape[0], 1)), np.cumsum(w_neg, axis=1)], axis=1)
+    left = np.searchsorted(neg_sorted, pos, side="left")
+    right = np.searchsorted(neg_sorted, pos, side="right")
+    below = cum[:, left]
+    ties = cum[:, right] - below
+    num = (w_pos * (below + 0.5 * ties)).sum(axis=1)
+    den = w_pos.sum(axis=1) * w_neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+def auroc_estimate(
+    pos: np.ndarray,
+    neg: np.ndarray,
+    prompt_of_pos: np.ndarray | None = None,
+    prompt_of_neg: np.ndarray | None = None,
+    counts: np.ndarray | None = None,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """AUROC with a prompt-level bootstrap CI.
+
+    ``prompt_of_pos``/``prompt_of_neg`` map each score to its prompt's column in ``counts``
+    (paired pointwise data: both are ``arange(n)``; pairwise data: a partition of prompts).
+    """
+    pos = np.asarray(pos, dtype=float)
+    neg = np.asarray(neg, dtype=float)
+    n_prompts = max(
+        len(pos) if prompt_of_pos is None else int(np.max(prompt_of_pos, initial=-1)) + 1,
+        len(neg) if prompt_of_neg is None else int(np.max(prompt_of_neg, initial=-1)) + 1,
+    )
+    if len(pos) == 0 or len(neg) == 0:
+        return {"value": None, "ci": [None, None], "n": int(n_prompts)}
+    pp = np.arange(len(pos)) if prompt_of_pos is None else np.asarray(prompt_of_pos)
+    pn = np.arange(len(neg)) if prompt_of_neg is None else np.asarray(prompt_of_neg)
+    value = float(_weighted_auc(pos, neg, np.ones(len(pos)), np.ones(len(neg)))[0])
+    out: dict[str, Any] = {"value": value, "ci": [None, None], "n": int(n_prompts)}
+    if counts is not None:
+        reps = _weighted_auc(pos, neg, counts[:, pp], counts[:, pn])
+        reps = reps[np.isfinite(reps)]
+        if len(reps):
+            a = (1 - confidence) / 2
+            out["ci"] = [float(x) for x in np.quantile(reps, [a, 1 - a])]
+    return out
+
+
+# ---- estimates --------------------------------------------------------------------------
+
+
+def estimate(
+    d: np.ndarray,
+    n_bootstrap: int = 1000,
+    n_permutations: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    counts: np.ndarray | None = None,
+    keep_replicates: bool = False,
+) -> dict[str, Any]:
+    """eps = mean(d) with its paired-bootstrap CI, sign-flip p and n."""
+    d = np.asarray(d, dtype=float)
+    lo, hi, reps = paired_bootstrap_ci(d, n_bootstrap, seed, confidence, counts=counts)
+    out: dict[str, Any] = {
+        "value": float(d.mean()),
+        "ci": [lo, hi],
+        "n": int(len(d)),
+        "p": permutation_p(d, n_permutations, seed + 1),
+    }
+    if keep_replicates:
+        out["replicates"] = reps
+    return out
+
+
+def per_category(
+    d: np.ndarray,
+    categories: Sequence[str],
+    alpha: float = 0.05,
+    n_bootstrap: int = 1000,
+    n_permutations: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, dict[str, Any]]:
+    """eps per category with CI, p, Holm-adjusted p across categories and significance."""
+    d = np.asarray(d, dtype=float)
+    cats = np.asarray(list(categories))
+    names = sorted(set(cats.tolist()))
+    out: dict[str, dict[str, Any]] = {}
+    for j, c in enumerate(names):
+        out[c] = estimate(
+            d[cats == c], n_bootstrap, n_permutations, seed + 1000 * (j + 1), confidence
+        )
+    adj = holm([out[c]["p"] for c in names])
+    for c, pa in zip(names, adj, strict=True):
+        out[c]["p_holm"] = float(pa)
+        out[c]["significant"] = bool(pa < alpha)
+    return out
+
+
+def mean_ci(
+    values: Sequence[float],
+    method: str = "bootstrap",
+    confidence: float = 0.95,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Mean with a CI over prompts (semantic similarity etc.): percentile bootstrap or t."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n == 0:
+        return {"value": None, "ci": [None, None], "n": 0}
+    m = float(x.mean())
+    if n == 1 or np.all(x == x[0]):
+        return {"value": m, "ci": [m, m], "n": n}
+    if method == "t":
+        lo, hi = sps.t.interval(confidence, n - 1, loc=m, scale=sps.sem(x))
+    elif method == "bootstrap":
+        res = sps.bootstrap(
+            (x,),
+            np.mean,
+            confidence_level=confidence,
+            n_resamples=n_bootstrap,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+            vectorized=True,
+        )
+        lo, hi = res.confidence_interval
+    else:
+        raise BbiError(f"unknown CI method {method!r}; use 'bootstrap' or 't'")
+    return {"value": m, "ci": [float(lo), float(hi)], "n": n}
+
+
+def pooled_ci(replicates: Sequence[np.ndarray], confidence: float = 0.95) -> list[float]:
+    """Percentile interval of pooled (seed x bootstrap) replicates, for budget curves."""
+    pooled = np.concatenate([np.asarray(r, dtype=float).ravel() for r in replicates])
+    a = (1 - confidence) / 2
+    lo, hi = np.quantile(pooled, [a, 1 - a])
+    return [float(lo), float(hi)]

@@ -1,0 +1,558 @@
+"""The embedded offline model pair: ``zoo:teacher`` and ``zoo:student``.
+
+No hub access is assumed anywhere, so bbi trains its own small pair on first use and
+caches it: a byte-level BPE tokenizer (``tokenizers``), a Llama-architecture teacher and a
+smaller, less-trained Qwen2-architecture student, both fitted on (prompt, reference)
+pairs in the plain ``User: ...\\nAssistant: ...`` format with an EOS after each answer.
+Both are saved with ``save_pretrained`` so any transformers tool loads them.
+
+The corpus comes from a provider (``set_corpus_provider``) because core must not import
+the probes package; the CLI registers ``probes.training_corpus``. Builds are atomic
+(temp dir + rename) under a file lock, so concurrent processes build once.
+
+Cache: ``$BBI_CACHE_DIR`` (default ``~/.cache/bbi``) ``/zoo/<version>-<config>/``.
+Config: ``BBI_ZOO_CONFIG`` = ``default`` | ``micro`` (tests), or the ``config`` argument.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bbi.errors import BbiError
+
+ZOO_VERSION = "v1"
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+
+CorpusProvider = Callable[[int, int], list[dict]]
+_corpus_provider: CorpusProvider | None = None
+
+
+@dataclass(frozen=True)
+class ZooModelConfig:
+    """Architecture and training budget of one zoo model."""
+
+    arch: str  # "llama" | "qwen2"
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    tie_embeddings: bool
+    steps: int
+    batch_size: int
+    lr: float
+    warmup: int
+    seed: int
+    # Also learn the prompt tokens: more signal per FLOP early in training. The reported
+    # eval loss is always on answer tokens only.
+    prompt_loss: bool = False
+
+
+@dataclass(frozen=True)
+class ZooConfig:
+    """Everything that decides the zoo's weights (hashed into the fingerprints)."""
+
+    name: str
+    vocab_size: int
+    max_len: int
+    per_category: int
+    corpus_seed: int
+    eval_fraction: float
+    teacher: ZooModelConfig
+    student: ZooModelConfig
+    split_seed: int = 1234
+    threads: int = 0  # torch threads while training; 0 = torch's default
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+CONFIGS: dict[str, ZooConfig] = {
+    "default": ZooConfig(
+        name="default",
+        vocab_size=4096,
+        max_len=160,
+        per_category=2000,
+        corpus_seed=1,
+        eval_fraction=0.02,
+        teacher=ZooModelConfig(
+            "llama",
+            hidden_size=256,
+            num_layers=4,
+            num_heads=4,
+            num_kv_heads=4,
+            intermediate_size=576,
+            tie_embeddings=False,
+            steps=900,
+            batch_size=16,
+            lr=3e-3,
+            warmup=40,
+            seed=11,
+        ),
+        student=ZooModelConfig(
+            "qwen2",
+            hidden_size=160,
+            num_layers=3,
+            num_heads=4,
+            num_kv_heads=2,
+            intermediate_size=432,
+            tie_embeddings=True,
+            steps=300,
+            batch_size=16,
+            lr=3e-3,
+            warmup=20,
+            seed=12,
+        ),
+    ),
+    "micro": ZooConfig(
+        name="micro",
+        vocab_size=384,
+        max_len=64,
+        per_category=12,
+        corpus_seed=1,
+        eval_fraction=0.1,
+        teacher=ZooModelConfig(
+            "llama",
+            hidden_size=48,
+            num_layers=2,
+            num_heads=2,
+            num_kv_heads=2,
+            intermediate_size=96,
+            tie_embeddings=False,
+            steps=60,
+            batch_size=16,
+            lr=5e-3,
+            warmup=5,
+            seed=11,
+        ),
+        student=ZooModelConfig(
+            "qwen2",
+            hidden_size=32,
+            num_layers=1,
+            num_heads=2,
+            num_kv_heads=1,
+            intermediate_size=64,
+            tie_embeddings=True,
+            steps=25,
+            batch_size=16,
+            lr=5e-3,
+            warmup=3,
+            seed=12,
+        ),
+        threads=1,  # tiny matrices: extra threads only add synchronisation
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- config/cache
+def set_corpus_provider(fn: CorpusProvider | None) -> None:
+    """Register fn(seed, per_category) -> [{prompt, reference, category}] for zoo builds."""
+    global _corpus_provider
+    _corpus_provider = fn
+
+
+def has_corpus_provider() -> bool:
+    return _corpus_provider is not None
+
+
+def get_config(config: str | ZooConfig | None = None) -> ZooConfig:
+    """The zoo config: an explicit argument, else env BBI_ZOO_CONFIG, else 'default'."""
+    if isinstance(config, ZooConfig):
+        return config
+    name = config or os.environ.get("BBI_ZOO_CONFIG") or "default"
+    if name not in CONFIGS:
+        raise BbiError(f"unknown zoo config {name!r}; use one of: " + ", ".join(CONFIGS))
+    return CONFIGS[name]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("BBI_CACHE_DIR") or Path.home() / ".cache" / "bbi").expanduser()
+
+
+def zoo_dir(config: str | ZooConfig | None = None) -> Path:
+    cfg = get_config(config)
+    return cache_root() / "zoo" / f"{ZOO_VERSION}-{cfg.name}"
+
+
+def is_built(config: str | ZooConfig | None = None) -> bool:
+    return (zoo_dir(config) / "zoo.json").is_file()
+
+
+def read_info(config: str | ZooConfig | None = None) -> dict:
+    """The build record (zoo.json) of a built zoo."""
+    path = zoo_dir(config) / "zoo.json"
+    if not path.is_file():
+        raise BbiError(f"the zoo ({get_config(config).name}) is not built; run `bbi zoo build`")
+    return json.loads(path.read_text())
+
+
+def model_path(
+    name: str, config: str | ZooConfig | None = None, *, build: bool = True, progress: bool = True
+) -> Path:
+    """Directory of zoo model ``name``, building the zoo first if needed (and allowed)."""
+    from bbi.specs import ZOO_MODELS
+
+    if name not in ZOO_MODELS:
+        raise BbiError(f"unknown zoo model {name!r}; the zoo has: " + ", ".join(ZOO_MODELS))
+    if not is_built(config):
+        if not build:
+            raise BbiError(f"the zoo ({get_config(config).name}) is not built; run `bbi zoo build`")
+        build_zoo(config, progress=progress)
+    return zoo_dir(config) / name
+
+
+def fingerprint(name: str, config: str | ZooConfig | None = None) -> str:
+    """Fingerprint of a zoo model: hash of its config and weights file (from zoo.json)."""
+    return read_info(config)["models"][name]["fingerprint"]
+
+
+# ----------------------------------------------------------------------------- corpus
+def _load_corpus(cfg: ZooConfig, corpus: list[dict] | None) -> list[dict]:
+    if corpus is None:
+        if _corpus_provider is None:
+            raise BbiError(
+                "no zoo corpus provider is registered: build the zoo with "
+                "`bbi zoo build` (which uses the probes package's training corpus)"
+            )
+        corpus = _corpus_provider(cfg.corpus_seed, cfg.per_category)
+    items = []
+    for rec in corpus:
+        prompt, ref = rec.get("prompt"), rec.get("reference")
+        if isinstance(prompt, str) and isinstance(ref, str) and prompt.strip() and ref.strip():
+            items.append(
+                {"prompt": prompt, "reference": ref.strip(), "category": rec.get("category", "")}
+            )
+    if len(items) < 10:
+        raise BbiError(
+            f"the zoo corpus has {len(items)} usable (prompt, reference) items; need at least 10"
+        )
+    return items
+
+
+def corpus_hash(items: list[dict]) -> str:
+    h = hashlib.sha256()
+    for it in items:
+        h.update(json.dumps([it["prompt"], it["reference"]]).encode())
+    return h.hexdigest()
+
+
+def _split(items: list[dict], cfg: ZooConfig) -> tuple[list[dict], list[dict]]:
+    idx = list(range(len(items)))
+    random.Random(cfg.split_seed).shuffle(idx)
+    n_eval = max(1, int(round(cfg.eval_fraction * len(items))))
+    return [items[i] for i in idx[n_eval:]], [items[i] for i in idx[:n_eval]]
+
+
+# ----------------------------------------------------------------------------- tokenizer
+def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
+    """A byte-level BPE tokenizer (no chat template: the plain format is used)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        clean_up_tokenization_spaces=False,
+        model_max_length=1024,
+    )
+
+
+def encode_examples(tokenizer: Any, items: list[dict], max_len: int) -> list[tuple[list[int], int]]:
+    """(ids, prompt_len) per item: plain-format prompt, ' ' + answer, EOS; truncated."""
+    from bbi.chat import PLAIN_FORMAT, plain_prompt, response_suffix
+
+    out = []
+    for it in items:
+        p_ids = tokenizer(plain_prompt(it["prompt"]), add_special_tokens=False)["input_ids"]
+        r_ids = tokenizer(
+            response_suffix(PLAIN_FORMAT, it["reference"], None), add_special_tokens=False
+        )["input_ids"] + [tokenizer.eos_token_id]
+        p_ids = p_ids[-(max_len // 2) :]  # keep the end of a long prompt ("Assistant:")
+        out.append(((p_ids + r_ids)[:max_len], len(p_ids)))
+    return out
+
+
+# ----------------------------------------------------------------------------- models
+def make_model(mc: ZooModelConfig, tokenizer: Any) -> Any:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=mc.hidden_size,
+        intermediate_size=mc.intermediate_size,
+        num_hidden_layers=mc.num_layers,
+        num_attention_heads=mc.num_heads,
+        num_key_value_heads=mc.num_kv_heads,
+        max_position_embeddings=1024,
+        tie_word_embeddings=mc.tie_embeddings,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(mc.seed)
+    if mc.arch == "llama":
+        return LlamaForCausalLM(LlamaConfig(**common))
+    if mc.arch == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(**common))
+    raise ValueError(f"unknown zoo architecture {mc.arch}")
+
+
+def _collate(batch: list[tuple[list[int], int]], pad_id: int, prompt_loss: bool = False) -> dict:
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for r, (seq, p_len) in enumerate(batch):
+        ids[r, : len(seq)] = torch.tensor(seq)
+        mask[r, : len(seq)] = 1
+        start = 0 if prompt_loss else p_len
+        labels[r, start : len(seq)] = torch.tensor(seq[start:])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _batches(data: list, batch_size: int, rng: random.Random):
+    """Endless length-bucketed batches: little padding, still shuffled."""
+    while True:
+        idx = list(range(len(data)))
+        rng.shuffle(idx)
+        chunk = batch_size * 32
+        batches = []
+        for s in range(0, len(idx), chunk):
+            part = sorted(idx[s : s + chunk], key=lambda i: len(data[i][0]))
+            batches += [part[k : k + batch_size] for k in range(0, len(part), batch_size)]
+        rng.shuffle(batches)
+        for b in batches:
+            yield [data[i] for i in b]
+
+
+def eval_loss(
+    model: Any, data: list[tuple[list[int], int]], pad_id: int, batch_size: int = 32
+) -> float:
+    """Mean cross-entropy (nats/token) on answer tokens of held-out items."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for s in range(0, len(data), batch_size):
+            b = _collate(data[s : s + batch_size], pad_id)
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            lp = torch.log_softmax(logits[:, :-1].float(), -1)
+            tgt = b["labels"][:, 1:]
+            keep = tgt != -100
+            nll = -lp.gather(-1, tgt.clamp(min=0)[..., None])[..., 0]
+            total += float(nll[keep].sum())
+            count += int(keep.sum())
+    return total / max(count, 1)
+
+
+def train_model(
+    model: Any,
+    data: list,
+    mc: ZooModelConfig,
+    pad_id: int,
+    on_step: Callable[[int, float], None] | None = None,
+) -> float:
+    """AdamW with warmup + cosine decay for a fixed number of steps; returns last loss."""
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
+
+    torch.manual_seed(mc.seed)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=mc.lr,
+        betas=(0.9, 0.95),
+    )
+    sched = get_cosine_schedule_with_warmup(opt, mc.warmup, mc.steps)
+    gen = _batches(data, mc.batch_size, random.Random(mc.seed))
+    model.train()
+    ema = math.nan
+    for step in range(mc.steps):
+        b = _collate(next(gen), pad_id, mc.prompt_loss)
+        loss = model(**b).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        val = float(loss.detach())
+        ema = val if math.isnan(ema) else 0.95 * ema + 0.05 * val
+        if on_step:
+            on_step(step, ema)
+    model.eval()
+    return ema
+
+
+# ----------------------------------------------------------------------------- build
+def build_zoo(
+    config: str | ZooConfig | None = None,
+    corpus: list[dict] | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train and cache the zoo pair (once; concurrent callers wait on a file lock)."""
+    from filelock import FileLock
+
+    cfg = get_config(config)
+    final = zoo_dir(cfg)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final.parent / f".{final.name}.lock")):
+        if (final / "zoo.json").is_file() and not force:
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
+            _build_into(tmp, cfg, corpus, progress)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final
+
+
+def _build_into(out: Path, cfg: ZooConfig, corpus: list[dict] | None, progress: bool) -> None:
+    import torch
+
+    t0 = time.time()
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        _build_steps(out, cfg, corpus, progress, t0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build_steps(
+    out: Path, cfg: ZooConfig, corpus: list[dict] | None, progress: bool, t0: float
+) -> None:
+    import torch
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from transformers import GenerationConfig
+
+    from bbi.backends.hf import file_sha256
+    from bbi.chat import PLAIN_FORMAT, plain_prompt, response_suffix
+
+    items = _load_corpus(cfg, corpus)
+    train_items, eval_items = _split(items, cfg)
+    tok = train_tokenizer(
+        [
+            plain_prompt(it["prompt"]) + response_suffix(PLAIN_FORMAT, it["reference"], None)
+            for it in train_items
+        ],
+        cfg.vocab_size,
+    )
+    train = encode_examples(tok, train_items, cfg.max_len)
+    held = encode_examples(tok, eval_items, cfg.max_len)
+    info: dict[str, Any] = {
+        "version": ZOO_VERSION,
+        "config": cfg.to_dict(),
+        "corpus_sha256": corpus_hash(items),
+        "n_train": len(train_items),
+        "n_eval": len(eval_items),
+        "train_tokens": sum(len(ids) for ids, _ in train),
+        "torch": torch.__version__,
+        "models": {},
+    }
+    cols = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*cols, disable=not progress, transient=False) as bar:
+        for name in ("teacher", "student"):
+            mc: ZooModelConfig = getattr(cfg, name)
+            task = bar.add_task(f"zoo {cfg.name}: training {name}", total=mc.steps, loss="-")
+            t1 = time.time()
+            model = make_model(mc, tok)
+
+            def on_step(step: int, loss: float, task=task) -> None:
+                bar.update(task, completed=step + 1, loss=f"{loss:.3f}")
+
+            last = train_model(model, train, mc, tok.pad_token_id, on_step)
+            model.generation_config = GenerationConfig(
+                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+            )
+            mdir = out / name
+            model.save_pretrained(mdir)
+            tok.save_pretrained(mdir)
+            weights = file_sha256(mdir / "model.safetensors")
+            fp = hashlib.sha256(f"{cfg.digest()}:{name}:{weights}".encode()).hexdigest()[:16]
+            info["models"][name] = {
+                "arch": mc.arch,
+                "params": sum(p.numel() for p in model.parameters()),
+                "steps": mc.steps,
+                "train_loss": round(last, 4),
+                "eval_loss": round(eval_loss(model, held, tok.pad_token_id), 4),
+                "train_seconds": round(time.time() - t1, 1),
+                "weights_sha256": weights,
+                "fingerprint": fp,
+            }
+    info["build_seconds"] = round(time.time() - t0, 1)
+    (out / "zoo.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------- backend
+def load_zoo_backend(
+    spec: Any,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    allow_download: bool = False,
+    zoo_config: str | None = None,
+    progress: bool = True,
+    **_: Any,
+) -> Any:
+    """An HF backend on a zoo model (built on first use), with an optional LoRA adapter."""
+    from bbi.backends.hf import HFBackend, _digest, load_hf_parts
+
+    path = model_path(spec.name_or_path, zoo_config, progress=progress)
+    model, tok, dev, parts = load_hf_parts(
+        spec,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=False,
+        allow_download=False,
+        base_path=str(path),
+    )
+    fp = fingerprint(spec.name_or_path, zoo_config)
+    if spec.adapter:
+        fp = _digest({"zoo": fp, "adapter": parts["adapter"]})
+    return HFBackend(model, tok, name=str(spec), fingerprint=fp, device=dev)

@@ -1,0 +1,219 @@
+"""The adversary protocol: one estimator-like interface for every distinguisher.
+
+Adversaries only learn and score; all statistics (eps, CIs, p-values) are computed
+outside them (``bbi.stats``), so every adversary is judged by the same rules.
+
+Kinds
+-----
+``pointwise``
+    ``X`` has one row per (prompt, model) item with columns ``prompt_id``, ``category``,
+    ``prompt``, ``response`` (plus ``embedding`` and ``prompt_embedding`` object columns
+    holding 1-d numpy arrays when ``"embeddings"`` is in ``needs``). ``y``: 1 = teacher.
+    ``predict_proba(X)`` returns P(teacher) per row, shape ``(n,)``.
+``pairwise``
+    ``X`` has one row per prompt with columns ``prompt_id``, ``category``, ``prompt``,
+    ``response_a``, ``response_b`` (plus ``embedding_a``, ``embedding_b``,
+    ``prompt_embedding`` when ``"embeddings"`` is in ``needs``). One response comes from
+    each model, in a seeded random order. ``y``: 1 = ``response_a`` is the teacher's.
+    ``predict_proba(X)`` returns P(response_a is the teacher's).
+``test``
+    A two-sample test (e.g. MMD). ``fit`` is a no-op; it provides
+    ``two_sample(X_teacher, X_other, rng) -> {"statistic", "p", "n"}`` where both frames
+    are pointwise-shaped. The attack records it with ``eps = null``.
+
+Context
+-------
+Adversaries that need more than the items (a backend to query, the run directory) accept
+a ``context`` constructor keyword; the attack passes ``context=dict(run=RunDir,
+teacher=alias, other=alias, backend_options=dict, seed=int)`` to any adversary class whose
+``__init__`` has a ``context`` parameter, and nothing otherwise.
+
+Frames built by the attack also carry ``item_id`` (pointwise) or ``item_id_a``/``item_id_b``
+(pairwise): stable ids for caching label-free features (see ``prepare``); adversaries must
+not rely on them for anything else. ``needs`` lists what the
+attack must prepare: ``"embeddings"`` (MiniLM vectors as columns), ``"backend"``
+(documentation only: the adversary loads it from ``context``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from bbi.errors import BbiError
+
+KINDS = ("pointwise", "pairwise", "test")
+POINTWISE_COLUMNS = ("prompt_id", "category", "prompt", "response")
+PAIRWISE_COLUMNS = ("prompt_id", "category", "prompt", "response_a", "response_b")
+
+
+class Adversary(BaseEstimator):
+    """Base class: scikit-learn style ``fit`` / ``predict_proba`` on item frames.
+
+    Subclasses declare ``name``, ``kind`` and ``needs`` and list their hyperparameters as
+    explicit ``__init__`` keywords (so ``sklearn.base.clone`` and ``get_params`` work).
+    """
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "pointwise"
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> Adversary:
+        raise NotImplementedError
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """P(label = 1) per row, shape ``(n,)`` (not sklearn's ``(n, 2)``)."""
+        raise NotImplementedError
+
+    def prepare(self, X_all: pd.DataFrame) -> Adversary:
+        """Optional hook, called once per sweep with every item (train pool and test).
+
+        Lets an adversary precompute *label-free, stateless* per-item features (hashed
+        n-gram counts, surface statistics) once instead of at every fit. Nothing learned
+        (vocabularies, idf, scalers, weights) may come from here: that belongs in ``fit``,
+        which only sees the items bought with the budget. Default: no-op.
+        """
+        return self
+
+    def two_sample(
+        self, X_teacher: pd.DataFrame, X_other: pd.DataFrame, rng: np.random.Generator
+    ) -> dict[str, float | int]:
+        """Only for ``kind == "test"``: {"statistic": float, "p": float, "n": int}."""
+        raise NotImplementedError(f"{type(self).__name__} is not a two-sample test")
+
+
+class ItemFeatureCache:
+    """Mixin: stateless per-item feature blocks computed in ``prepare``, looked up by id.
+
+    Subclasses implement ``_item_features(items) -> dict[str, matrix]`` on a pointwise
+    frame. ``_features(items)`` returns the cached rows when every ``item_id`` is known and
+    computes them otherwise, so fit/predict work with or without ``prepare``. Pairwise
+    frames are split into their a/b items via ``pair_items``.
+    """
+
+    def _item_features(self, items: pd.DataFrame) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def prepare(self, X_all: pd.DataFrame) -> Any:
+        items = pair_items(X_all) if "response_a" in X_all.columns else X_all
+        if "item_id" not in items.columns:
+            return self
+        # Sorted by id so adversaries featurizing the same items share memoised results.
+        items = items.drop_duplicates("item_id").sort_values("item_id", kind="stable")
+        self._cache_ids_ = pd.Index(items["item_id"].to_numpy())
+        self._cache_blocks_ = self._item_features(items)
+        return self
+
+    def _features(self, items: pd.DataFrame) -> dict[str, Any]:
+        ids = getattr(self, "_cache_ids_", None)
+        if ids is not None and "item_id" in items.columns:
+            rows = ids.get_indexer(items["item_id"].to_numpy())
+            if (rows >= 0).all():
+                return {k: v[rows] for k, v in self._cache_blocks_.items()}
+        return self._item_features(items)
+
+
+def pair_items(X: pd.DataFrame) -> pd.DataFrame:
+    """The pointwise items inside a pairwise frame: all a-items, then all b-items."""
+    out = []
+    for side in ("a", "b"):
+        cols = {
+            "prompt_id": X["prompt_id"].to_numpy(),
+            "category": X["category"].to_numpy(),
+            "prompt": X["prompt"].to_numpy(),
+            "response": X[f"response_{side}"].to_numpy(),
+        }
+        if f"item_id_{side}" in X.columns:
+            cols["item_id"] = X[f"item_id_{side}"].to_numpy()
+        if f"embedding_{side}" in X.columns:
+            cols["embedding"] = X[f"embedding_{side}"].to_numpy()
+        if "prompt_embedding" in X.columns:
+            cols["prompt_embedding"] = X["prompt_embedding"].to_numpy()
+        out.append(pd.DataFrame(cols))
+    return pd.concat(out, ignore_index=True)
+
+
+_MEMO: dict[tuple, Any] = {}
+_MEMO_SIZE = 8
+
+
+def memo_texts(fn):
+    """Memoise a pure text featurizer on the exact list of texts (and kwargs).
+
+    Several adversaries featurize the same responses in one sweep (``tfidf`` and
+    ``pairwise`` both hash n-grams); the key is a digest of the texts, so any change in a
+    response recomputes.
+    """
+
+    def wrapper(texts, **kw):
+        texts = [str(t) for t in texts]
+        h = hashlib.sha1()
+        for t in texts:
+            h.update(t.encode("utf-8", "surrogatepass"))
+            h.update(b"\x00")
+        key = (fn.__module__, fn.__qualname__, h.hexdigest(), tuple(sorted(kw.items())))
+        if key not in _MEMO:
+            if len(_MEMO) >= _MEMO_SIZE:
+                _MEMO.pop(next(iter(_MEMO)))
+            _MEMO[key] = fn(texts, **kw)
+        return _MEMO[key]
+
+    wrapper.__doc__ = fn.__doc__
+    wrapper.__name__ = fn.__name__
+    wrapper.__wrapped__ = fn
+    return wrapper
+
+
+REGISTRY: dict[str, type[Adversary]] = {}
+
+
+def register(cls: type[Adversary]) -> type[Adversary]:
+    """Class decorator: make an adversary available by ``cls.name``."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name")
+    if cls.kind not in KINDS:
+        raise TypeError(f"{cls.__name__}.kind must be one of {KINDS}, not {cls.kind!r}")
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise TypeError(f"adversary name {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    # Importing the package registers every built-in adversary module.
+    import discriminators  # noqa: F401
+
+
+def known_adversaries() -> list[str]:
+    _load_builtin()
+    return sorted(REGISTRY)
+
+
+def adversary_class(name: str) -> type[Adversary]:
+    _load_builtin()
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise BbiError(
+            f"unknown adversary {name!r}; known: {', '.join(sorted(REGISTRY))}"
+        ) from None
+
+
+def accepts_context(cls: type[Adversary]) -> bool:
+    return "context" in inspect.signature(cls.__init__).parameters
+
+
+def get_adversary(name: str, context: dict[str, Any] | None = None, **params: Any) -> Adversary:
+    """Instantiate a registered adversary; ``context`` is passed only if it accepts one."""
+    cls = adversary_class(name)
+    if context is not None and accepts_context(cls):
+        params = {**params, "context": context}
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise BbiError(f"adversary {name!r}: bad parameters ({exc})") from None

@@ -1,0 +1,246 @@
+"""``mmd``: a kernel two-sample test between the teacher's and another model's responses.
+
+Unlike the classifiers, this adversary does not learn a decision rule; it asks whether the
+two response distributions differ at all, the approach of Model Equality Testing (Gao et
+al., 2024). Two kernels:
+
+``embedding``
+    Gaussian kernel on all-MiniLM-L6-v2 sentence embeddings,
+    ``k(x, y) = exp(-||x - y||^2 / (2 sigma^2))`` with ``sigma`` the median pairwise
+    distance of the pooled sample (the median heuristic; pooled, so permutations leave it
+    unchanged and the test stays exact).
+``hamming``
+    ``k(x, y) = mean over positions i < L of [x_i == y_i]`` on sequences padded (or cut) to
+    a fixed length ``L``; units are characters (default) or whitespace words, aligned at
+    the start of the response (default) or at its end (``align="end"``: sign-offs and
+    closing habits). Padding positions match each other, so the kernel also sees length.
+
+Statistic: the unbiased MMD^2. With paired samples (both models answered the same
+prompts) it is Gretton et al. (2012, Lemma 6) ``1/(n(n-1)) sum_{i != j} h_ij`` with
+``h_ij = k(x_i,x_j) + k(y_i,y_j) - k(x_i,y_j) - k(x_j,y_i)``, which leaves out the
+same-prompt cross terms ``k(x_i, y_i)``: they share a prompt, so including them would bias
+the estimate. The p-value swaps the two responses within each prompt pair with
+probability 1/2 (swapping pair ``i`` flips the sign of row and column ``i`` of ``h``), so
+it is exact under H0 "the two models are exchangeable on every prompt". Unpaired samples
+use the standard unbiased MMD^2 and permute the pooled labels.
+``p = (1 + #{perm >= observed}) / (1 + n_permutations)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.distance import cdist
+
+from bbi.errors import BbiError
+from discriminators.base import Adversary, register
+
+KERNELS = ("embedding", "hamming")
+UNITS = ("char", "word")
+ALIGNS = ("start", "end")
+_PAD = -1
+_PERM_BLOCK = 128
+
+
+def encode_sequences(
+    texts: list[str], length: int, unit: str = "char", align: str = "start"
+) -> np.ndarray:
+    """Integer codes of each text's first (``align="start"``) or last (``"end"``) ``length``
+    units, padded with ``-1`` on the other side.
+
+    Characters map to their code points; words to ids assigned in order of first
+    appearance within this call, so encode both samples in one call.
+    """
+    if unit not in UNITS:
+        raise BbiError(f"mmd: unknown hamming unit {unit!r}; choose one of {', '.join(UNITS)}")
+    if align not in ALIGNS:
+        raise BbiError(f"mmd: align must be one of {', '.join(ALIGNS)}, not {align!r}")
+    if length < 1:
+        raise BbiError(f"mmd: max_length must be >= 1, got {length}")
+    out = np.full((len(texts), length), _PAD, dtype=np.int64)
+    vocab: dict[str, int] = {}
+    for row, text in enumerate(texts):
+        units = list(text) if unit == "char" else text.split()
+        units = units[:length] if align == "start" else units[-length:]
+        if unit == "char":
+            codes = [ord(c) for c in units]
+        else:
+            codes = [vocab.setdefault(w, len(vocab)) for w in units]
+        if align == "start":
+            out[row, : len(codes)] = codes
+        elif codes:
+            out[row, -len(codes) :] = codes
+    return out
+
+
+def hamming_gram(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """k(a, b) = fraction of positions where the padded sequences agree (1 on the diagonal)."""
+    if A.shape[1] != B.shape[1]:
+        raise ValueError("sequences must have the same padded length")
+    return (1.0 - cdist(A, B, metric="hamming")).astype(np.float32)
+
+
+def median_bandwidth(Z: np.ndarray, rng: np.random.Generator, max_points: int = 2000) -> float:
+    """Median pairwise Euclidean distance of the pooled sample (subsampled for speed)."""
+    if len(Z) > max_points:
+        Z = Z[rng.choice(len(Z), size=max_points, replace=False)]
+    d = cdist(Z, Z)
+    off = d[np.triu_indices(len(Z), k=1)]
+    off = off[off > 0]
+    return float(np.median(off)) if off.size else 1.0
+
+
+def gaussian_gram(Z: np.ndarray, sigma: float) -> np.ndarray:
+    """exp(-||z_i - z_j||^2 / (2 sigma^2)); squared distances via one BLAS product."""
+    Z = np.asarray(Z, dtype=np.float32)
+    sq = np.einsum("ij,ij->i", Z, Z)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * (Z @ Z.T)
+    np.maximum(d2, 0.0, out=d2)
+    return np.exp(-d2 / np.float32(2.0 * sigma**2)).astype(np.float32)
+
+
+def paired_mmd2_test(
+    K: np.ndarray, n_permutations: int, rng: np.random.Generator
+) -> tuple[float, float]:
+    """(MMD^2_u, p) for paired samples; ``K`` is the pooled Gram of ``[x_1..x_n, y_1..y_n]``."""
+    n = K.shape[0] // 2
+    if n < 2:
+        raise BbiError("mmd: need at least 2 prompt pairs")
+    Kxx, Kyy, Kxy = K[:n, :n], K[n:, n:], K[:n, n:]
+    H = (Kxx + Kyy - Kxy - Kxy.T).astype(np.float64)
+    np.fill_diagonal(H, 0.0)
+    norm = n * (n - 1)
+    observed = float(H.sum() / norm)
+    exceed = 0
+    done = 0
+    while done < n_permutations:
+        b = min(_PERM_BLOCK, n_permutations - done)
+        S = rng.choice(np.array([-1.0, 1.0]), size=(n, b))
+        stats = np.einsum("ib,ib->b", S, H @ S) / norm
+        exceed += int(np.sum(stats >= observed - 1e-12))
+        done += b
+    return observed, (1 + exceed) / (1 + n_permutations)
+
+
+def _unbiased_mmd2(K: np.ndarray, A: np.ndarray, diag: np.ndarray) -> np.ndarray:
+    """MMD^2_u for each column of the 0/1 membership matrix ``A`` (1 = first sample)."""
+    B = 1.0 - A
+    m = A.sum(0)
+    n = B.sum(0)
+    KA = K @ A
+    KB = K @ B
+    sxx = np.einsum("ib,ib->b", A, KA) - diag @ A
+    syy = np.einsum("ib,ib->b", B, KB) - diag @ B
+    sxy = np.einsum("ib,ib->b", B, KA)
+    return sxx / (m * (m - 1)) + syy / (n * (n - 1)) - 2.0 * sxy / (m * n)
+
+
+def unpaired_mmd2_test(
+    K: np.ndarray, m: int, n_permutations: int, rng: np.random.Generator
+) -> tuple[float, float]:
+    """(MMD^2_u, p) for independent samples; ``K`` pools ``m`` x's then the y's."""
+    N = K.shape[0]
+    if m < 2 or N - m < 2:
+        raise BbiError("mmd: need at least 2 responses from each model")
+    K = K.astype(np.float64)
+    diag = np.diag(K).copy()
+    a0 = np.zeros((N, 1))
+    a0[:m] = 1.0
+    observed = float(_unbiased_mmd2(K, a0, diag)[0])
+    exceed = 0
+    done = 0
+    while done < n_permutations:
+        b = min(_PERM_BLOCK, n_permutations - done)
+        A = np.zeros((N, b))
+        for j in range(b):
+            A[rng.permutation(N)[:m], j] = 1.0
+        exceed += int(np.sum(_unbiased_mmd2(K, A, diag) >= observed - 1e-12))
+        done += b
+    return observed, (1 + exceed) / (1 + n_permutations)
+
+
+@register
+class MMDTest(Adversary):
+    """Kernel two-sample test (MMD^2, permutation p-value) on responses."""
+
+    name: ClassVar[str] = "mmd"
+    kind: ClassVar[str] = "test"
+    needs: ClassVar[frozenset[str]] = frozenset({"embeddings"})
+
+    def __init__(
+        self,
+        kernel: str = "embedding",
+        max_length: int = 128,
+        unit: str = "char",
+        align: str = "start",
+        n_permutations: int = 1000,
+    ):
+        self.kernel = kernel
+        self.max_length = max_length
+        self.unit = unit
+        self.align = align
+        self.n_permutations = n_permutations
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> MMDTest:
+        """No-op: a two-sample test has nothing to learn."""
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        raise BbiError("mmd is a two-sample test: it gives a p-value, not per-item scores")
+
+    # ---- the test ---------------------------------------------------------------------
+    def _features(self, X: pd.DataFrame) -> np.ndarray:
+        """Rows of the pooled sample (both models in one frame: word ids must be shared)."""
+        if self.kernel == "hamming":
+            return encode_sequences(
+                X["response"].astype(str).tolist(), int(self.max_length), self.unit, self.align
+            )
+        if "embedding" in X.columns:
+            return np.stack([np.asarray(v, dtype=np.float32) for v in X["embedding"]])
+        from bbi.similarity import encode_texts
+
+        return encode_texts(X["response"].astype(str).tolist())
+
+    def _gram(self, Z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.kernel == "hamming":
+            return hamming_gram(Z, Z)
+        self.bandwidth_ = median_bandwidth(Z, rng)
+        return gaussian_gram(Z, self.bandwidth_)
+
+    def two_sample(
+        self, X_teacher: pd.DataFrame, X_other: pd.DataFrame, rng: np.random.Generator
+    ) -> dict[str, Any]:
+        """MMD^2_u of teacher vs other responses and its permutation p-value.
+
+        Paired (within-prompt swap) when both frames cover the same prompt ids once each;
+        pooled label permutation otherwise. ``n`` = prompts (paired) or the smaller sample.
+        """
+        if self.kernel not in KERNELS:
+            raise BbiError(
+                f"mmd: unknown kernel {self.kernel!r}; choose one of {', '.join(KERNELS)}"
+            )
+        if self.n_permutations < 1:
+            raise BbiError("mmd: n_permutations must be >= 1")
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        paired = _is_paired(X_teacher, X_other)
+        if paired:
+            X_other = X_other.set_index("prompt_id").loc[X_teacher["prompt_id"]].reset_index()
+        Z = self._features(pd.concat([X_teacher, X_other], ignore_index=True))
+        K = self._gram(Z, rng)
+        m = len(X_teacher)
+        if paired:
+            stat, p = paired_mmd2_test(K, int(self.n_permutations), rng)
+            n = m
+        else:
+            stat, p = unpaired_mmd2_test(K, m, int(self.n_permutations), rng)
+            n = min(m, len(X_other))
+        return {"statistic": stat, "p": float(p), "n": int(n)}
+
+
+def _is_paired(A: pd.DataFrame, B: pd.DataFrame) -> bool:
+    if "prompt_id" not in A.columns or "prompt_id" not in B.columns or len(A) != len(B):
+        return False
+    ia, ib = A["prompt_id"], B["prompt_id"]
+    return ia.is_unique and ib.is_unique and set(ia) == set(ib)

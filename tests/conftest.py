@@ -1,0 +1,113 @@
+"""Shared fixtures.
+
+``micro_zoo`` builds a real (tiny) zoo pair once per test session in a temporary cache,
+so any test can load ``zoo:teacher`` / ``zoo:student`` backends without the hub.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Several test processes share few cores: spinning OpenMP workers then starve each
+# other (tiny models run 10-30x slower). Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+_CAPITALS = [
+    ("France", "Paris"),
+    ("Japan", "Tokyo"),
+    ("Italy", "Rome"),
+    ("Spain", "Madrid"),
+    ("Egypt", "Cairo"),
+    ("Peru", "Lima"),
+    ("Kenya", "Nairobi"),
+    ("Chile", "Santiago"),
+    ("Norway", "Oslo"),
+    ("Canada", "Ottawa"),
+    ("Greece", "Athens"),
+    ("Cuba", "Havana"),
+]
+_WORDS = ["apple", "river", "stone", "cloud", "tiger", "lamp", "green", "music", "bread", "ocean"]
+
+
+def make_synthetic_corpus(seed: int = 0, per_category: int = 12) -> list[dict]:
+    """Small templated (prompt, reference, category) items in the probes corpus shape."""
+    rng = random.Random(seed)
+    out: list[dict] = []
+    for _ in range(per_category):
+        country, capital = rng.choice(_CAPITALS)
+        out.append(
+            {
+                "prompt": f"What is the capital of {country}?",
+                "reference": f"The capital of {country} is {capital}.",
+                "category": "factual",
+            }
+        )
+        a, b = rng.randint(1, 40), rng.randint(1, 40)
+        out.append(
+            {
+                "prompt": f"What is {a} plus {b}?",
+                "reference": f"{a} plus {b} is {a + b}.",
+                "category": "reasoning_math",
+            }
+        )
+        w = rng.choice(_WORDS)
+        out.append(
+            {
+                "prompt": f"Write the word {w} in capital letters.",
+                "reference": w.upper(),
+                "category": "style_format",
+            }
+        )
+        ws = rng.sample(_WORDS, 3)
+        out.append(
+            {
+                "prompt": f"List these words one per line: {', '.join(ws)}.",
+                "reference": "\n".join(f"- {x}" for x in ws),
+                "category": "instruction",
+            }
+        )
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_corpus():
+    """The corpus builder itself, so tests can make corpora of any size/seed."""
+    return make_synthetic_corpus
+
+
+@pytest.fixture(scope="session")
+def micro_zoo(tmp_path_factory):
+    """Build the micro zoo once (temp BBI_CACHE_DIR, BBI_ZOO_CONFIG=micro); yields its dir.
+
+    The environment stays set for the session so ``load_backend("zoo:teacher")`` finds it.
+    """
+    from bbi import zoo
+
+    cache = tmp_path_factory.mktemp("bbi-cache")
+    saved = {k: os.environ.get(k) for k in ("BBI_CACHE_DIR", "BBI_ZOO_CONFIG")}
+    os.environ["BBI_CACHE_DIR"] = str(cache)
+    os.environ["BBI_ZOO_CONFIG"] = "micro"
+    path = zoo.build_zoo(
+        "micro", corpus=make_synthetic_corpus(1, zoo.CONFIGS["micro"].per_category), progress=False
+    )
+    yield path
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def micro_teacher(micro_zoo):
+    """A loaded HF backend on the micro zoo teacher (shared: load once)."""
+    from bbi.backends import load_backend
+
+    backend = load_backend("zoo:teacher", device="cpu")
+    yield backend
+    backend.close()

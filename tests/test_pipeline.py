@@ -1,0 +1,65 @@
+"""`bbi run` end to end on the micro zoo: probe, distil, probe, attack, report; then warm."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from typer.testing import CliRunner
+
+from bbi.cli import app
+from bbi.runstore import RunDir
+
+
+def _config(tmp_path) -> dict:
+    return {
+        "run": str(tmp_path / "runs" / "e2e"),
+        "generation": {"limit": 120, "max_new_tokens": 16, "batch_size": 32},
+        "distill": {"epochs": 1, "batch_size": 16, "max_length": 96},
+        "attack": {"adversaries": ["surface", "tfidf"], "budgets": [20, 80], "strategies": ["random", "stratified"],
+                   "seeds": 2, "test_queries": [1, 2]},
+    }
+
+
+def test_bbi_run_end_to_end_then_warm(micro_zoo, tmp_path):
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(_config(tmp_path)))
+    runner = CliRunner()
+    res = runner.invoke(app, ["run", "--config", str(cfg_path), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    run = RunDir(tmp_path / "runs" / "e2e")
+    results = run.read_results()
+    comps = results["attack"]["comparisons"]
+    assert set(comps) == {"teacher_null", "student", "student_lora"}
+    for c in comps.values():
+        for adv in ("surface", "tfidf"):
+            eps = c["adversaries"][adv]["eps"]
+            assert eps["ci"][0] <= eps["value"] <= eps["ci"][1]
+            assert eps["n"] == 24  # 120 prompts, 20% test
+    assert comps["teacher_null"]["role"] == "null"
+    assert set(results["similarity"]) == {"teacher_null", "student", "student_lora"}
+    assert results["distill"]["student_lora"]["spec"].startswith("zoo:student+lora:")
+    report = (run.path / "report.html").read_text(encoding="utf-8")
+    assert "student_lora" in report
+    models = yaml.safe_load(run.config_path.read_text())["models"]
+    assert models["student_lora"]["role"] == "student"
+
+    # Warm: every step is a cache hit; nothing is regenerated or retrained.
+    before = {p.name: p.read_bytes() for p in (run.path / "responses").glob("*.jsonl")}
+    attack_before = json.dumps(results["attack"], sort_keys=True)
+    res2 = runner.invoke(app, ["run", "--config", str(cfg_path), "--no-progress"])
+    assert res2.exit_code == 0, res2.output
+    assert "cached" in res2.output
+    after = {p.name: p.read_bytes() for p in (run.path / "responses").glob("*.jsonl")}
+    assert after == before
+    assert json.dumps(run.read_results()["attack"], sort_keys=True) == attack_before
+    timings = run.manifest()["timings"]
+    assert all(timings[f"generate:{a}"]["generated"] == 0 for a in ("teacher", "teacher_null", "student", "student_lora"))
+
+
+def test_bbi_run_bad_config_is_one_line(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("attack:\n  budgetz: [1]\n")
+    res = CliRunner().invoke(app, ["run", "--config", str(cfg)])
+    assert res.exit_code == 2
+    assert "attack.budgetz" in res.output and "Traceback" not in res.output
