@@ -58,7 +58,7 @@ class AttackConfig:
     adversaries: list[str] = field(default_factory=lambda: list(DEFAULT_ADVERSARIES))
     n_bootstrap: int = 1000
     n_permutations: int = 1000
-    threshold_folds: int = 3
+    threshold_folds: int = 2
     n_examples: int = 3
     blas_threads: int = 1
     adversary_params: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -59,6 +59,15 @@ def _load(model: str | None) -> tuple[Any, Any]:
     return tok, net
 
 
+def _resolve_device(device: str) -> str:
+    """``auto`` = the GPU when torch sees one, else the CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @register
 class EncoderAdversary(Adversary):
     """Fine-tuned sequence classifier; P(teacher) = softmax of its 2-way head."""
@@ -81,7 +90,7 @@ class EncoderAdversary(Adversary):
         freeze_embeddings: bool = True,
         include_prompt: bool = True,
         random_state: int = 0,
-        device: str = "cpu",
+        device: str = "auto",
         progress: bool = True,
     ):
         self.model = model
@@ -116,7 +125,7 @@ class EncoderAdversary(Adversary):
 
     def _batch(self, feats: list[dict[str, list[int]]], idx: np.ndarray) -> dict[str, Any]:
         batch = self.tokenizer_.pad([feats[i] for i in idx], return_tensors="pt")
-        return {k: v.to(self.device) for k, v in batch.items()}
+        return {k: v.to(self.device_) for k, v in batch.items()}
 
     def _param_groups(self, net: Any) -> list[dict[str, Any]]:
         """Body at ``lr`` (no decay on biases/norms), the fresh head at ``head_lr``.
@@ -162,7 +171,8 @@ class EncoderAdversary(Adversary):
         torch.manual_seed(int(self.random_state))
         rng = np.random.default_rng(int(self.random_state))
         self.tokenizer_, net = _load(self.model)
-        net.to(self.device)
+        self.device_ = _resolve_device(self.device)
+        net.to(self.device_)
         feats = self._encode(X)
         n = len(feats)
         bs = int(self.batch_size)
@@ -182,7 +192,7 @@ class EncoderAdversary(Adversary):
                     if step >= total:
                         break
                     idx = order[start : start + bs]
-                    out = net(**self._batch(feats, idx), labels=labels[idx].to(self.device))
+                    out = net(**self._batch(feats, idx), labels=labels[idx].to(self.device_))
                     out.loss.backward()
                     torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
                     opt.step()
