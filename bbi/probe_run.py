@@ -103,23 +103,39 @@ def cache_key(fingerprint: str, gen_key: str, prompt: str, seed: int, sample: in
 
 
 def select_limit(records: list[dict], limit: int | None) -> list[dict]:
-    """A deterministic stratified subset: round-robin over (category, split) in suite order."""
+    """A deterministic stratified subset: categories round-robin, splits in proportion.
+
+    Within a category, items are interleaved so that any prefix keeps the suite's
+    train/test ratio; categories then take turns, so ``--limit 120`` on the default suite
+    gives 12 prompts per category, about 20% of them test.
+    """
     if limit is None or limit >= len(records):
         return list(records)
     if limit <= 0:
         raise BbiError("--limit must be positive")
-    groups: dict[tuple, list[dict]] = {}
+    by_cat: dict[object, list[dict]] = {}
     for rec in records:
-        groups.setdefault((rec.get("category"), rec.get("split")), []).append(rec)
-    chosen: list[dict] = []
+        by_cat.setdefault(rec.get("category"), []).append(rec)
+    ordered: list[list[dict]] = []
+    for items in by_cat.values():
+        sizes: dict[object, int] = {}
+        for rec in items:
+            sizes[rec.get("split")] = sizes.get(rec.get("split"), 0) + 1
+        seen: dict[object, int] = {}
+        keyed = []
+        for i, rec in enumerate(items):
+            sp = rec.get("split")
+            keyed.append(((seen.get(sp, 0) + 0.5) / sizes[sp], i, rec))
+            seen[sp] = seen.get(sp, 0) + 1
+        ordered.append([rec for _, _, rec in sorted(keyed, key=lambda t: (t[0], t[1]))])
+    chosen: set[str] = set()
     depth = 0
     while len(chosen) < limit:
-        for items in groups.values():
+        for items in ordered:
             if depth < len(items) and len(chosen) < limit:
-                chosen.append(items[depth])
+                chosen.add(items[depth]["id"])
         depth += 1
-    keep = {r["id"] for r in chosen}
-    return [r for r in records if r["id"] in keep]
+    return [r for r in records if r["id"] in chosen]
 
 
 def suite_digest(records: Sequence[dict]) -> str:

@@ -35,7 +35,7 @@ def test_bbi_run_end_to_end_then_warm(micro_zoo, tmp_path):
         for adv in ("surface", "tfidf"):
             eps = c["adversaries"][adv]["eps"]
             assert eps["ci"][0] <= eps["value"] <= eps["ci"][1]
-            assert eps["n"] == 24  # 120 prompts, 20% test
+            assert eps["n"] == 20  # 120 prompts: 12 per category, 2 of them test
     assert comps["teacher_null"]["role"] == "null"
     assert set(results["similarity"]) == {"teacher_null", "student", "student_lora"}
     assert results["distill"]["student_lora"]["spec"].startswith("zoo:student+lora:")
