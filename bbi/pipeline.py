@@ -47,7 +47,9 @@ class DistillSettings:
 
 @dataclass
 class AttackSettings:
-    adversaries: list[str] = field(default_factory=lambda: ["surface", "tfidf", "embed", "pairwise"])
+    adversaries: list[str] = field(
+        default_factory=lambda: ["surface", "tfidf", "embed", "pairwise"]
+    )
     budgets: list[int] = field(default_factory=lambda: [50, 100, 200, 400, 800, 1600, 4000])
     strategies: list[str] = field(default_factory=lambda: ["random", "stratified", "disagreement"])
     seeds: int = 5
@@ -65,7 +67,9 @@ class RunConfig:
     student: str = "zoo:student"
     suite: str = "default"
     null: bool = True
-    generation: ProbeSettings = field(default_factory=lambda: ProbeSettings(max_new_tokens=64, batch_size=64))
+    generation: ProbeSettings = field(
+        default_factory=lambda: ProbeSettings(max_new_tokens=64, batch_size=64)
+    )
     distill: DistillSettings = field(default_factory=DistillSettings)
     attack: AttackSettings = field(default_factory=AttackSettings)
     report: bool = True
@@ -85,7 +89,9 @@ class RunConfig:
                 sub_known = {f.name for f in fields(nested[key])}
                 for k, v in value.items():
                     if k not in sub_known:
-                        raise BbiError(f"{where}: unknown key {key}.{k} (known: {', '.join(sorted(sub_known))})")
+                        raise BbiError(
+                            f"{where}: unknown key {key}.{k} (known: {', '.join(sorted(sub_known))})"
+                        )
                     setattr(sub, k, v)
             else:
                 setattr(cfg, key, value)
@@ -128,7 +134,9 @@ def _step_done(run: RunDir, step: str, key: str) -> bool:
 
 
 def _mark(run: RunDir, step: str, key: str, started: float, **extra: Any) -> None:
-    run.update_manifest(pipeline={step: {"key": key, "wall_s": round(time.perf_counter() - started, 3), **extra}})
+    run.update_manifest(
+        pipeline={step: {"key": key, "wall_s": round(time.perf_counter() - started, 3), **extra}}
+    )
 
 
 def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
@@ -137,7 +145,9 @@ def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
 
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
-    records = probes.default_suite() if cfg.suite == "default" else probes.load_suite(Path(cfg.suite))
+    records = (
+        probes.default_suite() if cfg.suite == "default" else probes.load_suite(Path(cfg.suite))
+    )
     models = [ModelEntry("teacher", cfg.teacher, "teacher")]
     if cfg.null:
         models.append(ModelEntry(NULL_ALIAS, cfg.teacher, "null"))
@@ -159,16 +169,33 @@ def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         from distill.lora import distill_lora
 
         d = cfg.distill
-        key = _key(asdict(d), cfg.student, _file_key(run.responses_path("teacher")), _file_key(run.suite_path))
+        key = _key(
+            asdict(d),
+            cfg.student,
+            _file_key(run.responses_path("teacher")),
+            _file_key(run.suite_path),
+        )
         adapter_dir = run.path / "adapters" / d.alias
         spec = (run.read_results().get("distill") or {}).get(d.alias, {}).get("spec")
         if _step_done(run, "distill", key) and spec and adapter_dir.exists():
             console.print(f"cached: {spec}")
         else:
             res = distill_lora(
-                run, student=cfg.student, alias=d.alias, out=adapter_dir, rank=d.rank, alpha=d.alpha,
-                dropout=d.dropout, epochs=d.epochs, lr=d.lr, batch_size=d.batch_size, grad_accum=d.grad_accum,
-                max_length=d.max_length, seed=d.seed, eval_fraction=d.eval_fraction, progress=progress,
+                run,
+                student=cfg.student,
+                alias=d.alias,
+                out=adapter_dir,
+                rank=d.rank,
+                alpha=d.alpha,
+                dropout=d.dropout,
+                epochs=d.epochs,
+                lr=d.lr,
+                batch_size=d.batch_size,
+                grad_accum=d.grad_accum,
+                max_length=d.max_length,
+                seed=d.seed,
+                eval_fraction=d.eval_fraction,
+                progress=progress,
             )
             spec = res.spec
             _mark(run, "distill", key, t0, spec=spec)
@@ -178,8 +205,14 @@ def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         # 3. probe the distilled student (teacher/null/student lines are cache hits)
         t0 = time.perf_counter()
         console.rule("[bold]3/5 probe distilled student")
-        run_probe(cfg.run, [*models, ModelEntry(d.alias, spec, "student")], records, cfg.generation,
-                  suite_name=cfg.suite, progress=progress)
+        run_probe(
+            cfg.run,
+            [*models, ModelEntry(d.alias, spec, "student")],
+            records,
+            cfg.generation,
+            suite_name=cfg.suite,
+            progress=progress,
+        )
         timings["probe_distilled"] = time.perf_counter() - t0
 
     # 4. attack every student and the null
@@ -188,11 +221,21 @@ def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     from discriminators.attack import AttackConfig, run_attack
 
     a = cfg.attack
-    acfg = AttackConfig(budgets=list(a.budgets), strategies=list(a.strategies), seeds=list(range(int(a.seeds))),
-                        test_queries=list(a.test_queries), epsilon=a.epsilon, alpha=a.alpha,
-                        adversaries=list(a.adversaries))
+    acfg = AttackConfig(
+        budgets=list(a.budgets),
+        strategies=list(a.strategies),
+        seeds=list(range(int(a.seeds))),
+        test_queries=list(a.test_queries),
+        epsilon=a.epsilon,
+        alpha=a.alpha,
+        adversaries=list(a.adversaries),
+    )
     compare = ([NULL_ALIAS] if cfg.null else []) + students
-    key = _key(acfg.as_json(), compare, {c: _file_key(run.responses_path(c)) for c in ["teacher", *compare]})
+    key = _key(
+        acfg.as_json(),
+        compare,
+        {c: _file_key(run.responses_path(c)) for c in ["teacher", *compare]},
+    )
     if _step_done(run, "attack", key) and run.read_results().get("attack"):
         console.print("cached: attack results unchanged")
     else:
@@ -214,4 +257,8 @@ def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         timings["report"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
     run.update_manifest(timings={f"run:{k}": round(v, 3) for k, v in timings.items()})
-    return {"run": str(run.path), "report": str(report_path) if report_path else None, "timings": timings}
+    return {
+        "run": str(run.path),
+        "report": str(report_path) if report_path else None,
+        "timings": timings,
+    }

@@ -25,19 +25,16 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from bbi.errors import BbiError
-from bbi.runstore import ROLES, RunDir, append_jsonl, atomic_write_text, check_alias, read_jsonl
-
-SUITE_FIELDS = (
-    "id",
-    "category",
-    "subcategory",
-    "prompt",
-    "split",
-    "reference",
-    "source",
-    "perturbation",
-    "base_id",
+from bbi.runstore import (
+    ROLES,
+    SUITE_FIELDS,
+    RunDir,
+    append_jsonl,
+    atomic_write_text,
+    check_alias,
+    read_jsonl,
 )
+
 NULL_ALIAS = "teacher_null"
 NULL_SEED_OFFSET = 1_000_003  # the A/A resample draws from an independent seed stream
 

@@ -20,6 +20,18 @@ import yaml
 from bbi.errors import BbiError
 
 ROLES = ("teacher", "null", "student")
+# The fields of a probe-suite record, in canonical order (docs/run-directory.md).
+SUITE_FIELDS = (
+    "id",
+    "category",
+    "subcategory",
+    "prompt",
+    "split",
+    "reference",
+    "source",
+    "perturbation",
+    "base_id",
+)
 ALIAS_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 SCHEMA_VERSION = 1
 

@@ -14,18 +14,9 @@ from collections import Counter
 from pathlib import Path
 
 from bbi.errors import BbiError
+from bbi.runstore import SUITE_FIELDS
 
-FIELDS = (
-    "id",
-    "category",
-    "subcategory",
-    "prompt",
-    "split",
-    "reference",
-    "source",
-    "perturbation",
-    "base_id",
-)
+FIELDS = SUITE_FIELDS
 SPLITS = ("train", "test")
 DEFAULT_CATEGORY = "uncategorized"
 USER_SOURCE = "user"

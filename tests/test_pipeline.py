@@ -16,8 +16,13 @@ def _config(tmp_path) -> dict:
         "run": str(tmp_path / "runs" / "e2e"),
         "generation": {"limit": 120, "max_new_tokens": 16, "batch_size": 32},
         "distill": {"epochs": 1, "batch_size": 16, "max_length": 96},
-        "attack": {"adversaries": ["surface", "tfidf"], "budgets": [20, 80], "strategies": ["random", "stratified"],
-                   "seeds": 2, "test_queries": [1, 2]},
+        "attack": {
+            "adversaries": ["surface", "tfidf"],
+            "budgets": [20, 80],
+            "strategies": ["random", "stratified"],
+            "seeds": 2,
+            "test_queries": [1, 2],
+        },
     }
 
 
@@ -54,7 +59,10 @@ def test_bbi_run_end_to_end_then_warm(micro_zoo, tmp_path):
     assert after == before
     assert json.dumps(run.read_results()["attack"], sort_keys=True) == attack_before
     timings = run.manifest()["timings"]
-    assert all(timings[f"generate:{a}"]["generated"] == 0 for a in ("teacher", "teacher_null", "student", "student_lora"))
+    assert all(
+        timings[f"generate:{a}"]["generated"] == 0
+        for a in ("teacher", "teacher_null", "student", "student_lora")
+    )
 
 
 def test_bbi_run_bad_config_is_one_line(tmp_path):

@@ -14,7 +14,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("run")
     def run_cmd(
-        config: Path = typer.Option(None, "--config", "-c", help="YAML config (keys: run, teacher, student, suite, null, generation, distill, attack, report)."),
+        config: Path = typer.Option(
+            None,
+            "--config",
+            "-c",
+            help="YAML config (keys: run, teacher, student, suite, null, generation, distill, attack, report).",
+        ),
         run: str = typer.Option(None, "--run", "-r", help="Run directory (default runs/default)."),
         teacher: str = typer.Option(None, "--teacher", help="Teacher spec (default zoo:teacher)."),
         student: str = typer.Option(None, "--student", help="Student spec (default zoo:student)."),
@@ -44,7 +49,9 @@ def register(app: typer.Typer) -> None:
             cfg.distill.enabled = False
         out = run_pipeline(cfg, progress=not no_progress)
         print_run_summary(Path(out["run"]))
-        Console().print(f"report: [bold]{out['report']}[/]" if out["report"] else f"run: {out['run']}")
+        Console().print(
+            f"report: [bold]{out['report']}[/]" if out["report"] else f"run: {out['run']}"
+        )
         Console().print(f"total {out['timings']['total']:.1f} s")
 
 
@@ -69,16 +76,26 @@ def print_run_summary(run_path: Path) -> None:
         for a in c.get("adversaries", {}):
             if a not in advs:
                 advs.append(a)
-    t = Table(title="teacher vs ...: similarity and distinguishing advantage eps (95% CI, test split)")
-    t.add_column("model")
+    t = Table(
+        title="similarity and distinguishing advantage eps vs the teacher (95% CI, test split)"
+    )
+    t.add_column("model", no_wrap=True)
     t.add_column("similarity", justify="right")
     for a in advs:
         t.add_column(f"eps {a}", justify="right")
-    t.add_column("verdict")
+    t.add_column("verdict", no_wrap=True)
+    verdicts = []
     for alias in comps or sims:
         c = comps.get(alias, {})
-        row = [alias, _fmt((sims.get(alias) or {}).get("test") or (sims.get(alias) or {}).get("overall"))]
+        sim = sims.get(alias) or {}
+        row = [alias, _fmt(sim.get("test") or sim.get("overall"))]
         row += [_fmt((c.get("adversaries", {}).get(a) or {}).get("eps")) for a in advs]
-        row.append((c.get("verdict") or {}).get("text", ""))
+        verdict = c.get("verdict") or {}
+        row.append(verdict.get("status", ""))
         t.add_row(*row)
-    Console().print(t)
+        if verdict.get("text"):
+            verdicts.append(f"{alias}: {verdict['text']}")
+    console = Console()
+    console.print(t)
+    for line in verdicts:
+        console.print(line, highlight=False)
