@@ -15,13 +15,6 @@ from typer.core import TyperGroup
 from bbi.errors import BbiError
 
 
-class _UserError(click.ClickException):
-    exit_code = 2
-
-    def show(self, file=None) -> None:  # noqa: D401 - click API
-        click.echo(f"error: {self.message}", err=True)
-
-
 class _BbiGroup(TyperGroup):
     """Root group that turns BbiError into a one-line message and exit code 2."""
 
