@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import platform
 import subprocess
@@ -27,12 +26,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bbi.errors import BbiError
 from bbi.runstore import (
     ROLES,
-    SUITE_FIELDS,
     RunDir,
     append_jsonl,
     atomic_write_text,
     check_alias,
     read_jsonl,
+    suite_bytes,
+    suite_hash,
 )
 
 NULL_ALIAS = "teacher_null"
@@ -135,18 +135,8 @@ def select_limit(records: list[dict], limit: int | None) -> list[dict]:
     return [r for r in records if r["id"] in chosen]
 
 
-def suite_digest(records: Sequence[dict]) -> str:
-    text = "".join(
-        json.dumps({k: r.get(k) for k in SUITE_FIELDS}, ensure_ascii=False, sort_keys=True) + "\n"
-        for r in records
-    )
-    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def write_suite(run: RunDir, records: Sequence[dict]) -> None:
-    text = "".join(
-        json.dumps({k: r.get(k) for k in SUITE_FIELDS}, ensure_ascii=False) + "\n" for r in records
-    )
+    text = suite_bytes(list(records)).decode("utf-8")
     if not run.suite_path.exists() or run.suite_path.read_text(encoding="utf-8") != text:
         atomic_write_text(run.suite_path, text)
     run._suite = None
@@ -378,7 +368,7 @@ def run_probe(
     # Keep models a previous command added (e.g. a distilled student) unless redefined.
     merged = {**old_models, **{m.alias: {"spec": m.spec, "role": m.role} for m in models}}
     write_suite(run, records)
-    digest = suite_digest(records)
+    digest = suite_hash(records)
     run.write_config(
         {
             **cfg,

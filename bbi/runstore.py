@@ -6,6 +6,7 @@ Commands communicate only through these files, so a run produced on another mach
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -34,6 +35,25 @@ SUITE_FIELDS = (
 )
 ALIAS_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 SCHEMA_VERSION = 1
+
+
+def canonical_record(rec: dict) -> dict:
+    """Standard suite fields first (in SUITE_FIELDS order), then extra fields sorted by name."""
+    out = {k: rec.get(k) for k in SUITE_FIELDS}
+    for k in sorted(set(rec) - set(SUITE_FIELDS)):
+        out[k] = rec[k]
+    return out
+
+
+def suite_bytes(records: list[dict]) -> bytes:
+    """The canonical JSONL bytes of a suite: what suite.jsonl holds and what is hashed."""
+    lines = [json.dumps(canonical_record(r), ensure_ascii=False) for r in records]
+    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+
+
+def suite_hash(records: list[dict]) -> str:
+    """ "sha256:<hex>" of the canonical JSONL bytes; the one suite hash bbi records."""
+    return "sha256:" + hashlib.sha256(suite_bytes(records)).hexdigest()
 
 
 def check_alias(alias: str) -> str:

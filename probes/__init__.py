@@ -5,7 +5,8 @@ Public API (docs/run-directory.md describes the record schema):
 ``load_suite``, ``write_suite``.
 """
 
-from probes.schema import FIELDS, SPLITS, load_suite, load_suite_with_notes, suite_hash, write_suite
+from bbi.runstore import suite_hash
+from probes.schema import FIELDS, SPLITS, load_suite, load_suite_with_notes, write_suite
 from probes.suite import (
     CATEGORIES,
     DEFAULT_SUITE_HASH,

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from bbi.errors import BbiError
-from bbi.runstore import SUITE_FIELDS
+from bbi.runstore import SUITE_FIELDS, canonical_record, suite_bytes
 
 FIELDS = SUITE_FIELDS
 SPLITS = ("train", "test")
@@ -22,24 +22,6 @@ DEFAULT_CATEGORY = "uncategorized"
 USER_SOURCE = "user"
 TEST_FRACTION = 0.2
 _OPTIONAL_STR = ("subcategory", "reference", "source", "perturbation", "base_id")
-
-
-def canonical_record(rec: dict) -> dict:
-    """Standard fields first (in FIELDS order), then any extra fields sorted by name."""
-    out = {k: rec.get(k) for k in FIELDS}
-    for k in sorted(set(rec) - set(FIELDS)):
-        out[k] = rec[k]
-    return out
-
-
-def suite_bytes(records: list[dict]) -> bytes:
-    lines = [json.dumps(canonical_record(r), ensure_ascii=False) for r in records]
-    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
-
-
-def suite_hash(records: list[dict]) -> str:
-    """ "sha256:<hex>" of the canonical JSONL bytes (what write_suite writes)."""
-    return "sha256:" + hashlib.sha256(suite_bytes(records)).hexdigest()
 
 
 def write_suite(records: list[dict], path: str | Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -72,6 +73,15 @@ def test_run_writes_contract_and_rerun_is_cached(micro_zoo, tmp_path):
     assert res["similarity"]["student"]["overall"]["n"] == 12
     assert set(res["similarity"]["student"]["per_category"]) == set(CATS)
     assert res["suite"]["n"] == 12 and res["suite"]["n_test"] == 3
+    # One suite hash everywhere: the probes package's, of exactly the bytes in suite.jsonl.
+    from probes import suite_hash
+
+    raw = (run_dir / "suite.jsonl").read_bytes()
+    assert (
+        res["suite"]["hash"]
+        == suite_hash(tiny_suite())
+        == "sha256:" + hashlib.sha256(raw).hexdigest()
+    )
 
     before = {a: rd.responses_path(a).read_text() for a in ("teacher", "student")}
     man2 = run_probe(run_dir, models(), tiny_suite(), ProbeSettings(**SETTINGS), progress=False)
