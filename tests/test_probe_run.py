@@ -176,13 +176,15 @@ def _write_responses(path, ids, text="same answer"):
     path.write_text("".join(json.dumps({"prompt_id": i, "text": text}) + "\n" for i in ids))
 
 
-def test_import_and_similarity_of_identical_texts_is_one(tmp_path):
+def _import_pair(tmp_path, student_ids=None):
+    """Import a teacher and a student answering ``student_ids``; return the student's result."""
     suite = tiny_suite(2)
     suite_file = tmp_path / "suite.jsonl"
     suite_file.write_text("".join(json.dumps(r) + "\n" for r in suite))
     ids = [r["id"] for r in suite]
     _write_responses(tmp_path / "t.jsonl", ids)
-    _write_responses(tmp_path / "s.jsonl", ids)
+    _write_responses(tmp_path / "s.jsonl", ids if student_ids is None else student_ids(ids))
+    run = str(tmp_path / "run")
     runner = CliRunner()
     r1 = runner.invoke(
         app,
@@ -191,7 +193,7 @@ def test_import_and_similarity_of_identical_texts_is_one(tmp_path):
             "import",
             str(tmp_path / "t.jsonl"),
             "--run",
-            str(tmp_path / "run"),
+            run,
             "--alias",
             "teacher",
             "--role",
@@ -201,19 +203,14 @@ def test_import_and_similarity_of_identical_texts_is_one(tmp_path):
         ],
     )
     assert r1.exit_code == 0, r1.output
-    r2 = runner.invoke(
-        app,
-        [
-            "probe",
-            "import",
-            str(tmp_path / "s.jsonl"),
-            "--run",
-            str(tmp_path / "run"),
-            "--alias",
-            "student",
-        ],
+    return ids, runner.invoke(
+        app, ["probe", "import", str(tmp_path / "s.jsonl"), "--run", run, "--alias", "student"]
     )
-    assert r2.exit_code == 0, r2.output
+
+
+def test_import_and_similarity_of_identical_texts_is_one(tmp_path):
+    ids, res = _import_pair(tmp_path)
+    assert res.exit_code == 0, res.output
     sims = [r["cosine"] for r in read_jsonl(tmp_path / "run" / "similarity.jsonl")]
     assert len(sims) == len(ids) and np.allclose(sims, 1.0, atol=1e-5)
 
@@ -260,41 +257,7 @@ def test_import_rejects_bad_files(tmp_path, lines, message):
 
 
 def test_import_rejects_mismatched_prompt_sets(tmp_path):
-    suite = tiny_suite(2)
-    suite_file = tmp_path / "suite.jsonl"
-    suite_file.write_text("".join(json.dumps(r) + "\n" for r in suite))
-    ids = [r["id"] for r in suite]
-    _write_responses(tmp_path / "t.jsonl", ids)
-    _write_responses(tmp_path / "s.jsonl", ids[:-1])
-    runner = CliRunner()
-    runner.invoke(
-        app,
-        [
-            "probe",
-            "import",
-            str(tmp_path / "t.jsonl"),
-            "--run",
-            str(tmp_path / "run"),
-            "--alias",
-            "teacher",
-            "--role",
-            "teacher",
-            "--suite",
-            str(suite_file),
-        ],
-    )
-    res = runner.invoke(
-        app,
-        [
-            "probe",
-            "import",
-            str(tmp_path / "s.jsonl"),
-            "--run",
-            str(tmp_path / "run"),
-            "--alias",
-            "student",
-        ],
-    )
+    _, res = _import_pair(tmp_path, student_ids=lambda ids: ids[:-1])
     assert res.exit_code == 2 and "differs" in res.output
 
 
