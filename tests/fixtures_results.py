@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from bbi.runstore import RunDir, append_jsonl, write_json
+from bbi.stats import holm
+from discriminators.attack import AttackConfig
+from discriminators.attack import _verdict as attack_verdict
 
 CATEGORIES = (
     "factual",
@@ -59,76 +62,21 @@ def _est(rng: np.random.Generator, value: float, n: int, spread: float = 0.06) -
 
 
 def _holm(pvals: list[float]) -> list[float]:
-    order = np.argsort(pvals)
-    m = len(pvals)
-    out = [0.0] * m
-    running = 0.0
-    for rank, idx in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvals[idx]))
-        out[idx] = running
-    return out
+    return [float(p) for p in holm(pvals)]
 
 
 def _verdict(advs: dict, epsilon: float, budgets: list[int]) -> dict:
-    """The attack's rule: broken when a k=1 curve point's CI lies above epsilon (smallest q
-    wins); indistinguishable when every CI upper bound is <= epsilon; else inconclusive."""
-    pts = []
+    """The attack's own verdict rule; adversaries without curves count at their full budget."""
+    with_curves = {}
     for name, a in advs.items():
-        for strat, curve in a["curves"].items():
-            pts += [(name, strat, p) for p in curve if p["k"] == 1 and p["value"] is not None]
-        if not a["curves"] and a["eps"] is not None:  # no curves: the full-budget estimate
+        curves = a["curves"]
+        if not curves and a["eps"] is not None:
             e = a["eps"]
-            pts.append(
-                (name, a["strategy"], {"q": a["budget"], "value": e["value"], "ci": e["ci"]})
-            )
-    if not pts:
-        return {
-            "epsilon": epsilon,
-            "indistinguishable": None,
-            "status": "no-estimate",
-            "text": "no estimate",
-        }
-    top = max(pts, key=lambda t: t[2]["value"])
-    max_eps = {
-        "value": top[2]["value"],
-        "ci": top[2]["ci"],
-        "adversary": top[0],
-        "strategy": top[1],
-        "q": top[2]["q"],
-    }
-    broken = [t for t in pts if t[2]["ci"][0] > epsilon]
-    if broken:
-        name, strat, pt = min(broken, key=lambda t: (t[2]["q"], -t[2]["value"]))
-        return {
-            "epsilon": epsilon,
-            "indistinguishable": False,
-            "status": "distinguishable",
-            "broken_by": name,
-            "strategy": strat,
-            "at_budget": pt["q"],
-            "max_eps": max_eps,
-            "text": f"distinguishable: {name} reaches eps {pt['value']:.2f} [{pt['ci'][0]:.2f}, {pt['ci'][1]:.2f}] > {epsilon:.2f} with q={pt['q']}",
-        }
-    worst = max(pts, key=lambda t: t[2]["ci"][1])
-    if worst[2]["ci"][1] <= epsilon:
-        return {
-            "epsilon": epsilon,
-            "indistinguishable": True,
-            "status": "indistinguishable",
-            "broken_by": None,
-            "at_budget": max(budgets),
-            "max_eps": max_eps,
-            "text": f"indistinguishable at eps <= {epsilon:.2f} with q <= {max(budgets)} queries",
-        }
-    return {
-        "epsilon": epsilon,
-        "indistinguishable": False,
-        "status": "inconclusive",
-        "broken_by": None,
-        "at_budget": worst[2]["q"],
-        "max_eps": max_eps,
-        "text": f"not shown indistinguishable at eps <= {epsilon:.2f}",
-    }
+            curves = {
+                a["strategy"]: [{"q": a["budget"], "k": 1, "value": e["value"], "ci": e["ci"]}]
+            }
+        with_curves[name] = {**a, "curves": curves}
+    return attack_verdict(with_curves, AttackConfig(budgets=list(budgets), epsilon=epsilon))
 
 
 def build_run(
