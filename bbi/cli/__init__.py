@@ -2,6 +2,8 @@
 
 Core modules never import the sibling packages (probes, discriminators, distill,
 reports); the command modules in this package are where they are wired together.
+DESIGN.md names a single ``bbi/cli.py``; it is a package instead so that each command
+group owns one file, with this module still the one root.
 A ``BbiError`` raised anywhere below is printed as one line and exits with status 2;
 any other exception is a bug and keeps its traceback.
 """
