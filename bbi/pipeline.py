@@ -19,12 +19,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 
 from bbi.errors import BbiError
 from bbi.probe_run import NULL_ALIAS, ModelEntry, ProbeSettings, run_probe
-from bbi.runstore import RunDir
+from bbi.runstore import RunDir, read_yaml_mapping
 
 console = Console(stderr=True)
 
@@ -101,15 +100,7 @@ class RunConfig:
     def load(cls, path: Path | None) -> RunConfig:
         if path is None:
             return cls()
-        if not Path(path).is_file():
-            raise BbiError(f"config not found: {path}")
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise BbiError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise BbiError(f"{path}: expected a mapping at the top level")
-        return cls.from_dict(raw, where=str(path))
+        return cls.from_dict(read_yaml_mapping(path), where=str(path))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -56,6 +56,20 @@ def suite_hash(records: list[dict]) -> str:
     return "sha256:" + hashlib.sha256(suite_bytes(records)).hexdigest()
 
 
+def read_yaml_mapping(path: str | os.PathLike) -> dict:
+    """A YAML file whose top level is a mapping; every problem is a one-line BbiError."""
+    path = Path(path)
+    if not path.is_file():
+        raise BbiError(f"config not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise BbiError(f"{path}: invalid YAML ({(str(exc).splitlines() or [''])[0]})") from None
+    if not isinstance(data, dict):
+        raise BbiError(f"{path}: expected a mapping at the top level")
+    return data
+
+
 def check_alias(alias: str) -> str:
     """Aliases become file names; refuse anything that is not file-name safe."""
     if not ALIAS_RE.match(alias) or alias in {".", ".."}:
@@ -185,15 +199,7 @@ class RunDir:
 
     # ---- config / manifest -------------------------------------------------------
     def config(self) -> dict:
-        if not self.config_path.exists():
-            return {}
-        try:
-            cfg = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise BbiError(f"{self.config_path}: invalid YAML ({exc})") from None
-        if not isinstance(cfg, dict):
-            raise BbiError(f"{self.config_path}: expected a mapping")
-        return cfg
+        return read_yaml_mapping(self.config_path) if self.config_path.exists() else {}
 
     def write_config(self, cfg: dict) -> None:
         atomic_write_text(

@@ -24,19 +24,8 @@ from bbi.runstore import RunDir, append_jsonl, write_json
 from bbi.stats import holm
 from discriminators.attack import AttackConfig
 from discriminators.attack import _verdict as attack_verdict
+from probes import CATEGORIES
 
-CATEGORIES = (
-    "factual",
-    "reasoning",
-    "instruction",
-    "style_format",
-    "robustness",
-    "domain_technical",
-    "creative",
-    "conversational",
-    "safety",
-    "extraction",
-)
 ADVERSARIES = ("surface", "tfidf", "embed", "pairwise")
 
 # Text that must be shown literally and never interpreted by the report.

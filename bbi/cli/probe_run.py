@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from bbi.errors import BbiError
+from bbi.runstore import read_yaml_mapping
 
 console = Console(stderr=True)
 _ALIAS_PREFIX = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")
@@ -45,17 +45,7 @@ def parse_model_args(teacher: str, students: list[str], null: bool) -> list:
 
 
 def _load_config(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    if not path.is_file():
-        raise BbiError(f"config not found: {path}")
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise BbiError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(cfg, dict):
-        raise BbiError(f"{path}: expected a mapping at the top level")
-    return cfg
+    return {} if path is None else read_yaml_mapping(path)
 
 
 def register(app: typer.Typer) -> None:
