@@ -17,19 +17,23 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from bbi.config import GenerationSettings
 from bbi.errors import BbiError
 from bbi.runstore import (
     ROLES,
     RunDir,
     append_jsonl,
     atomic_write_text,
+    backup_path,
     check_alias,
+    iter_jsonl,
+    printable,
     read_jsonl,
     suite_bytes,
     suite_hash,
@@ -55,33 +59,8 @@ class ModelEntry:
             )
 
 
-@dataclass
-class ProbeSettings:
-    """Generation settings shared by every model of a run (length is an easy artifact)."""
-
-    max_new_tokens: int = 96
-    temperature: float = 0.7
-    top_p: float = 0.95
-    stop: list[str] = field(default_factory=list)
-    batch_size: int = 32
-    seed: int = 0
-    samples: int = 1
-    limit: int | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    trust_remote_code: bool = False
-
-    def generation_config(self, seed: int | None = None):
-        from bbi.backends.base import GenerationConfig
-
-        return GenerationConfig(
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            stop=tuple(self.stop),
-            batch_size=self.batch_size,
-            seed=self.seed if seed is None else seed,
-        )
+# Generation settings (and their defaults) live in the one config layer.
+ProbeSettings = GenerationSettings
 
 
 def prompt_hash(prompt: str) -> str:
@@ -104,7 +83,10 @@ def select_limit(records: list[dict], limit: int | None) -> list[dict]:
 
     Within a category, items are interleaved so that any prefix keeps the suite's
     train/test ratio; categories then take turns, so ``--limit 120`` on the default suite
-    gives 12 prompts per category, about 20% of them test.
+    gives 12 prompts per category, about 20% of them test. When the suite has both splits
+    and the limit leaves room for two prompts, the subset holds at least one of each (an
+    attack needs train prompts to buy and test prompts to evaluate on): the last pick of
+    a category that has the missing split is swapped for that category's first such item.
     """
     if limit is None or limit >= len(records):
         return list(records)
@@ -125,14 +107,30 @@ def select_limit(records: list[dict], limit: int | None) -> list[dict]:
             keyed.append(((seen.get(sp, 0) + 0.5) / sizes[sp], i, rec))
             seen[sp] = seen.get(sp, 0) + 1
         ordered.append([rec for _, _, rec in sorted(keyed, key=lambda t: (t[0], t[1]))])
-    chosen: set[str] = set()
+    picks: list[tuple[int, dict]] = []  # (category index, record) in round-robin order
     depth = 0
-    while len(chosen) < limit:
-        for items in ordered:
-            if depth < len(items) and len(chosen) < limit:
-                chosen.add(items[depth]["id"])
+    while len(picks) < limit:
+        for c, items in enumerate(ordered):
+            if depth < len(items) and len(picks) < limit:
+                picks.append((c, items[depth]))
         depth += 1
-    return [r for r in records if r["id"] in chosen]
+    if limit >= 2:
+        in_suite = {rec.get("split") for rec in records}
+        for need in ("test", "train"):
+            if need not in in_suite or any(rec.get("split") == need for _, rec in picks):
+                continue
+            chosen = {id(rec) for _, rec in picks}
+            for k in range(len(picks) - 1, -1, -1):  # latest pick first
+                c = picks[k][0]
+                spare = next(
+                    (r for r in ordered[c] if r.get("split") == need and id(r) not in chosen),
+                    None,
+                )
+                if spare is not None:
+                    picks[k] = (c, spare)
+                    break
+    chosen_ids = {rec["id"] for _, rec in picks}
+    return [r for r in records if r["id"] in chosen_ids]
 
 
 def write_suite(run: RunDir, records: Sequence[dict]) -> None:
@@ -158,8 +156,9 @@ class GlobalCache:
             self._data = {}
             if self.path.exists():
                 try:
-                    for rec in read_jsonl(self.path):
-                        self._data[rec["cache_key"]] = rec
+                    for rec in read_jsonl(self.path, allow_torn_tail=True):
+                        if isinstance(rec.get("cache_key"), str):
+                            self._data[rec["cache_key"]] = rec
                 except (BbiError, KeyError):
                     self._data = {}  # a damaged cache is only a cache
         return self._data
@@ -191,13 +190,31 @@ def probe_model(
     progress: Progress | None = None,
     backend_factory: Callable[..., Any] | None = None,
     chunk: int | None = None,
+    *,
+    fingerprint: str | None = None,
+    before_write: Callable[[], None] | None = None,
 ) -> dict:
-    """Generate what is missing for one model; return timing/cache statistics."""
+    """Generate what is missing for one model; return timing/cache statistics.
+
+    ``before_write`` is called once, right before the first change to the run directory
+    (a stale backup or the first appended line), so a caller can lay out suite.jsonl and
+    run.yaml only once there is something to keep.
+    """
     from bbi.backends import load_backend
     from bbi.fingerprint import spec_fingerprint
 
     started = time.perf_counter()
-    fingerprint = spec_fingerprint(entry.spec, trust_remote_code=settings.trust_remote_code)
+    if fingerprint is None:
+        fingerprint = spec_fingerprint(entry.spec, trust_remote_code=settings.trust_remote_code)
+    written = False
+
+    def write(lines: list[dict]) -> None:
+        nonlocal written
+        if not written and before_write is not None:
+            before_write()
+        written = True
+        append_jsonl(path, lines)
+
     base_seed = settings.seed + (NULL_SEED_OFFSET if entry.role == "null" else 0)
     gen = settings.generation_config(seed=base_seed)
     gen_key = gen.cache_key()
@@ -210,21 +227,26 @@ def probe_model(
     path = run.responses_path(entry.alias)
     have: dict[tuple[str, int], str] = {}
     if path.exists():
-        for line in read_jsonl(path):
-            have[(line["prompt_id"], int(line.get("sample", 0)))] = line.get("cache_key", "")
+        # RunDir.responses validates every line's fields and types.
+        for _, row in run.responses(entry.alias).iterrows():
+            key = row.get("cache_key")
+            have[(row["prompt_id"], int(row["sample"]))] = key if isinstance(key, str) else ""
     gcache = GlobalCache(fingerprint, gen_key)
     stale = [k for k in keyed if have.get((k[0]["id"], k[1])) not in (None, k[3])]
     if stale:
         # Settings or weights changed: the old lines no longer answer this config. Keep them
         # in a backup rather than losing data, and start this alias afresh.
-        backup = path.with_suffix(f".stale-{int(time.time())}.jsonl")
+        if before_write is not None:
+            before_write()
+        written = True
+        backup = backup_path(path, "stale")
         os.replace(path, backup)
         have = {}
     todo = [k for k in keyed if have.get((k[0]["id"], k[1])) != k[3]]
     from_global = [k for k in todo if k[3] in gcache.get_all()]
     if from_global:
         cached = gcache.get_all()
-        append_jsonl(path, [_line(k, cached[k[3]]) for k in from_global])
+        write([_line(k, cached[k[3]]) for k in from_global])
         done_keys = {k[3] for k in from_global}
         todo = [k for k in todo if k[3] not in done_keys]
 
@@ -238,7 +260,7 @@ def probe_model(
         "generated": 0,
         "new_tokens": 0,
         "seed": base_seed,
-        "generation": {**asdict(settings), "cache_key": gen_key},
+        "generation": {**settings.model_dump(), "cache_key": gen_key},
     }
     backend = None
     if todo:
@@ -268,7 +290,7 @@ def probe_model(
                     )
                     for k, o in zip(part, outs, strict=True)
                 ]
-                append_jsonl(path, lines)
+                write(lines)
                 gcache.add(lines)
                 stats["generated"] += len(part)
                 stats["new_tokens"] += sum(o.n_tokens for o in outs)
@@ -282,9 +304,8 @@ def probe_model(
         stats["generate_s"] = round(gen_s, 3)
         stats["tokens_per_s"] = round(stats["new_tokens"] / gen_s, 2) if gen_s > 0 else None
     else:
-        stats["chat_format"] = (run.manifest().get("models", {}).get(entry.alias) or {}).get(
-            "chat_format"
-        )
+        old = run.manifest().get("models", {}) if run.path.is_dir() else {}
+        stats["chat_format"] = (old.get(entry.alias) or {}).get("chat_format")
     stats["wall_s"] = round(time.perf_counter() - started, 3)
     return stats
 
@@ -336,57 +357,172 @@ def environment_info() -> dict:
     return {"versions": versions, "git_sha": sha}
 
 
-def run_probe(
+def _same_spec(a: str | None, b: str) -> bool:
+    from bbi.specs import parse_spec
+
+    if not a:
+        return False
+    try:
+        return str(parse_spec(a)) == str(parse_spec(b))
+    except BbiError:
+        return a == b
+
+
+def fresh_hint(path: Path) -> str:
+    return f"another --run, or --fresh to start {path} over (the old one is kept beside it)"
+
+
+def check_run_conflicts(run: RunDir, models: list[ModelEntry], digest: str, n: int) -> None:
+    """Refuse to mix a new suite or a new model into what an existing run already holds."""
+    if run.suite_path.exists():
+        have = "sha256:" + hashlib.sha256(run.suite_path.read_bytes()).hexdigest()
+        if have != digest:
+            raise BbiError(
+                f"{run.path} already holds a different suite ({have[:19]}...) than this command "
+                f"asks for ({n} prompts, {digest[:19]}...): use the same --suite and --limit, "
+                + fresh_hint(run.path)
+            )
+    existing = run.models()
+    old_teachers = [a for a, m in existing.items() if m.get("role") == "teacher"]
+    for entry in models:
+        old = existing.get(entry.alias)
+        if entry.role == "teacher" and old_teachers and entry.alias not in old_teachers:
+            raise BbiError(
+                f"{run.path} already has the teacher {old_teachers[0]!r}; a run has one teacher: "
+                + fresh_hint(run.path)
+            )
+        if old is None:
+            continue
+        if old.get("role") != entry.role or not _same_spec(old.get("spec"), entry.spec):
+            raise BbiError(
+                f"alias {entry.alias!r} in {run.path} already holds {old.get('role')} responses "
+                f"of {old.get('spec') or 'an unknown model'}, not {entry.spec}: name the model "
+                "another alias (--student NAME=SPEC), or use " + fresh_hint(run.path)
+            )
+
+
+def move_aside(path: Path) -> Path:
+    """Start a run over without losing it: rename it to ``NAME.old-<timestamp>``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.old-{stamp}")
+    i = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.old-{stamp}-{i}")
+        i += 1
+    os.replace(path, target)
+    return target
+
+
+def check_probe(
     run_path: str | os.PathLike,
     models: list[ModelEntry],
     suite_records: list[dict],
-    settings: ProbeSettings,
+    settings: GenerationSettings | dict,
     *,
-    suite_name: str = "default",
-    progress: bool = True,
-    similarity: bool = True,
-) -> dict:
-    """Probe every model on the suite, write the run directory, return the manifest."""
+    fresh: bool = False,
+) -> tuple[GenerationSettings, list[dict], str]:
+    """The checks ``run_probe`` makes before it asks anything of a model; cheap (no
+    weights, no network), so ``bbi run`` calls it before its first step too.
+
+    Settings, specs, aliases, the suite (and ``--limit``), the run directory's files and
+    conflicts with what it already holds. Returns (settings, the records to probe,
+    their suite hash).
+    """
+    from bbi.specs import parse_spec
+
+    settings = GenerationSettings.parse(
+        settings.model_dump() if isinstance(settings, GenerationSettings) else settings,
+        "generation",
+    )
     teachers = [m for m in models if m.role == "teacher"]
     if len(teachers) != 1:
         raise BbiError("a run needs exactly one teacher model")
     aliases = [m.alias for m in models]
     if len(set(aliases)) != len(aliases):
         raise BbiError(f"duplicate model aliases: {aliases}")
-    if settings.samples < 1:
-        raise BbiError("--samples must be at least 1")
-    if settings.max_new_tokens < 1:
-        raise BbiError("--max-new-tokens must be at least 1")
+    for m in models:
+        parse_spec(m.spec)  # syntax, kind and zoo names: pure string work
     records = select_limit(suite_records, settings.limit)
     if not records:
         raise BbiError("the suite is empty")
-
-    run = RunDir(run_path, create=True)
-    started = time.perf_counter()
-    cfg = run.config()
-    old_models = cfg.get("models") or {}
-    # Keep models a previous command added (e.g. a distilled student) unless redefined.
-    merged = {**old_models, **{m.alias: {"spec": m.spec, "role": m.role} for m in models}}
-    write_suite(run, records)
     digest = suite_hash(records)
-    run.write_config(
-        {
-            **cfg,
-            "name": run.name,
-            "models": merged,
-            "suite": {
-                "name": suite_name,
-                "hash": digest,
-                "n": len(records),
-                "limit": settings.limit,
-            },
-            "generation": {k: v for k, v in asdict(settings).items() if k not in ("limit",)},
-            "seeds": {"generation": settings.seed, "null_offset": NULL_SEED_OFFSET},
-        }
-    )
+    path = Path(run_path)
+    if not str(run_path).strip():
+        raise BbiError("--run: empty path")
+    if path.exists() and not path.is_dir():
+        raise BbiError(f"--run {path}: exists and is not a directory")
+    if path.is_dir() and not fresh:
+        existing = RunDir(path)
+        existing.config()
+        existing.manifest()
+        existing.read_results()  # written last: a damaged one must fail before the models run
+        check_run_conflicts(existing, models, digest, len(records))
+    return settings, records, digest
+
+
+def run_probe(
+    run_path: str | os.PathLike,
+    models: list[ModelEntry],
+    suite_records: list[dict],
+    settings: GenerationSettings,
+    *,
+    suite_name: str = "default",
+    progress: bool = True,
+    similarity: bool = True,
+    fresh: bool = False,
+) -> dict:
+    """Probe every model on the suite, write the run directory, return the manifest.
+
+    Everything is validated first (settings, specs, aliases, the suite, conflicts with what
+    the run already holds, model fingerprints) and nothing in the run directory changes
+    until the first response is about to be written, so a command that fails on bad input
+    or an unreachable model leaves an existing run byte-identical. ``fresh`` moves an
+    existing run aside (``NAME.old-<timestamp>``) and starts a new one.
+    """
+    from bbi.fingerprint import spec_fingerprint
+
+    settings, records, digest = check_probe(run_path, models, suite_records, settings, fresh=fresh)
+    path = Path(run_path)
+    existing = RunDir(path) if path.is_dir() and not fresh else None
+    cfg: dict[str, Any] = existing.config() if existing is not None else {}
+    old_manifest: dict[str, Any] = existing.manifest() if existing is not None else {}
+    fingerprints = {
+        m.alias: spec_fingerprint(m.spec, trust_remote_code=settings.trust_remote_code)
+        for m in models
+    }
+    if fresh and path.is_dir():
+        console_note(f"--fresh: moved the old run to {move_aside(path)}")
+
+    run = RunDir(path, create=False, must_exist=False)
+    started = time.perf_counter()
+    # Keep models a previous command added (e.g. a distilled student) unless redefined.
+    merged = {
+        **(cfg.get("models") or {}),
+        **{m.alias: {"spec": m.spec, "role": m.role} for m in models},
+    }
+    new_cfg = {
+        **cfg,
+        "name": run.name,
+        "models": merged,
+        "suite": {"name": suite_name, "hash": digest, "n": len(records), "limit": settings.limit},
+        "generation": settings.model_dump(exclude={"limit"}),
+        "seeds": {"generation": settings.seed, "null_offset": NULL_SEED_OFFSET},
+    }
+    laid_out = False
+
+    def lay_out() -> None:
+        nonlocal laid_out
+        if laid_out:
+            return
+        run.path.mkdir(parents=True, exist_ok=True)
+        write_suite(run, records)
+        if run.config() != new_cfg:
+            run.write_config(new_cfg)
+        laid_out = True
+
     env = environment_info()
-    man_models: dict[str, dict] = dict(run.manifest().get("models", {}))
-    timings: dict[str, Any] = dict(run.manifest().get("timings", {}))
+    man_models: dict[str, dict] = dict(old_manifest.get("models", {}))
+    timings: dict[str, Any] = dict(old_manifest.get("timings", {}))
 
     columns = [
         TextColumn("[bold]{task.description}"),
@@ -396,7 +532,16 @@ def run_probe(
     ]
     with Progress(*columns, disable=not progress, transient=False) as bar:
         for entry in models:
-            st = probe_model(run, entry, records, settings, progress=bar)
+            st = probe_model(
+                run,
+                entry,
+                records,
+                settings,
+                progress=bar,
+                fingerprint=fingerprints[entry.alias],
+                before_write=lay_out,
+            )
+            lay_out()
             man_models[entry.alias] = {
                 k: st[k] for k in ("spec", "role", "fingerprint", "chat_format", "seed")
             }
@@ -434,6 +579,12 @@ def run_probe(
         timings=timings,
         suite={"name": suite_name, "hash": digest, "n": len(records)},
     )
+
+
+def console_note(text: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[yellow]note:[/] {text}", highlight=False)
 
 
 def suite_summary(records: Sequence[dict], digest: str, name: str) -> dict:
@@ -480,30 +631,71 @@ def import_responses(
     source: str | os.PathLike,
     suite_records: list[dict] | None = None,
     spec: str | None = None,
+    replace: bool = False,
 ) -> dict:
-    """Bring responses produced elsewhere into a run (schema: docs/run-directory.md)."""
+    """Bring responses produced elsewhere into a run (schema: docs/run-directory.md).
+
+    Validates the whole file and its fit with the run (suite, roles, prompt sets, an
+    alias already in use) before anything is written; the run's files then change as a
+    unit of atomic replacements. ``replace`` allows re-importing an alias (the old file
+    is kept as ``responses/ALIAS.replaced-<time>.jsonl``).
+    """
     check_alias(alias)
     if role not in ROLES:
         raise BbiError(f"unknown role {role!r} (use one of {', '.join(ROLES)})")
-    run = RunDir(run_path, create=True)
-    if suite_records is not None:
-        write_suite(run, suite_records)
-    suite = run.suite()
     src = Path(source)
+    if src.is_dir():
+        raise BbiError(f"{src}: is a directory, expected a responses file (JSONL)")
     if not src.is_file():
         raise BbiError(f"responses file not found: {src}")
+    path0 = Path(run_path)
+    if path0.exists() and not path0.is_dir():
+        raise BbiError(f"--run {path0}: exists and is not a directory")
+    run = RunDir(path0, must_exist=False)
+    cfg = run.config() if path0.is_dir() else {}
+    if path0.is_dir():
+        # Damaged run files fail here, not after the responses are written.
+        run.manifest()
+        run.read_results()
+    has_suite = run.suite_path.exists()
+    if suite_records is not None:
+        digest = suite_hash(suite_records)
+        if (
+            has_suite
+            and digest != "sha256:" + hashlib.sha256(run.suite_path.read_bytes()).hexdigest()
+        ):
+            raise BbiError(
+                f"--suite differs from the suite {run.path} already holds: import into another "
+                "--run, or leave --suite out to use the run's suite"
+            )
+        suite_ids = {r["id"] for r in suite_records}
+    elif has_suite:
+        suite_ids = set(run.suite().index)
+    else:
+        raise BbiError(f"{run.path} has no suite yet: pass --suite FILE (or 'default')")
+    existing = run.models() if path0.is_dir() else {}
+    if alias in existing and not replace:
+        old = existing[alias]
+        raise BbiError(
+            f"alias {alias!r} in {run.path} already holds {old.get('role')} responses of "
+            f"{old.get('spec') or 'an unknown model'}: choose another --alias, or --replace "
+            "(the old file is kept beside it)"
+        )
+    teachers = [a for a, m in existing.items() if m.get("role") == "teacher" and a != alias]
+    if role == "teacher" and teachers:
+        raise BbiError(f"{run.path} already has the teacher {teachers[0]!r}; a run has one teacher")
     lines: list[dict] = []
     seen: set[tuple[str, int]] = set()
-    for i, rec in enumerate(read_jsonl(src), 1):
+    for i, rec in iter_jsonl(src):
         where = f"{src}:{i}"
         if "prompt_id" not in rec or not isinstance(rec["prompt_id"], str):
             raise BbiError(f"{where}: missing field 'prompt_id'")
         if "text" not in rec or not isinstance(rec["text"], str):
             raise BbiError(f"{where}: missing field 'text' (a string)")
-        if rec["prompt_id"] not in suite.index:
+        if rec["prompt_id"] not in suite_ids:
             raise BbiError(f"{where}: prompt_id {rec['prompt_id']!r} is not in the run's suite")
         sample = rec.get("sample", 0)
-        if not isinstance(sample, int) or sample < 0:
+        if not isinstance(sample, int) or isinstance(sample, bool) or not 0 <= sample < 2**31:
             raise BbiError(f"{where}: field 'sample' must be a non-negative integer")
         fr = rec.get("finish_reason", "stop")
         if fr not in ("stop", "length"):
@@ -511,7 +703,7 @@ def import_responses(
         n_tok = rec.get("n_tokens")
         if n_tok is None:
             n_tok = len(rec["text"].split())
-        if not isinstance(n_tok, int) or n_tok < 0:
+        if not isinstance(n_tok, int) or isinstance(n_tok, bool) or not 0 <= n_tok < 2**62:
             raise BbiError(f"{where}: field 'n_tokens' must be a non-negative integer")
         if (rec["prompt_id"], sample) in seen:
             raise BbiError(
@@ -531,7 +723,7 @@ def import_responses(
     if not lines:
         raise BbiError(f"{src}: no responses")
     ids = {p for p, s in seen if s == 0}
-    for other in run.aliases():
+    for other in existing:
         if other == alias or not run.responses_path(other).exists():
             continue
         theirs = set(run.responses(other).query("sample == 0")["prompt_id"])
@@ -539,23 +731,27 @@ def import_responses(
             raise BbiError(
                 f"prompt set of {alias!r} ({len(ids)} prompts) differs from {other!r} ({len(theirs)} prompts)"
             )
+    # Everything is valid: write (each file atomically; responses before run.yaml, so a
+    # crash in between leaves an alias that `bbi probe import --replace` can redo).
+    run.path.mkdir(parents=True, exist_ok=True)
+    if suite_records is not None and not has_suite:
+        write_suite(run, suite_records)
     path = run.responses_path(alias)
     tmp = path.with_name(f".{alias}.import.tmp")
     tmp.unlink(missing_ok=True)
     append_jsonl(tmp, lines)
     if path.exists():
-        os.replace(path, path.with_suffix(f".replaced-{int(time.time())}.jsonl"))
+        os.replace(path, backup_path(path, "replaced"))
     os.replace(tmp, path)
-    cfg = run.config()
     models = dict(cfg.get("models") or {})
-    models[alias] = {"spec": spec or f"imported:{src.name}", "role": role}
+    models[alias] = {"spec": spec or f"imported:{printable(src.name)}", "role": role}
     run.write_config({**cfg, "models": models})
     run.update_manifest(
         models={
             alias: {
                 "spec": models[alias]["spec"],
                 "role": role,
-                "imported_from": str(src),
+                "imported_from": printable(src),
                 "fingerprint": "sha256:" + hashlib.sha256(src.read_bytes()).hexdigest(),
             }
         }

@@ -10,7 +10,8 @@ import hashlib
 import json
 import os
 import re
-import tempfile
+import secrets
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,15 @@ def canonical_record(rec: dict) -> dict:
 def suite_bytes(records: list[dict]) -> bytes:
     """The canonical JSONL bytes of a suite: what suite.jsonl holds and what is hashed."""
     lines = [json.dumps(canonical_record(r), ensure_ascii=False) for r in records]
-    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+    text = "\n".join(lines) + "\n" if lines else ""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        line = text.count("\n", 0, exc.start) + 1
+        raise BbiError(
+            f"suite record {line}: text is not valid Unicode (lone surrogate "
+            f"{_escape(text[exc.start])})"
+        ) from None
 
 
 def suite_hash(records: list[dict]) -> str:
@@ -56,43 +65,365 @@ def suite_hash(records: list[dict]) -> str:
     return "sha256:" + hashlib.sha256(suite_bytes(records)).hexdigest()
 
 
+# ---- reading text and JSON ---------------------------------------------------------------
+# Every way a file can be bad (bytes, syntax, nesting, Unicode, types) must surface as a
+# one-line BbiError naming the file and, where it is cheap to know, the line.
+
+# Deeper than any file bbi writes; also keeps json.dumps / yaml.safe_dump of what was read
+# far from the interpreter's recursion limit.
+MAX_NESTING = 100
+# Nodes a YAML document may expand to (aliases can make a few lines expand exponentially).
+MAX_YAML_NODES = 1_000_000
+_BOM = b"\xef\xbb\xbf"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def _at(source: str | os.PathLike, line: int | None) -> str:
+    return f"{source}:{line}" if line else f"{source}"
+
+
+def _escape(ch: str) -> str:
+    return ch.encode("unicode_escape").decode("ascii")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise BbiError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise BbiError(f"{path}: is a directory, expected a file") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise BbiError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def decode_text(data: bytes, source: str | os.PathLike) -> str:
+    """UTF-8 text (one leading BOM allowed, as editors on Windows write it), else BbiError."""
+    base = 0
+    if data.startswith(_BOM):
+        data, base = data[len(_BOM) :], len(_BOM)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = base + exc.start
+        line = data.count(b"\n", 0, exc.start) + 1
+        hint = ""
+        if offset == 0 and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            hint = "; it looks like UTF-16, save it as UTF-8"
+        raise BbiError(
+            f"{source}:{line}: not UTF-8 text ({exc.reason} at byte {offset}{hint})"
+        ) from None
+
+
+def printable(text: str | os.PathLike) -> str:
+    """A path (or name) as valid Unicode, to record in a run file: bytes of a file name
+    that are not UTF-8 (which Python carries as lone surrogates) become ``\\xNN``."""
+    text = os.fspath(text)
+    if _is_valid_unicode(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A user or run file as text; unreadable or non-UTF-8 files are a BbiError."""
+    path = Path(path)
+    return decode_text(_read_bytes(path), path)
+
+
+class _JsonSyntaxError(BbiError):
+    """Text that is not JSON at all (as opposed to JSON bbi refuses)."""
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)  # built once: it is per-call cost
+
+
+def _too_deep_line(text: str) -> int | None:
+    """Line where the nesting first exceeds MAX_NESTING (strings skipped), for messages."""
+    depth = 0
+    for m in _JSON_TOKEN.finditer(text):
+        tok = m.group()
+        if tok in ("[", "{"):
+            depth += 1
+            if depth > MAX_NESTING:
+                return text.count("\n", 0, m.start()) + 1
+        elif tok in ("]", "}"):
+            depth -= 1
+    return None
+
+
+def _lone_surrogate_line(text: str) -> int | None:
+    """Line of the first \\uD800-\\uDFFF escape that is not half of a valid pair."""
+    found = list(_SURROGATE_ESCAPE.finditer(text))
+    i = 0
+    while i < len(found):
+        m = found[i]
+        nxt = found[i + 1] if i + 1 < len(found) else None
+        if (
+            int(m.group()[2:], 16) < 0xDC00
+            and nxt is not None
+            and nxt.start() == m.end()
+            and int(nxt.group()[2:], 16) >= 0xDC00
+        ):
+            i += 2  # a high half followed at once by a low half: a valid pair
+            continue
+        return text.count("\n", 0, m.start()) + 1
+    return None
+
+
+def _is_valid_unicode(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_tree(obj: Any, strings: bool, max_nodes: int | None = None) -> str | None:
+    """What is wrong with a parsed value (too deep, too big, lone surrogates), or None."""
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    nodes = 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if max_nodes is not None and nodes > max_nodes:
+            return f"more than {max_nodes:,} values (YAML aliases expanding, or self-referencing)"
+        if isinstance(value, str):
+            if strings and not _is_valid_unicode(value):
+                bad = next(c for c in value if not _is_valid_unicode(c))
+                return (
+                    f"a string holds a lone surrogate ({_escape(bad)}), which is not valid Unicode"
+                )
+        elif isinstance(value, dict):
+            if depth >= MAX_NESTING:
+                return _too_deep(max_nodes is not None)
+            stack.extend((k, depth + 1) for k in value)
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, (list, tuple, set)):
+            if depth >= MAX_NESTING:
+                return _too_deep(max_nodes is not None)
+            stack.extend((v, depth + 1) for v in value)
+    return None
+
+
+def _too_deep(yaml_aliases: bool) -> str:
+    extra = " (or an alias that contains itself)" if yaml_aliases else ""
+    return f"nested deeper than {MAX_NESTING} levels{extra}"
+
+
+def parse_json(text: str, source: str | os.PathLike, line: int | None = None) -> Any:
+    """json.loads for file contents: any problem is a BbiError naming source (and line).
+
+    ``line`` is the line the text came from (JSONL); without it the line is worked out
+    from the error where that is cheap. Besides syntax, refuses duplicate keys, nesting
+    deeper than MAX_NESTING and strings with lone surrogates (``"\\ud800"``), which could
+    never be written back as UTF-8.
+    """
+    try:
+        obj = _DECODER.decode(text)
+    except json.JSONDecodeError as exc:
+        raise _JsonSyntaxError(
+            f"{_at(source, line or exc.lineno)}: invalid JSON ({exc.msg})"
+        ) from None
+    except _DuplicateKey as exc:
+        raise BbiError(f"{_at(source, line)}: invalid JSON (duplicate key {exc.key!r})") from None
+    except RecursionError:
+        raise BbiError(
+            f"{_at(source, line or _too_deep_line(text))}: invalid JSON "
+            f"(nested deeper than {MAX_NESTING} levels)"
+        ) from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        what = "a number is too long" if "digits" in str(exc) else str(exc).splitlines()[0]
+        raise BbiError(f"{_at(source, line)}: invalid JSON ({what})") from None
+    has_escapes = _SURROGATE_ESCAPE.search(text) is not None
+    if has_escapes or text.count("[") + text.count("{") > MAX_NESTING:
+        problem = _check_tree(obj, strings=has_escapes)
+        if problem is not None:
+            if line is None:
+                line = (
+                    _lone_surrogate_line(text) if "surrogate" in problem else _too_deep_line(text)
+                )
+            raise BbiError(f"{_at(source, line)}: invalid JSON ({problem})")
+    return obj
+
+
+# The container shape of the sections bbi's commands walk: "map" = an object, "maps" = an
+# object whose values are objects. A damaged or hand-edited file fails here, with its name,
+# instead of deep inside a command.
+MANIFEST_SHAPE = {"models": "maps", "timings": "map", "pipeline": "maps", "versions": "map"}
+# run.yaml's ``models`` is checked in detail by RunDir._configured_models.
+CONFIG_SHAPE = {"generation": "map", "suite": "map", "seeds": "map", "pipeline": "map"}
+RESULTS_SHAPE = {
+    "suite": "map",
+    "models": "maps",
+    "similarity": "maps",
+    "distill": "maps",
+    "attack": {"comparisons": "maps", "config": "map"},
+}
+
+
+def check_shape(obj: dict, shape: dict, where: str | os.PathLike, prefix: str = "") -> dict:
+    """Check the container types of known keys (unknown keys pass); BbiError names the key."""
+    for key, want in shape.items():
+        if key not in obj or obj[key] is None:
+            continue
+        value = obj[key]
+        name = f"{prefix}{key}"
+        if not isinstance(value, dict):
+            raise BbiError(f"{where}: {name!r} must be an object, got {_json_type(value)}")
+        if want == "maps":
+            for k, v in value.items():
+                if not isinstance(v, dict):
+                    raise BbiError(f"{where}: {name}.{k} must be an object, got {_json_type(v)}")
+        elif isinstance(want, dict):
+            check_shape(value, want, where, prefix=f"{name}.")
+    return obj
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON file whose top level must be an object (manifest.json, results.json)."""
+    path = Path(path)
+    text = read_text(path)
+    if not text.strip():
+        raise BbiError(f"{path}: empty file, expected a JSON object")
+    obj = parse_json(text, path)
+    if not isinstance(obj, dict):
+        raise BbiError(f"{path}: expected a JSON object, got {_json_type(obj)}")
+    return obj
+
+
+def _json_type(obj: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    for typ, name in names.items():
+        if isinstance(obj, typ):
+            return name
+    return "a number" if isinstance(obj, (int, float)) else type(obj).__name__
+
+
 def read_yaml_mapping(path: str | os.PathLike) -> dict:
     """A YAML file whose top level is a mapping; every problem is a one-line BbiError."""
     path = Path(path)
+    if path.is_dir():
+        raise BbiError(f"{path}: is a directory, expected a YAML file")
     if not path.is_file():
         raise BbiError(f"config not found: {path}")
+    text = read_text(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = exc.problem or exc.context or "syntax error"
+        raise BbiError(
+            f"{_at(path, mark.line + 1 if mark else None)}: invalid YAML ({what})"
+        ) from None
     except yaml.YAMLError as exc:
         raise BbiError(f"{path}: invalid YAML ({(str(exc).splitlines() or [''])[0]})") from None
+    except RecursionError:
+        raise BbiError(f"{path}: invalid YAML (nested too deeply)") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date like 2024-13-01
+        raise BbiError(
+            f"{path}: invalid YAML value ({(str(exc).splitlines() or [''])[0]})"
+        ) from None
+    if data is None:
+        return {}
     if not isinstance(data, dict):
         raise BbiError(f"{path}: expected a mapping at the top level")
+    problem = _check_tree(data, strings=True, max_nodes=MAX_YAML_NODES)
+    if problem is not None:
+        raise BbiError(f"{path}: invalid YAML ({problem})")
     return data
 
 
 def check_alias(alias: str) -> str:
-    """Aliases become file names; refuse anything that is not file-name safe."""
-    if not ALIAS_RE.match(alias) or alias in {".", ".."}:
+    """Aliases become file names; refuse anything that is not file-name safe, and names
+    of the backups bbi keeps beside a model's responses (``ALIAS.stale-TIME``)."""
+    if not isinstance(alias, str) or not ALIAS_RE.match(alias) or alias in {".", ".."}:
         raise BbiError(f"invalid model alias {alias!r}: use letters, digits, '_', '-', '.'")
+    if BACKUP_RE.search(alias):
+        raise BbiError(
+            f"invalid model alias {alias!r}: names ending in .stale-N or .replaced-N are "
+            "the backups bbi keeps of old responses"
+        )
     return alias
 
 
+# responses/ALIAS.stale-TIME.jsonl (settings changed) and ALIAS.replaced-TIME.jsonl
+# (`bbi probe import --replace`) keep old responses; they are not models of the run.
+BACKUP_RE = re.compile(r"\.(stale|replaced)-\d+(-\d+)?$")
+
+
+def backup_path(path: Path, kind: str) -> Path:
+    """A new, unused ``ALIAS.<kind>-<time>[-N].jsonl`` beside ``path`` (never an old
+    backup: two in the same second must not overwrite each other)."""
+    path = Path(path)
+    stamp = int(time.time())
+    target = path.with_name(f"{path.stem}.{kind}-{stamp}{path.suffix}")
+    i = 1
+    while target.exists():
+        target = path.with_name(f"{path.stem}.{kind}-{stamp}-{i}{path.suffix}")
+        i += 1
+    return target
+
+
+# ---- writing -----------------------------------------------------------------------------
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file + rename so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write via a temp file + rename so a crash never leaves a half-written file.
+
+    The file gets the mode ``open()`` would give a new file (0o666 less the umask), so a
+    report or results file is as readable as anything else the user writes. Text that is
+    not valid Unicode (lone surrogates) is a BbiError and nothing is written; the temp
+    file never outlives a failure.
+    """
+    path = Path(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        line = text.count("\n", 0, exc.start) + 1
+        raise BbiError(
+            f"{path}: cannot write line {line}: text is not valid Unicode (lone surrogate "
+            f"{_escape(text[exc.start])})"
+        ) from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
 def write_json(path: Path, obj: Any) -> None:
+    """Pretty JSON, atomically (see atomic_write_text)."""
     atomic_write_text(
         Path(path), json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n"
     )
@@ -107,68 +438,151 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def read_jsonl(path: Path) -> Iterator[dict]:
-    """Yield records; a torn last line (crash mid-write) is skipped, other bad lines are errors."""
+# ---- JSONL -------------------------------------------------------------------------------
+
+
+def iter_jsonl(
+    path: str | os.PathLike, *, allow_torn_tail: bool = False
+) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, record) of a JSONL file; every bad line is a BbiError (file:line).
+
+    Lines end at "\\n" only (a "\\r" before it is fine; U+2028 and friends inside a
+    record are text, not line breaks). ``allow_torn_tail=True`` is for bbi's own
+    append-only files: an unterminated, unparsable last line is what a crash mid-append
+    leaves, and is skipped. User files keep the default, so a truncated file is an error
+    rather than a silently shorter one.
+    """
     path = Path(path)
-    with path.open(encoding="utf-8") as fh:
-        lines = fh.readlines()
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
+    data = _read_bytes(path)
+    pos = 0
+    if data.startswith(_BOM):
+        pos = len(_BOM)
+    lines = data[pos:].split(b"\n")
+    for i, raw in enumerate(lines, 1):
+        start, pos = pos, pos + len(raw) + 1
+        if not raw.strip():
             continue
+        torn = i == len(lines)  # the last piece had no "\n" after it
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if i == len(lines) and not line.endswith("\n"):
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if torn and allow_torn_tail:
+                return  # torn tail of an interrupted append (cut inside a character)
+            raise BbiError(
+                f"{path}:{i}: not UTF-8 text ({exc.reason} at byte {start + exc.start})"
+            ) from None
+        try:
+            rec = parse_json(text, path, i)
+        except BbiError as exc:
+            if torn and allow_torn_tail:
                 return  # torn tail of an interrupted append
-            raise BbiError(f"{path}:{i}: invalid JSON ({exc.msg})") from None
+            if torn and isinstance(exc, _JsonSyntaxError):
+                raise BbiError(f"{exc}; the last line is unterminated (truncated file?)") from None
+            raise
         if not isinstance(rec, dict):
-            raise BbiError(f"{path}:{i}: expected a JSON object")
+            raise BbiError(f"{path}:{i}: expected a JSON object, got {_json_type(rec)}")
+        yield i, rec
+
+
+def read_jsonl(path: Path, *, allow_torn_tail: bool = False) -> Iterator[dict]:
+    """Yield the records of a JSONL file (see iter_jsonl; strict unless allow_torn_tail)."""
+    for _, rec in iter_jsonl(path, allow_torn_tail=allow_torn_tail):
         yield rec
 
 
 def append_jsonl(path: Path, records: Iterable[dict]) -> int:
     """Append records and flush+fsync, so what was written survives a kill."""
     path = Path(path)
+    lines = [json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n" for rec in records]
+    text = "".join(lines)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        line = text.count("\n", 0, exc.start) + 1
+        raise BbiError(
+            f"{path}: cannot append record {line}: text is not valid Unicode (lone surrogate "
+            f"{_escape(text[exc.start])})"
+        ) from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
     # Repair a torn tail first so the next record starts on its own line.
     if path.exists() and path.stat().st_size > 0:
         with path.open("rb") as fh:
             fh.seek(-1, os.SEEK_END)
             last = fh.read(1)
         if last != b"\n":
-            _truncate_torn_tail(path)
-    with path.open("a", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n")
-            n += 1
+            _repair_tail(path)
+    with path.open("ab") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    return n
+    return len(lines)
 
 
-def _truncate_torn_tail(path: Path) -> None:
+def _repair_tail(path: Path) -> None:
+    """End the file with "\\n": keep a complete last record, cut an unparsable one."""
     data = path.read_bytes()
     cut = data.rfind(b"\n") + 1
+    try:
+        complete = isinstance(json.loads(data[cut:].decode("utf-8")), dict)
+    except (ValueError, RecursionError):
+        complete = False
     with path.open("r+b") as fh:
-        fh.truncate(cut)
+        if complete:
+            fh.seek(0, os.SEEK_END)
+            fh.write(b"\n")
+        else:
+            fh.truncate(cut)
 
 
 class RunDir:
     """Accessors for one run directory (see docs/run-directory.md)."""
 
-    def __init__(self, path: str | os.PathLike, create: bool = False):
+    def __init__(
+        self, path: str | os.PathLike, create: bool = False, must_exist: bool = True
+    ) -> None:
+        # must_exist=False: a run about to be created, once there is something to write.
         self.path = Path(path)
         if create:
             self.path.mkdir(parents=True, exist_ok=True)
-        elif not self.path.is_dir():
+        elif must_exist and not self.path.is_dir():
+            if self.path.exists():
+                raise BbiError(f"{self.path}: is a file, expected a run directory")
             raise BbiError(f"run directory not found: {self.path}")
         self._suite: pd.DataFrame | None = None
+        if self.path.is_dir():
+            self.check_layout()
+
+    # Where bbi keeps what: a file where a directory belongs (or the reverse) would
+    # otherwise fail deep inside a command, possibly after it has written something.
+    FILES = ("run.yaml", "manifest.json", "suite.jsonl", "results.json", "similarity.jsonl")
+    DIRS = ("responses", "attack", "adapters", "models", "embeddings")
+
+    def check_layout(self) -> None:
+        """Each of the run's files and directories, where present, has the right kind."""
+        for name in self.FILES:
+            p = self.path / name
+            if p.is_dir():
+                raise BbiError(f"{p}: is a directory, expected the run's {name} file")
+        for name in self.DIRS:
+            p = self.path / name
+            if p.exists() and not p.is_dir():
+                raise BbiError(f"{p}: is a file, expected the run's {name}/ directory")
+
+    def owns(self, path: str | os.PathLike) -> bool:
+        """Whether ``path`` is one of the run's own data files (never an output target)."""
+        try:
+            target, root = Path(path).resolve(), self.path.resolve()
+        except (OSError, RuntimeError):
+            return False
+        if not target.is_relative_to(root) or target == root:
+            return False
+        first = target.relative_to(root).parts
+        return (len(first) == 1 and first[0] in self.FILES) or first[0] in self.DIRS
 
     # ---- paths -------------------------------------------------------------------
     @property
     def name(self) -> str:
-        return self.path.resolve().name
+        return printable(self.path.resolve().name)
 
     @property
     def config_path(self) -> Path:
@@ -199,7 +613,11 @@ class RunDir:
 
     # ---- config / manifest -------------------------------------------------------
     def config(self) -> dict:
-        return read_yaml_mapping(self.config_path) if self.config_path.exists() else {}
+        """run.yaml as a mapping ({} before the first command wrote one); the sections
+        commands read (``generation``, ``suite``...) must be mappings."""
+        if not self.config_path.exists():
+            return {}
+        return check_shape(read_yaml_mapping(self.config_path), CONFIG_SHAPE, self.config_path)
 
     def write_config(self, cfg: dict) -> None:
         atomic_write_text(
@@ -207,9 +625,10 @@ class RunDir:
         )
 
     def manifest(self) -> dict:
+        """manifest.json ({} if absent); a damaged one is a BbiError, never overwritten."""
         if not self.manifest_path.exists():
             return {}
-        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        return check_shape(read_json_object(self.manifest_path), MANIFEST_SHAPE, self.manifest_path)
 
     def update_manifest(self, **fields: Any) -> dict:
         man = self.manifest()
@@ -224,9 +643,16 @@ class RunDir:
     # ---- models ------------------------------------------------------------------
     def models(self) -> dict[str, dict]:
         """alias -> {"spec": str, "role": str}, from run.yaml, else inferred from responses/."""
-        models = dict(self.config().get("models") or {})
+        models = self._configured_models()
         for p in sorted((self.path / "responses").glob("*.jsonl")):
             alias = p.stem
+            if alias.startswith(".") or BACKUP_RE.search(alias):
+                continue  # a temp file or a backup of old responses, not a model
+            if not ALIAS_RE.match(alias):
+                raise BbiError(
+                    f"{p}: not a model's responses (file names in responses/ are model "
+                    "aliases: letters, digits, '_', '-', '.'); move it out of the run"
+                )
             if alias not in models:
                 role = (
                     "teacher"
@@ -236,6 +662,35 @@ class RunDir:
                     else "student"
                 )
                 models[alias] = {"spec": None, "role": role}
+        return models
+
+    def _configured_models(self) -> dict[str, dict]:
+        """run.yaml's ``models``, checked: every consumer relies on its shape."""
+        raw = self.config().get("models")
+        if raw is None:
+            return {}
+        where = self.config_path
+        if not isinstance(raw, dict):
+            raise BbiError(f"{where}: 'models' must be a mapping of alias -> {{spec, role}}")
+        models: dict[str, dict] = {}
+        for alias, entry in raw.items():
+            if not isinstance(alias, str) or not ALIAS_RE.match(alias) or alias in {".", ".."}:
+                raise BbiError(
+                    f"{where}: models: invalid model alias {alias!r} "
+                    "(use letters, digits, '_', '-', '.')"
+                )
+            if not isinstance(entry, dict):
+                raise BbiError(f"{where}: models.{alias} must be a mapping with 'spec' and 'role'")
+            spec = entry.get("spec")
+            if spec is not None and not isinstance(spec, str):
+                raise BbiError(f"{where}: models.{alias}.spec must be a string")
+            role = entry.get("role")
+            if role not in ROLES:
+                raise BbiError(
+                    f"{where}: models.{alias}.role: unknown role {role!r} "
+                    f"(use one of {', '.join(ROLES)})"
+                )
+            models[alias] = dict(entry)
         return models
 
     def aliases(self, role: str | None = None) -> list[str]:
@@ -251,28 +706,36 @@ class RunDir:
 
     # ---- suite / responses -------------------------------------------------------
     def suite(self) -> pd.DataFrame:
+        """suite.jsonl as a DataFrame indexed by id; every record is checked (file:line)."""
         if self._suite is None:
             if not self.suite_path.exists():
                 raise BbiError(
                     f"{self.path}: no suite.jsonl (run `bbi probe run` or `bbi probe import` first)"
                 )
-            df = pd.DataFrame(list(read_jsonl(self.suite_path)))
-            if df.empty:
+            # suite.jsonl is written atomically, never appended: a torn line is damage.
+            records = []
+            seen: dict[str, int] = {}
+            for i, rec in iter_jsonl(self.suite_path):
+                records.append(_check_suite_record(rec, f"{self.suite_path}:{i}", seen, i))
+            if not records:
                 raise BbiError(f"{self.suite_path}: empty suite")
+            df = pd.DataFrame(records)
             self._suite = df.set_index("id", drop=False)
         return self._suite
 
     def responses(self, alias: str) -> pd.DataFrame:
+        """responses/<alias>.jsonl as a DataFrame; a crash-torn last line is skipped."""
         path = self.responses_path(alias)
         if not path.exists():
             raise BbiError(f"{self.path}: no responses for model {alias!r}")
-        df = pd.DataFrame(list(read_jsonl(path)))
+        rows = [
+            _check_response(rec, f"{path}:{i}") for i, rec in iter_jsonl(path, allow_torn_tail=True)
+        ]
+        df = pd.DataFrame(rows)
         if df.empty:
             return pd.DataFrame(
                 columns=["prompt_id", "sample", "text", "n_tokens", "finish_reason"]
             )
-        if "sample" not in df:
-            df["sample"] = 0
         # Last write wins if a line was ever duplicated by an interrupted run.
         return df.drop_duplicates(["prompt_id", "sample"], keep="last").reset_index(drop=True)
 
@@ -311,12 +774,23 @@ class RunDir:
 
     # ---- results -----------------------------------------------------------------
     def read_results(self) -> dict:
+        """results.json (a fresh skeleton if absent); a damaged one is a BbiError."""
         if not self.results_path.exists():
             return {"schema_version": SCHEMA_VERSION, "run": self.name}
-        try:
-            return json.loads(self.results_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise BbiError(f"{self.results_path}: invalid JSON ({exc.msg})") from None
+        res = check_shape(read_json_object(self.results_path), RESULTS_SHAPE, self.results_path)
+        version = res.get("schema_version", SCHEMA_VERSION)
+        if type(version) is not int or version != SCHEMA_VERSION:
+            hint = (
+                "it was written by a newer bbi: upgrade bbi to read it"
+                if type(version) is int and version > SCHEMA_VERSION
+                else "move it aside and rerun the commands that write it (bbi probe run, "
+                "bbi attack)"
+            )
+            raise BbiError(
+                f"{self.results_path}: schema_version {version!r} is not the one this bbi "
+                f"reads ({SCHEMA_VERSION}); {hint}"
+            )
+        return res
 
     def update_results(self, key: str, value: Any) -> dict:
         """Replace one top-level key of results.json atomically, keeping the others."""
@@ -331,3 +805,46 @@ class RunDir:
         path = self.path / relpath
         write_json(path, obj)
         return path
+
+
+_INT64_MAX = 2**63 - 1
+_SUITE_OPTIONAL = ("subcategory", "reference", "source", "perturbation", "base_id")
+
+
+def _check_suite_record(rec: dict, where: str, seen: dict[str, int], line: int) -> dict:
+    """A suite.jsonl record with the fields the commands rely on, optional ones filled."""
+    rid = rec.get("id")
+    if not isinstance(rid, str) or not rid:
+        raise BbiError(f"{where}: field 'id' is missing or not a string")
+    if rid in seen:
+        raise BbiError(f"{where}: duplicate id {rid!r} (first at line {seen[rid]})")
+    seen[rid] = line
+    for key in ("prompt", "category"):
+        if not isinstance(rec.get(key), str):
+            raise BbiError(f"{where}: field {key!r} is missing or not a string")
+    if rec.get("split") not in ("train", "test"):
+        raise BbiError(f"{where}: field 'split' must be 'train' or 'test'")
+    for key in _SUITE_OPTIONAL:
+        if rec.get(key) is not None and not isinstance(rec[key], str):
+            raise BbiError(f"{where}: field {key!r} must be a string or null")
+    return canonical_record(rec)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _INT64_MAX
+
+
+def _check_response(rec: dict, where: str) -> dict:
+    """A responses line with the fields readers use, of the types they assume."""
+    if not isinstance(rec.get("prompt_id"), str):
+        raise BbiError(f"{where}: field 'prompt_id' is missing or not a string")
+    if not isinstance(rec.get("text"), str):
+        raise BbiError(f"{where}: field 'text' is missing or not a string")
+    rec.setdefault("sample", 0)
+    if not _is_count(rec["sample"]):
+        raise BbiError(f"{where}: field 'sample' must be a non-negative integer")
+    if rec.get("n_tokens") is not None and not _is_count(rec["n_tokens"]):
+        raise BbiError(f"{where}: field 'n_tokens' must be a non-negative integer")
+    if rec.get("finish_reason") is not None and not isinstance(rec["finish_reason"], str):
+        raise BbiError(f"{where}: field 'finish_reason' must be a string")
+    return rec

@@ -7,6 +7,11 @@ bbi backend's sample depends only on its own seed, batching never changes a resp
 so a request with ``seed=s`` returns exactly what ``backend.generate(..., seeds=[s])``
 returns. Sample i of a request with ``n > 1`` uses seed ``s + i``; a request without a
 seed gets a random one.
+
+One worker decodes for everybody, so every request is bounded: prompts longer than
+``max_prompt_chars`` characters and ``max_tokens`` above the server's cap are refused
+with HTTP 400 before they reach the model (one huge prompt would otherwise stall every
+other client).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,6 +35,9 @@ from bbi.backends.base import Backend, Generation, GenerationConfig
 from bbi.errors import BbiError
 
 DEFAULT_MAX_TOKENS = GenerationConfig().max_new_tokens
+# Per-request limits (``bbi serve --max-prompt-chars / --max-tokens``).
+DEFAULT_MAX_PROMPT_CHARS = 32_000
+DEFAULT_MAX_TOKENS_CAP = 4096
 
 
 class Message(BaseModel):
@@ -116,12 +125,33 @@ class MicroBatcher:
                     j.future.set_result(g)
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> Any:
+def _error(
+    status: int, message: str, kind: str = "invalid_request_error", param: str | None = None
+) -> Any:
     from fastapi.responses import JSONResponse
 
     return JSONResponse(
-        status_code=status, content={"error": {"message": message, "type": kind, "code": status}}
+        status_code=status,
+        content={"error": {"message": message, "type": kind, "param": param, "code": status}},
     )
+
+
+def check_limits(*, max_batch: int, max_n: int, max_prompt_chars: int, max_tokens: int) -> None:
+    """Server limits must be positive: a zero batch would fail every request."""
+    for flag, value in (
+        ("--max-batch", max_batch),
+        ("max_n", max_n),
+        ("--max-prompt-chars", max_prompt_chars),
+        ("--max-tokens", max_tokens),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BbiError(f"{flag} must be an integer >= 1, got {value!r}")
+
+
+def check_port(port: int) -> None:
+    """A TCP port to listen on (the OS would silently wrap 70000 to 4464)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise BbiError(f"--port must be in 1..65535, got {port!r}")
 
 
 def _prompt_of(messages: list[Any]) -> str:
@@ -141,10 +171,22 @@ def _prompt_of(messages: list[Any]) -> str:
     return content
 
 
-def create_app(backend: Backend, model_name: str, *, max_batch: int = 32, max_n: int = 64) -> Any:
-    """A FastAPI app serving ``backend`` under ``model_name``."""
+def create_app(
+    backend: Backend,
+    model_name: str,
+    *,
+    max_batch: int = 32,
+    max_n: int = 64,
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+    max_tokens: int = DEFAULT_MAX_TOKENS_CAP,
+) -> Any:
+    """A FastAPI app serving ``backend`` under ``model_name``, with per-request limits."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
+
+    check_limits(
+        max_batch=max_batch, max_n=max_n, max_prompt_chars=max_prompt_chars, max_tokens=max_tokens
+    )
 
     created = int(time.time())
 
@@ -182,12 +224,28 @@ def create_app(backend: Backend, model_name: str, *, max_batch: int = 32, max_n:
         if req.stream:
             return _error(400, "streaming is not supported by bbi serve")
         if req.n > max_n:
-            return _error(400, f"n must be <= {max_n}")
+            return _error(400, f"n must be <= {max_n}", param="n")
+        wanted = req.max_completion_tokens or req.max_tokens or min(DEFAULT_MAX_TOKENS, max_tokens)
+        if wanted > max_tokens:
+            which = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+            return _error(
+                400, f"{which} is {wanted}; this server allows at most {max_tokens}", param=which
+            )
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         try:
             prompt = _prompt_of(req.messages)
+        except BbiError as exc:
+            return _error(400, str(exc), param="messages")
+        if len(prompt) > max_prompt_chars:
+            return _error(
+                400,
+                f"the prompt is {len(prompt):,} characters; this server accepts at most "
+                f"{max_prompt_chars:,}",
+                param="messages",
+            )
+        try:
             config = GenerationConfig(
-                max_new_tokens=req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS,
+                max_new_tokens=wanted,
                 temperature=req.temperature,
                 top_p=req.top_p,
                 stop=tuple(stop),
@@ -242,14 +300,29 @@ def serve(
     trust_remote_code: bool = False,
     allow_download: bool = False,
     max_batch: int = 32,
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+    max_tokens: int = DEFAULT_MAX_TOKENS_CAP,
+    announce: Callable[[str], None] | None = None,
 ) -> None:
-    """Load ``spec`` and serve it until interrupted."""
+    """Load ``spec`` and serve it until interrupted.
+
+    Every option is checked before the model loads (loading a large model takes minutes);
+    ``announce`` receives the "serving ... on URL" line once the model is loaded.
+    """
     import uvicorn
 
     from bbi.backends import load_backend
     from bbi.specs import parse_spec
 
+    check_port(port)
+    check_limits(
+        max_batch=max_batch, max_n=64, max_prompt_chars=max_prompt_chars, max_tokens=max_tokens
+    )
     ms = parse_spec(spec)
+    if ms.kind in ("hf", "zoo"):
+        from bbi.backends.hf import resolve_device, resolve_dtype
+
+        resolve_dtype(dtype, resolve_device(device))
     _check_port(host, port)
     backend = load_backend(
         ms,
@@ -258,7 +331,15 @@ def serve(
         trust_remote_code=trust_remote_code,
         allow_download=allow_download,
     )
-    app = create_app(backend, name or str(ms), max_batch=max_batch)
+    app = create_app(
+        backend,
+        name or str(ms),
+        max_batch=max_batch,
+        max_prompt_chars=max_prompt_chars,
+        max_tokens=max_tokens,
+    )
+    if announce is not None:
+        announce(f"serving {ms} on http://{host}:{port}/v1")
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:

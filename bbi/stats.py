@@ -346,3 +346,151 @@ def pooled_ci(replicates: Sequence[np.ndarray], confidence: float = 0.95) -> lis
     a = (1 - confidence) / 2
     lo, hi = np.quantile(pooled, [a, 1 - a])
     return [float(lo), float(hi)]
+
+
+# ---- paired differences between two comparisons ----------------------------------------
+
+
+def paired_delta(
+    a: np.ndarray,
+    b: np.ndarray,
+    n_bootstrap: int = 1000,
+    n_permutations: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Delta = mean(a) - mean(b) for per-prompt values measured on the same prompts.
+
+    Used to compare two students against the same teacher (``a``: distilled, ``b``: base;
+    entries aligned by prompt). Pairing removes the prompt-to-prompt variance both
+    comparisons share, so the CI is much narrower than for two independent estimates.
+    CI: percentile bootstrap resampling prompt indices jointly for ``a`` and ``b``
+    (``default_rng(seed)``, as :func:`estimate`). p: **two-sided** sign-flip test of
+    H0 "Delta = 0" (under H0 the two values of a prompt are exchangeable, so swapping them
+    flips ``a_i - b_i``; ``seed + 1``), p = (1 + #{|perm| >= |observed|}) / (1 + n_perm).
+    A student can get further from the teacher as well as closer, hence two-sided.
+    """
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise BbiError(f"paired values differ in length: {a.shape} vs {b.shape}")
+    diff = a - b
+    n = len(diff)
+    if n == 0:
+        raise BbiError("no paired items to compare")
+    lo, hi, _ = paired_bootstrap_ci(diff, n_bootstrap, seed, confidence)
+    observed = float(diff.mean())
+    rng = np.random.default_rng(seed + 1)
+    signs = rng.integers(0, 2, size=(n_permutations, n)).astype(float) * 2 - 1
+    perm = signs @ diff / n
+    p = float((1 + np.sum(np.abs(perm) >= abs(observed) - 1e-12)) / (1 + n_permutations))
+    return {"value": observed, "ci": [lo, hi], "n": int(n), "p": p}
+
+
+def paired_delta_per_category(
+    a: np.ndarray,
+    b: np.ndarray,
+    categories: Sequence[str],
+    alpha: float = 0.05,
+    n_bootstrap: int = 1000,
+    n_permutations: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, dict[str, Any]]:
+    """:func:`paired_delta` per category, Holm-adjusted across the categories.
+
+    Seeds follow :func:`per_category` (``seed + 1000 * (j + 1)`` for the j-th category in
+    sorted order); ``significant`` means p_holm < alpha.
+    """
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    cats = np.asarray(list(categories))
+    if len(cats) != len(a):
+        raise BbiError(f"{len(cats)} categories for {len(a)} paired items")
+    names = sorted(set(cats.tolist()))
+    out: dict[str, dict[str, Any]] = {}
+    for j, c in enumerate(names):
+        m = cats == c
+        out[c] = paired_delta(
+            a[m], b[m], n_bootstrap, n_permutations, seed + 1000 * (j + 1), confidence
+        )
+    adj = holm([out[c]["p"] for c in names])
+    for c, pa in zip(names, adj, strict=True):
+        out[c]["p_holm"] = float(pa)
+        out[c]["significant"] = bool(pa < alpha)
+    return out
+
+
+def delta_decided(d: dict[str, Any] | None, alpha: float = 0.05) -> int:
+    """-1 / +1 when a Delta estimate shows a change down / up, else 0.
+
+    A change needs both the CI wholly on one side of 0 and the exact sign-flip p < alpha:
+    with few prompts that differ between the two comparisons the percentile bootstrap
+    interval is too narrow, and the exact test is then the honest arbiter.
+    """
+    if not d or not d.get("ci") or None in d["ci"]:
+        return 0
+    p = d.get("p")
+    if p is not None and p >= alpha:
+        return 0
+    lo, hi = d["ci"]
+    return -1 if hi < 0 else (1 if lo > 0 else 0)
+
+
+def delta_reading(deltas: dict[str, dict[str, Any]], alpha: float = 0.05) -> dict[str, Any]:
+    """One honest reading of per-adversary Delta-eps estimates (distilled - base).
+
+    An adversary counts as *closer* (further) when its Delta-eps CI lies below (above) 0
+    and its two-sided p < alpha (:func:`delta_decided`). ``closer`` when some adversary
+    is closer and none further, ``further`` the reverse, ``mixed`` when both occur,
+    ``not-closer`` otherwise (no evidence of a change, which is not evidence of no change).
+    Adversaries whose CI excludes 0 while p >= alpha are named as ``undecided``.
+    """
+    rows = {k: d for k, d in deltas.items() if d and d.get("ci") and None not in d["ci"]}
+    closer = [k for k, d in rows.items() if delta_decided(d, alpha) < 0]
+    further = [k for k, d in rows.items() if delta_decided(d, alpha) > 0]
+    undecided = [
+        k
+        for k, d in rows.items()
+        if k not in closer + further and (d["ci"][1] < 0 or d["ci"][0] > 0)
+    ]
+    n = len(rows)
+    rule = f"CI {{}} 0 and p < {alpha:g}"
+    if n == 0:
+        status, text = "none", "no adversary to compare"
+    elif closer and further:
+        status = "mixed"
+        text = (
+            f"mixed: Delta-eps {rule.format('below')} for {len(closer)} of {n} adversaries "
+            f"({', '.join(closer)}), {rule.format('above')} for {len(further)} "
+            f"({', '.join(further)})"
+        )
+    elif closer:
+        status = "closer"
+        text = (
+            f"closer: Delta-eps {rule.format('below')} for {len(closer)} of {n} adversaries "
+            f"({', '.join(closer)})"
+        )
+    elif further:
+        status = "further"
+        text = (
+            f"further: Delta-eps {rule.format('above')} for {len(further)} of {n} "
+            f"adversaries ({', '.join(further)})"
+        )
+    else:
+        status = "not-closer"
+        text = f"not closer: no Delta-eps CI excludes 0 with p < {alpha:g} ({n} adversaries)"
+    if undecided:
+        text += (
+            f"; undecided: {', '.join(undecided)} (CI excludes 0 but p >= {alpha:g}: too "
+            "few test prompts differ between the two comparisons)"
+        )
+    return {
+        "status": status,
+        "closer": closer,
+        "further": further,
+        "undecided": undecided,
+        "n": n,
+        "alpha": alpha,
+        "text": text,
+    }

@@ -26,6 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from bbi.chat import format_prompt, response_suffix  # noqa: E402
+from bbi.config import LoraSettings  # noqa: E402
 from bbi.runstore import RunDir, append_jsonl  # noqa: E402
 from distill.lora import DistillDataset, distill_lora, distillation_pairs, split_eval  # noqa: E402
 
@@ -103,7 +104,8 @@ def build_run(root: Path, model: Path, n: int) -> RunDir:
 
 
 def run_ours(run: RunDir, opts: dict, out: Path) -> tuple[float, float, float, int]:
-    res = distill_lora(run, out=out, alias="bench", eval_fraction=0.0, progress=False, **opts)
+    settings = LoraSettings(**opts, eval_fraction=0.0)
+    res = distill_lora(run, out=out, alias="bench", settings=settings, progress=False)
     rec = res.record
     return rec["train_time_s"], rec["train_cpu_s"], rec["train_loss"], rec["steps"]
 

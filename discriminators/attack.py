@@ -10,6 +10,10 @@ sums log-odds over groups of k test prompts -> eps(q, k). Each point is written 
 ``attack/<comparison>/<adversary>__<strategy>__q<budget>__s<seed>.json``; the aggregate
 goes to ``results.json["attack"]`` (docs/run-directory.md).
 
+A sweep writes its detail files into a fresh staging directory inside the run directory
+and moves them into ``attack/`` only at the end, next to the results.json update: a sweep
+that fails or is killed leaves the previous ``attack/`` and results.json as they were.
+
 Verdict for ``--epsilon X`` (k = 1, every adversary, strategy and budget):
 ``indistinguishable`` when every eps CI upper bound is <= X; ``distinguishable`` when some
 CI lower bound is > X (reported: the smallest such budget); ``inconclusive`` otherwise.
@@ -17,9 +21,13 @@ CI lower bound is > X (reported: the smallest such budget); ``inconclusive`` oth
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,8 +36,9 @@ from sklearn.model_selection import GroupKFold
 from threadpoolctl import threadpool_limits
 
 from bbi import stats
+from bbi.config import MAX_RESAMPLES, MAX_SEEDS, MIN_RESAMPLES, AttackSettings
 from bbi.errors import BbiError
-from bbi.runstore import RunDir, append_jsonl
+from bbi.runstore import RunDir, append_jsonl, read_json_object, read_jsonl, write_json
 from discriminators.acquisition import (
     STRATEGIES,
     Pool,
@@ -37,32 +46,56 @@ from discriminators.acquisition import (
     prompts_for_budget,
     revealed_for_budget,
 )
-from discriminators.base import Adversary, adversary_class, get_adversary
+from discriminators.base import (
+    REGISTRY,
+    Adversary,
+    adversary_class,
+    check_params,
+    get_adversary,
+    known_adversaries,
+)
 
-DEFAULT_BUDGETS = (50, 100, 200, 400, 800, 1600, 4000)
-DEFAULT_STRATEGIES = ("random", "stratified", "disagreement")
-DEFAULT_ADVERSARIES = ("surface", "tfidf", "embed", "pairwise")
+_DEFAULTS = AttackSettings()  # every default of a sweep is stated once, in bbi.config
 MIN_PROMPTS_FOR_CV_THRESHOLD = 10
+# Detail files of a sweep in progress: <run>/.attack-staging-<pid>-<random>/<comparison>/.
+STAGING_PREFIX = ".attack-staging-"
 
 
 @dataclass
 class AttackConfig:
     """Everything that defines a sweep; recorded verbatim in results.json."""
 
-    budgets: list[int] = field(default_factory=lambda: list(DEFAULT_BUDGETS))
-    strategies: list[str] = field(default_factory=lambda: list(DEFAULT_STRATEGIES))
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    test_queries: list[int] = field(default_factory=lambda: [1])
-    epsilon: float = 0.1
-    alpha: float = 0.05
-    adversaries: list[str] = field(default_factory=lambda: list(DEFAULT_ADVERSARIES))
-    n_bootstrap: int = 1000
-    n_permutations: int = 1000
+    budgets: list[int] = field(default_factory=lambda: list(_DEFAULTS.budgets))
+    strategies: list[str] = field(default_factory=lambda: list(_DEFAULTS.strategies))
+    seeds: list[int] = field(default_factory=lambda: list(range(_DEFAULTS.seeds)))
+    test_queries: list[int] = field(default_factory=lambda: list(_DEFAULTS.test_queries))
+    epsilon: float = _DEFAULTS.epsilon
+    alpha: float = _DEFAULTS.alpha
+    adversaries: list[str] = field(default_factory=lambda: list(_DEFAULTS.adversaries))
+    n_bootstrap: int = _DEFAULTS.n_bootstrap
+    n_permutations: int = _DEFAULTS.n_permutations
     threshold_folds: int = 2
     n_examples: int = 3
     blas_threads: int = 1
     adversary_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     backend_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: AttackSettings, **extra: Any) -> AttackConfig:
+        """The sweep described by a validated ``attack:`` config section (or CLI flags)."""
+        return cls(
+            budgets=list(settings.budgets),
+            strategies=list(settings.strategies),
+            seeds=list(range(settings.seeds)),
+            test_queries=list(settings.test_queries),
+            epsilon=settings.epsilon,
+            alpha=settings.alpha,
+            adversaries=list(settings.adversaries),
+            n_bootstrap=settings.n_bootstrap,
+            n_permutations=settings.n_permutations,
+            adversary_params={k: dict(v) for k, v in settings.params.items()},
+            **extra,
+        )
 
     def validate(self) -> None:
         if not self.budgets:
@@ -86,8 +119,35 @@ class AttackConfig:
             raise BbiError(f"--epsilon must be in (0, 1), got {self.epsilon}")
         if not 0 < self.alpha < 1:
             raise BbiError(f"--alpha must be in (0, 1), got {self.alpha}")
-        if self.n_bootstrap < 10 or self.n_permutations < 10:
-            raise BbiError("n_bootstrap and n_permutations must be >= 10")
+        for flag, n in (
+            ("--n-bootstrap", self.n_bootstrap),
+            ("--n-permutations", self.n_permutations),
+        ):
+            if not MIN_RESAMPLES <= n <= MAX_RESAMPLES:
+                raise BbiError(f"{flag} must be in {MIN_RESAMPLES}..{MAX_RESAMPLES:,}, got {n}")
+        if len(self.seeds) > MAX_SEEDS:
+            raise BbiError(f"--seeds must be <= {MAX_SEEDS}, got {len(self.seeds)}")
+        self._validate_adversary_params()
+
+    def _validate_adversary_params(self) -> None:
+        """Every ``--param NAME.KEY=VALUE`` names an attacked adversary and a valid value."""
+        if not isinstance(self.adversary_params, dict):
+            raise BbiError("adversary_params must map adversary names to parameter mappings")
+        for name, params in self.adversary_params.items():
+            keys = list(params) if isinstance(params, dict) else []
+            where = f"--param {name}.{keys[0]}" if keys else f"--param {name}"
+            if not isinstance(params, dict):
+                raise BbiError(f"{where}: expected a mapping of parameter names to values")
+            if name not in known_adversaries():
+                raise BbiError(
+                    f"{where}: unknown adversary {name!r}; known: {', '.join(sorted(REGISTRY))}"
+                )
+            if name not in self.adversaries:
+                raise BbiError(
+                    f"{where}: adversary {name!r} is not attacked "
+                    f"(--adversary {','.join(self.adversaries)})"
+                )
+            check_params(name, params)
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -362,6 +422,7 @@ def run_point(
         auc = stats.auroc_estimate(s_t, s_o, counts=counts)
         margins = s_t - s_o
         if want_scores:
+            # d: the prompt's contribution to eps (k = 1), so comparisons can be paired later.
             scores = [
                 {
                     "prompt_id": pid,
@@ -369,9 +430,10 @@ def run_point(
                     "score_teacher": float(a),
                     "score_other": float(b),
                     "margin": float(a - b),
+                    "d": float(di),
                 }
-                for pid, cat, a, b in zip(
-                    data.test["id"], data.test["category"], s_t, s_o, strict=True
+                for pid, cat, a, b, di in zip(
+                    data.test["id"], data.test["category"], s_t, s_o, d_by_k[1], strict=True
                 )
             ]
     elif adv.kind == "pairwise":
@@ -405,6 +467,9 @@ def run_point(
         p_correct = np.where(y == 1, p, 1 - p)
         margins = 2 * p_correct - 1
         if want_scores:
+            # d: the prompt's contribution to eps (k = 1); abstained items (kept false)
+            # contribute nothing and have d null.
+            d_all = stats.pairwise_contrib(p, y)
             scores = [
                 {
                     "prompt_id": pid,
@@ -413,9 +478,18 @@ def run_point(
                     "a_is_teacher": bool(o),
                     "p_correct": float(pc),
                     "margin": float(2 * pc - 1),
+                    "kept": bool(kp),
+                    "d": float(di) if kp else None,
                 }
-                for pid, cat, pa, o, pc in zip(
-                    data.test["id"], data.test["category"], p, orient, p_correct, strict=True
+                for pid, cat, pa, o, pc, kp, di in zip(
+                    data.test["id"],
+                    data.test["category"],
+                    p,
+                    orient,
+                    p_correct,
+                    mask,
+                    d_all,
+                    strict=True,
                 )
             ]
     else:  # pragma: no cover - register() refuses other kinds
@@ -449,6 +523,17 @@ def _default_comparisons(run: RunDir) -> list[str]:
     return sorted(others, key=lambda a: (models[a].get("role") != "null", others.index(a)))
 
 
+def _context(run: RunDir, other: str, cfg: AttackConfig) -> dict[str, Any]:
+    """What adversaries with a ``context`` keyword receive (see discriminators.base)."""
+    return {
+        "run": run,
+        "teacher": run.teacher_alias(),
+        "other": other,
+        "backend_options": cfg.backend_options,
+        "seed": 0 if 0 in cfg.seeds else cfg.seeds[0],
+    }
+
+
 def run_attack(
     run: RunDir,
     cfg: AttackConfig,
@@ -458,7 +543,9 @@ def run_attack(
     """Run the sweep for each comparison, write attack/ files and results.json["attack"].
 
     ``progress(description, total)`` may return an object with ``advance()``; the CLI
-    passes a rich progress bar, tests pass nothing.
+    passes a rich progress bar, tests pass nothing. All detail files are staged and
+    published together with results.json at the end, so a failed or killed sweep
+    changes nothing in the run directory.
     """
     cfg.validate()
     comparisons = list(compare) if compare else _default_comparisons(run)
@@ -469,28 +556,285 @@ def run_attack(
     results = run.read_results().get("attack") or {}
     all_comparisons = dict(results.get("comparisons") or {})
     for other in comparisons:
-        # Check every comparison before any expensive work (embeddings, fits).
+        # Check every comparison and adversary before any expensive work (embeddings, fits).
         load_comparison(run, other, max_budget=max(cfg.budgets))
-    for other in comparisons:
-        data = load_comparison(
-            run,
-            other,
-            embeddings=need_emb,
-            progress=progress is not None,
-            max_budget=max(cfg.budgets),
-        )
-        # Many small fits: BLAS threads only oversubscribe the cores, so use one.
-        with threadpool_limits(limits=cfg.blas_threads):
-            comp = _attack_comparison(run, data, cfg, adv_classes, progress)
-        # Comparisons kept from earlier invocations may have used another config.
-        comp["config"] = cfg.as_json()
-        all_comparisons[other] = comp
+        for name in cfg.adversaries:
+            params = cfg.adversary_params.get(name, {})
+            get_adversary(name, context=_context(run, other, cfg), **params).preflight()
+    _remove_stale_staging(run)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=run.path))
+    try:
+        for other in comparisons:
+            data = load_comparison(
+                run,
+                other,
+                embeddings=need_emb,
+                progress=progress is not None,
+                max_budget=max(cfg.budgets),
+            )
+            # Many small fits: BLAS threads only oversubscribe the cores, so use one.
+            with threadpool_limits(limits=cfg.blas_threads):
+                comp = _attack_comparison(run, data, cfg, adv_classes, progress, staging / other)
+            # Comparisons kept from earlier invocations may have used another config.
+            comp["config"] = cfg.as_json()
+            all_comparisons[other] = comp
         value = {
             "config": {**cfg.as_json(), "statistics": STATS_NOTE},
             "comparisons": all_comparisons,
+            # Recomputed from the detail files of every comparison (this sweep's staged
+            # ones, earlier ones from attack/), so they always match "comparisons".
+            "deltas": distill_deltas(
+                run, all_comparisons, cfg, {other: staging / other for other in comparisons}
+            ),
         }
-        run.update_results("attack", value)  # after each comparison: a crash keeps the rest
+        _publish(run, staging, comparisons, value)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return value
+
+
+def _publish(run: RunDir, staging: Path, comparisons: Sequence[str], value: dict) -> None:
+    """Swap each staged ``<comparison>/`` into ``attack/`` (renames), then update
+    results.json; the previous directories are deleted only after that update, and put
+    back if it fails."""
+    previous = staging / ".previous"
+    previous.mkdir()
+    run.attack_dir.mkdir(parents=True, exist_ok=True)
+    moved: list[str] = []
+    installed: list[str] = []
+    try:
+        for other in comparisons:
+            src, dst = staging / other, run.attack_dir / other
+            if dst.exists():
+                os.replace(dst, previous / other)
+                moved.append(other)
+            if src.exists():
+                os.replace(src, dst)
+                installed.append(other)
+        run.update_results("attack", value)
+    except BaseException:
+        for other in installed:
+            shutil.rmtree(run.attack_dir / other, ignore_errors=True)
+        for other in moved:
+            os.replace(previous / other, run.attack_dir / other)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _remove_stale_staging(run: RunDir) -> None:
+    """Delete staging directories left by sweeps that were killed (their process is gone)."""
+    for path in run.path.glob(f"{STAGING_PREFIX}*"):
+        pid_text = path.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        if not path.is_dir() or not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass  # alive (another user's process) or unknowable: leave it
+
+
+# ---- distilled vs base student ----------------------------------------------------------
+# Delta-eps = eps(distilled vs teacher) - eps(base vs teacher), paired by test prompt: both
+# comparisons' full-budget points (largest budget, first strategy, seed 0: the point whose
+# eps the comparison reports) are scored on the same test prompts, so each prompt gives
+# d_i(distilled) - d_i(base), where d_i is its contribution to eps (bbi.stats). See
+# docs/statistics.md ("Distillation: paired Delta").
+
+
+def _canonical_spec(spec: Any) -> str | None:
+    if not isinstance(spec, str):
+        return None
+    from bbi.specs import parse_spec
+
+    try:
+        return str(parse_spec(spec))
+    except BbiError:
+        return spec.strip()
+
+
+def distill_base(
+    alias: str, record: Any, models: dict[str, dict], compared: dict[str, Any]
+) -> tuple[str, str] | None:
+    """(base alias, how it was found) for a distilled student, when the base was attacked.
+
+    The distill record's ``base`` spec names the model it was trained from; the base is
+    the attacked student alias with that spec. Without a match, alias ``student`` (the
+    pipeline's base) is used when it was attacked.
+    """
+    students = [a for a, c in compared.items() if a != alias and (c or {}).get("role") == "student"]
+    want = _canonical_spec(record.get("base")) if isinstance(record, dict) else None
+    if want is not None:
+        for other in students:
+            if _canonical_spec((models.get(other) or {}).get("spec")) == want:
+                return other, "distill record"
+    if alias != "student" and "student" in students:
+        return "student", "default alias"
+    return None
+
+
+def _point_threshold(directory: Path, adv: str, entry: dict) -> float | None:
+    path = (
+        directory
+        / f"{adv}__{entry.get('strategy')}__q{entry.get('budget')}__s{entry.get('seed')}.json"
+    )
+    if not path.exists():
+        return None
+    thr = read_json_object(path).get("threshold")
+    return float(thr) if isinstance(thr, (int, float)) else None
+
+
+def full_budget_contributions(
+    directory: Path, adv: str, entry: dict
+) -> dict[str, tuple[str, float]] | None:
+    """prompt_id -> (category, d_i) at a comparison's full-budget point; None if unknown.
+
+    Abstained items (the judge) are left out. Scores files written before ``d`` was
+    recorded are read back through the point's threshold (pointwise) or p_correct
+    (pairwise without abstention).
+    """
+    path = directory / f"{adv}.scores.jsonl"
+    if not path.exists():
+        return None
+    out: dict[str, tuple[str, float]] = {}
+    thr: float | None = None
+    for rec in read_jsonl(path):
+        if "d" in rec:
+            d = rec["d"]
+        elif "score_teacher" in rec:
+            if thr is None:
+                thr = _point_threshold(directory, adv, entry)
+                if thr is None:
+                    return None
+            d = float(rec["score_teacher"] >= thr) - float(rec["score_other"] >= thr)
+        elif "p_correct" in rec and entry.get("kept_fraction") in (None, 1.0):
+            d = float(np.sign(float(rec["p_correct"]) - 0.5))
+        else:
+            return None
+        if d is None or rec.get("kept") is False:
+            continue
+        out[str(rec["prompt_id"])] = (str(rec.get("category")), float(d))
+    return out
+
+
+def _point(entry: dict) -> dict[str, Any]:
+    return {
+        "budget": entry.get("budget"),
+        "strategy": entry.get("strategy"),
+        "seed": entry.get("seed"),
+        "k": 1,
+    }
+
+
+def _adversary_delta(
+    adv: str, base: dict, dist: dict, base_dir: Path, dist_dir: Path, cfg: AttackConfig
+) -> tuple[dict[str, Any] | None, str | None]:
+    """(the Delta-eps entry, None) or (None, why it cannot be computed)."""
+    pb, pd_ = _point(base), _point(dist)
+    if pb != pd_:
+        return None, (
+            f"full-budget points differ (base q={pb['budget']} {pb['strategy']} s{pb['seed']}, "
+            f"distilled q={pd_['budget']} {pd_['strategy']} s{pd_['seed']}); rerun bbi attack "
+            "on both"
+        )
+    cb = full_budget_contributions(base_dir, adv, base)
+    cd = full_budget_contributions(dist_dir, adv, dist)
+    if cb is None or cd is None:
+        return None, "per-prompt scores are missing; rerun bbi attack on both comparisons"
+    common = sorted(set(cb) & set(cd))
+    if not common:
+        return None, "no test prompt scored in both comparisons"
+    a = np.array([cd[pid][1] for pid in common])
+    b = np.array([cb[pid][1] for pid in common])
+    cats = [cb[pid][0] for pid in common]
+    seed = int(pb["seed"]) if isinstance(pb["seed"], int) else 0
+    return {
+        "delta": stats.paired_delta(a, b, cfg.n_bootstrap, cfg.n_permutations, seed=seed),
+        "eps_base": base.get("eps"),
+        "eps_distilled": dist.get("eps"),
+        "point": pb,
+        "per_category": stats.paired_delta_per_category(
+            a, b, cats, cfg.alpha, cfg.n_bootstrap, cfg.n_permutations, seed=seed
+        ),
+    }, None
+
+
+def _similarity_delta(
+    run: RunDir, base: str, alias: str, cfg: AttackConfig, similarity: dict
+) -> dict[str, Any] | None:
+    """Paired Delta of per-prompt cosine to the teacher on the test prompts."""
+    if not run.similarity_path.exists():
+        return None
+    cos: dict[str, dict[str, float]] = {base: {}, alias: {}}
+    for rec in read_jsonl(run.similarity_path, allow_torn_tail=True):
+        who, c = rec.get("student"), rec.get("cosine")
+        ok = who in cos and rec.get("split") == "test" and isinstance(c, (int, float))
+        if ok and np.isfinite(c):
+            cos[who][str(rec.get("prompt_id"))] = float(c)
+    common = sorted(set(cos[base]) & set(cos[alias]))
+    if not common:
+        return None
+    out = stats.paired_delta(
+        np.array([cos[alias][pid] for pid in common]),
+        np.array([cos[base][pid] for pid in common]),
+        cfg.n_bootstrap,
+        cfg.n_permutations,
+        seed=0,
+    )
+    out["base"] = (similarity.get(base) or {}).get("test")
+    out["distilled"] = (similarity.get(alias) or {}).get("test")
+    return out
+
+
+def distill_deltas(
+    run: RunDir, comps: dict[str, Any], cfg: AttackConfig, staged: dict[str, Path]
+) -> dict[str, Any]:
+    """``results["attack"]["deltas"]``: every attacked distilled student vs its base.
+
+    ``staged`` maps the comparisons of this sweep to their (not yet published) detail
+    directories; the others are read from ``attack/``.
+    """
+    results = run.read_results()
+    distill = results.get("distill") or {}
+    similarity = results.get("similarity") or {}
+    models = run.models()
+    out: dict[str, Any] = {}
+    for alias, comp in comps.items():
+        if alias not in distill or (comp or {}).get("role") != "student":
+            continue
+        found = distill_base(alias, distill[alias], models, comps)
+        if found is None:
+            continue
+        base, how = found
+        base_dir = staged.get(base, run.attack_dir / base)
+        dist_dir = staged.get(alias, run.attack_dir / alias)
+        advs: dict[str, Any] = {}
+        skipped: dict[str, str] = {}
+        base_advs = comps[base].get("adversaries") or {}
+        for adv, entry in (comp.get("adversaries") or {}).items():
+            if entry.get("kind") == "test" or entry.get("eps") is None or adv not in base_advs:
+                continue  # two-sample tests report no eps; unshared adversaries pair nothing
+            delta, why = _adversary_delta(adv, base_advs[adv], entry, base_dir, dist_dir, cfg)
+            if delta is None:
+                skipped[adv] = str(why)
+            else:
+                advs[adv] = delta
+        out[alias] = {
+            "base": base,
+            "base_from": how,
+            "method": (distill[alias] or {}).get("method"),
+            "adversaries": advs,
+            "skipped": skipped,
+            "similarity": _similarity_delta(run, base, alias, cfg, similarity),
+            "reading": stats.delta_reading(
+                {a: e["delta"] for a, e in advs.items()}, alpha=cfg.alpha
+            ),
+        }
+    return out
 
 
 STATS_NOTE = (
@@ -502,12 +846,11 @@ STATS_NOTE = (
 )
 
 
-def _attack_comparison(run, data: ComparisonData, cfg: AttackConfig, adv_classes, progress):
+def _attack_comparison(
+    run, data: ComparisonData, cfg: AttackConfig, adv_classes, progress, out_dir: Path
+):
+    """One comparison's sweep; its detail files go to ``out_dir`` (a fresh staging dir)."""
     other = data.other
-    out_dir = run.attack_dir / other
-    if out_dir.exists():  # stale points of an earlier sweep would mix with this one
-        for p in list(out_dir.glob("*__*__q*__s*.json")) + list(out_dir.glob("*.scores.jsonl")):
-            p.unlink()
     ev = _Evaluator(data, cfg)
     max_q = max(cfg.budgets)
     full_strategy, full_seed = cfg.strategies[0], (0 if 0 in cfg.seeds else cfg.seeds[0])
@@ -538,13 +881,7 @@ def _attack_comparison(run, data: ComparisonData, cfg: AttackConfig, adv_classes
     adversaries: dict[str, Any] = {}
     examples_margin: dict[str, dict[str, float]] = {}
     for name, cls in adv_classes.items():
-        context = {
-            "run": run,
-            "teacher": run.teacher_alias(),
-            "other": other,
-            "backend_options": cfg.backend_options,
-            "seed": full_seed,
-        }
+        context = _context(run, other, cfg)
         adv = get_adversary(name, context=context, **cfg.adversary_params.get(name, {}))
         t0 = time.perf_counter()
         if cls.kind == "pairwise":
@@ -565,9 +902,7 @@ def _attack_comparison(run, data: ComparisonData, cfg: AttackConfig, adv_classes
                         reference="teacher",
                         acquisition_s=acq_time[strat] / len(cfg.seeds),
                     )
-                    run.write_json(
-                        f"attack/{other}/{name}__{strat}__q{q}__s{seed}.json", res.record
-                    )
+                    write_json(out_dir / f"{name}__{strat}__q{q}__s{seed}.json", res.record)
                     points[(strat, seed, q)] = res
                     if bar:
                         bar.advance()

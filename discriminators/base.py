@@ -39,15 +39,42 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import re
+from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import (
+    Interval,
+    InvalidParameterError,
+    StrOptions,
+    validate_parameter_constraints,
+)
 
 from bbi.errors import BbiError
 
 KINDS = ("pointwise", "pairwise", "test")
+
+# Building blocks for ``Adversary._parameter_constraints``.
+POSITIVE = [Interval(Real, 0, None, closed="neither")]
+NON_NEGATIVE = [Interval(Real, 0, None, closed="left")]
+FRACTION = [Interval(Real, 0, 1, closed="left")]
+SEED = [Interval(Integral, 0, 2**32 - 1, closed="both")]
+BOOLEAN = ["boolean"]
+
+
+def at_least(n: int) -> list:
+    """Constraint: an integer >= n."""
+    return [Interval(Integral, n, None, closed="left")]
+
+
+def one_of(*names: str) -> list:
+    """Constraint: one of the given strings."""
+    return [StrOptions(set(names))]
+
+
 POINTWISE_COLUMNS = ("prompt_id", "category", "prompt", "response")
 PAIRWISE_COLUMNS = ("prompt_id", "category", "prompt", "response_a", "response_b")
 
@@ -62,6 +89,13 @@ class Adversary(BaseEstimator):
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "pointwise"
     needs: ClassVar[frozenset[str]] = frozenset()
+    # sklearn-style constraints per hyperparameter (sklearn.utils._param_validation), so a
+    # bad ``--param`` fails before the sweep; unlisted ones must match their default's type.
+    _parameter_constraints: ClassVar[dict[str, list]] = {}
+
+    def preflight(self) -> None:
+        """Cheap checks that need the context (no model loads): raise BbiError now for
+        what would otherwise fail mid-sweep. Called by the attack before any work."""
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> Adversary:
         raise NotImplementedError
@@ -206,6 +240,75 @@ def adversary_class(name: str) -> type[Adversary]:
 
 def accepts_context(cls: type[Adversary]) -> bool:
     return "context" in inspect.signature(cls.__init__).parameters
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _type_problem(default: Any, value: Any) -> str | None:
+    """Why ``value`` cannot replace ``default`` (for parameters without constraints)."""
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        ok, what = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, what = (
+            isinstance(value, int | float) and not isinstance(value, bool),
+            "a number",
+        )
+    elif isinstance(default, str):
+        ok, what = isinstance(value, str), "a string"
+    else:
+        return None
+    return None if ok else f"must be {what}, got {value!r}"
+
+
+def check_params(name: str, params: dict[str, Any], flag: str = "--param") -> None:
+    """Validate hyperparameters of adversary ``name`` without fitting anything.
+
+    Unknown adversaries and parameter names, wrong types and out-of-range values are a
+    one-line BbiError naming ``--param NAME.KEY``, raised before any expensive work.
+    """
+    cls = adversary_class(name)
+    known = [p for p in cls._get_param_names() if p != "context"]
+    for key in params:
+        if key not in known:
+            raise BbiError(
+                f"{flag} {name}.{key}: adversary {name!r} has no parameter {key!r}; "
+                f"known: {', '.join(known) or 'none'}"
+            )
+    sig = inspect.signature(cls.__init__).parameters
+    for key, value in params.items():
+        label = f"{flag} {name}.{key}"
+        constraints = cls._parameter_constraints.get(key)
+        if constraints is not None:
+            if isinstance(value, bool) and not any(c in ("boolean", bool) for c in constraints):
+                raise BbiError(f"{label}: expects a number or a name, got {str(value).lower()}")
+            try:
+                validate_parameter_constraints(
+                    {key: constraints}, {key: value}, caller_name=cls.__name__
+                )
+            except InvalidParameterError as exc:
+                # "The 'C' parameter of X must be ... Got -1 instead." -> "must be ...; got -1"
+                msg = _first_line(exc).split(f" parameter of {cls.__name__} ", 1)[-1]
+                msg = re.sub(r"\. Got (.*) instead\.$", r"; got \1", msg)
+                raise BbiError(f"{label}: {msg}") from None
+        else:
+            default = sig[key].default if key in sig else inspect.Parameter.empty
+            if default is not inspect.Parameter.empty:
+                problem = _type_problem(default, value)
+                if problem:
+                    raise BbiError(f"{label}: {problem}")
+    try:
+        adv = cls(**params)
+        adv._validate_params()  # constraints as a whole (no-op when none are declared)
+    except (TypeError, ValueError) as exc:  # InvalidParameterError is both
+        raise BbiError(f"{flag} {name}: {_first_line(exc)}") from None
+    del adv
 
 
 def get_adversary(name: str, context: dict[str, Any] | None = None, **params: Any) -> Adversary:

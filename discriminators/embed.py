@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from bbi.errors import BbiError
-from discriminators.base import Adversary, ItemFeatureCache, register
+from discriminators.base import POSITIVE, SEED, Adversary, ItemFeatureCache, one_of, register
 
 MODELS = ("logreg", "mlp")
 
@@ -73,6 +73,12 @@ class EmbedAdversary(ItemFeatureCache, Adversary):
     name: ClassVar[str] = "embed"
     kind: ClassVar[str] = "pointwise"
     needs: ClassVar[frozenset[str]] = frozenset({"embeddings"})
+
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "model": one_of(*MODELS),
+        "C": POSITIVE,
+        "random_state": SEED,
+    }
 
     def __init__(self, model: str = "logreg", C: float = 0.1, random_state: int = 0):
         self.model = model

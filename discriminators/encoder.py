@@ -14,13 +14,23 @@ the default adversary set: see BENCHMARKS.md for its cost per 1,000 items.
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from bbi.errors import BbiError
-from discriminators.base import Adversary, register
+from discriminators.base import (
+    BOOLEAN,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    Adversary,
+    at_least,
+    register,
+)
 
 DEFAULT_MODEL = "minilm"
 
@@ -48,10 +58,14 @@ def _load(model: str | None) -> tuple[Any, Any]:
     try:
         tok = AutoTokenizer.from_pretrained(path, **kwargs)
         net = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise BbiError(
-            f"encoder: cannot load model {path!r} ({str(exc).splitlines()[0]})"
-        ) from None
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as exc:
+        from bbi.backends.hf import pickle_refusal
+
+        refused = pickle_refusal(exc, path, "encoder: model")
+        if refused is not None:
+            raise refused from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BbiError(f"encoder: cannot load model {path!r} ({first})") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
         if bars:
@@ -60,9 +74,12 @@ def _load(model: str | None) -> tuple[Any, Any]:
 
 
 def _resolve_device(device: str) -> str:
-    """``auto`` = the GPU when torch sees one, else the CPU."""
+    """``auto`` = the GPU when torch sees one, else the CPU; others are checked (BbiError
+    for an unknown device or one this machine does not have)."""
     if device != "auto":
-        return device
+        from bbi.backends.hf import resolve_device
+
+        return str(resolve_device(device))
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -75,6 +92,23 @@ class EncoderAdversary(Adversary):
     name: ClassVar[str] = "encoder"
     kind: ClassVar[str] = "pointwise"
     needs: ClassVar[frozenset[str]] = frozenset()
+
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "model": [str, None],
+        "epochs": POSITIVE,
+        "max_length": at_least(8),
+        "batch_size": at_least(1),
+        "lr": POSITIVE,
+        "weight_decay": NON_NEGATIVE,
+        "warmup_ratio": FRACTION,
+        "head_lr": POSITIVE,
+        "min_steps": at_least(0),
+        "freeze_embeddings": BOOLEAN,
+        "include_prompt": BOOLEAN,
+        "random_state": SEED,
+        "device": [str],
+        "progress": BOOLEAN,
+    }
 
     def __init__(
         self,
@@ -156,6 +190,10 @@ class EncoderAdversary(Adversary):
         ]
 
     # ---- protocol ---------------------------------------------------------------------
+    def preflight(self) -> None:
+        """Check the device now rather than after the sweep's first fits."""
+        _resolve_device(self.device)
+
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> EncoderAdversary:
         import torch
         from tqdm.auto import tqdm

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from bbi.errors import BbiError
-from discriminators.base import Adversary, register
+from discriminators.base import BOOLEAN, SEED, Adversary, at_least, one_of, register
 
 METHODS = ("auto", "logprob", "text")
 _LETTER = re.compile(r"(?<![A-Za-z])([AB])(?![A-Za-z])")
@@ -133,6 +133,17 @@ class JudgeAdversary(Adversary):
     kind: ClassVar[str] = "pairwise"
     needs: ClassVar[frozenset[str]] = frozenset({"backend"})
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "k": at_least(0),
+        "method": one_of(*METHODS),
+        "max_chars": at_least(1),
+        "max_new_tokens": at_least(1),
+        "drop_inconsistent": BOOLEAN,
+        "batch_size": at_least(1),
+        "random_state": SEED,
+        "progress": BOOLEAN,
+    }
+
     def __init__(
         self,
         judge: Any = None,
@@ -158,9 +169,8 @@ class JudgeAdversary(Adversary):
         self.context = context
 
     # ---- the judge model --------------------------------------------------------------
-    def _backend(self) -> Any:
-        if getattr(self, "backend_", None) is not None:
-            return self.backend_
+    def _judge_model(self) -> Any:
+        """The judge (a spec, backend or callable; default: the run's teacher spec)."""
         ref = self.judge
         if ref is None:
             ctx = self.context or {}
@@ -169,6 +179,27 @@ class JudgeAdversary(Adversary):
                 ref = (run.models().get(teacher) or {}).get("spec")
         if ref is None:
             raise BbiError("judge: no judge model; pass judge=SPEC (e.g. hf:..., openai:URL#model)")
+        if isinstance(ref, str):
+            from bbi.specs import imported_error, is_imported, parse_spec
+
+            if is_imported(ref):
+                raise imported_error(
+                    ref,
+                    "judge",
+                    "pass a judge model with --param judge.judge=SPEC "
+                    "(e.g. hf:..., zoo:teacher, openai:URL#model)",
+                )
+            parse_spec(ref)
+        return ref
+
+    def preflight(self) -> None:
+        """Resolve the judge spec now, so a run without a usable one fails up front."""
+        self._judge_model()
+
+    def _backend(self) -> Any:
+        if getattr(self, "backend_", None) is not None:
+            return self.backend_
+        ref = self._judge_model()
         if isinstance(ref, str):
             from bbi.backends import load_backend
 

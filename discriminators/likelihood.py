@@ -34,7 +34,7 @@ from sklearn.preprocessing import StandardScaler
 
 from bbi.errors import BbiError
 from bbi.runstore import append_jsonl, read_jsonl
-from discriminators.base import Adversary, pair_items, register
+from discriminators.base import BOOLEAN, POSITIVE, SEED, Adversary, pair_items, register
 
 QUANTILES = (0.10, 0.25, 0.50, 0.75, 0.90)
 FEATURE_NAMES: tuple[str, ...] = (
@@ -92,6 +92,12 @@ class LikelihoodAdversary(Adversary):
     needs: ClassVar[frozenset[str]] = frozenset({"backend"})
     notes: str | None = None
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "C": POSITIVE,
+        "random_state": SEED,
+        "progress": BOOLEAN,
+    }
+
     def __init__(
         self,
         reference: Any = None,
@@ -121,15 +127,38 @@ class LikelihoodAdversary(Adversary):
         teacher = self._teacher_spec()
         return isinstance(self.reference, str) and teacher is not None and self.reference == teacher
 
-    def _backend(self) -> Any:
-        if getattr(self, "backend_", None) is not None:
-            return self.backend_
+    def _reference(self) -> Any:
+        """The reference model (a spec string or a backend); BbiError if none can score."""
         ref = self.reference if self.reference is not None else self._teacher_spec()
         if ref is None:
             raise BbiError(
                 "likelihood: no reference model; pass reference=SPEC (an hf: or zoo: model) "
                 "or record the teacher's spec in run.yaml"
             )
+        if isinstance(ref, str):
+            from bbi.specs import imported_error, is_imported, parse_spec
+
+            hint = (
+                "pass a model that can score responses with "
+                "--param likelihood.reference=SPEC (an hf: or zoo: spec)"
+            )
+            if is_imported(ref):
+                raise imported_error(ref, "likelihood", hint)
+            if parse_spec(ref).kind == "openai":
+                raise BbiError(
+                    f"likelihood: {ref!r} is a chat-completions endpoint, which cannot score "
+                    f"given responses; {hint}"
+                )
+        return ref
+
+    def preflight(self) -> None:
+        """Resolve the reference spec now, so a run without a usable one fails up front."""
+        self._reference()
+
+    def _backend(self) -> Any:
+        if getattr(self, "backend_", None) is not None:
+            return self.backend_
+        ref = self._reference()
         if isinstance(ref, str):
             from bbi.backends import load_backend
 
@@ -155,7 +184,7 @@ class LikelihoodAdversary(Adversary):
         self.scores_: dict[str, np.ndarray] = {}
         path = self._cache_path()
         if path is not None and path.exists():
-            for rec in read_jsonl(path):
+            for rec in read_jsonl(path, allow_torn_tail=True):
                 self.scores_[rec["key"]] = token_features(
                     rec["logprobs"], rec["entropies"], rec["ranks"]
                 )

@@ -35,7 +35,7 @@ import pandas as pd
 from scipy.spatial.distance import cdist
 
 from bbi.errors import BbiError
-from discriminators.base import Adversary, register
+from discriminators.base import Adversary, at_least, one_of, register
 
 KERNELS = ("embedding", "hamming")
 UNITS = ("char", "word")
@@ -168,6 +168,14 @@ class MMDTest(Adversary):
     name: ClassVar[str] = "mmd"
     kind: ClassVar[str] = "test"
     needs: ClassVar[frozenset[str]] = frozenset({"embeddings"})
+
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "kernel": one_of(*KERNELS),
+        "max_length": at_least(1),
+        "unit": one_of(*UNITS),
+        "align": one_of(*ALIGNS),
+        "n_permutations": at_least(1),
+    }
 
     def __init__(
         self,

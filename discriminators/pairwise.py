@@ -19,7 +19,7 @@ from sklearn.feature_extraction.text import TfidfTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from discriminators.base import Adversary, ItemFeatureCache, pair_items, register
+from discriminators.base import POSITIVE, SEED, Adversary, ItemFeatureCache, pair_items, register
 from discriminators.embed import embedding_features
 from discriminators.surface import surface_features
 from discriminators.tfidf import hashed_counts
@@ -27,6 +27,8 @@ from discriminators.tfidf import hashed_counts
 
 class _PairwiseBase(ItemFeatureCache, Adversary):
     kind: ClassVar[str] = "pairwise"
+
+    _parameter_constraints: ClassVar[dict[str, list]] = {"C": POSITIVE, "random_state": SEED}
 
     def __init__(self, C: float = 1.0, random_state: int = 0):
         self.C = C

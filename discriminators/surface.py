@@ -18,7 +18,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from discriminators.base import Adversary, ItemFeatureCache, memo_texts, register
+from discriminators.base import (
+    POSITIVE,
+    SEED,
+    Adversary,
+    ItemFeatureCache,
+    memo_texts,
+    register,
+)
 
 _PATTERNS: dict[str, re.Pattern[str]] = {
     "periods": re.compile(r"\."),
@@ -108,6 +115,8 @@ class SurfaceAdversary(ItemFeatureCache, Adversary):
 
     name: ClassVar[str] = "surface"
     kind: ClassVar[str] = "pointwise"
+
+    _parameter_constraints: ClassVar[dict[str, list]] = {"C": POSITIVE, "random_state": SEED}
 
     def __init__(self, C: float = 1.0, random_state: int = 0):
         self.C = C

@@ -17,7 +17,14 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 from sklearn.linear_model import LogisticRegression
 
-from discriminators.base import Adversary, ItemFeatureCache, memo_texts, register
+from discriminators.base import (
+    POSITIVE,
+    SEED,
+    Adversary,
+    ItemFeatureCache,
+    memo_texts,
+    register,
+)
 
 N_FEATURES = 2**18
 
@@ -59,6 +66,8 @@ class TfidfAdversary(ItemFeatureCache, Adversary):
 
     name: ClassVar[str] = "tfidf"
     kind: ClassVar[str] = "pointwise"
+
+    _parameter_constraints: ClassVar[dict[str, list]] = {"C": POSITIVE, "random_state": SEED}
 
     def __init__(self, C: float = 4.0, random_state: int = 0):
         self.C = C

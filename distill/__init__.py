@@ -1,1 +1,10 @@
-"""Students that close the gap to the teacher: LoRA (``distill.lora``) and friends."""
+"""Students that close the gap to the teacher: one training loop, one objective per method.
+
+- ``distill.trainer``: the loop (Accelerate): optimizer, schedule, accumulation, clipping,
+  eval, metrics JSONL, exact checkpoint/resume.
+- ``distill.objectives``: what is minimised: ``sft`` (cross-entropy on the teacher's
+  responses) and ``kd`` (token-level KL/JSD to the teacher's distribution, on- or
+  off-policy).
+- ``distill.method``: run dir -> data -> trainable student (LoRA or full) -> loop ->
+  saved, registered student; ``distill.lora`` and ``distill.kd`` are its two methods.
+"""

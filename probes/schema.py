@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
+import io
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from bbi.errors import BbiError
-from bbi.runstore import SUITE_FIELDS, canonical_record, suite_bytes
+from bbi.runstore import (
+    MAX_NESTING,
+    SUITE_FIELDS,
+    canonical_record,
+    iter_jsonl,
+    parse_json,
+    read_text,
+    suite_bytes,
+)
 
 FIELDS = SUITE_FIELDS
 SPLITS = ("train", "test")
@@ -70,29 +79,15 @@ Row = tuple[str, dict]  # (location such as "line 3" / "row 7", raw record)
 
 
 def _read_jsonl(path: Path) -> list[Row]:
-    rows: list[Row] = []
-    text = _read_text(path)
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BbiError(f"{path}:{i}: invalid JSON ({exc.msg})") from None
-        if not isinstance(rec, dict):
-            raise BbiError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
-        rows.append((f"{i}", rec))
-    return rows
+    # Strict: a user file with a torn last line is an error, not a shorter suite.
+    return [(f"{i}", rec) for i, rec in iter_jsonl(path)]
 
 
 def _read_json_array(path: Path) -> list[Row]:
-    text = _read_text(path)
+    text = read_text(path)
     if not text.strip():
         return []
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BbiError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    data = parse_json(text, path)
     if not isinstance(data, list):
         raise BbiError(f"{path}: expected a JSON array of objects (or use .jsonl)")
     rows: list[Row] = []
@@ -104,14 +99,34 @@ def _read_json_array(path: Path) -> list[Row]:
 
 
 def _read_csv(path: Path, delimiter: str) -> list[Row]:
-    text = _read_text(path)
-    reader = csv.DictReader(text.splitlines(keepends=True), delimiter=delimiter)
+    """CSV/TSV with a header row. Strict quoting; records may span lines inside quotes.
+
+    Rows are split by the csv module itself (newline=""), so a quoted field may hold
+    line breaks, including U+2028 and other characters str.splitlines would split on.
+    """
+    text = read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     rows: list[Row] = []
     try:
-        for rec in reader:
-            if None in rec:
+        header = next((row for row in reader if row), None)  # blank lines before it are fine
+        if header is None:
+            return []
+        names = [h.strip() for h in header]
+        first: dict[str, int] = {}
+        for col, name in enumerate(names, 1):
+            if not name:
+                continue
+            if name in first:
+                raise BbiError(
+                    f"{path}:{reader.line_num}: duplicate column {name!r} "
+                    f"(columns {first[name]} and {col} of the header)"
+                )
+            first[name] = col
+        for values in reader:
+            if len(values) > len(names):
                 raise BbiError(f"{path}:{reader.line_num}: more values than header columns")
-            clean = {k.strip(): (v if v != "" else None) for k, v in rec.items() if k}
+            values = values + [""] * (len(names) - len(values))
+            clean = {k: (v if v != "" else None) for k, v in zip(names, values, strict=True) if k}
             if all(v is None for v in clean.values()):
                 continue
             rows.append((f"{reader.line_num}", clean))
@@ -123,30 +138,24 @@ def _read_csv(path: Path, delimiter: str) -> list[Row]:
 def _read_datasets_dir(path: Path) -> list[Row]:
     import datasets
 
+    rows: list[Row] = []
     try:
         ds = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError) as exc:
+        if isinstance(ds, datasets.DatasetDict):
+            for name, part in ds.items():
+                for i, rec in enumerate(part):
+                    rec = dict(rec)
+                    if name in SPLITS and rec.get("split") is None:
+                        rec["split"] = name
+                    rows.append((f"{name} row {i}", rec))
+        else:
+            rows = [(f"row {i}", dict(rec)) for i, rec in enumerate(ds)]
+    except Exception as exc:  # whatever the loader chokes on, the directory is the problem
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0] or type(exc).__name__
         raise BbiError(
-            f"{path}: not a dataset saved with datasets' save_to_disk ({exc})".splitlines()[0]
+            f"{path}: not a dataset saved with datasets' save_to_disk ({reason})"
         ) from None
-    rows: list[Row] = []
-    if isinstance(ds, datasets.DatasetDict):
-        for name, part in ds.items():
-            for i, rec in enumerate(part):
-                rec = dict(rec)
-                if name in SPLITS and rec.get("split") is None:
-                    rec["split"] = name
-                rows.append((f"{name} row {i}", rec))
-    else:
-        rows = [(f"row {i}", dict(rec)) for i, rec in enumerate(ds)]
     return rows
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise BbiError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def _where(src: str, loc: str) -> str:
@@ -160,9 +169,16 @@ def _normalise(rows: list[Row], src: str) -> tuple[list[dict], list[str]]:
         loc = rows[has_split.index(False)][0]
         raise BbiError(f"{_where(src, loc)}: field 'split' is missing (other records have one)")
     records: list[dict] = []
+    wheres: list[str] = []
     first_seen: dict[str, str] = {}
     for n, (loc, raw) in enumerate(rows):
         where = _where(src, loc)
+        for key, val in raw.items():
+            if not isinstance(key, str):
+                raise BbiError(f"{where}: field names must be strings, got {key!r}")
+            problem = _storable(val)
+            if problem:
+                raise BbiError(f"{where}: field {key!r}: {problem}")
         rec = {k: v for k, v in raw.items() if v is not None or k in FIELDS}
         prompt = raw.get("prompt")
         if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
@@ -181,7 +197,9 @@ def _normalise(rows: list[Row], src: str) -> tuple[list[dict], list[str]]:
                 f"{where}: field 'id': duplicate id {rid!r} (first at {first_seen[rid]})"
             )
         first_seen[rid] = loc
-        category = raw.get("category") or DEFAULT_CATEGORY
+        category = raw.get("category")
+        if category is None or category == "":
+            category = DEFAULT_CATEGORY
         if not isinstance(category, str):
             raise BbiError(f"{where}: field 'category' must be a string")
         split = raw.get("split")
@@ -195,11 +213,10 @@ def _normalise(rows: list[Row], src: str) -> tuple[list[dict], list[str]]:
         rec.setdefault("source", USER_SOURCE)
         if rec["source"] is None:
             rec["source"] = USER_SOURCE
-        rec["_where"] = where
         records.append(canonical_record(rec))
+        wheres.append(where)
     ids = set(first_seen)
-    for rec in records:
-        where = rec.pop("_where")
+    for rec, where in zip(records, wheres, strict=True):
         if rec.get("base_id") is not None and rec["base_id"] not in ids:
             raise BbiError(
                 f"{where}: field 'base_id': {rec['base_id']!r} is not an id in the suite"
@@ -212,6 +229,32 @@ def _normalise(rows: list[Row], src: str) -> tuple[list[dict], list[str]]:
             f"({len(records) - n_test} train / {n_test} test, {TEST_FRACTION:.0%} test)"
         )
     return records, notes
+
+
+def _storable(value: Any) -> str | None:
+    """Why a field value cannot be written to suite.jsonl (JSON, valid UTF-8), or None."""
+    stack = [(value, 0)]
+    while stack:
+        val, depth = stack.pop()
+        if val is None or isinstance(val, (bool, int, float)):
+            continue
+        if isinstance(val, str):
+            try:
+                val.encode("utf-8")
+            except UnicodeEncodeError:
+                return "text is not valid Unicode (a lone surrogate)"
+        elif isinstance(val, (list, tuple, dict)):
+            if depth >= MAX_NESTING:
+                return f"nested deeper than {MAX_NESTING} levels"
+            if isinstance(val, dict):
+                if not all(isinstance(k, str) for k in val):
+                    return "object keys must be strings"
+                stack.extend((k, depth + 1) for k in val)
+                val = list(val.values())
+            stack.extend((v, depth + 1) for v in val)
+        else:
+            return f"a {type(val).__name__} value cannot be stored in a suite"
+    return None
 
 
 def assign_split(records: list[dict], test_fraction: float = TEST_FRACTION) -> None:

@@ -185,6 +185,42 @@ class Comparison:
 
 
 @dataclass
+class DeltaRow:
+    """One adversary's paired Delta-eps (distilled - base) at the full-budget point."""
+
+    adversary: str
+    eps_base: Est | None
+    eps_distilled: Est | None
+    delta: Est | None
+    per_category: dict[str, Est]  # Delta-eps per category, Holm-adjusted p
+    point: dict[str, Any]  # budget, strategy, seed, k of the paired point
+
+
+@dataclass
+class DistillDelta:
+    """A distilled student against the student it was distilled from (attack deltas)."""
+
+    alias: str
+    base: str
+    base_from: str | None
+    method: str | None
+    rows: list[DeltaRow]
+    skipped: dict[str, str]
+    similarity: Est | None  # paired Delta of cosine to the teacher (test prompts)
+    sim_base: Est | None
+    sim_distilled: Est | None
+    status: str  # "closer" | "further" | "mixed" | "not-closer" | "none"
+    reading: str
+
+    @property
+    def categories(self) -> list[str]:
+        out: list[str] = []
+        for row in self.rows:
+            out += [c for c in row.per_category if c not in out]
+        return out
+
+
+@dataclass
 class Report:
     run: str
     path: Path
@@ -201,6 +237,7 @@ class Report:
     manifest: dict
     config: dict
     notes: dict[str, str] = field(default_factory=dict)
+    distillation: list[DistillDelta] = field(default_factory=list)
 
     @property
     def students(self) -> list[Comparison]:
@@ -360,6 +397,67 @@ def _similarity(obj: Any, where: str) -> dict | None:
     }
 
 
+_READINGS = ("closer", "further", "mixed", "not-closer", "none")
+
+
+def _parse_deltas(obj: Any, comps: dict[str, Comparison], similarity: dict) -> list[DistillDelta]:
+    """``attack.deltas``: paired distilled-vs-base differences written by ``bbi attack``."""
+    out: list[DistillDelta] = []
+    for alias, raw in _dict(obj, "attack.deltas").items():
+        where = f"attack.deltas.{alias}"
+        raw = _dict(raw, where)
+        base = str(raw.get("base") or "")
+        rows = []
+        for adv, entry in _dict(raw.get("adversaries"), f"{where}.adversaries").items():
+            w = f"{where}.adversaries.{adv}"
+            entry = _dict(entry, w)
+            b_comp, d_comp = comps.get(base), comps.get(str(alias))
+            b_adv = b_comp.adversary(str(adv)) if b_comp else None
+            d_adv = d_comp.adversary(str(adv)) if d_comp else None
+            rows.append(
+                DeltaRow(
+                    adversary=str(adv),
+                    eps_base=_est(entry.get("eps_base"), f"{w}.eps_base")
+                    or (b_adv.eps if b_adv else None),
+                    eps_distilled=_est(entry.get("eps_distilled"), f"{w}.eps_distilled")
+                    or (d_adv.eps if d_adv else None),
+                    delta=_est(entry.get("delta"), f"{w}.delta"),
+                    per_category={
+                        str(c): e
+                        for c, r in _dict(entry.get("per_category"), f"{w}.per_category").items()
+                        if (e := _est(r, f"{w}.per_category.{c}")) is not None
+                    },
+                    point=_dict(entry.get("point"), f"{w}.point"),
+                )
+            )
+        sim_raw = raw.get("similarity")
+        sim = _dict(sim_raw, f"{where}.similarity")
+        sims_b = _dict(similarity.get(base), f"similarity.{base}")
+        sims_d = _dict(similarity.get(alias), f"similarity.{alias}")
+        reading = _dict(raw.get("reading"), f"{where}.reading")
+        status = reading.get("status") if reading.get("status") in _READINGS else "none"
+        out.append(
+            DistillDelta(
+                alias=str(alias),
+                base=base,
+                base_from=raw.get("base_from") if isinstance(raw.get("base_from"), str) else None,
+                method=raw.get("method") if isinstance(raw.get("method"), str) else None,
+                rows=rows,
+                skipped={
+                    str(k): str(v) for k, v in _dict(raw.get("skipped"), f"{where}.skipped").items()
+                },
+                similarity=_est(sim_raw, f"{where}.similarity") if sim else None,
+                sim_base=_est(sim.get("base"), f"{where}.similarity.base")
+                or _est(sims_b.get("test"), f"similarity.{base}.test"),
+                sim_distilled=_est(sim.get("distilled"), f"{where}.similarity.distilled")
+                or _est(sims_d.get("test"), f"similarity.{alias}.test"),
+                status=str(status),
+                reading=str(reading.get("text") or "no reading recorded"),
+            )
+        )
+    return out
+
+
 def _clip(text: str | None) -> tuple[str | None, int]:
     if text is None:
         return None, 0
@@ -393,7 +491,7 @@ class _Texts:
             except BbiError:
                 path = None
             if path is not None and path.exists():
-                for rec in read_jsonl(path):
+                for rec in read_jsonl(path, allow_torn_tail=True):
                     if rec.get("sample", 0) == 0 and "prompt_id" in rec:
                         table[str(rec["prompt_id"])] = str(rec.get("text", ""))
             self._responses[alias] = table
@@ -497,6 +595,10 @@ def load_report(run_dir: str | Path, max_examples: int = 3) -> Report:
         if alias not in raw_comps
     ]
     similarity_only.sort(key=lambda c: (c.role == "null", order.get(c.alias, len(order))))
+    distillation = _parse_deltas(
+        attack.get("deltas"), {c.alias: c for c in comparisons}, similarity
+    )
+    distillation.sort(key=lambda d: order.get(d.alias, len(order)))
 
     cats = [str(c) for c in (suite.get("categories") or [])]
     seen = set(cats)
@@ -555,4 +657,5 @@ def load_report(run_dir: str | Path, max_examples: int = 3) -> Report:
         manifest=manifest,
         config=cfg,
         notes=notes,
+        distillation=distillation,
     )

@@ -194,6 +194,31 @@ def _deltas(r: Report) -> dict | None:
     return {"base": base, "others": others, "rows": rows, "cat_rows": cat_rows, "chart": chart}
 
 
+def signed(value: float | None, digits: int = 2) -> str:
+    """A difference with its sign spelled out (+0.12, −0.31); '–' when missing."""
+    text = charts.fmt(value, digits)
+    if text == "–" or text.startswith("\u2212") or float(text) == 0:
+        return text
+    return "+" + text
+
+
+def delta_class(est: Est | None, good: int = -1, alpha: float | None = None) -> str:
+    """CSS class of a Delta cell: green when it shows a change for the better (``good =
+    -1``: eps should fall; ``+1``: similarity should rise), red for the worse. A change
+    needs the CI wholly on one side of 0 and, where recorded, p < alpha (the reading's
+    rule, ``bbi.stats.delta_decided``)."""
+    if est is None or est.ci is None:
+        return ""
+    if est.p is not None and est.p >= (0.05 if alpha is None else alpha):
+        return ""
+    lo, hi = est.ci
+    if (good < 0 and hi < 0) or (good > 0 and lo > 0):
+        return "delta-down"
+    if (good < 0 and lo > 0) or (good > 0 and hi < 0):
+        return "delta-up"
+    return ""
+
+
 def _heatmaps(r: Report) -> tuple[list[dict], float]:
     cats = r.category_order()
     values = [
@@ -343,6 +368,8 @@ def build_context(r: Report) -> dict:
         "similarity_chart": _similarity_chart(r),
         "curves": _curves(r),
         "deltas": _deltas(r),
+        "signed": signed,
+        "delta_class": lambda est, good=-1: delta_class(est, good, r.alpha),
         "forests": forests,
         "forest_domain": fdom,
         "strategy_text": STRATEGY_TEXT,
@@ -378,11 +405,36 @@ def render_html(r: Report) -> str:
     return env.get_template("report.html.j2").render(css=css, js=js, csp=csp, **build_context(r))
 
 
+# Markdown that run-provided text (run name, aliases, specs, categories, adversary names,
+# verdict text) could use to format, link or inject HTML; escaped wherever such text is
+# written. Line-start syntax (#, -, >, 1.) needs no escape: such text never starts a line.
+_MD_PUNCT = re.compile(r"[\\`*\[\]|~]")
+# "_" only emphasises at a word boundary; "style_format" stays readable.
+_MD_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def _md_plain(text: Any) -> str:
+    """One line, with invisible/direction-changing characters shown as code points."""
+    s = " ".join(str(text).splitlines())
+    return _INVISIBLE.sub(lambda m: f"(U+{ord(m.group()):04X})", s)
+
+
 def _md_cell(text: Any) -> str:
-    s = str(text)
-    for a, b in (("\\", "\\\\"), ("|", "\\|"), ("<", "&lt;"), (">", "&gt;"), ("\n", " ")):
-        s = s.replace(a, b)
-    return s
+    """Run-provided text as inert markdown: no HTML, links, emphasis or table breaks."""
+    s = _md_plain(text)
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    s = _MD_PUNCT.sub(lambda m: "\\" + m.group(), s)
+    return _MD_UNDERSCORE.sub(r"\\_", s)
+
+
+def _md_code(text: Any) -> str:
+    """Run-provided text as a code span (shown verbatim; a fence longer than any run of
+    backticks inside, so the text cannot close it). "|" is still escaped for tables."""
+    s = _md_plain(text).replace("|", "\\|")
+    longest = max((len(run) for run in re.findall(r"`+", s)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
 
 
 def render_markdown(r: Report) -> str:
@@ -394,6 +446,7 @@ def render_markdown(r: Report) -> str:
         keep_trailing_newline=True,
     )
     env.filters["md"] = _md_cell
+    env.filters["mdcode"] = _md_code
     return env.get_template("report.md.j2").render(**build_context(r))
 
 
@@ -433,6 +486,31 @@ def summary(r: Report) -> dict:
                 for cat in r.category_order()
             },
         }
+    distillation = {
+        d.alias: {
+            "base": d.base,
+            "method": d.method,
+            "status": d.status,
+            "reading": d.reading,
+            "similarity": {
+                "delta": est(d.similarity),
+                "base": est(d.sim_base),
+                "distilled": est(d.sim_distilled),
+            },
+            "adversaries": {
+                row.adversary: {
+                    "delta": est(row.delta),
+                    "eps_base": est(row.eps_base),
+                    "eps_distilled": est(row.eps_distilled),
+                    "point": row.point,
+                    "per_category": {c: e.as_dict() for c, e in row.per_category.items()},
+                }
+                for row in d.rows
+            },
+            "skipped": d.skipped,
+        }
+        for d in r.distillation
+    }
     ns = _null_status(r)
     return {
         "schema_version": 1,
@@ -452,8 +530,20 @@ def summary(r: Report) -> dict:
         if ns is None
         else {"alias": ns["alias"], "ok": ns["ok"], "failing": ns["failing"]},
         "comparisons": comps,
+        "distillation": distillation,
         "notes": list(r.notes.values()),
     }
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with non-finite floats replaced by None (JSON has no NaN or Infinity)."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def render(r: Report, fmt: str) -> str:
@@ -462,7 +552,8 @@ def render(r: Report, fmt: str) -> str:
     if fmt == "md":
         return render_markdown(r)
     if fmt == "json":
-        return json.dumps(summary(r), indent=2, ensure_ascii=False) + "\n"
+        # Strict JSON: an infinite estimate in results.json becomes null, never "Infinity".
+        return json.dumps(_finite(summary(r)), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     raise BbiError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 

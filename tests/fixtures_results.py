@@ -6,9 +6,10 @@ here from a seeded RNG. Numbers are generated, not hand-typed, so tests must com
 output against the written results.json (``json.loads(path.read_text())``), never against
 literals.
 
-``build_run(tmp_path / "demo")`` gives the full picture (two students, an A/A null model,
-four adversaries, budget curves with k in {1, 4}); the keyword arguments remove parts to
-exercise the degraded paths (no attack yet, no null model, no curves).
+``build_run(tmp_path / "demo")`` gives the full picture (two students, the second
+recorded as distilled from the first with paired deltas in ``attack.deltas``, an A/A null
+model, four adversaries, budget curves with k in {1, 4}); the keyword arguments remove
+parts to exercise the degraded paths (no attack yet, no null model, no curves).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bbi.runstore import RunDir, append_jsonl, write_json
-from bbi.stats import holm
+from bbi.stats import delta_reading, holm, paired_delta
 from discriminators.attack import AttackConfig
 from discriminators.attack import _verdict as attack_verdict
 from probes import CATEGORIES
@@ -66,6 +67,74 @@ def _verdict(advs: dict, epsilon: float, budgets: list[int]) -> dict:
             }
         with_curves[name] = {**a, "curves": curves}
     return attack_verdict(with_curves, AttackConfig(budgets=list(budgets), epsilon=epsilon))
+
+
+def _deltas(
+    rng: np.random.Generator,
+    comparisons: dict,
+    base: str,
+    alias: str,
+    sim_lines: list[dict],
+    similarity: dict,
+    budget: int,
+    strategy: str,
+) -> dict:
+    """``attack.deltas[alias]`` as ``bbi attack`` writes it: distilled minus base, paired.
+
+    Delta-eps values are the differences of the two comparisons' estimates (what the
+    paired computation gives when both score every test prompt); CIs are generated
+    around them. The similarity Delta is computed from the similarity lines themselves.
+    """
+    advs: dict = {}
+    for adv, d_entry in comparisons[alias]["adversaries"].items():
+        b_entry = comparisons[base]["adversaries"].get(adv)
+        if b_entry is None or d_entry.get("eps") is None or b_entry.get("eps") is None:
+            continue
+        value = round(d_entry["eps"]["value"] - b_entry["eps"]["value"], 4)
+        delta = _est(rng, value, d_entry["eps"]["n"], spread=0.05)
+        delta["p"] = 0.001 if delta["ci"][1] < 0 or delta["ci"][0] > 0 else 0.4
+        per_cat: dict = {}
+        for cat, e in d_entry["per_category"].items():
+            v = round(e["value"] - b_entry["per_category"][cat]["value"], 4)
+            est = _est(rng, v, e["n"], spread=0.15)
+            est["p"] = round(float(0.001 if est["ci"][1] < 0 else 0.2 + 0.7 * rng.random()), 4)
+            per_cat[cat] = est
+        for cat, ph in zip(per_cat, _holm([e["p"] for e in per_cat.values()]), strict=True):
+            per_cat[cat]["p_holm"] = round(ph, 4)
+            per_cat[cat]["significant"] = bool(ph < 0.05)
+        advs[adv] = {
+            "delta": delta,
+            "eps_base": b_entry["eps"],
+            "eps_distilled": d_entry["eps"],
+            "point": {"budget": budget, "strategy": strategy, "seed": 0, "k": 1},
+            "per_category": per_cat,
+        }
+    cos = {
+        who: {
+            line["prompt_id"]: line["cosine"]
+            for line in sim_lines
+            if line["student"] == who and line["split"] == "test"
+        }
+        for who in (base, alias)
+    }
+    common = sorted(cos[base])
+    sim = paired_delta(
+        np.array([cos[alias][p] for p in common]),
+        np.array([cos[base][p] for p in common]),
+        n_bootstrap=200,
+        n_permutations=200,
+    )
+    sim["base"] = similarity[base]["test"]
+    sim["distilled"] = similarity[alias]["test"]
+    return {
+        "base": base,
+        "base_from": "distill record",
+        "method": "lora",
+        "adversaries": advs,
+        "skipped": {},
+        "similarity": sim,
+        "reading": delta_reading({a: e["delta"] for a, e in advs.items()}, alpha=0.05),
+    }
 
 
 def build_run(
@@ -375,7 +444,25 @@ def build_run(
                 "verdict": verdict,
                 "examples": examples,
             }
+        deltas = (
+            {
+                s: _deltas(
+                    rng,
+                    comparisons,
+                    students[0],
+                    s,
+                    sim_lines,
+                    similarity,
+                    budgets[-1],
+                    strategies[0],
+                )
+                for s in students[1:]
+            }
+            if len(students) > 1
+            else {}
+        )
         results["attack"] = {
+            "deltas": deltas,
             "config": {
                 "budgets": budgets,
                 "strategies": strategies,
@@ -391,7 +478,8 @@ def build_run(
         }
     if len(students) > 1:
         results["distill"] = {
-            s: {"spec": models[s]["spec"], "method": "lora"} for s in students[1:]
+            s: {"spec": models[s]["spec"], "method": "lora", "base": models[students[0]]["spec"]}
+            for s in students[1:]
         }
     write_json(run.results_path, results)
     return run.path

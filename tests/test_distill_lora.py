@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from bbi.chat import format_prompt
+from bbi.config import LoraSettings
 from bbi.errors import BbiError
 from bbi.runstore import RunDir, append_jsonl, write_json
 from distill.lora import (
@@ -18,7 +19,6 @@ from distill.lora import (
     Collator,
     DistillDataset,
     default_target_modules,
-    distill_lora,
     distillation_pairs,
     encode_pair,
     split_eval,
@@ -45,7 +45,16 @@ TEST_WORDS = ["alpha", "omega", "zeta", "sigma"]  # only ever in test-split prom
 # Wider than the usual 0.02 so the random base's output layer can express a peaked
 # distribution: LoRA adapts the inner projections only, as on a pretrained student.
 INIT_RANGE = 0.3
-FAST = dict(rank=4, alpha=8, epochs=2, lr=3e-2, batch_size=8, max_length=48, progress=False)
+FAST = dict(rank=4, alpha=8, epochs=2, lr=3e-2, batch_size=8, max_length=48)
+
+
+def distill_lora(run: RunDir, **kwargs):
+    """``distill.lora.distill_lora`` with hyperparameters given flag-style, as the CLI does."""
+    from distill.lora import distill_lora as run_lora
+
+    flags = {k: kwargs.pop(k) for k in list(kwargs) if k in LoraSettings.model_fields}
+    kwargs.setdefault("progress", False)
+    return run_lora(run, settings=LoraSettings().updated(**flags), **kwargs)
 
 
 def _corpus() -> list[str]:
@@ -282,7 +291,8 @@ def test_bad_options_are_user_errors(tmp_path, tiny_model):
     from bbi.cli import app
 
     out = CliRunner().invoke(app, ["distill", "lora", str(run.path), "--rank", "0"])
-    assert out.exit_code == 2 and "--rank must be >= 1" in out.output
+    assert out.exit_code == 2 and "--rank: Input should be greater than or equal to 1" in out.output
+    assert len(out.output.strip().splitlines()) == 1
     assert "Traceback" not in out.output
 
 

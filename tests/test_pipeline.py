@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import yaml
 from typer.testing import CliRunner
@@ -15,7 +16,11 @@ def _config(tmp_path) -> dict:
     return {
         "run": str(tmp_path / "runs" / "e2e"),
         "generation": {"limit": 120, "max_new_tokens": 16, "batch_size": 32},
-        "distill": {"epochs": 1, "batch_size": 16, "max_length": 96},
+        "distill": {
+            "methods": ["lora", "kd"],
+            "lora": {"epochs": 1, "batch_size": 16, "max_length": 96, "lr": 2e-3},
+            "kd": {"epochs": 1, "batch_size": 16, "max_length": 96, "lr": 2e-3},
+        },
         "attack": {
             "adversaries": ["surface", "tfidf"],
             "budgets": [20, 80],
@@ -35,19 +40,36 @@ def test_bbi_run_end_to_end_then_warm(micro_zoo, tmp_path):
     run = RunDir(tmp_path / "runs" / "e2e")
     results = run.read_results()
     comps = results["attack"]["comparisons"]
-    assert set(comps) == {"teacher_null", "student", "student_lora"}
+    assert set(comps) == {"teacher_null", "student", "student_lora", "student_kd"}
     for c in comps.values():
         for adv in ("surface", "tfidf"):
             eps = c["adversaries"][adv]["eps"]
             assert eps["ci"][0] <= eps["value"] <= eps["ci"][1]
             assert eps["n"] == 20  # 120 prompts: 12 per category, 2 of them test
     assert comps["teacher_null"]["role"] == "null"
-    assert set(results["similarity"]) == {"teacher_null", "student", "student_lora"}
-    assert results["distill"]["student_lora"]["spec"].startswith("zoo:student+lora:")
+    assert set(results["similarity"]) == {"teacher_null", "student", "student_lora", "student_kd"}
+    for alias in ("student_lora", "student_kd"):
+        assert results["distill"][alias]["spec"].startswith("zoo:student+lora:")
     report = (run.path / "report.html").read_text(encoding="utf-8")
-    assert "student_lora" in report
+    assert "student_lora" in report and "student_kd" in report
+    # Distil, re-measure, get closer: each distilled student is paired with its base.
+    deltas = results["attack"]["deltas"]
+    assert set(deltas) == {"student_lora", "student_kd"}
+    for d in deltas.values():
+        assert d["base"] == "student" and d["skipped"] == {}
+        assert set(d["adversaries"]) == {"surface", "tfidf"}
+        for e in d["adversaries"].values():
+            delta = e["delta"]
+            assert delta["n"] == 20 and math.isfinite(delta["value"])
+            assert delta["ci"][0] <= delta["value"] <= delta["ci"][1]
+            assert 0 < delta["p"] <= 1
+        sim = d["similarity"]
+        assert sim["n"] == 20 and sim["ci"][0] <= sim["value"] <= sim["ci"][1]
+        assert d["reading"]["status"] in ("closer", "further", "mixed", "not-closer")
+    assert 'id="distillation"' in report and "Distillation: did it get closer?" in report
+    assert "student_kd vs student: Delta-eps" in res.output
     models = yaml.safe_load(run.config_path.read_text())["models"]
-    assert models["student_lora"]["role"] == "student"
+    assert models["student_lora"]["role"] == models["student_kd"]["role"] == "student"
 
     # Warm: every step is a cache hit; nothing is regenerated or retrained.
     before = {p.name: p.read_bytes() for p in (run.path / "responses").glob("*.jsonl")}
@@ -61,7 +83,7 @@ def test_bbi_run_end_to_end_then_warm(micro_zoo, tmp_path):
     timings = run.manifest()["timings"]
     assert all(
         timings[f"generate:{a}"]["generated"] == 0
-        for a in ("teacher", "teacher_null", "student", "student_lora")
+        for a in ("teacher", "teacher_null", "student", "student_lora", "student_kd")
     )
 
 

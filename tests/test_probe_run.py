@@ -172,6 +172,39 @@ def test_select_limit_is_stratified_and_deterministic():
         select_limit(suite, 0)
 
 
+def _suite_80_20(n_cats: int = 10, n_per_cat: int = 50) -> list[dict]:
+    """The default suite's shape: per category 80% train, then 20% test (file order)."""
+    recs = []
+    for c in range(n_cats):
+        for i in range(n_per_cat):
+            split = "train" if i < n_per_cat * 4 // 5 else "test"
+            recs.append({"id": f"c{c}-{i:03d}", "category": f"c{c}", "split": split})
+    return recs
+
+
+def test_select_limit_always_has_both_splits_when_there_is_room():
+    suite = _suite_80_20()
+    for limit in range(1, 60):
+        part = select_limit(suite, limit)
+        assert len(part) == limit and part == select_limit(suite, limit)
+        splits = [r["split"] for r in part]
+        if limit >= 2:
+            assert "test" in splits and "train" in splits, (limit, splits)
+        counts = {}
+        for r in part:
+            counts[r["category"]] = counts.get(r["category"], 0) + 1
+        # the category round-robin: no category has two more prompts than another
+        assert len(counts) == min(limit, 10) and max(counts.values()) - min(counts.values()) <= 1
+    # proportions are kept once a limit is large enough
+    assert sum(r["split"] == "test" for r in select_limit(suite, 100)) == 20
+    # a suite with mostly test prompts still gets a train prompt
+    flipped = [{**r, "split": "test" if r["split"] == "train" else "train"} for r in suite]
+    assert {r["split"] for r in select_limit(flipped, 5)} == {"train", "test"}
+    # a single-split suite is left alone
+    only_train = [{**r, "split": "train"} for r in suite]
+    assert {r["split"] for r in select_limit(only_train, 20)} == {"train"}
+
+
 def _write_responses(path, ids, text="same answer"):
     path.write_text("".join(json.dumps({"prompt_id": i, "text": text}) + "\n" for i in ids))
 

@@ -15,6 +15,7 @@ from bbi.cli import app
 from bbi.errors import BbiError
 from bbi.runstore import RunDir, write_json
 from reports import load_report, write_report
+from reports.render import _md_cell
 
 
 class _Doc(HTMLParser):
@@ -420,3 +421,121 @@ def test_category_order_follows_distinguishability(full_run):
     best = rep.students[0].best_per_category()
     vals = [best[c][0].value for c in order]
     assert vals == sorted(vals, reverse=True)
+
+
+def test_markdown_escapes_run_text(tmp_path):
+    hostile = "[click](https://evil.example/) <img src=x onerror=alert(1)> *bold* _x_ a|b ~~s~~"
+    run = build_run(
+        tmp_path / "evil",
+        students=("s1",),
+        adversaries=("surface", "<b>adv</b>"),
+        categories=("factual", "**cat**_[x](y)"),
+        planted={"**cat**_[x](y)": 0.4},
+    )
+    res = load_results(run)
+    res["run"] = hostile
+    res["attack"]["comparisons"]["s1"]["verdict"]["text"] = "<script>alert(1)</script>"
+    res["models"]["teacher"]["spec"] = "hf:./a`b``c|d"
+    write_json(run / "results.json", res)
+    md = write_report(run, fmt="md").read_text(encoding="utf-8")
+    first = md.splitlines()[0]
+    assert first.startswith("# bbi report: ") and "\\[click\\]" in first
+    assert "<" not in md and "&lt;img src=x" in md and "&lt;b&gt;adv&lt;/b&gt;" in md
+    assert "\\*bold\\*" in first and "\\_x\\_" in first and "a\\|b" in first and "\\~\\~s" in first
+    assert "\\*\\*cat\\*\\*\\_\\[x\\](y)" in md
+    assert "```hf:./a`b``c\\|d```" in md  # a code span its backticks cannot close
+    for block in md.split("\n\n"):  # hostile text does not break the tables
+        lines = [line for line in block.splitlines() if line.startswith("|")]
+        if lines:
+            assert len({line.replace("\\|", "").count("|") for line in lines}) == 1, block
+    summary = json.loads(write_report(run, fmt="json").read_text(encoding="utf-8"))
+    assert summary["run"] == hostile  # JSON keeps the text exactly (json.dumps escapes it)
+
+
+def test_json_summary_is_strict_json(tmp_path):
+    run = build_run(tmp_path / "inf", students=("student",))
+    res = load_results(run)
+    res["attack"]["comparisons"]["student"]["adversaries"]["tfidf"]["eps"]["value"] = float("inf")
+    write_json(run / "results.json", res)
+    text = write_report(run, fmt="json").read_text(encoding="utf-8")
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text)["comparisons"]["student"]["adversaries"]["tfidf"]["value"] is None
+
+
+# ---- distillation: paired deltas ------------------------------------------------------
+def test_distillation_section_matches_deltas(full_run, full_html):
+    _, doc = full_html
+    res = load_results(full_run)
+    deltas = res["attack"]["deltas"]
+    assert deltas  # the fixture's second student is distilled from the first
+    readings = {a["data-distilled"]: a["data-reading"] for a in doc.having("data-reading")}
+    assert readings == {alias: d["reading"]["status"] for alias, d in deltas.items()}
+    current, seen, cats_seen = None, set(), set()
+    for tag, attrs in doc.elements:
+        if tag == "table" and "data-distilled" in attrs:
+            current = attrs["data-distilled"]
+        if tag == "tr" and attrs.get("data-row") == "distill-adversary":
+            want = deltas[current]["adversaries"][attrs["data-adversary"]]["delta"]
+            assert _close(attrs["data-value"], want["value"])
+            assert _close(attrs["data-lo"], want["ci"][0]) and _close(
+                attrs["data-hi"], want["ci"][1]
+            )
+            assert _close(attrs["data-p"], want["p"]) and int(attrs["data-n"]) == want["n"]
+            seen.add((current, attrs["data-adversary"]))
+        if tag == "tr" and attrs.get("data-row") == "distill-similarity":
+            want = deltas[current]["similarity"]
+            assert _close(attrs["data-value"], want["value"]) and int(attrs["data-n"]) == want["n"]
+            seen.add((current, "similarity"))
+        if tag == "td" and "data-category" in attrs and "data-significant" in attrs:
+            e = deltas[current]["adversaries"][attrs["data-adversary"]]["per_category"][
+                attrs["data-category"]
+            ]
+            assert _close(attrs["data-value"], e["value"])
+            assert attrs["data-significant"] == ("true" if e["significant"] else "false")
+            cats_seen.add((current, attrs["data-adversary"], attrs["data-category"]))
+    assert seen == {(s, a) for s, d in deltas.items() for a in [*d["adversaries"], "similarity"]}
+    assert cats_seen == {
+        (s, a, c)
+        for s, d in deltas.items()
+        for a, e in d["adversaries"].items()
+        for c in e["per_category"]
+    }
+    assert doc.having("href", href="#distillation")
+
+
+def test_distillation_in_markdown_and_json(full_run):
+    res = load_results(full_run)
+    d = res["attack"]["deltas"]["student_lora"]
+    md = write_report(full_run, fmt="md").read_text(encoding="utf-8")
+    assert "## Distillation: did it get closer?" in md
+    assert _md_cell(d["reading"]["text"]) in md  # "p < 0.05" is written as inert markdown
+    for adv, e in d["adversaries"].items():
+        row = next(line for line in md.splitlines() if line.startswith(f"| ε {adv} |"))
+        v = e["delta"]["value"]
+        assert ("+" if round(v, 2) > 0 else "") + f"{v:.2f}".replace("-", "\u2212") in row
+    out = json.loads(write_report(full_run, fmt="json").read_text(encoding="utf-8"))
+    got = out["distillation"]["student_lora"]
+    assert got["base"] == d["base"] and got["status"] == d["reading"]["status"]
+    for adv, e in d["adversaries"].items():
+        assert got["adversaries"][adv]["delta"]["value"] == e["delta"]["value"]
+        assert got["adversaries"][adv]["delta"]["ci"] == e["delta"]["ci"]
+    assert got["similarity"]["delta"]["value"] == d["similarity"]["value"]
+
+
+def test_distillation_section_escapes_run_text(tmp_path):
+    run = build_run(
+        tmp_path / "evil",
+        students=("s1", "s1_kd"),
+        adversaries=("surface", "<b>adv</b>"),
+        categories=("factual", "<i>cat</i>*_[x](y)"),
+        planted={"<i>cat</i>*_[x](y)": 0.4},
+    )
+    assert load_results(run)["attack"]["deltas"]["s1_kd"]["adversaries"]["<b>adv</b>"]
+    doc = _parse(write_report(run).read_text(encoding="utf-8"))
+    assert {t for t, _ in doc.elements}.isdisjoint({"i"}) and len(doc.scripts) == 1
+    text = "".join(doc.text)
+    assert "ε <b>adv</b>" in text and "<i>cat</i>*_[x](y)" in text
+    md = write_report(run, fmt="md").read_text(encoding="utf-8")
+    section = md[md.index("## Distillation") : md.index("## Per category")]
+    assert "<" not in section and "&lt;b&gt;adv&lt;/b&gt;" in section
+    assert "&lt;i&gt;cat&lt;/i&gt;\\*\\_\\[x\\](y)" in section

@@ -19,6 +19,10 @@ PROMPTS = [
 ]
 
 
+MAX_CHARS = 2000  # the test server's limits
+MAX_TOKENS = 64
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -33,7 +37,9 @@ def server(micro_teacher):
     from bbi.serve import create_app
 
     port = _free_port()
-    app = create_app(micro_teacher, "zoo:teacher", max_batch=8)
+    app = create_app(
+        micro_teacher, "zoo:teacher", max_batch=8, max_prompt_chars=MAX_CHARS, max_tokens=MAX_TOKENS
+    )
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -130,3 +136,100 @@ def test_serve_cli_errors(micro_zoo):
         busy.listen()
         res = runner.invoke(app, ["serve", "zoo:teacher", "--port", str(busy.getsockname()[1])])
     assert res.exit_code == 2 and "cannot serve" in res.output
+
+
+def test_prompt_length_and_max_tokens_are_capped(server):
+    import json
+    import urllib.error
+    import urllib.request
+
+    import openai
+
+    client = openai.OpenAI(base_url=server, api_key="unused", max_retries=0)
+    long_prompt = "x" * (MAX_CHARS + 1)
+    with pytest.raises(openai.BadRequestError, match="at most 2,000"):
+        client.chat.completions.create(
+            model="zoo:teacher", max_tokens=2, messages=[{"role": "user", "content": long_prompt}]
+        )
+    with pytest.raises(openai.BadRequestError, match="at most 64"):
+        client.chat.completions.create(
+            model="zoo:teacher", max_tokens=65, messages=[{"role": "user", "content": "hi"}]
+        )
+    with pytest.raises(openai.BadRequestError, match="max_completion_tokens"):
+        client.chat.completions.create(
+            model="zoo:teacher",
+            max_completion_tokens=10_000,
+            messages=[{"role": "user", "content": "hi"}],
+        )
+    # The OpenAI error shape, and a refused request never reaches the model (fast).
+    body = {"model": "zoo:teacher", "messages": [{"role": "user", "content": "y" * 200_000}]}
+    req = urllib.request.Request(
+        f"{server}/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    t0 = time.monotonic()
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=30)
+    assert time.monotonic() - t0 < 5
+    assert info.value.code == 400
+    err = json.loads(info.value.read())["error"]
+    assert err["type"] == "invalid_request_error" and err["param"] == "messages"
+    assert "200,000 characters" in err["message"] and err["code"] == 400
+    # Within the limits the server still answers.
+    ok = client.chat.completions.create(
+        model="zoo:teacher", max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert ok.choices[0].finish_reason in ("stop", "length")
+
+
+def test_create_app_refuses_zero_limits(micro_teacher):
+    from bbi.serve import create_app
+
+    for kw in ({"max_batch": 0}, {"max_prompt_chars": 0}, {"max_tokens": 0}):
+        with pytest.raises(BbiError, match="must be an integer >= 1"):
+            create_app(micro_teacher, "m", **kw)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--port", "70000"], "--port must be in 1..65535"),
+        (["--port", "0"], "--port must be in 1..65535"),
+        (["--port", "-1"], "--port must be in 1..65535"),
+        (["--max-batch", "0"], "--max-batch must be an integer >= 1"),
+        (["--max-prompt-chars", "0"], "--max-prompt-chars"),
+        (["--max-tokens", "0"], "--max-tokens"),
+        (["--dtype", "float8"], "unknown dtype 'float8'"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--port", "abc"], "--port"),
+    ],
+)
+def test_serve_options_are_checked_before_the_model_loads(monkeypatch, args, needle):
+    from typer.testing import CliRunner
+
+    import bbi.backends
+    from bbi.cli import app
+
+    def no_load(*a, **k):
+        raise AssertionError("the model must not load with bad options")
+
+    monkeypatch.setattr(bbi.backends, "load_backend", no_load)
+    res = CliRunner().invoke(app, ["serve", "zoo:teacher", *args])
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], res.output
+
+
+def test_serve_help_states_the_default_limits():
+    from typer.testing import CliRunner
+
+    from bbi.cli import app
+    from bbi.serve import DEFAULT_MAX_PROMPT_CHARS, DEFAULT_MAX_TOKENS_CAP
+
+    res = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    assert f"default {DEFAULT_MAX_PROMPT_CHARS}" in text
+    assert f"default {DEFAULT_MAX_TOKENS_CAP}" in text

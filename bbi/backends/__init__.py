@@ -30,6 +30,11 @@ def load_backend(
 ) -> Backend:
     """Load the model a spec names. Unknown/unreachable models raise BbiError."""
     ms = parse_spec(spec) if isinstance(spec, str) else spec
+    if ms.kind in ("hf", "zoo"):
+        # Before the loader runs: a zoo model is built on first use, which takes minutes.
+        from bbi.backends.hf import resolve_device, resolve_dtype
+
+        resolve_dtype(dtype, resolve_device(device))
     module, _, func = REGISTRY[ms.kind].partition(":")
     loader = getattr(importlib.import_module(module), func)
     return loader(ms, device=device, dtype=dtype, trust_remote_code=trust_remote_code, **opts)

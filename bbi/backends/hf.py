@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -149,12 +150,41 @@ class SeededSampler(LogitsProcessor):
 
 
 # ----------------------------------------------------------------------------- loading
+_DEVICE_RE = re.compile(r"^(cpu|cuda|mps)(?::(\d+))?$")
+
+
 def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` (CUDA, else MPS, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    Checked when the backend is created, before any weights load: torch accepts
+    ``cuda`` on a CPU-only machine and fails only once a tensor is moved there.
+    """
+    if not isinstance(device, str) or not device.strip():
+        raise BbiError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    device = device.strip().lower()
     if device != "auto":
-        try:
-            return torch.device(device)
-        except RuntimeError as exc:
-            raise BbiError(f"unknown device {device!r}: {exc}") from None
+        m = _DEVICE_RE.match(device)
+        if m is None:
+            raise BbiError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+        kind, index = m.group(1), m.group(2)
+        if kind == "cuda":
+            if not torch.cuda.is_available():
+                raise BbiError(f"device {device!r} requested but CUDA is not available")
+            count = torch.cuda.device_count()
+            if index is not None and int(index) >= count:
+                raise BbiError(
+                    f"device {device!r} requested but only {count} CUDA device(s) are visible "
+                    f"(cuda:0..cuda:{count - 1})"
+                )
+        elif kind == "mps":
+            mps = getattr(torch.backends, "mps", None)
+            if mps is None or not mps.is_available():
+                raise BbiError(f"device {device!r} requested but MPS is not available")
+            if index not in (None, "0"):
+                raise BbiError(f"device {device!r}: there is only one MPS device (mps)")
+        elif index is not None:
+            raise BbiError(f"unknown device {device!r}; use cpu")
+        return torch.device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -163,6 +193,10 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` (bf16/fp16 on CUDA, fp32 elsewhere) or an explicit float dtype."""
+    if not isinstance(dtype, str):
+        raise BbiError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16")
+    dtype = dtype.strip().lower()
     if dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -225,7 +259,30 @@ def _locate(name_or_path: str, what: str) -> Path | None:
     return None
 
 
+PICKLE_HINT = (
+    "if you trust its source, convert it to model.safetensors yourself "
+    "(torch.load(path, weights_only=False), then safetensors.torch.save_file)"
+)
+
+
+def pickle_refusal(exc: BaseException, name: str, what: str = "model") -> BbiError | None:
+    """The one-line error for pickled weights torch's safe loader refused, else None."""
+    if not isinstance(exc, pickle.UnpicklingError):
+        return None
+    if "weights only load failed" in str(exc).lower():
+        return BbiError(
+            f"{what} {name!r}: refused to load pickled weights (pytorch_model.bin / *.bin) "
+            "that hold more than tensors: unpickling them could run arbitrary code, and bbi "
+            f"has no option to allow it; {PICKLE_HINT}"
+        )
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return BbiError(f"{what} {name!r}: the pickled weights file is damaged ({first})")
+
+
 def _wrap_load_error(exc: Exception, name: str, local: bool, local_only: bool) -> BbiError:
+    refused = pickle_refusal(exc, name)
+    if refused is not None:
+        return refused
     msg = str(exc)
     if "trust_remote_code" in msg or "custom code" in msg:
         return BbiError(
@@ -287,8 +344,11 @@ def load_hf_parts(
         model = AutoModelForCausalLM.from_pretrained(name, config=cfg, dtype=torch_dtype, **kw)
     except BbiError:
         raise
-    except (OSError, ValueError, KeyError, ImportError) as exc:
+    except (OSError, ValueError, KeyError, ImportError, pickle.UnpicklingError) as exc:
         raise _wrap_load_error(exc, name, local is not None, local_only) from None
+    except RuntimeError as exc:  # a damaged archive, weights that do not fit the config
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BbiError(f"cannot load model {name!r}: {first}") from None
 
     parts: dict[str, Any] = {}
     if local is not None:
@@ -308,7 +368,9 @@ def _apply_adapter(model: Any, adapter: str, local_only: bool) -> tuple[Any, Any
     adapter_dir = _locate(adapter, "adapter")
     try:
         peft_model = PeftModel.from_pretrained(model, adapter, local_files_only=local_only)
-    except (OSError, ValueError, KeyError) as exc:
+    except pickle.UnpicklingError as exc:
+        raise pickle_refusal(exc, adapter, "LoRA adapter") from None
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BbiError(f"cannot load LoRA adapter {adapter!r}: {first}") from None
     merged = peft_model.merge_and_unload()

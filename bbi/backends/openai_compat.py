@@ -46,6 +46,12 @@ class OpenAIBackend:
 
         if concurrency < 1:
             raise BbiError(f"concurrency must be >= 1, got {concurrency}")
+        if not timeout > 0:
+            raise BbiError(f"timeout must be > 0 seconds, got {timeout}")
+        if max_retries < 0:
+            raise BbiError(f"max_retries must be >= 0, got {max_retries}")
+        if not spec.base_url or not spec.model:
+            raise BbiError(f"{spec}: an openai: spec needs a base URL and a model name")
         self.spec = spec
         self.name = str(spec)
         self.model = spec.model

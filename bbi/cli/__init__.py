@@ -4,21 +4,36 @@ Core modules never import the sibling packages (probes, discriminators, distill,
 reports); the command modules in this package are where they are wired together.
 DESIGN.md names a single ``bbi/cli.py``; it is a package instead so that each command
 group owns one file, with this module still the one root.
-A ``BbiError`` raised anywhere below is printed as one line and exits with status 2;
-any other exception is a bug and keeps its traceback.
+A ``BbiError`` raised anywhere below, and every usage error (a bad option value, a
+missing argument, an unknown option), is printed as one line ``error: ...`` and exits
+with status 2; any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Sequence
+from typing import Any
 
 import click
 import typer
 from typer.core import TyperGroup
 
+try:  # typer >= 0.29 vendors its own click; older typers use click itself
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
 from bbi.errors import BbiError
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 class _BbiGroup(TyperGroup):
-    """Root group that turns BbiError into a one-line message and exit code 2."""
+    """Root group: BbiError and usage errors become one line ``error: ...`` and exit 2."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -28,6 +43,58 @@ class _BbiGroup(TyperGroup):
             # not caught by typer's main loop; print the one line and exit via typer.Exit.
             click.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the CLI; usage errors print one line instead of click's usage box.
+
+        Usage errors are raised while parsing (``make_context``), before ``invoke``, so
+        they are caught here: typer's own handler would draw a multi-line panel.
+        """
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        _tolerate_undecodable_output()
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as exc:  # `bbi` or `bbi probe` alone: show the help
+            text = exc.format_message()  # typer's rich help prints itself and returns ""
+            if text.strip():
+                click.echo(text)
+            sys.exit(exc.exit_code)
+        except UsageError as exc:
+            hint = ""
+            if exc.ctx is not None:
+                hint = f" (see '{exc.ctx.command_path} --help')"
+            click.echo(f"error: {_one_line(exc.format_message())}{hint}", err=True)
+            sys.exit(2)
+        except ClickException as exc:
+            click.echo(f"error: {_one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        # Without standalone mode, typer returns the exit code of a typer.Exit (help,
+        # --version, a BbiError) and the command's return value (None) otherwise.
+        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
+
+
+def _tolerate_undecodable_output() -> None:
+    """Print file names that are not UTF-8 (lone surrogates in Python) as escapes.
+
+    Under a UTF-8 locale other than C, Python's stdout is strict: ``wrote runs/\\xff/...``
+    would end a finished command with a UnicodeEncodeError traceback.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            # A stream that cannot change keeps its settings.
+            with contextlib.suppress(ValueError, OSError, AttributeError):
+                stream.reconfigure(errors="backslashreplace")
 
 
 app = typer.Typer(
@@ -54,18 +121,37 @@ def _register() -> None:
     serve.register(app)
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
-) -> None:
-    """bbi measures the distinguishing advantage eps of adversaries between a teacher and
-    its students under query budgets, builds students (LoRA distillation), and writes
-    category-sensitive reports. Results live in a run directory (runs/NAME)."""
-    if version:
+def _print_version(value: bool) -> None:
+    # Eager, so `bbi --version` works without a command (the group requires one).
+    if value:
         from bbi import __version__
 
         typer.echo(__version__)
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="Print the version and exit.",
+    ),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="Show library warnings, logs and progress bars (hidden by default).",
+    ),
+) -> None:
+    """bbi measures the distinguishing advantage eps of adversaries between a teacher and
+    its students under query budgets, builds students (LoRA distillation), and writes
+    category-sensitive reports. Results live in a run directory (runs/NAME)."""
+    from bbi import noise
+
+    noise.configure(verbose)
 
 
 _register()

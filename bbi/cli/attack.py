@@ -12,7 +12,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bbi.cli.params import path_value, text_value
+from bbi.config import AttackSettings
 from bbi.errors import BbiError
+
+_D = AttackSettings()  # the defaults, stated once in bbi.config
+
+
+def _csv(values: list) -> str:
+    return ",".join(str(v) for v in values)
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -25,11 +33,15 @@ def _ints(text: str, what: str) -> list[int]:
     return out
 
 
-def _names(text: str | None) -> list[str] | None:
+def _names(text: str | None, what: str = "") -> list[str] | None:
+    """Comma-separated names; None when the flag was not given. A flag given with no
+    names in it (``--strategy ,``) is an error, not the default."""
     if text is None:
         return None
     out = [x.strip() for x in text.split(",") if x.strip()]
-    return out or None
+    if not out:
+        raise BbiError(f"{what}: give at least one name, got {text!r}")
+    return out
 
 
 def _params(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -164,6 +176,31 @@ def print_attack(console: Console, attack: dict[str, Any], only: list[str] | Non
                     t.add_row(a, strat, str(k), *cells)
         console.print(t)
         console.print(f"[bold]{label}[/bold]: {comp['verdict']['text']}")
+    deltas = {a: d for a, d in (attack.get("deltas") or {}).items() if only is None or a in only}
+    if deltas:
+        t = Table(
+            title="Distilled vs base student: paired Delta (distilled - base, 95% CI, "
+            "full budget, k = 1; negative Delta-eps = closer)"
+        )
+        for col in ("student", "base", "measure", "Delta [95% CI]", "p", "n"):
+            t.add_column(col, justify="left" if col in ("student", "base", "measure") else "right")
+        for alias, d in deltas.items():
+            sim = d.get("similarity")
+            if sim:
+                t.add_row(
+                    alias, d["base"], "similarity", _fmt(sim, 3), f"{sim['p']:.3f}", str(sim["n"])
+                )
+            for adv, e in (d.get("adversaries") or {}).items():
+                est = e["delta"]
+                t.add_row(
+                    alias, d["base"], f"eps {adv}", _fmt(est), f"{est['p']:.3f}", str(est["n"])
+                )
+        console.print(t)
+        for alias, d in deltas.items():
+            reading = (d.get("reading") or {}).get("text", "")
+            console.print(f"[bold]{alias} vs {d['base']}[/bold]: {reading}")
+            for adv, why in (d.get("skipped") or {}).items():
+                console.print(f"  not paired: {adv}: {why}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -171,31 +208,51 @@ def register(app: typer.Typer) -> None:
 
     @app.command("attack")
     def attack(
-        run_dir: Path = typer.Argument(..., help="Run directory (runs/NAME)."),
+        run_dir: Path = typer.Argument(..., help="Run directory (runs/NAME).", parser=path_value),
         budget: str = typer.Option(
-            "50,100,200,400,800,1600,4000",
+            None,
             "--budget",
-            help="Query budgets q (one query = one prompt to one model; q//2 train prompts).",
+            help="Query budgets q (one query = one prompt to one model; q//2 train prompts)"
+            f" (default {_csv(_D.budgets)}).",
         ),
         strategy: str = typer.Option(
-            "random,stratified,disagreement",
+            None,
             "--strategy",
-            help="Acquisition strategies: random, stratified, disagreement, bandit.",
+            help="Acquisition strategies: random, stratified, disagreement, bandit"
+            f" (default {_csv(_D.strategies)}).",
         ),
-        seeds: int = typer.Option(5, "--seeds", help="Number of seeds (0..N-1)."),
+        seeds: int = typer.Option(
+            None, "--seeds", help=f"Number of seeds, 0..N-1 (default {_D.seeds})."
+        ),
         test_queries: str = typer.Option(
-            "1", "--test-queries", help="k: responses of the unknown model combined per decision."
+            None,
+            "--test-queries",
+            help="k: responses of the unknown model combined per decision"
+            f" (default {_csv(_D.test_queries)}).",
         ),
         adversary: str = typer.Option(
-            "surface,tfidf,embed,pairwise", "--adversary", help="Adversaries (comma-separated)."
+            None,
+            "--adversary",
+            help=f"Adversaries, comma-separated (default {_csv(_D.adversaries)}).",
         ),
-        epsilon: float = typer.Option(0.1, "--epsilon", help="Advantage bound for the verdict."),
-        alpha: float = typer.Option(0.05, "--alpha", help="Significance level (Holm)."),
+        epsilon: float = typer.Option(
+            None, "--epsilon", help=f"Advantage bound for the verdict (default {_D.epsilon})."
+        ),
+        alpha: float = typer.Option(
+            None, "--alpha", help=f"Significance level, Holm (default {_D.alpha})."
+        ),
         compare: str | None = typer.Option(
-            None, "--compare", help="Aliases to compare with the teacher (default: all)."
+            None,
+            "--compare",
+            help="Aliases to compare with the teacher (default: all).",
+            parser=text_value,
         ),
-        n_bootstrap: int = typer.Option(1000, "--n-bootstrap"),
-        n_permutations: int = typer.Option(1000, "--n-permutations"),
+        n_bootstrap: int = typer.Option(
+            None, "--n-bootstrap", help=f"Bootstrap resamples (default {_D.n_bootstrap})."
+        ),
+        n_permutations: int = typer.Option(
+            None, "--n-permutations", help=f"Permutations (default {_D.n_permutations})."
+        ),
         param: list[str] = typer.Option(
             [], "--param", help="Adversary hyperparameter, e.g. tfidf.C=2 (repeatable)."
         ),
@@ -207,24 +264,23 @@ def register(app: typer.Typer) -> None:
         from discriminators.attack import AttackConfig, run_attack
 
         run = RunDir(run_dir)
-        if seeds < 1:
-            raise BbiError("--seeds must be >= 1")
-        cfg = AttackConfig(
-            budgets=_ints(budget, "--budget"),
-            strategies=_names(strategy) or [],
-            seeds=list(range(seeds)),
-            test_queries=_ints(test_queries, "--test-queries"),
+        settings = _D.updated(
+            budgets=_ints(budget, "--budget") if budget is not None else None,
+            strategies=_names(strategy, "--strategy"),
+            seeds=seeds,
+            test_queries=(
+                _ints(test_queries, "--test-queries") if test_queries is not None else None
+            ),
+            adversaries=_names(adversary, "--adversary"),
             epsilon=epsilon,
             alpha=alpha,
-            adversaries=_names(adversary) or [],
             n_bootstrap=n_bootstrap,
             n_permutations=n_permutations,
-            adversary_params=_params(param),
+            params=_params(param) or None,
         )
-        if not cfg.strategies or not cfg.adversaries:
-            raise BbiError("give at least one strategy and one adversary")
+        cfg = AttackConfig.from_settings(settings)
         console = Console(stderr=False)
-        only = _names(compare)
+        only = _names(compare, "--compare")
         with _progress(Console(stderr=True), not quiet) as prog:
             result = run_attack(run, cfg, compare=only, progress=prog)
         if not quiet:

@@ -1,94 +1,106 @@
-"""`bbi distill` commands: build students that close the gap to the teacher."""
+"""`bbi distill` commands: build students that close the gap to the teacher.
+
+Every method runs the same loop (``distill.trainer``) with its own objective; the flags
+shared by all methods are defined once below. Hyperparameter flags default to None and
+are applied onto the settings section (``bbi.config``), which states each default once
+and turns a bad value into one ``--flag: message`` line.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from bbi.cli.params import path_value, text_value
+from bbi.config import KDSettings, LoraSettings
 from bbi.errors import BbiError
 from bbi.runstore import RunDir
 
-app = typer.Typer(help="Distil students from the teacher's responses (LoRA).", no_args_is_help=True)
+app = typer.Typer(
+    help="Distil students from the teacher: `lora` (its responses), `kd` (its weights).",
+    no_args_is_help=True,
+)
+
+_LORA = LoraSettings()
+_KD = KDSettings()
 
 
-@app.command("lora")
-def lora(
-    run_dir: Path = typer.Argument(..., help="Run directory (runs/NAME) with teacher responses."),
-    teacher_alias: str = typer.Option(None, help="Teacher alias (default: the run's teacher)."),
-    student: str = typer.Option(
-        None, help="Base model spec to fine-tune (default: the run's student in run.yaml)."
-    ),
-    alias: str = typer.Option("student_lora", help="Alias of the distilled student."),
-    out: Path = typer.Option(None, help="Adapter directory (default runs/NAME/adapters/ALIAS)."),
-    rank: int = typer.Option(16, help="LoRA rank r."),
-    alpha: float = typer.Option(32.0, help="LoRA alpha (scale = alpha / rank)."),
-    dropout: float = typer.Option(0.05, help="LoRA dropout."),
-    target_modules: str = typer.Option(
-        None,
-        help="Comma-separated module names (default: q/k/v/o + MLP projections per architecture).",
-    ),
-    epochs: int = typer.Option(2, help="Passes over the train split."),
-    lr: float = typer.Option(2e-4, help="Peak learning rate (linear warmup and decay)."),
-    batch_size: int = typer.Option(16, help="Examples per micro-batch per process."),
-    grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step."),
-    max_length: int = typer.Option(256, help="Max tokens of prompt + response."),
-    seed: int = typer.Option(0, help="Seed for adapter init, data order, dropout, eval split."),
-    eval_fraction: float = typer.Option(
-        0.05, help="Fraction of TRAIN prompts held out for eval loss (test is never used)."
-    ),
-    warmup_ratio: float = typer.Option(0.03, help="Fraction of steps spent warming up."),
-    save_every_steps: int = typer.Option(
-        0, help="Also checkpoint every N optimizer steps (0: at each epoch end only)."
-    ),
-    stop_after_steps: int = typer.Option(
-        None, help="Stop with a checkpoint after N optimizer steps in total; --resume later."
-    ),
-    resume: bool = typer.Option(False, help="Continue exactly from the adapter dir's checkpoint."),
-    mixed_precision: str = typer.Option(
-        None, help="no|fp16|bf16 (default: from `accelerate launch`/config, else no)."
-    ),
-    dtype: str = typer.Option(
-        "float32", help="Base weights dtype: float32, bfloat16 or float16 (adapter stays fp32)."
-    ),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
-) -> None:
-    """LoRA-distil the student on the teacher's train-split responses; print the new spec.
+def _d(field: str) -> str:
+    value = getattr(_KD, field)
+    return f"(default {value})" if value is not None else ""
 
-    Multi-GPU: `accelerate launch --multi_gpu $(which bbi) distill lora runs/NAME`.
-    """
-    from distill.lora import distill_lora
 
-    if mixed_precision is not None and mixed_precision not in ("no", "fp16", "bf16"):
-        raise BbiError(f"--mixed-precision must be no, fp16 or bf16 (got {mixed_precision!r})")
-    targets = [t.strip() for t in target_modules.split(",")] if target_modules else None
-    if targets is not None and not all(targets):
+# ---- options shared by every method --------------------------------------------------
+RUN_DIR = typer.Argument(
+    ..., help="Run directory (runs/NAME) with teacher responses.", parser=path_value
+)
+TEACHER_ALIAS = typer.Option(
+    None, help="Teacher alias (default: the run's teacher).", parser=text_value
+)
+STUDENT = typer.Option(
+    None,
+    help="Base model spec to fine-tune (default: the run's student in run.yaml).",
+    parser=text_value,
+)
+OUT = typer.Option(
+    None,
+    help="Output directory (default runs/NAME/adapters/ALIAS, or models/ALIAS with --full).",
+    parser=path_value,
+)
+FULL = typer.Option(
+    False, "--full", help="Fine-tune every weight instead of a LoRA adapter (saved as hf:OUT)."
+)
+RANK = typer.Option(None, help=f"LoRA rank r {_d('rank')}.")
+ALPHA = typer.Option(None, help=f"LoRA alpha, scale = alpha / rank {_d('alpha')}.")
+DROPOUT = typer.Option(None, help=f"LoRA dropout {_d('dropout')}.")
+TARGETS = typer.Option(
+    None, help="Comma-separated LoRA module names (default: q/k/v/o + MLP projections)."
+)
+EPOCHS = typer.Option(None, help=f"Passes over the train split {_d('epochs')}.")
+LR = typer.Option(None, help=f"Peak learning rate, linear warmup and decay {_d('lr')}.")
+BATCH = typer.Option(None, help=f"Examples per micro-batch per process {_d('batch_size')}.")
+ACCUM = typer.Option(None, help=f"Micro-batches per optimizer step {_d('grad_accum')}.")
+MAX_LEN = typer.Option(None, help=f"Max tokens of prompt + response {_d('max_length')}.")
+SEED = typer.Option(None, help=f"Seed: init, data order, dropout, eval split {_d('seed')}.")
+EVAL_FRACTION = typer.Option(
+    None,
+    help=f"Fraction of TRAIN prompts held out for eval (test is never used) {_d('eval_fraction')}.",
+)
+WARMUP = typer.Option(None, help=f"Fraction of steps spent warming up {_d('warmup_ratio')}.")
+WEIGHT_DECAY = typer.Option(None, help=f"AdamW weight decay {_d('weight_decay')}.")
+MAX_GRAD_NORM = typer.Option(None, help=f"Gradient clipping norm {_d('max_grad_norm')}.")
+SAVE_EVERY = typer.Option(
+    0, help="Also checkpoint every N optimizer steps (0: at each epoch end only)."
+)
+EVAL_EVERY = typer.Option(0, help="Also evaluate every N optimizer steps (0: per epoch).")
+STOP_AFTER = typer.Option(
+    None, help="Stop with a checkpoint after N optimizer steps in total; --resume later."
+)
+RESUME = typer.Option(False, help="Continue exactly from the output dir's checkpoint.")
+MIXED = typer.Option(
+    None,
+    help="no|fp16|bf16 (default: from `accelerate launch`/config, else no).",
+    parser=text_value,
+)
+DTYPE = typer.Option(
+    "float32", help="Base weights dtype: float32, bfloat16 or float16 (a LoRA adapter stays fp32)."
+)
+PROGRESS = typer.Option(True, help="Show a progress bar.")
+
+
+def _targets(target_modules: str | None) -> list[str] | None:
+    if target_modules is None:
+        return None
+    targets = [t.strip() for t in target_modules.split(",")]
+    if not all(targets):
         raise BbiError(f"--target-modules: empty module name in {target_modules!r}")
-    result = distill_lora(
-        RunDir(run_dir),
-        teacher_alias=teacher_alias,
-        student=student,
-        alias=alias,
-        out=out,
-        rank=rank,
-        alpha=alpha,
-        dropout=dropout,
-        target_modules=targets,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        max_length=max_length,
-        seed=seed,
-        eval_fraction=eval_fraction,
-        warmup_ratio=warmup_ratio,
-        save_every_steps=save_every_steps,
-        stop_after_steps=stop_after_steps,
-        resume=resume,
-        mixed_precision=mixed_precision,
-        dtype=dtype,
-        progress=progress,
-    )
+    return targets
+
+
+def _report(result: Any) -> None:
+    """Print the new spec on stdout (for scripts), the eval loss change on stderr."""
     from accelerate import PartialState
 
     if not PartialState().is_main_process:
@@ -99,4 +111,157 @@ def lora(
             typer.echo(f"eval loss {ev[0]:.4f} (base) -> {ev[-1]:.4f}", err=True)
         typer.echo(result.spec)
     else:
-        typer.echo(f"stopped early; continue with --resume ({result.adapter_dir})", err=True)
+        typer.echo(f"stopped early; continue with --resume ({result.out_dir})", err=True)
+
+
+@app.command("lora")
+def lora(
+    run_dir: Path = RUN_DIR,
+    teacher_alias: str = TEACHER_ALIAS,
+    student: str = STUDENT,
+    alias: str = typer.Option("student_lora", help="Alias of the distilled student."),
+    out: Path = OUT,
+    full: bool = FULL,
+    rank: int = RANK,
+    alpha: float = ALPHA,
+    dropout: float = DROPOUT,
+    target_modules: str = TARGETS,
+    epochs: int = EPOCHS,
+    lr: float = LR,
+    batch_size: int = BATCH,
+    grad_accum: int = ACCUM,
+    max_length: int = MAX_LEN,
+    seed: int = SEED,
+    eval_fraction: float = EVAL_FRACTION,
+    warmup_ratio: float = WARMUP,
+    weight_decay: float = WEIGHT_DECAY,
+    max_grad_norm: float = MAX_GRAD_NORM,
+    save_every_steps: int = SAVE_EVERY,
+    eval_every_steps: int = EVAL_EVERY,
+    stop_after_steps: int = STOP_AFTER,
+    resume: bool = RESUME,
+    mixed_precision: str = MIXED,
+    dtype: str = DTYPE,
+    progress: bool = PROGRESS,
+) -> None:
+    """Fine-tune the student (LoRA, or --full) on the teacher's train-split responses.
+
+    Prints the new model spec and registers it in run.yaml. Multi-GPU: `accelerate launch --multi_gpu $(which bbi) distill lora runs/NAME`.
+    """
+    from bbi.cli.outputs import check_output_dir
+    from distill.lora import distill_lora
+
+    check_output_dir(out, "--out")  # before training, which only writes at the end
+
+    settings = _LORA.updated(
+        rank=rank, alpha=alpha, dropout=dropout, target_modules=_targets(target_modules),
+        epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+        max_length=max_length, seed=seed, eval_fraction=eval_fraction,
+        warmup_ratio=warmup_ratio, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
+    )  # fmt: skip
+    result = distill_lora(
+        RunDir(run_dir),
+        teacher_alias=teacher_alias,
+        student=student,
+        alias=alias,
+        out=out,
+        settings=settings,
+        full=full,
+        save_every_steps=save_every_steps,
+        eval_every_steps=eval_every_steps,
+        stop_after_steps=stop_after_steps,
+        resume=resume,
+        mixed_precision=mixed_precision,
+        dtype=dtype,
+        progress=progress,
+    )
+    _report(result)
+
+
+@app.command("kd")
+def kd(
+    run_dir: Path = RUN_DIR,
+    teacher_alias: str = TEACHER_ALIAS,
+    teacher_spec: str = typer.Option(
+        None,
+        help="Teacher model spec (default: the teacher alias's spec in run.yaml).",
+        parser=text_value,
+    ),
+    student: str = STUDENT,
+    alias: str = typer.Option("student_kd", help="Alias of the distilled student."),
+    out: Path = OUT,
+    full: bool = FULL,
+    loss: str = typer.Option(
+        None, help=f"forward_kl = KL(teacher||student), reverse_kl, or jsd {_d('loss')}."
+    ),
+    beta: float = typer.Option(
+        None, help=f"jsd mixture weight: 0 = forward KL, 1 = reverse KL {_d('beta')}."
+    ),
+    temperature: float = typer.Option(
+        None, help=f"Softens both distributions (and on-policy sampling) {_d('temperature')}."
+    ),
+    lambda_on_policy: float = typer.Option(
+        None,
+        help=f"Probability a step trains on the student's own samples (GKD) {_d('lambda_on_policy')}.",
+    ),
+    max_new_tokens: int = typer.Option(
+        None, help="Max tokens of an on-policy sample (default: the run's generation setting)."
+    ),
+    rank: int = RANK,
+    alpha: float = ALPHA,
+    dropout: float = DROPOUT,
+    target_modules: str = TARGETS,
+    epochs: int = EPOCHS,
+    lr: float = LR,
+    batch_size: int = BATCH,
+    grad_accum: int = ACCUM,
+    max_length: int = MAX_LEN,
+    seed: int = SEED,
+    eval_fraction: float = EVAL_FRACTION,
+    warmup_ratio: float = WARMUP,
+    weight_decay: float = WEIGHT_DECAY,
+    max_grad_norm: float = MAX_GRAD_NORM,
+    save_every_steps: int = SAVE_EVERY,
+    eval_every_steps: int = EVAL_EVERY,
+    stop_after_steps: int = STOP_AFTER,
+    resume: bool = RESUME,
+    mixed_precision: str = MIXED,
+    dtype: str = DTYPE,
+    progress: bool = PROGRESS,
+) -> None:
+    """White-box KD: match the teacher model token by token on train-split prompts.
+
+    LoRA or --full; prints the new model spec and registers it in run.yaml. Needs the
+    teacher's weights (hf: or zoo: spec) and the student's vocabulary.
+    """
+    from bbi.cli.outputs import check_output_dir
+    from distill.kd import distill_kd
+
+    check_output_dir(out, "--out")  # before training, which only writes at the end
+
+    settings = _KD.updated(
+        loss=loss, beta=beta, temperature=temperature, lambda_on_policy=lambda_on_policy,
+        max_new_tokens=max_new_tokens,
+        rank=rank, alpha=alpha, dropout=dropout, target_modules=_targets(target_modules),
+        epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+        max_length=max_length, seed=seed, eval_fraction=eval_fraction,
+        warmup_ratio=warmup_ratio, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
+    )  # fmt: skip
+    result = distill_kd(
+        RunDir(run_dir),
+        teacher_alias=teacher_alias,
+        teacher_spec=teacher_spec,
+        student=student,
+        alias=alias,
+        out=out,
+        settings=settings,
+        full=full,
+        save_every_steps=save_every_steps,
+        eval_every_steps=eval_every_steps,
+        stop_after_steps=stop_after_steps,
+        resume=resume,
+        mixed_precision=mixed_precision,
+        dtype=dtype,
+        progress=progress,
+    )
+    _report(result)

@@ -8,6 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bbi.cli.params import path_value
+from bbi.errors import BbiError
+
 app = typer.Typer(help="Probe suites and model responses.", no_args_is_help=True)
 
 
@@ -35,15 +38,22 @@ def _counts_table(records: list[dict], title: str) -> Table:
 @app.command("build")
 def build(
     seed: int = typer.Option(0, "--seed", help="Suite seed; 0 is the default suite."),
-    output: Path = typer.Option(Path("suite.jsonl"), "-o", "--output", help="JSONL file to write."),
+    output: Path = typer.Option(
+        Path("suite.jsonl"), "-o", "--output", help="JSONL file to write.", parser=path_value
+    ),
 ) -> None:
     """Build the deterministic 5,000-prompt suite and write it as JSONL."""
+    from bbi.cli.outputs import check_output_file
     from probes import build_suite, suite_hash, write_suite
 
+    check_output_file(output, "-o", "suite.jsonl")
     console = Console()
     with console.status("building the probe suite..."):
         records = build_suite(seed)
-    write_suite(records, output)
+    try:
+        write_suite(records, output)
+    except OSError as exc:
+        raise BbiError(f"-o {output}: cannot write ({exc.strerror or exc})") from None
     console.print(_counts_table(records, f"probe suite (seed {seed})"))
     console.print(f"wrote {len(records)} prompts to {output}")
     console.print(f"suite hash: {suite_hash(records)}", soft_wrap=True)
@@ -51,7 +61,9 @@ def build(
 
 @app.command("show")
 def show(
-    file: Path = typer.Argument(..., help="Suite file (JSONL, CSV, or a datasets directory)."),
+    file: Path = typer.Argument(
+        ..., help="Suite file (JSONL, CSV, or a datasets directory).", parser=path_value
+    ),
     examples: int = typer.Option(3, "--examples", min=0, help="Examples per category."),
     seed: int = typer.Option(0, "--seed", help="Seed for choosing which examples to show."),
 ) -> None:
@@ -88,7 +100,9 @@ def show(
 
 @app.command("validate")
 def validate(
-    file: Path = typer.Argument(..., help="Suite file (JSONL, CSV, or a datasets directory)."),
+    file: Path = typer.Argument(
+        ..., help="Suite file (JSONL, CSV, or a datasets directory).", parser=path_value
+    ),
 ) -> None:
     """Check a user suite; a malformed file fails with one line naming the line and field."""
     from probes import load_suite_with_notes, suite_hash

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from bbi.cli.params import path_value, text_value
 from bbi.errors import BbiError
-from bbi.runstore import read_yaml_mapping
+from bbi.runstore import printable, read_yaml_mapping
 
 console = Console(stderr=True)
 _ALIAS_PREFIX = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")
@@ -21,12 +21,14 @@ def load_suite_arg(suite: str) -> tuple[list[dict], str]:
     """`default` -> the built-in 5,000-prompt suite; anything else -> a user suite file."""
     import probes
 
+    if not suite.strip():
+        raise BbiError("--suite: empty; use 'default' or a JSONL/CSV/datasets path")
     if suite == "default":
         return probes.default_suite(), "default"
     path = Path(suite)
     if not path.exists():
         raise BbiError(f"suite not found: {suite} (use 'default' or a JSONL/CSV/datasets path)")
-    return probes.load_suite(path), str(path)
+    return probes.load_suite(path), printable(path)
 
 
 def parse_model_args(teacher: str, students: list[str], null: bool) -> list:
@@ -44,10 +46,6 @@ def parse_model_args(teacher: str, students: list[str], null: bool) -> list:
     return models
 
 
-def _load_config(path: Path | None) -> dict[str, Any]:
-    return {} if path is None else read_yaml_mapping(path)
-
-
 def register(app: typer.Typer) -> None:
     """Attach `run` and `import` to the `bbi probe` group."""
 
@@ -58,14 +56,21 @@ def register(app: typer.Typer) -> None:
             "--teacher",
             "-t",
             help="Teacher model spec, e.g. zoo:teacher, hf:./path, openai:URL#model.",
+            parser=text_value,
         ),
         student: list[str] = typer.Option(
-            None, "--student", "-s", help="Student spec, repeatable; 'alias=SPEC' names it."
+            None,
+            "--student",
+            "-s",
+            help="Student spec, repeatable; 'alias=SPEC' names it.",
+            parser=text_value,
         ),
         suite: str = typer.Option(
             None, "--suite", help="'default' (5,000 prompts) or a JSONL/CSV/datasets path."
         ),
-        run: Path = typer.Option(None, "--run", "-r", help="Run directory, e.g. runs/demo."),
+        run: Path = typer.Option(
+            None, "--run", "-r", help="Run directory, e.g. runs/demo.", parser=path_value
+        ),
         limit: int = typer.Option(None, "--limit", help="Probe a stratified subset of N prompts."),
         samples: int = typer.Option(
             None, "--samples", "-n", help="Responses per prompt and model."
@@ -88,7 +93,16 @@ def register(app: typer.Typer) -> None:
             False, "--trust-remote-code", help="Allow model repos to run their own code."
         ),
         config: Path = typer.Option(
-            None, "--config", "-c", help="run.yaml with the same keys; flags override it."
+            None,
+            "--config",
+            "-c",
+            help="YAML with keys run, teacher, students, suite, aa_null, generation; flags override it.",
+            parser=path_value,
+        ),
+        fresh: bool = typer.Option(
+            False,
+            "--fresh",
+            help="Start the run over: move an existing run directory aside (NAME.old-TIME).",
         ),
         no_progress: bool = typer.Option(False, "--no-progress"),
     ) -> None:
@@ -96,58 +110,59 @@ def register(app: typer.Typer) -> None:
 
         Resumable: rerunning reuses every cached response and generates only what is missing.
         """
-        from bbi.probe_run import ProbeSettings, run_probe
+        from bbi.config import ProbeConfig
+        from bbi.probe_run import run_probe
 
-        cfg = _load_config(config)
-        gen_cfg = cfg.get("generation") or {}
-        teacher = teacher or cfg.get("teacher")
+        cfg = ProbeConfig.parse(
+            read_yaml_mapping(config) if config else {}, str(config) if config else "config"
+        )
+        gen = cfg.generation.updated(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            batch_size=batch_size,
+            samples=samples,
+            limit=limit,
+            device=device,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code or None,
+        )
+        teacher = teacher or cfg.teacher
         if not teacher:
             raise BbiError("--teacher is required (or 'teacher:' in --config)")
-        students = list(student or [])
-        if not students:
-            raw = cfg.get("students") or []
-            students = [f"{k}={v}" for k, v in raw.items()] if isinstance(raw, dict) else list(raw)
-        run_path = run or (Path(cfg["run"]) if cfg.get("run") else None)
+        students = list(student or []) or cfg.students
+        run_path = run or (Path(cfg.run) if cfg.run else None)
         if run_path is None:
             raise BbiError("--run is required (e.g. --run runs/demo)")
-        use_null = null if null is not None else bool(cfg.get("null", True))
-        settings = ProbeSettings()
-        overrides = {
-            "max_new_tokens": max_new_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-            "seed": seed,
-            "batch_size": batch_size,
-            "samples": samples,
-            "limit": limit,
-            "device": device,
-            "dtype": dtype,
-        }
-        for key in list(overrides):
-            if overrides[key] is None:
-                overrides[key] = gen_cfg.get(key, cfg.get(key))
-        for key, value in overrides.items():
-            if value is not None:
-                setattr(settings, key, value)
-        settings.stop = list(gen_cfg.get("stop", settings.stop))
-        settings.trust_remote_code = trust_remote_code or bool(cfg.get("trust_remote_code", False))
-        if use_null and settings.temperature <= 0:
+        use_null = null if null is not None else cfg.aa_null
+        if use_null and gen.temperature <= 0:
             console.print(
                 "[yellow]note:[/] greedy decoding makes the A/A resample identical to the teacher; use --temperature > 0 for a meaningful null"
             )
-        records, suite_name = load_suite_arg(suite or cfg.get("suite") or "default")
+        records, suite_name = load_suite_arg(suite if suite is not None else cfg.suite)
         models = parse_model_args(teacher, students, use_null)
         manifest = run_probe(
-            run_path, models, records, settings, suite_name=suite_name, progress=not no_progress
+            run_path,
+            models,
+            records,
+            gen,
+            suite_name=suite_name,
+            progress=not no_progress,
+            fresh=fresh,
         )
         print_probe_summary(run_path, manifest)
 
     @app.command("import")
     def import_cmd(
         responses: Path = typer.Argument(
-            ..., help="JSONL: prompt_id, text[, sample, n_tokens, finish_reason]."
+            ...,
+            help="JSONL: prompt_id, text[, sample, n_tokens, finish_reason].",
+            parser=path_value,
         ),
-        run: Path = typer.Option(..., "--run", "-r", help="Run directory to import into."),
+        run: Path = typer.Option(
+            ..., "--run", "-r", help="Run directory to import into.", parser=path_value
+        ),
         alias: str = typer.Option(
             ..., "--alias", "-a", help="Name of the model these responses come from."
         ),
@@ -158,18 +173,26 @@ def register(app: typer.Typer) -> None:
             None, "--suite", help="Suite the responses answer (needed if the run has none yet)."
         ),
         spec: str = typer.Option(
-            None, "--spec", help="Optional model spec to record for provenance."
+            None,
+            "--spec",
+            help="Optional model spec to record for provenance.",
+            parser=text_value,
         ),
         similarity: bool = typer.Option(
             True, "--similarity/--no-similarity", help="Recompute similarity to the teacher."
+        ),
+        replace: bool = typer.Option(
+            False, "--replace", help="Replace an alias's responses (the old file is kept)."
         ),
     ) -> None:
         """Import responses produced elsewhere (same schema as responses/<alias>.jsonl)."""
         from bbi.probe_run import import_responses, summarize_similarity
         from bbi.runstore import RunDir
 
-        records = load_suite_arg(suite)[0] if suite else None
-        out = import_responses(run, alias, role, responses, suite_records=records, spec=spec)
+        records = load_suite_arg(suite)[0] if suite is not None else None
+        out = import_responses(
+            run, alias, role, responses, suite_records=records, spec=spec, replace=replace
+        )
         console.print(f"imported {out['n']} responses as [bold]{alias}[/] ({role}) into {run}")
         rd = RunDir(run)
         if (

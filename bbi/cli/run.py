@@ -8,6 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bbi.cli.params import path_value, text_value
+from bbi.errors import BbiError
+
 
 def register(app: typer.Typer) -> None:
     """Attach the `run` command to the root app."""
@@ -18,13 +21,29 @@ def register(app: typer.Typer) -> None:
             None,
             "--config",
             "-c",
-            help="YAML config (keys: run, teacher, student, suite, null, generation, distill, attack, report).",
+            help="YAML config (keys: run, teacher, student, suite, aa_null, generation, distill, attack, report; see bbi/config.py).",
+            parser=path_value,
         ),
-        run: str = typer.Option(None, "--run", "-r", help="Run directory (default runs/default)."),
-        teacher: str = typer.Option(None, "--teacher", help="Teacher spec (default zoo:teacher)."),
-        student: str = typer.Option(None, "--student", help="Student spec (default zoo:student)."),
+        run: str = typer.Option(
+            None,
+            "--run",
+            "-r",
+            help="Run directory (default runs/default).",
+            parser=text_value,
+        ),
+        teacher: str = typer.Option(
+            None, "--teacher", help="Teacher spec (default zoo:teacher).", parser=text_value
+        ),
+        student: str = typer.Option(
+            None, "--student", help="Student spec (default zoo:student).", parser=text_value
+        ),
         limit: int = typer.Option(None, "--limit", help="Use a stratified subset of N prompts."),
         no_distill: bool = typer.Option(False, "--no-distill", help="Skip LoRA distillation."),
+        fresh: bool = typer.Option(
+            False,
+            "--fresh",
+            help="Start the run over: move an existing run directory aside (NAME.old-TIME).",
+        ),
         no_progress: bool = typer.Option(False, "--no-progress"),
     ) -> None:
         """Run the whole loop on the embedded default (no arguments, no network needed).
@@ -34,25 +53,66 @@ def register(app: typer.Typer) -> None:
         the distilled student, attacks both students, and writes results.json and
         report.html. Every step is cached: a second run only re-renders the report.
         """
-        from bbi.pipeline import RunConfig, run_pipeline
+        from bbi.config import RunConfig
+        from bbi.pipeline import run_pipeline
 
-        cfg = RunConfig.load(config)
-        if run:
-            cfg.run = run
-        if teacher:
-            cfg.teacher = teacher
-        if student:
-            cfg.student = student
-        if limit is not None:
-            cfg.generation.limit = limit
+        cfg = RunConfig.load(config).updated(run=run, teacher=teacher, student=student)
+        cfg.generation = cfg.generation.updated(limit=limit)
         if no_distill:
-            cfg.distill.enabled = False
-        out = run_pipeline(cfg, progress=not no_progress)
+            cfg.distill = cfg.distill.updated(enabled=False)
+        _preflight(cfg, fresh)
+        out = run_pipeline(cfg, progress=not no_progress, fresh=fresh)
         print_run_summary(Path(out["run"]))
         Console().print(
             f"report: [bold]{out['report']}[/]" if out["report"] else f"run: {out['run']}"
         )
         Console().print(f"total {out['timings']['total']:.1f} s")
+
+
+def _preflight(cfg, fresh: bool) -> None:
+    """What the first step (probing) would refuse, checked before the loop starts: a bad
+    spec, suite or run directory is then one error line, not a stage header and an error.
+    Cheap: no weights are loaded and no server is asked."""
+    from bbi.cli.probe_run import load_suite_arg
+    from bbi.probe_run import NULL_ALIAS, ModelEntry, check_probe
+
+    if not cfg.run.strip():
+        raise BbiError("--run: empty path")
+    records, _ = load_suite_arg(cfg.suite)
+    models = [ModelEntry("teacher", cfg.teacher, "teacher")]
+    if cfg.aa_null:
+        models.append(ModelEntry(NULL_ALIAS, cfg.teacher, "null"))
+    models.append(ModelEntry("student", cfg.student, "student"))
+    _, records, _ = check_probe(cfg.run, models, records, cfg.generation, fresh=fresh)
+    _check_attack_fits(cfg, records)
+
+
+def _check_attack_fits(cfg, records: list[dict]) -> None:
+    """The attack's budgets and k must fit the (``--limit``-ed) suite; found out only at
+    step 4, after every model has been probed, this would waste the whole run."""
+    from discriminators.acquisition import QUERIES_PER_PROMPT, prompts_for_budget
+
+    n_train = sum(r.get("split") == "train" for r in records)
+    n_test = sum(r.get("split") == "test" for r in records)
+    where = f"--limit {cfg.generation.limit}" if cfg.generation.limit else f"suite {cfg.suite}"
+    if n_test == 0 or n_train < 2:
+        raise BbiError(
+            f"{where}: {n_train} train and {n_test} test prompts; the attack needs at least "
+            "2 train prompts (to buy) and 1 test prompt (to evaluate on)"
+        )
+    budget = max(cfg.attack.budgets)
+    if prompts_for_budget(budget) > n_train:
+        raise BbiError(
+            f"{where}: {n_train} train prompts allow attack budgets up to "
+            f"{n_train * QUERIES_PER_PROMPT} queries, but attack.budgets goes up to {budget}: "
+            "raise --limit, or set attack.budgets in --config"
+        )
+    k = max(cfg.attack.test_queries)
+    if k > n_test:
+        raise BbiError(
+            f"{where}: {n_test} test prompts, but attack.test_queries asks for k = {k}: "
+            "raise --limit, or set attack.test_queries in --config"
+        )
 
 
 def _fmt(e: dict | None) -> str:
@@ -99,3 +159,23 @@ def print_run_summary(run_path: Path) -> None:
     console.print(t)
     for line in verdicts:
         console.print(line, highlight=False)
+
+    def signed(e: dict | None, digits: int) -> str:
+        if not e or e.get("value") is None:
+            return "-"
+        lo, hi = e.get("ci") or [None, None]
+        v = e["value"] if round(e["value"], digits) != 0 else 0.0
+        text = f"{v:+.{digits}f}" if v else f"{v:.{digits}f}"
+        return text if lo is None else f"{text} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+    # Distil, re-measure, get closer: paired Delta vs the base student (negative = closer).
+    for alias, d in ((res.get("attack") or {}).get("deltas") or {}).items():
+        advs_d = d.get("adversaries") or {}
+        parts = [f"{a} {signed(e.get('delta'), 2)}" for a, e in advs_d.items()]
+        line = f"{alias} vs {d.get('base')}: Delta-eps " + (", ".join(parts) or "-")
+        if d.get("similarity"):
+            line += f"; similarity {signed(d['similarity'], 3)}"
+        status = (d.get("reading") or {}).get("status")
+        if status:
+            line += f" -> {status.replace('-', ' ')}"
+        console.print(line, highlight=False, soft_wrap=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 
@@ -25,12 +27,23 @@ def serve_command(
         False, "--allow-download", help="Let hub ids download (ignored when HF_HUB_OFFLINE=1)."
     ),
     max_batch: int = typer.Option(32, help="Most concurrent requests decoded together."),
+    max_prompt_chars: int = typer.Option(
+        None, help="Longest prompt accepted, in characters; longer: HTTP 400 (default 32000)."
+    ),
+    max_tokens: int = typer.Option(
+        None, help="Most tokens one request may generate; more: HTTP 400 (default 4096)."
+    ),
 ) -> None:
     """Serve SPEC over /v1/models and /v1/chat/completions (n, max_tokens, temperature,
     top_p, seed, stop). A request's seed fixes its output regardless of batching."""
     from bbi.serve import serve
 
-    typer.echo(f"serving {spec} on http://{host}:{port}/v1", err=True)
+    # Unset limits keep bbi.serve's defaults (importing it here would slow every command).
+    limits: dict[str, Any] = {
+        k: v
+        for k, v in (("max_prompt_chars", max_prompt_chars), ("max_tokens", max_tokens))
+        if v is not None
+    }
     serve(
         spec,
         host=host,
@@ -41,6 +54,8 @@ def serve_command(
         trust_remote_code=trust_remote_code,
         allow_download=allow_download,
         max_batch=max_batch,
+        **limits,
+        announce=lambda line: typer.echo(line, err=True),
     )
 
 

@@ -1,0 +1,408 @@
+"""The one typed, validated config layer: every setting of every stage, with its default.
+
+The CLI flags, the YAML files given with ``--config`` and ``bbi run``'s pipeline all build
+these models, so a bad value anywhere gives the same one-line ``error: <where>: <what>``
+(exit 2) and a default is stated exactly once, here.
+
+Sections (each also a key of ``bbi run --config`` YAML):
+
+- ``GenerationSettings`` (``generation:``): how responses are sampled in ``bbi probe run``.
+- ``LoraSettings`` (``distill:``): the LoRA distiller's hyperparameters.
+- ``KDSettings``: ``bbi distill kd`` (LoRA settings plus the KD divergence).
+- ``AttackSettings`` (``attack:``): the adversary sweep.
+- ``ProbeConfig``: ``bbi probe run --config`` (models, suite, run, ``generation``).
+- ``RunConfig``: ``bbi run --config`` (all of the above).
+
+Models are strict (``"abc"`` is not an int, ``yes`` is not a number) and reject unknown
+keys, so a typo is an error rather than a silently ignored setting. The A/A-null switch is
+``aa_null`` because YAML reads a bare ``null:`` key as None.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bbi.errors import BbiError
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_SEED_MAX = 2**31 - 1
+
+S = TypeVar("S", bound="Section")
+
+
+class Section(BaseModel):
+    """Base of every config section: strict types, unknown keys refused, checked on set."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, validate_assignment=True, validate_default=True
+    )
+    # Command-line flags whose name is not ``--`` + the field name with dashes.
+    FLAG_NAMES: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def parse(cls: type[S], data: Any, where: str = "config") -> S:
+        """Validate ``data`` (a mapping); every problem is one BbiError line naming the key."""
+        if data is None:
+            data = {}
+        if isinstance(data, cls):
+            return data
+        if not isinstance(data, dict):
+            raise BbiError(f"{where}: expected a mapping, got {_type_name(data)}")
+        bad = [k for k in data if not isinstance(k, str)]
+        if bad:
+            raise BbiError(f"{where}: keys must be strings, got {_describe_key(bad[0])}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise BbiError(format_error(exc, where)) from None
+
+    def updated(self: S, **flags: Any) -> S:
+        """A validated copy with command-line ``flags`` applied (None: the flag was not
+        given); an error names the flag, e.g. ``--max-new-tokens: ...``."""
+        flags = {k: v for k, v in flags.items() if v is not None}
+        if not flags:
+            return self
+        try:
+            return type(self).model_validate({**self.model_dump(), **flags})
+        except ValidationError as exc:
+            raise BbiError(format_error(exc, "", flags=self.FLAG_NAMES)) from None
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _describe_key(key: Any) -> str:
+    if key is None:
+        return "the null key (YAML reads a bare 'null:' as None; the A/A switch is 'aa_null')"
+    return f"{key!r} ({_type_name(key)})"
+
+
+def format_error(
+    exc: ValidationError, where: str, flags: dict[str, str] | bool | None = None
+) -> str:
+    """One line: ``where: key.sub: message`` for the first error (and how many more);
+    with ``flags`` the key is shown as the command-line flag (``--max-new-tokens``, or the
+    name ``flags`` maps the field to)."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__")
+    if flags is not None and flags is not False and loc:
+        field = loc.split(".")[0]
+        names = flags if isinstance(flags, dict) else {}
+        loc = names.get(field, "--" + field.replace("_", "-"))
+    msg = first.get("msg", "invalid value").removeprefix("Value error, ")
+    if first.get("type") == "extra_forbidden":
+        msg = "unknown key"
+    elif first.get("type") == "missing":
+        msg = "required key is missing"
+    inp = first.get("input")
+    if first.get("type") not in ("extra_forbidden", "missing") and not isinstance(inp, dict | list):
+        shown = repr(inp)
+        msg += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    head = ": ".join(p for p in (where, loc) if p)
+    return f"{head + ': ' if head else ''}{msg}{more if len(errors) > 1 else ''}"
+
+
+def _finite(v: float, name: str) -> float:
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number")
+    return v
+
+
+# ---- generation --------------------------------------------------------------------------
+
+
+class GenerationSettings(Section):
+    """Sampling settings shared by every model of a run (response length is an easy artifact,
+    so every model gets the same)."""
+
+    max_new_tokens: int = Field(96, ge=1, le=1_000_000)
+    temperature: float = Field(0.7, ge=0.0, le=100.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    stop: list[str] = Field(default_factory=list)
+    batch_size: int = Field(32, ge=1, le=1_000_000)
+    seed: int = Field(0, ge=0, le=_SEED_MAX)
+    samples: int = Field(1, ge=1, le=10_000)
+    limit: int | None = Field(None, ge=1)
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+
+    @field_validator("temperature", "top_p")
+    @classmethod
+    def _check_finite(cls, v: float, info: Any) -> float:
+        return _finite(v, info.field_name)
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, v: str) -> str:
+        if not _DEVICE_RE.match(v):
+            raise ValueError("use auto, cpu, mps, cuda or cuda:N")
+        return v
+
+    @field_validator("stop")
+    @classmethod
+    def _check_stop(cls, v: list[str]) -> list[str]:
+        if any(not s for s in v):
+            raise ValueError("stop strings must be non-empty")
+        return v
+
+    def generation_config(self, seed: int | None = None) -> Any:
+        """The backend-level GenerationConfig (with an optional per-model seed)."""
+        from bbi.backends.base import GenerationConfig
+
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=tuple(self.stop),
+            batch_size=self.batch_size,
+            seed=self.seed if seed is None else seed,
+        )
+
+
+# ---- distillation ------------------------------------------------------------------------
+
+
+class LoraSettings(Section):
+    """Everything that shapes a LoRA adapter; a resumed run must match it exactly."""
+
+    rank: int = Field(16, ge=1, le=4096)
+    alpha: float = Field(32.0, gt=0.0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | None = None
+    epochs: int = Field(2, ge=1, le=10_000)
+    lr: float = Field(2e-4, gt=0.0, le=10.0)
+    batch_size: int = Field(16, ge=1, le=100_000)
+    grad_accum: int = Field(1, ge=1, le=100_000)
+    max_length: int = Field(256, ge=2, le=1_000_000)
+    eval_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    seed: int = Field(0, ge=0, le=_SEED_MAX)
+
+    @field_validator("alpha", "lr", "weight_decay", "max_grad_norm")
+    @classmethod
+    def _check_finite(cls, v: float, info: Any) -> float:
+        return _finite(v, info.field_name)
+
+    @field_validator("target_modules")
+    @classmethod
+    def _check_targets(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or any(not t.strip() for t in v)):
+            raise ValueError("give at least one module name, none empty")
+        return v
+
+
+class KDSettings(LoraSettings):
+    """White-box KD (``bbi distill kd``): the LoRA/loop settings, inherited so each default
+    is stated once, plus the divergence and on-policy sampling (GKD; TRL's conventions:
+    ``jsd`` with beta 0 is forward KL(teacher||student), with beta 1 reverse KL)."""
+
+    loss: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    beta: float = Field(0.5, ge=0.0, le=1.0)
+    temperature: float = Field(1.0, gt=0.0, le=100.0)
+    lambda_on_policy: float = Field(0.0, ge=0.0, le=1.0)
+    # None: the run's generation max_new_tokens (what the probe will ask of the student).
+    max_new_tokens: int | None = Field(None, ge=1, le=1_000_000)
+
+    @field_validator("beta", "temperature", "lambda_on_policy")
+    @classmethod
+    def _check_kd_finite(cls, v: float, info: Any) -> float:
+        return _finite(v, info.field_name)
+
+
+DISTILL_METHODS = ("lora", "kd")
+
+
+class PipelineDistill(Section):
+    """``bbi run``'s distillation step: which methods run (each gives the student
+    ``student_<method>``), full or LoRA fine-tuning, and each method's settings."""
+
+    enabled: bool = True
+    methods: list[Literal["lora", "kd"]] = Field(default_factory=lambda: ["lora"])
+    full: bool = False
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    kd: KDSettings = Field(default_factory=KDSettings)
+
+    @field_validator("methods")
+    @classmethod
+    def _check_methods(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("each method at most once")
+        return v
+
+    def settings(self, method: str) -> LoraSettings:
+        """The hyperparameters of one method (what its distiller records and resumes on)."""
+        return self.lora if method == "lora" else self.kd
+
+
+# ---- attack ------------------------------------------------------------------------------
+
+# Beyond these a sweep only runs out of memory.
+MIN_RESAMPLES, MAX_RESAMPLES = 10, 100_000
+MAX_SEEDS = 1000
+DEFAULT_BUDGETS = (50, 100, 200, 400, 800, 1600, 4000)
+DEFAULT_STRATEGIES = ("random", "stratified", "disagreement")
+DEFAULT_ADVERSARIES = ("surface", "tfidf", "embed", "pairwise")
+
+
+class AttackSettings(Section):
+    """The adversary sweep: ``attack:`` of ``bbi run``, and the flags of ``bbi attack``
+    (``discriminators.attack.AttackConfig.from_settings`` turns it into a sweep)."""
+
+    adversaries: list[str] = Field(default_factory=lambda: list(DEFAULT_ADVERSARIES))
+    budgets: list[int] = Field(default_factory=lambda: list(DEFAULT_BUDGETS))
+    strategies: list[str] = Field(default_factory=lambda: list(DEFAULT_STRATEGIES))
+    seeds: int = Field(5, ge=1, le=MAX_SEEDS)
+    test_queries: list[int] = Field(default_factory=lambda: [1, 4, 16])
+    epsilon: float = Field(0.1, gt=0.0, lt=1.0)
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    n_bootstrap: int = Field(1000, ge=MIN_RESAMPLES, le=MAX_RESAMPLES)
+    n_permutations: int = Field(1000, ge=MIN_RESAMPLES, le=MAX_RESAMPLES)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    FLAG_NAMES: ClassVar[dict[str, str]] = {
+        "adversaries": "--adversary",
+        "budgets": "--budget",
+        "strategies": "--strategy",
+        "params": "--param",
+    }
+
+    @field_validator("adversaries", "strategies")
+    @classmethod
+    def _nonempty_names(cls, v: list[str]) -> list[str]:
+        if not v or any(not s.strip() for s in v):
+            raise ValueError("give at least one name, none empty")
+        return v
+
+    @field_validator("budgets")
+    @classmethod
+    def _check_budgets(cls, v: list[int]) -> list[int]:
+        if not v or any(q < 4 for q in v):
+            raise ValueError("give budgets >= 4 (2 train prompts x 2 models)")
+        return v
+
+    @field_validator("test_queries")
+    @classmethod
+    def _check_k(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 for k in v):
+            raise ValueError("test queries k must be >= 1")
+        return v
+
+
+# ---- whole commands ----------------------------------------------------------------------
+
+
+def _nonempty(v: Any, info: Any) -> Any:
+    """A name, path or spec given in a config must not be blank (it is not the default)."""
+    if isinstance(v, str) and not v.strip():
+        raise ValueError("must not be empty (leave the key out for its default)")
+    return v
+
+
+def _students(v: Any) -> Any:
+    """``students:`` as a list of specs (``alias=SPEC`` allowed) or a mapping alias -> spec."""
+    if isinstance(v, dict):
+        out = []
+        for k, spec in v.items():
+            if not isinstance(k, str) or not isinstance(spec, str):
+                raise ValueError("a students mapping must map alias -> spec string")
+            out.append(f"{k}={spec}")
+        return out
+    if isinstance(v, str):
+        return [v]
+    return v
+
+
+class ProbeConfig(Section):
+    """``bbi probe run --config FILE`` (flags override it)."""
+
+    run: str | None = None
+    teacher: str | None = None
+    students: list[str] = Field(default_factory=list)
+    suite: str = "default"
+    aa_null: bool = True
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+
+    @field_validator("students", mode="before")
+    @classmethod
+    def _norm_students(cls, v: Any) -> Any:
+        return _students(v)
+
+    @field_validator("run", "teacher", "suite")
+    @classmethod
+    def _check_nonempty(cls, v: Any, info: Any) -> Any:
+        return _nonempty(v, info)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_null_key(cls, data: Any) -> Any:
+        return _check_null_key(data)
+
+
+class RunConfig(Section):
+    """``bbi run --config FILE``; every key optional, defaults = the embedded zoo loop."""
+
+    run: str = "runs/default"
+    teacher: str = "zoo:teacher"
+    student: str = "zoo:student"
+    suite: str = "default"
+    aa_null: bool = True
+    generation: GenerationSettings = Field(
+        default_factory=lambda: GenerationSettings(max_new_tokens=64, batch_size=64)
+    )
+    distill: PipelineDistill = Field(default_factory=PipelineDistill)
+    attack: AttackSettings = Field(default_factory=AttackSettings)
+    report: bool = True
+
+    @field_validator("run", "teacher", "student", "suite")
+    @classmethod
+    def _check_nonempty(cls, v: Any, info: Any) -> Any:
+        return _nonempty(v, info)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_null_key(cls, data: Any) -> Any:
+        return _check_null_key(data)
+
+    @classmethod
+    def load(cls, path: Path | None) -> RunConfig:
+        """Defaults, overlaid by the YAML file at ``path`` (if any)."""
+        if path is None:
+            return cls()
+        from bbi.runstore import read_yaml_mapping
+
+        raw = read_yaml_mapping(path)
+        # A partial `generation:` overrides the run's own generation defaults, not the
+        # bare GenerationSettings ones.
+        if isinstance(raw.get("generation"), dict):
+            raw = {**raw, "generation": {**cls().generation.model_dump(), **raw["generation"]}}
+        return cls.parse(raw, where=str(path))
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+def _check_null_key(data: Any) -> Any:
+    if isinstance(data, dict) and (None in data or "null" in data):
+        raise ValueError(
+            "the A/A switch is 'aa_null' (YAML reads a bare 'null:' key as null); rename it"
+        )
+    return data

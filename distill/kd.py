@@ -1,0 +1,129 @@
+"""White-box knowledge distillation from the run's teacher model (``bbi distill kd``).
+
+Where ``distill.lora`` only sees the teacher's sampled text, this matches the teacher's
+full next-token distribution at every response position (``distill.objectives.kd``:
+forward/reverse KL or generalised JSD, temperature, optionally on-policy as in GKD). It
+needs the teacher's weights (an ``hf:`` or ``zoo:`` spec; an API or imported teacher has
+none) and a tokenizer with the student's vocabulary. Data, loop, checkpoints, outputs and
+registration are the shared ones (``distill.method``): the teacher's TRAIN-split prompts
+and responses of the run; the test split is never used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from bbi.config import GenerationSettings, KDSettings
+from bbi.errors import BbiError
+from bbi.runstore import RunDir
+from distill.data import DistillDataset
+from distill.method import DistillResult, distil
+from distill.objectives.kd import KD
+from distill.student import check_same_vocabulary, load_model
+
+
+def teacher_model_spec(run: RunDir, teacher_alias: str, teacher_spec: str | None = None) -> str:
+    """The teacher's loadable spec: ``teacher_spec``, else the alias's spec in run.yaml."""
+    from bbi.specs import parse_spec
+
+    spec = teacher_spec or run.models().get(teacher_alias, {}).get("spec")
+    hint = "white-box KD needs the teacher's weights: pass --teacher-spec (an hf: or zoo: spec)"
+    if not spec:
+        raise BbiError(
+            f"{run.path}: teacher {teacher_alias!r} has no model spec in run.yaml; {hint}"
+        )
+    try:
+        kind = parse_spec(spec).kind
+    except BbiError:
+        kind = None
+    if kind not in ("hf", "zoo"):
+        raise BbiError(
+            f"teacher {teacher_alias!r} is {spec!r}, which has no local weights "
+            f"(imported or API responses); {hint}, or use `bbi distill lora`"
+        )
+    return spec
+
+
+def _run_max_new_tokens(run: RunDir) -> int:
+    """The run's generation max_new_tokens (run.yaml), checked like any setting."""
+    value = (run.config().get("generation") or {}).get("max_new_tokens")
+    if value is None:
+        return GenerationSettings().max_new_tokens
+    where = f"{run.config_path}: generation"
+    return GenerationSettings.parse({"max_new_tokens": value}, where).max_new_tokens
+
+
+def distill_kd(
+    run: RunDir,
+    *,
+    teacher_alias: str | None = None,
+    teacher_spec: str | None = None,
+    student: str | None = None,
+    alias: str = "student_kd",
+    out: str | os.PathLike | None = None,
+    settings: KDSettings | None = None,
+    full: bool = False,
+    save_every_steps: int = 0,
+    stop_after_steps: int | None = None,
+    eval_every_steps: int = 0,
+    resume: bool = False,
+    mixed_precision: str | None = None,
+    dtype: str = "float32",
+    progress: bool = True,
+    sample_weights: Callable[[DistillDataset], Any] | None = None,
+) -> DistillResult:
+    """Distil the run's teacher model into the student token by token; register it.
+
+    Same options and outputs as ``distill.lora.distill_lora``; ``settings`` is a
+    ``bbi.config.KDSettings`` and ``teacher_spec`` overrides the teacher's spec from
+    run.yaml (the responses still come from ``teacher_alias``). The eval loss is the
+    configured divergence on held-out train-split prompts' teacher responses.
+    """
+    hp = settings if settings is not None else KDSettings()
+    if not isinstance(hp, KDSettings):
+        raise TypeError(f"settings must be a KDSettings, got {type(hp).__name__}")
+    teacher_alias = teacher_alias or run.teacher_alias()
+    t_spec = teacher_model_spec(run, teacher_alias, teacher_spec)
+    max_new = hp.max_new_tokens or _run_max_new_tokens(run)
+
+    def make_objective(tokenizer: Any, base_spec: str) -> KD:
+        teacher, t_tok, t_fp = load_model(t_spec, dtype)
+        check_same_vocabulary(tokenizer, t_tok, base_spec, t_spec)
+        return KD(
+            teacher,
+            loss=hp.loss,
+            beta=hp.beta,
+            temperature=hp.temperature,
+            lambda_on_policy=hp.lambda_on_policy,
+            max_new_tokens=int(max_new),
+            max_length=hp.max_length,
+            pad_id=tokenizer.pad_token_id,
+            eos_id=tokenizer.eos_token_id,
+            teacher_spec=t_spec,
+            teacher_fingerprint=t_fp,
+        )
+
+    return distil(
+        run,
+        method="kd",
+        make_objective=make_objective,
+        hp=hp,
+        teacher_alias=teacher_alias,
+        student=student,
+        alias=alias,
+        out=out,
+        full=full,
+        save_every_steps=save_every_steps,
+        stop_after_steps=stop_after_steps,
+        eval_every_steps=eval_every_steps,
+        resume=resume,
+        mixed_precision=mixed_precision,
+        dtype=dtype,
+        progress=progress,
+        sample_weights=sample_weights,
+    )
+
+
+__all__ = ["distill_kd", "teacher_model_spec"]

@@ -1,0 +1,231 @@
+"""A distillation method = data from a run + a trainable student + an objective + the loop.
+
+``distil`` is what every ``bbi distill`` command runs: it takes the teacher's TRAIN-split
+pairs from the run (``distill.data``), loads the student and makes it trainable as a
+LoRA adapter or fully (``distill.student``), builds the method's objective
+(``distill.objectives``), trains with the one loop (``distill.trainer``), saves a
+student a bbi model spec loads, and registers it: ``results.json["distill"][alias]``
+and ``models.<alias>`` in run.yaml, so ``bbi probe run`` answers it next. Only a
+completed run registers anything.
+
+Output directory: LoRA, a peft ``save_pretrained`` directory (spec ``BASE+lora:DIR``);
+full fine-tuning, a ``save_pretrained`` model with its tokenizer (spec ``hf:DIR``). Both
+also hold ``bbi_distill.json`` (provenance and metrics), ``metrics.jsonl`` (one line per
+optimizer step and per eval) and ``checkpoint/`` (for ``--resume``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bbi.chat import format_prompt
+from bbi.config import LoraSettings
+from bbi.errors import BbiError
+from bbi.runstore import RunDir, check_alias, write_json
+from distill.data import Collator, DistillDataset, distillation_pairs, split_eval
+from distill.objectives import Objective
+from distill.student import (
+    load_student,
+    make_trainable,
+    normalize_base_spec,
+    save_student,
+    student_spec,
+    target_modules_of,
+)
+from distill.trainer import CHECKPOINT_DIR, METRICS_FILE, read_checkpoint_state, train
+
+PROVENANCE_FILE = "bbi_distill.json"
+MIXED_PRECISION = ("no", "fp16", "bf16")
+TRAIN_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class DistillResult:
+    """What a distillation produced; ``record`` is results.json["distill"][alias]."""
+
+    alias: str
+    spec: str
+    out_dir: Path
+    completed: bool
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def adapter_dir(self) -> Path:
+        """The output directory (a LoRA adapter, or a full model with ``full``)."""
+        return self.out_dir
+
+
+def pick_student_spec(run: RunDir) -> str:
+    """The run's student spec: alias ``student`` if present, else the only student."""
+    models = run.models()
+    students = {a: m for a, m in models.items() if m.get("role") == "student" and m.get("spec")}
+    if "student" in students:
+        return students["student"]["spec"]
+    if len(students) == 1:
+        return next(iter(students.values()))["spec"]
+    raise BbiError(
+        f"{run.path}: cannot tell which student to fine-tune "
+        f"({len(students)} student specs in run.yaml); pass --student SPEC"
+    )
+
+
+ObjectiveFactory = Callable[[Any, str], Objective]
+"""(student tokenizer, student base spec) -> the method's objective."""
+
+
+def distil(
+    run: RunDir,
+    *,
+    method: str,
+    make_objective: ObjectiveFactory,
+    hp: LoraSettings,
+    teacher_alias: str | None = None,
+    student: str | None = None,
+    alias: str,
+    out: str | os.PathLike | None = None,
+    full: bool = False,
+    save_every_steps: int = 0,
+    stop_after_steps: int | None = None,
+    eval_every_steps: int = 0,
+    resume: bool = False,
+    mixed_precision: str | None = None,
+    dtype: str = "float32",
+    progress: bool = True,
+    sample_weights: Callable[[DistillDataset], Any] | None = None,
+) -> DistillResult:
+    """Run one distillation method end to end (see the module docstring)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    t_start = time.perf_counter()
+    if not isinstance(hp, LoraSettings):
+        raise TypeError(f"settings must be a LoraSettings (or subclass), got {type(hp).__name__}")
+    if mixed_precision is not None and mixed_precision not in MIXED_PRECISION:
+        raise BbiError(f"--mixed-precision must be no, fp16 or bf16 (got {mixed_precision!r})")
+    if dtype not in TRAIN_DTYPES:
+        raise BbiError(f"--dtype must be one of {', '.join(TRAIN_DTYPES)} (got {dtype!r})")
+    if full and dtype == "float16":
+        raise BbiError("--full trains the weights themselves: use --dtype float32 or bfloat16")
+    check_alias(alias)
+    teacher_alias = teacher_alias or run.teacher_alias()
+    models = run.models()
+    if alias == teacher_alias or models.get(alias, {}).get("role") in ("teacher", "null"):
+        raise BbiError(f"alias {alias!r} is taken by a teacher model; choose another --alias")
+    base_spec = normalize_base_spec(student or pick_student_spec(run))
+    out_dir = (
+        Path(out) if out is not None else run.path / ("models" if full else "adapters") / alias
+    )
+    ckpt = out_dir / CHECKPOINT_DIR
+    if resume:
+        read_checkpoint_state(ckpt)  # fail before loading anything
+
+    # Data first: a run without usable teacher responses fails before any model loads.
+    pairs = distillation_pairs(run, teacher_alias)
+    train_pairs, eval_pairs = split_eval(pairs, hp.eval_fraction, hp.seed)
+    if train_pairs.empty:
+        raise BbiError(f"{run.path}: no training pairs left after holding out the eval set")
+
+    accelerator = Accelerator(mixed_precision=mixed_precision)
+    model, tokenizer, base_fingerprint = load_student(base_spec, dtype)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token_id is None:
+        raise BbiError(f"{base_spec}: tokenizer has neither a pad nor an EOS token")
+    train_ds = DistillDataset(train_pairs, tokenizer, hp.max_length)
+    eval_ds = DistillDataset(eval_pairs, tokenizer, hp.max_length)
+    if len(train_ds) == 0:
+        raise BbiError(f"every prompt is longer than --max-length {hp.max_length} tokens")
+    objective = make_objective(tokenizer, base_spec)
+    set_seed(hp.seed)  # adapter init, dropout: a function of the seed alone
+    model = make_trainable(model, hp, full)
+    outcome = train(
+        model,
+        objective,
+        train_ds,
+        eval_ds,
+        hp=hp,
+        accelerator=accelerator,
+        collate=Collator(tokenizer.pad_token_id),
+        ckpt_dir=ckpt,
+        identity={
+            "method": method,
+            "finetune": "full" if full else "lora",
+            "base": base_spec,
+            "base_fingerprint": base_fingerprint,
+            "dtype": dtype,
+            "teacher": teacher_alias,
+        },
+        resume=resume,
+        save_every_steps=save_every_steps,
+        stop_after_steps=stop_after_steps,
+        eval_every_steps=eval_every_steps,
+        metrics_path=out_dir / METRICS_FILE,
+        sample_weights=sample_weights(train_ds) if sample_weights is not None else None,
+        progress=progress,
+        desc=f"distill {alias}",
+    )
+    spec = student_spec(base_spec, out_dir, full)
+    result = DistillResult(alias=alias, spec=spec, out_dir=out_dir, completed=outcome.completed)
+    if not outcome.completed:
+        return result
+
+    state = outcome.state
+    train_s = outcome.train_time_s
+    record = {
+        "spec": spec,
+        "method": method,
+        "finetune": "full" if full else "lora",
+        "objective": state["objective"],
+        "base": base_spec,
+        "base_fingerprint": base_fingerprint,
+        "teacher": teacher_alias,
+        ("model_dir" if full else "adapter_dir"): out_dir.as_posix(),
+        "n_train_examples": len(train_ds),
+        "n_eval_examples": len(eval_ds),
+        "n_train_prompts": int(train_pairs["prompt_id"].nunique()),
+        "n_eval_prompts": int(eval_pairs["prompt_id"].nunique()),
+        "n_skipped_too_long": train_ds.n_skipped + eval_ds.n_skipped,
+        "eval_loss_per_epoch": state["eval_loss_per_epoch"],
+        "train_loss": state["train_loss_per_epoch"][-1],
+        "train_loss_per_epoch": state["train_loss_per_epoch"],
+        "hyperparameters": hp.model_dump(),
+        "target_modules": target_modules_of(outcome.model),
+        "steps": outcome.total_steps,
+        "seed": hp.seed,
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": str(accelerator.mixed_precision),
+        "chat_format": format_prompt(tokenizer, "")[1],
+        "time_s": time.perf_counter() - t_start,
+        "train_time_s": train_s,
+        "train_cpu_s": outcome.train_cpu_s,
+        "tokens_per_s": outcome.tokens / train_s if train_s > 0 and outcome.tokens > 0 else None,
+        "resumed": bool(resume),
+        "metrics": (out_dir / METRICS_FILE).as_posix(),
+    }
+    result.record = record
+    if accelerator.is_main_process:
+        save_student(outcome.model, tokenizer, out_dir, save_function=accelerator.save)
+        write_json(out_dir / PROVENANCE_FILE, {**record, "train_data": state["train_data"]})
+        register(run, alias, spec, record)
+    accelerator.wait_for_everyone()
+    return result
+
+
+def register(run: RunDir, alias: str, spec: str, record: dict) -> None:
+    """Record the result and add the new student to run.yaml (``bbi probe`` answers it next)."""
+    distill = dict(run.read_results().get("distill") or {})
+    distill[alias] = record
+    run.update_results("distill", distill)
+    cfg = run.config()
+    models = dict(cfg.get("models") or {})
+    models[alias] = {"spec": spec, "role": "student"}
+    cfg["models"] = models
+    run.write_config(cfg)
+
+
+__all__ = ["DistillResult", "PROVENANCE_FILE", "distil", "pick_student_spec", "register"]
