@@ -20,8 +20,9 @@ from typing import Any
 
 from rich.console import Console
 
-from bbi.config import RunConfig
-from bbi.probe_run import NULL_ALIAS, ModelEntry, run_probe
+from bbi.config import AttackSettings, RunConfig
+from bbi.errors import BbiError
+from bbi.probe_run import NULL_ALIAS, ModelEntry, check_probe, run_probe
 from bbi.runstore import RunDir
 
 console = Console(stderr=True)
@@ -87,39 +88,72 @@ def _distil(run: RunDir, cfg: RunConfig, method: str, progress: bool) -> str:
     return res.spec
 
 
+def fit_attack(cfg: RunConfig, records: list[dict]) -> AttackSettings:
+    """The attack settings, with budgets the (``--limit``-ed) suite cannot pay dropped.
+
+    A budget q buys q // 2 train prompts; budgets beyond the train split are dropped with a
+    note (``bbi run --limit 500`` then sweeps what 400 train prompts allow), and so are
+    test-query counts k above the test split. No budget fitting is an error before anything
+    runs.
+    """
+    from discriminators.acquisition import QUERIES_PER_PROMPT, prompts_for_budget
+
+    a = cfg.attack
+    n_train = sum(r.get("split") == "train" for r in records)
+    n_test = sum(r.get("split") == "test" for r in records)
+    where = f"--limit {cfg.generation.limit}" if cfg.generation.limit else f"suite {cfg.suite}"
+    if n_test == 0 or n_train < 2:
+        raise BbiError(
+            f"{where}: {n_train} train and {n_test} test prompts; the attack needs at least "
+            "2 train prompts (to buy) and 1 test prompt (to evaluate on)"
+        )
+    fits = [q for q in a.budgets if prompts_for_budget(q) <= n_train]
+    if not fits:
+        raise BbiError(
+            f"{where}: {n_train} train prompts allow attack budgets up to "
+            f"{n_train * QUERIES_PER_PROMPT} queries, but attack.budgets starts at "
+            f"{min(a.budgets)}: raise --limit, or set attack.budgets in --config"
+        )
+    if len(fits) < len(a.budgets):
+        dropped = ", ".join(str(q) for q in a.budgets if q not in fits)
+        console.print(
+            f"[yellow]note:[/] {where}: {n_train} train prompts; attack budgets {dropped} "
+            "dropped (they need more train prompts)",
+            highlight=False,
+        )
+    ks = [k for k in a.test_queries if k <= n_test] or [1]
+    if len(ks) < len(a.test_queries):
+        dropped = ", ".join(str(k) for k in a.test_queries if k not in ks)
+        console.print(
+            f"[yellow]note:[/] {where}: {n_test} test prompts; test queries k = {dropped} "
+            "dropped (k responses per decision need k test prompts)",
+            highlight=False,
+        )
+    return a.updated(budgets=fits, test_queries=ks)
+
+
 def run_pipeline(cfg: RunConfig, progress: bool = True, fresh: bool = False) -> dict[str, Any]:
     """Run (or resume) the full loop; return a summary with the report path and timings.
 
     ``fresh`` moves an existing run directory aside first (see ``run_probe``).
     """
     import probes
+    from discriminators.attack import AttackConfig, run_attack
 
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
+    # Validate every stage before the first one writes (or prints a stage header): a bad
+    # spec, suite, run directory or attack setting is one error line, not a wasted run.
     records = (
         probes.default_suite() if cfg.suite == "default" else probes.load_suite(Path(cfg.suite))
     )
-    from discriminators.attack import AttackConfig, run_attack
-
-    # Validate every stage before the first one writes anything.
-    a = cfg.attack
-    acfg = AttackConfig(
-        budgets=list(a.budgets),
-        strategies=list(a.strategies),
-        seeds=list(range(int(a.seeds))),
-        test_queries=list(a.test_queries),
-        epsilon=a.epsilon,
-        alpha=a.alpha,
-        adversaries=list(a.adversaries),
-        n_bootstrap=a.n_bootstrap,
-        n_permutations=a.n_permutations,
-        adversary_params={k: dict(v) for k, v in a.params.items()},
-    )
-    acfg.validate()
     models = [ModelEntry("teacher", cfg.teacher, "teacher")]
     if cfg.aa_null:
         models.append(ModelEntry(NULL_ALIAS, cfg.teacher, "null"))
     models.append(ModelEntry("student", cfg.student, "student"))
+    _, probed, _ = check_probe(cfg.run, models, records, cfg.generation, fresh=fresh)
+    acfg = AttackConfig.from_settings(fit_attack(cfg, probed))
+    acfg.validate()
 
     # 1. probe teacher, null and base student (content-cached per response)
     t0 = time.perf_counter()

@@ -453,9 +453,7 @@ def check_probe(
         raise BbiError(f"--run {path}: exists and is not a directory")
     if path.is_dir() and not fresh:
         existing = RunDir(path)
-        existing.config()
-        existing.manifest()
-        existing.read_results()  # written last: a damaged one must fail before the models run
+        existing.check_files()  # some are written last: fail before the models run
         check_run_conflicts(existing, models, digest, len(records))
     return settings, records, digest
 
@@ -606,13 +604,17 @@ def summarize_similarity(run: RunDir, others: list[str], progress: bool = False)
     """Compute per-prompt cosine for each non-teacher model; store means with CIs."""
     import pandas as pd
 
-    from bbi.similarity import compute_similarity
+    from bbi.similarity import compute_similarity, embedding_backend
     from bbi.stats import mean_ci
 
     res = run.read_results().get("similarity", {})
     for alias in others:
         df = pd.DataFrame(compute_similarity(run, alias, progress=progress))
-        entry = {"overall": mean_ci(df["cosine"].to_numpy()), "per_category": {}}
+        entry = {
+            "overall": mean_ci(df["cosine"].to_numpy()),
+            "per_category": {},
+            "embedding_backend": embedding_backend(),
+        }
         for split in ("train", "test"):
             part = df[df["split"] == split]
             if len(part):
@@ -654,9 +656,7 @@ def import_responses(
     run = RunDir(path0, must_exist=False)
     cfg = run.config() if path0.is_dir() else {}
     if path0.is_dir():
-        # Damaged run files fail here, not after the responses are written.
-        run.manifest()
-        run.read_results()
+        run.check_files()  # damaged run files fail here, not after the responses are written
     has_suite = run.suite_path.exists()
     if suite_records is not None:
         digest = suite_hash(suite_records)

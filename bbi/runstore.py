@@ -568,6 +568,16 @@ class RunDir:
             if p.exists() and not p.is_dir():
                 raise BbiError(f"{p}: is a file, expected the run's {name}/ directory")
 
+    def check_files(self) -> None:
+        """Read every file a command updates at its end (run.yaml, manifest.json,
+        results.json, similarity.jsonl): a damaged one fails before any work or write."""
+        self.config()
+        self.manifest()
+        self.read_results()
+        if self.similarity_path.exists():
+            for _ in read_jsonl(self.similarity_path, allow_torn_tail=True):
+                pass
+
     def owns(self, path: str | os.PathLike) -> bool:
         """Whether ``path`` is one of the run's own data files (never an output target)."""
         try:

@@ -186,9 +186,14 @@ def read_checkpoint_state(ckpt: Path) -> dict:
     if not path.exists():
         raise BbiError(f"--resume: no checkpoint in {ckpt.parent} (nothing to resume)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        state = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise BbiError(f"{path}: invalid checkpoint state ({exc.msg})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BbiError(f"{path}: cannot read checkpoint state ({exc})") from None
+    if not isinstance(state, dict):
+        raise BbiError(f"{path}: invalid checkpoint state (expected a JSON object)")
+    return state
 
 
 def check_compatible(saved: dict, expected: dict) -> None:
@@ -206,6 +211,48 @@ def check_compatible(saved: dict, expected: dict) -> None:
             diffs.append(f"{key}: checkpoint {have!r} != requested {value!r}")
     if diffs:
         raise BbiError("--resume: checkpoint does not match this run (" + "; ".join(diffs) + ")")
+
+
+def _load_checkpoint_files(
+    ckpt_dir: Path, accelerator: Any, model: Any, optimizer: Any, scheduler: Any
+) -> None:
+    """Weights, optimizer, scheduler and RNG states of a checkpoint; a damaged or
+    truncated file (a kill mid-save, a full disk) is a BbiError naming it."""
+    import pickle
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = ckpt_dir / "trainable.safetensors"
+    try:
+        load_trainable_state(accelerator.unwrap_model(model), load_file(path))
+        path = ckpt_dir / "optimizer.pt"
+        optimizer.load_state_dict(_torch_load(path))
+        path = ckpt_dir / "scheduler.pt"
+        scheduler.load_state_dict(_torch_load(path))
+        path = ckpt_dir / "scaler.pt"
+        if accelerator.scaler is not None and path.exists():
+            accelerator.scaler.load_state_dict(_torch_load(path))
+        path = ckpt_dir / f"rng_{accelerator.process_index}.pt"
+        _set_rng_state(_torch_load(path))
+    except (
+        OSError,
+        RuntimeError,
+        ValueError,
+        KeyError,
+        TypeError,
+        EOFError,
+        pickle.UnpicklingError,
+        SafetensorError,
+    ) as exc:
+        what = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        if isinstance(exc, FileNotFoundError):
+            what = "file missing"
+        elif isinstance(exc, pickle.UnpicklingError) or "Weights only load" in what:
+            what = "not a valid PyTorch state file"  # never retried with weights_only=False
+        raise BbiError(
+            f"{path}: damaged checkpoint ({what}); restore it, or train again without --resume"
+        ) from None
 
 
 def _torch_load(path: Path) -> Any:
@@ -358,16 +405,7 @@ def train(
     }
     if saved is not None:
         check_compatible(saved, full_identity)
-        from safetensors.torch import load_file
-
-        load_trainable_state(
-            accelerator.unwrap_model(model), load_file(ckpt_dir / "trainable.safetensors")
-        )
-        optimizer.load_state_dict(_torch_load(ckpt_dir / "optimizer.pt"))
-        scheduler.load_state_dict(_torch_load(ckpt_dir / "scheduler.pt"))
-        if accelerator.scaler is not None and (ckpt_dir / "scaler.pt").exists():
-            accelerator.scaler.load_state_dict(_torch_load(ckpt_dir / "scaler.pt"))
-        _set_rng_state(_torch_load(ckpt_dir / f"rng_{accelerator.process_index}.pt"))
+        _load_checkpoint_files(ckpt_dir, accelerator, model, optimizer, scheduler)
         state = saved
         if state.get("data_order") not in (None, order_of(state["epoch"])):
             raise BbiError("--resume: checkpoint data order does not match this run")

