@@ -13,8 +13,7 @@ def test_probe_run_output_has_no_library_noise(micro_zoo, tmp_path: Path) -> Non
     suite = tmp_path / "suite.jsonl"
     suite.write_text(
         "".join(
-            json.dumps({"id": f"q{i}", "prompt": f"What is {i} plus {i}?"}) + "\n"
-            for i in range(6)
+            json.dumps({"id": f"q{i}", "prompt": f"What is {i} plus {i}?"}) + "\n" for i in range(6)
         ),
         encoding="utf-8",
     )
