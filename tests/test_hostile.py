@@ -19,6 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from bbi.cli import app
+from bbi.errors import BbiError
 from discriminators import synthetic
 
 runner = CliRunner()
@@ -376,3 +377,25 @@ def test_a_damaged_embeddings_cache_is_recomputed(tmp_path: Path) -> None:
     assert all(np.allclose(again[k], first[k], atol=1e-5) for k in first)
     (run.path / "embeddings" / "_prompts.npz").write_bytes(b"\x00" * 10)
     assert set(prompt_embeddings(run)) == set(run.suite().index)
+
+
+@pytest.mark.parametrize(
+    "text", ['{"models": ', "[]", '{"models": {}}', '{"models": {"teacher": 1}}']
+)
+def test_a_damaged_zoo_build_record_is_one_line(micro_zoo, tmp_path: Path, text: str) -> None:
+    import shutil
+
+    from bbi import zoo
+
+    cache = tmp_path / "cache"
+    shutil.copytree(os.environ["BBI_CACHE_DIR"], cache)
+    record = next(cache.glob("zoo/*/zoo.json"))
+    record.write_text(text, encoding="utf-8")
+    old = os.environ["BBI_CACHE_DIR"]
+    os.environ["BBI_CACHE_DIR"] = str(cache)
+    try:
+        with pytest.raises(BbiError, match="damaged zoo build record.*bbi zoo build --force"):
+            zoo.fingerprint("teacher")
+        assert_one_line_error(invoke("zoo", "list"), "damaged zoo build record")
+    finally:
+        os.environ["BBI_CACHE_DIR"] = old

