@@ -26,7 +26,9 @@ time, so a warm run knows them without loading weights.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import importlib.util
 import json
 import os
@@ -246,6 +248,24 @@ def prune_layers(model: Any, keep: tuple[int, ...] | list[int]) -> Any:
     return pruned.eval()
 
 
+@contextlib.contextmanager
+def _quiet_gguf_bar() -> Any:
+    """transformers' GGUF reader draws its own tqdm bar, outside its progress-bar switch;
+    hide it too when bbi hides library bars (everything but ``bbi --verbose``)."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None or hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
 def _recipe_record(recipe: Recipe, gguf_sha256: str) -> dict:
     return {
         "version": SMOLLM2_VERSION,
@@ -270,10 +290,11 @@ def _build_into(out: Path, gguf: Path, progress: bool) -> None:
         gguf_sha = file_sha256(gguf)
         bar.update(task, advance=1, description="zoo smollm2: dequantising the GGUF file")
         try:
-            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            teacher = AutoModelForCausalLM.from_pretrained(
-                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-            )
+            with _quiet_gguf_bar():
+                tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+                teacher = AutoModelForCausalLM.from_pretrained(
+                    gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+                )
         except (OSError, ValueError, KeyError, ImportError, RuntimeError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise BbiError(f"cannot read {gguf}: {first}") from None
