@@ -357,19 +357,37 @@ class ProbeConfig(Section):
         return _check_null_key(data)
 
 
+def _default_distill() -> PipelineDistill:
+    # The pruned student is broken until distilled: full-weight KD, two short epochs
+    # (about 4 minutes on 2 CPU cores; held-out KL 5.25 -> 2.71 nats/token).
+    return PipelineDistill(
+        methods=["kd"],
+        full=True,
+        kd=KDSettings(epochs=2, lr=1e-4, batch_size=8, max_length=160, eval_fraction=0.1),
+    )
+
+
+def _default_attack() -> AttackSettings:
+    # Budgets up to the 160 train prompts of the default 200-prompt subset.
+    return AttackSettings(budgets=[40, 80, 160, 320], test_queries=[1, 4])
+
+
 class RunConfig(Section):
-    """``bbi run --config FILE``; every key optional, defaults = the embedded zoo loop."""
+    """``bbi run --config FILE``; every key optional. The defaults are the embedded real
+    pair: SmolLM2-135M-Instruct and its 12-layer pruned copy, distilled by white-box KD, on
+    a stratified 200-prompt subset of the suite (``generation.limit: null`` for all 5,000),
+    sized to finish cold in about 11 minutes on 2 CPU cores."""
 
     run: str = "runs/default"
-    teacher: str = "zoo:teacher"
-    student: str = "zoo:student"
+    teacher: str = "zoo:smollm2"
+    student: str = "zoo:smollm2-pruned"
     suite: str = "default"
     aa_null: bool = True
     generation: GenerationSettings = Field(
-        default_factory=lambda: GenerationSettings(max_new_tokens=64, batch_size=64)
+        default_factory=lambda: GenerationSettings(limit=200, max_new_tokens=48, batch_size=32)
     )
-    distill: PipelineDistill = Field(default_factory=PipelineDistill)
-    attack: AttackSettings = Field(default_factory=AttackSettings)
+    distill: PipelineDistill = Field(default_factory=_default_distill)
+    attack: AttackSettings = Field(default_factory=_default_attack)
     report: bool = True
 
     @field_validator("run", "teacher", "student", "suite")
@@ -390,14 +408,19 @@ class RunConfig(Section):
         from bbi.runstore import read_yaml_mapping
 
         raw = read_yaml_mapping(path)
-        # A partial `generation:` overrides the run's own generation defaults, not the
-        # bare GenerationSettings ones.
-        if isinstance(raw.get("generation"), dict):
-            raw = {**raw, "generation": {**cls().generation.model_dump(), **raw["generation"]}}
-        return cls.parse(raw, where=str(path))
+        # A partial section (`distill: {kd: {epochs: 3}}`) overrides `bbi run`'s own
+        # defaults, not the bare section class's.
+        return cls.parse(_overlay(cls().model_dump(), raw), where=str(path))
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump()
+
+
+def _overlay(base: Any, over: Any) -> Any:
+    """``over`` on top of ``base``, mapping by mapping (anything else in ``over`` wins)."""
+    if not isinstance(base, dict) or not isinstance(over, dict):
+        return over
+    return {k: _overlay(base[k], v) if k in base else v for k, v in {**base, **over}.items()}
 
 
 def _check_null_key(data: Any) -> Any:

@@ -564,7 +564,7 @@ def run_probe(
         )
         timings["similarity"] = {"wall_s": round(time.perf_counter() - t0, 3)}
     timings["probe_total_s"] = round(time.perf_counter() - started, 3)
-    run.update_results("suite", suite_summary(records, digest, suite_name))
+    run.update_results("suite", suite_summary(records, digest, suite_name, of=len(suite_records)))
     run.update_results(
         "models",
         {
@@ -585,7 +585,7 @@ def console_note(text: str) -> None:
     Console(stderr=True).print(f"[yellow]note:[/] {text}", highlight=False)
 
 
-def suite_summary(records: Sequence[dict], digest: str, name: str) -> dict:
+def suite_summary(records: Sequence[dict], digest: str, name: str, of: int | None = None) -> dict:
     cats: list[str] = []
     for r in records:
         if r.get("category") not in cats:
@@ -597,6 +597,8 @@ def suite_summary(records: Sequence[dict], digest: str, name: str) -> dict:
         "n_train": sum(r.get("split") == "train" for r in records),
         "n_test": sum(r.get("split") == "test" for r in records),
         "categories": cats,
+        # A stratified --limit subset of a larger suite: its size, so reports can say so.
+        "subset_of": of if of is not None and of > len(records) else None,
     }
 
 

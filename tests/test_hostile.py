@@ -336,7 +336,7 @@ def test_a_run_whose_name_is_not_utf8_still_works(tmp_path: Path) -> None:
     ("args", "needle"),
     [
         (["--limit", "1"], "the attack needs at least 2 train prompts"),
-        (["--limit", "8"], "attack.budgets starts at 50"),
+        (["--limit", "8"], "attack.budgets starts at 40"),
         (["--teacher", "nosuch:x"], "unknown model kind"),
         (["--student", "zoo:nosuch"], "unknown zoo model"),
         (["--run", "FILE"], "exists and is not a directory"),

@@ -15,9 +15,12 @@ from bbi.runstore import RunDir
 def _config(tmp_path) -> dict:
     return {
         "run": str(tmp_path / "runs" / "e2e"),
+        "teacher": "zoo:teacher",
+        "student": "zoo:student",
         "generation": {"limit": 120, "max_new_tokens": 16, "batch_size": 32},
         "distill": {
             "methods": ["lora", "kd"],
+            "full": False,
             "lora": {"epochs": 1, "batch_size": 16, "max_length": 96, "lr": 2e-3},
             "kd": {"epochs": 1, "batch_size": 16, "max_length": 96, "lr": 2e-3},
         },

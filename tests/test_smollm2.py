@@ -320,3 +320,41 @@ def test_pruned_weights_are_the_teachers_layers(smollm2_zoo):
             key = "model.layers.{}.self_attn.q_proj.weight"
             assert t.get_tensor(key.format(old)).equal(s.get_tensor(key.format(new)))
         assert t.get_tensor("model.norm.weight").equal(s.get_tensor("model.norm.weight"))
+
+
+@pytest.mark.slow
+def test_real_pair_loop_distillation_gets_closer(smollm2_zoo, tmp_path):
+    """`bbi run` on the real pair (a small stratified subset): KD of the pruned student
+    raises its similarity to the teacher, with the paired CI above 0, and lowers the
+    tf-idf adversary's eps (about 4 minutes on 2 cores)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from bbi.cli import app
+    from bbi.runstore import RunDir
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "run": str(tmp_path / "real"),
+                "generation": {"limit": 100},
+                "distill": {"kd": {"epochs": 2}},
+                "attack": {
+                    "adversaries": ["surface", "tfidf"],
+                    "budgets": [40, 160],
+                    "strategies": ["random"],
+                    "seeds": 2,
+                    "test_queries": [1],
+                },
+            }
+        )
+    )
+    res = CliRunner().invoke(app, ["run", "--config", str(cfg), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    results = RunDir(tmp_path / "real").read_results()
+    delta = results["attack"]["deltas"]["student_kd"]
+    assert delta["similarity"]["ci"][0] > 0, delta["similarity"]
+    assert delta["adversaries"]["tfidf"]["delta"]["value"] < 0, delta["adversaries"]["tfidf"]
+    teacher = RunDir(tmp_path / "real").responses("teacher")
+    assert teacher["text"].str.contains(r"\bthe\b", case=False).mean() > 0.5  # real English
