@@ -46,18 +46,21 @@ def canonical_record(rec: dict) -> dict:
     return out
 
 
-def suite_bytes(records: list[dict]) -> bytes:
-    """The canonical JSONL bytes of a suite: what suite.jsonl holds and what is hashed."""
-    lines = [json.dumps(canonical_record(r), ensure_ascii=False) for r in records]
-    text = "\n".join(lines) + "\n" if lines else ""
+def _encode_utf8(text: str, where: str) -> bytes:
+    """UTF-8 bytes of ``text``; a lone surrogate is a BbiError ``<where> <line>: ...``."""
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
         line = text.count("\n", 0, exc.start) + 1
         raise BbiError(
-            f"suite record {line}: text is not valid Unicode (lone surrogate "
-            f"{_escape(text[exc.start])})"
+            f"{where} {line}: text is not valid Unicode (lone surrogate {_escape(text[exc.start])})"
         ) from None
+
+
+def suite_bytes(records: list[dict]) -> bytes:
+    """The canonical JSONL bytes of a suite: what suite.jsonl holds and what is hashed."""
+    lines = [json.dumps(canonical_record(r), ensure_ascii=False) for r in records]
+    return _encode_utf8("\n".join(lines) + "\n" if lines else "", "suite record")
 
 
 def suite_hash(records: list[dict]) -> str:
@@ -394,14 +397,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     file never outlives a failure.
     """
     path = Path(path)
-    try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        line = text.count("\n", 0, exc.start) + 1
-        raise BbiError(
-            f"{path}: cannot write line {line}: text is not valid Unicode (lone surrogate "
-            f"{_escape(text[exc.start])})"
-        ) from None
+    data = _encode_utf8(text, f"{path}: cannot write line")
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
@@ -494,15 +490,7 @@ def append_jsonl(path: Path, records: Iterable[dict]) -> int:
     """Append records and flush+fsync, so what was written survives a kill."""
     path = Path(path)
     lines = [json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n" for rec in records]
-    text = "".join(lines)
-    try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        line = text.count("\n", 0, exc.start) + 1
-        raise BbiError(
-            f"{path}: cannot append record {line}: text is not valid Unicode (lone surrogate "
-            f"{_escape(text[exc.start])})"
-        ) from None
+    data = _encode_utf8("".join(lines), f"{path}: cannot append record")
     path.parent.mkdir(parents=True, exist_ok=True)
     # Repair a torn tail first so the next record starts on its own line.
     if path.exists() and path.stat().st_size > 0:
