@@ -292,18 +292,15 @@ class AttackSettings(Section):
             raise ValueError("give at least one name, none empty")
         return v
 
-    @field_validator("budgets")
+    @field_validator("budgets", "test_queries")
     @classmethod
-    def _check_budgets(cls, v: list[int]) -> list[int]:
-        if not v or any(q < 4 for q in v):
-            raise ValueError("give budgets >= 4 (2 train prompts x 2 models)")
-        return v
-
-    @field_validator("test_queries")
-    @classmethod
-    def _check_k(cls, v: list[int]) -> list[int]:
-        if not v or any(k < 1 for k in v):
-            raise ValueError("test queries k must be >= 1")
+    def _check_counts(cls, v: list[int], info: Any) -> list[int]:
+        low, msg = {
+            "budgets": (4, "give budgets >= 4 (2 train prompts x 2 models)"),
+            "test_queries": (1, "test queries k must be >= 1"),
+        }[info.field_name]
+        if not v or any(x < low for x in v):
+            raise ValueError(msg)
         return v
 
 

@@ -85,17 +85,10 @@ def _openvino_export_dir(ov_version: str) -> Path:
     return _cache_root() / "embed" / f"minilm-openvino-{digest.hexdigest()[:16]}"
 
 
-def _export_openvino(ov: Any, out: Path) -> None:
-    """Convert MiniLM + mean pooling + L2 norm (the sentence-transformers modules) to an IR."""
+def mean_pooled_encoder(encoder: Any) -> Any:
+    """MiniLM + mean pooling + L2 norm as one torch module (what sentence-transformers
+    computes), for exporting to another runtime."""
     import torch
-    from sentence_transformers import SentenceTransformer
-
-    src = embedding_model_path()
-    modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((src / "modules.json").read_text())]
-    pooling = json.loads((src / "1_Pooling" / "config.json").read_text())
-    modes = sorted(k for k, v in pooling.items() if k.startswith("pooling_mode") and v)
-    if modules != ["Transformer", "Pooling", "Normalize"] or modes != ["pooling_mode_mean_tokens"]:
-        raise ValueError(f"unexpected sentence-transformers modules {modules}, pooling {modes}")
 
     class MeanPooled(torch.nn.Module):
         def __init__(self, encoder: torch.nn.Module):
@@ -112,6 +105,21 @@ def _export_openvino(ov: Any, out: Path) -> None:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
+    return MeanPooled(encoder)
+
+
+def _export_openvino(ov: Any, out: Path) -> None:
+    """Convert MiniLM + mean pooling + L2 norm (the sentence-transformers modules) to an IR."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    src = embedding_model_path()
+    modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((src / "modules.json").read_text())]
+    pooling = json.loads((src / "1_Pooling" / "config.json").read_text())
+    modes = sorted(k for k, v in pooling.items() if k.startswith("pooling_mode") and v)
+    if modules != ["Transformer", "Pooling", "Normalize"] or modes != ["pooling_mode_mean_tokens"]:
+        raise ValueError(f"unexpected sentence-transformers modules {modules}, pooling {modes}")
+
     reference = SentenceTransformer(str(src), device="cpu")
     encoder = reference[0].auto_model.eval()
     ids = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]])
@@ -119,7 +127,7 @@ def _export_openvino(ov: Any, out: Path) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about branches fixed at trace time
         graph = ov.convert_model(
-            MeanPooled(encoder),
+            mean_pooled_encoder(encoder),
             example_input={"input_ids": ids, "attention_mask": (ids != 0).long()},
             input=[("input_ids", dynamic, ov.Type.i64), ("attention_mask", dynamic, ov.Type.i64)],
         )

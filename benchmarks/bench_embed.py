@@ -112,25 +112,10 @@ def onnxruntime_candidates(workdir: Path, batch_size: int) -> dict[str, Encode]:
     from tokenizers import Tokenizer
     from transformers import AutoModel
 
-    from bbi.similarity import embedding_model_path
+    from bbi.similarity import embedding_model_path, mean_pooled_encoder
 
     src = embedding_model_path()
     encoder = AutoModel.from_pretrained(str(src)).eval()
-
-    class MeanPooled(torch.nn.Module):
-        def __init__(self, enc):
-            super().__init__()
-            self.enc = enc
-
-        def forward(self, input_ids, attention_mask):
-            hidden = self.enc(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                token_type_ids=torch.zeros_like(input_ids),
-            ).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
     raw, fused, int8 = (workdir / f"{n}.onnx" for n in ("raw", "fused", "int8"))
     ids = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]])
@@ -138,7 +123,7 @@ def onnxruntime_candidates(workdir: Path, batch_size: int) -> dict[str, Encode]:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            MeanPooled(encoder),
+            mean_pooled_encoder(encoder),
             (ids, (ids != 0).long()),
             str(raw),
             dynamo=False,
