@@ -196,8 +196,15 @@ class LoraSettings(Section):
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float = Field(1.0, gt=0.0)
     seed: int = Field(0, ge=0, le=_SEED_MAX)
+    # Attack-guided data (discriminators.leak): sample examples by their train-split leak.
+    guide: Literal["none", "category", "prompt"] = "none"
+    guide_mix: float = Field(0.5, ge=0.0, le=1.0)
+    guide_adversary: str = Field("tfidf", min_length=1)
+    guide_folds: int = Field(5, ge=2, le=100)
+    # The student whose leaks are measured (None: the run's student with the base spec).
+    guide_from: str | None = Field(None, min_length=1)
 
-    @field_validator("alpha", "lr", "weight_decay", "max_grad_norm")
+    @field_validator("alpha", "lr", "weight_decay", "max_grad_norm", "guide_mix")
     @classmethod
     def _check_finite(cls, v: float, info: Any) -> float:
         return _finite(v, info.field_name)
@@ -291,6 +298,18 @@ class AttackSettings(Section):
         if not v or any(not s.strip() for s in v):
             raise ValueError("give at least one name, none empty")
         return v
+
+    @model_validator(mode="after")
+    def _p_can_reach_alpha(self) -> AttackSettings:
+        # A permutation p is at least 1 / (1 + n_permutations): below 1/alpha permutations
+        # nothing could ever be significant, which would look like evidence of no effect.
+        need = math.ceil(1 / self.alpha)
+        if self.n_permutations < need:
+            raise ValueError(
+                f"n_permutations {self.n_permutations} cannot give p < alpha {self.alpha:g} "
+                f"(the smallest p is 1/(1 + n)); use at least {need}"
+            )
+        return self
 
     @field_validator("budgets", "test_queries")
     @classmethod

@@ -65,6 +65,8 @@ def _distil(run: RunDir, cfg: RunConfig, method: str, progress: bool) -> str:
         cfg.student,
         _file_key(run.responses_path("teacher")),
         _file_key(run.suite_path),
+        # A guided run also reads the student's answers (its train-split leaks).
+        _file_key(run.responses_path("student")) if settings.guide != "none" else None,
     )
     out = run.path / ("models" if d.full else "adapters") / alias
     spec = (run.read_results().get("distill") or {}).get(alias, {}).get("spec")

@@ -27,6 +27,7 @@ from bbi.chat import format_prompt
 from bbi.config import LoraSettings
 from bbi.errors import BbiError
 from bbi.runstore import RunDir, check_alias, write_json
+from discriminators.leak import guide_weights, train_leak
 from distill.data import Collator, DistillDataset, distillation_pairs, split_eval
 from distill.objectives import Objective
 from distill.student import (
@@ -129,6 +130,17 @@ def distil(
     train_pairs, eval_pairs = split_eval(pairs, hp.eval_fraction, hp.seed)
     if train_pairs.empty:
         raise BbiError(f"{run.path}: no training pairs left after holding out the eval set")
+    leak = None
+    if hp.guide != "none":
+        if sample_weights is not None:
+            raise ValueError("pass either sample_weights or settings.guide, not both")
+        leak = train_leak(
+            run,
+            guide_source(run, base_spec, hp.guide_from),
+            adversary=hp.guide_adversary,
+            folds=hp.guide_folds,
+            seed=hp.seed,
+        )
 
     accelerator = Accelerator(mixed_precision=mixed_precision)
     model, tokenizer, base_fingerprint = load_student(base_spec, dtype)
@@ -140,6 +152,12 @@ def distil(
     eval_ds = DistillDataset(eval_pairs, tokenizer, hp.max_length)
     if len(train_ds) == 0:
         raise BbiError(f"every prompt is longer than --max-length {hp.max_length} tokens")
+    guide = None
+    if leak is not None:
+        weights, guide = guide_weights(
+            leak, train_ds.prompt_ids, train_ds.categories, hp.guide, hp.guide_mix
+        )
+        sample_weights = lambda _ds: weights  # noqa: E731
     objective = make_objective(tokenizer, base_spec)
     set_seed(hp.seed)  # adapter init, dropout: a function of the seed alone
     model = make_trainable(model, hp, full)
@@ -206,6 +224,8 @@ def distil(
         "tokens_per_s": outcome.tokens / train_s if train_s > 0 and outcome.tokens > 0 else None,
         "resumed": bool(resume),
         "metrics": (out_dir / METRICS_FILE).as_posix(),
+        "loss_tokens": state.get("loss_tokens"),
+        "guide": guide,
     }
     result.record = record
     if accelerator.is_main_process:
@@ -214,6 +234,30 @@ def distil(
         register(run, alias, spec, record)
     accelerator.wait_for_everyone()
     return result
+
+
+def guide_source(run: RunDir, base_spec: str, guide_from: str | None) -> str:
+    """The student whose train-split leaks guide the data: ``guide_from``, else the run's
+    student answering with the base spec being fine-tuned."""
+    models = run.models()
+    if guide_from is not None:
+        if guide_from not in models or models[guide_from].get("role") == "teacher":
+            raise BbiError(
+                f"--guide-from {guide_from!r}: not a student of {run.path} "
+                f"(models: {', '.join(models)})"
+            )
+        return guide_from
+    same = [
+        a
+        for a, m in models.items()
+        if m.get("role") == "student" and normalize_base_spec(str(m.get("spec", ""))) == base_spec
+    ]
+    if len(same) == 1:
+        return same[0]
+    raise BbiError(
+        f"{run.path}: cannot tell which student's leaks guide the data "
+        f"({len(same)} students with spec {base_spec}); pass --guide-from ALIAS"
+    )
 
 
 def register(run: RunDir, alias: str, spec: str, record: dict) -> None:
@@ -228,4 +272,11 @@ def register(run: RunDir, alias: str, spec: str, record: dict) -> None:
     run.write_config(cfg)
 
 
-__all__ = ["DistillResult", "PROVENANCE_FILE", "distil", "pick_student_spec", "register"]
+__all__ = [
+    "DistillResult",
+    "PROVENANCE_FILE",
+    "distil",
+    "guide_source",
+    "pick_student_spec",
+    "register",
+]

@@ -399,6 +399,7 @@ def train(
         "micro_in_epoch": 0,
         "epoch_loss_sum": 0.0,
         "epoch_loss_steps": 0,
+        "loss_tokens": 0,
         "train_loss_per_epoch": [],
         "eval_loss_per_epoch": [],
         "completed": False,
@@ -459,6 +460,7 @@ def train(
         if skip:
             dl = accelerator.skip_first_batches(dl, skip)
         window_loss = 0.0
+        window_tokens = torch.zeros((), dtype=torch.float64, device=accelerator.device)
         micro = skip
         for batch in dl:
             window_start = (micro // hp.grad_accum) * hp.grad_accum
@@ -472,6 +474,7 @@ def train(
                 loss = sums.sum() / counts.sum().clamp(min=1)
                 accelerator.backward(loss / window)
             window_loss += float(loss.detach()) / window
+            window_tokens += counts.sum().detach().double()
             tokens_seen += batch["attention_mask"].sum()
             micro += 1
             if not last_in_window:
@@ -485,6 +488,11 @@ def train(
                 accelerator.reduce(torch.tensor(window_loss, device=accelerator.device), "mean")
             )
             window_loss = 0.0
+            # Tokens the loss was taken on (the token budget of a step), all processes.
+            state["loss_tokens"] = state.get("loss_tokens", 0) + int(
+                accelerator.reduce(window_tokens, "sum")
+            )
+            window_tokens.zero_()
             state["global_step"] += 1
             state["micro_in_epoch"] = micro
             state["epoch_loss_sum"] += step_loss

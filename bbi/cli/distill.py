@@ -71,6 +71,28 @@ EVAL_FRACTION = typer.Option(
 WARMUP = typer.Option(None, help=f"Fraction of steps spent warming up {_d('warmup_ratio')}.")
 WEIGHT_DECAY = typer.Option(None, help=f"AdamW weight decay {_d('weight_decay')}.")
 MAX_GRAD_NORM = typer.Option(None, help=f"Gradient clipping norm {_d('max_grad_norm')}.")
+GUIDE = typer.Option(
+    None,
+    help="Attack-guided data: none, or spend training where a train-split attack tells "
+    f"the student apart, per category or prompt {_d('guide')}.",
+    parser=text_value,
+)
+GUIDE_MIX = typer.Option(
+    None, help=f"Share of sampling that follows the leak; the rest is uniform {_d('guide_mix')}."
+)
+GUIDE_ADVERSARY = typer.Option(
+    None,
+    help=f"Adversary cross-fitted on train prompts to score leaks {_d('guide_adversary')}.",
+    parser=text_value,
+)
+GUIDE_FOLDS = typer.Option(
+    None, help=f"Cross-fitting folds over train prompts {_d('guide_folds')}."
+)
+GUIDE_FROM = typer.Option(
+    None,
+    help="Student alias whose leaks are scored (default: the run's student with the base spec).",
+    parser=text_value,
+)
 SAVE_EVERY = typer.Option(
     0, help="Also checkpoint every N optimizer steps (0: at each epoch end only)."
 )
@@ -136,6 +158,11 @@ def lora(
     warmup_ratio: float = WARMUP,
     weight_decay: float = WEIGHT_DECAY,
     max_grad_norm: float = MAX_GRAD_NORM,
+    guide: str = GUIDE,
+    guide_mix: float = GUIDE_MIX,
+    guide_adversary: str = GUIDE_ADVERSARY,
+    guide_folds: int = GUIDE_FOLDS,
+    guide_from: str = GUIDE_FROM,
     save_every_steps: int = SAVE_EVERY,
     eval_every_steps: int = EVAL_EVERY,
     stop_after_steps: int = STOP_AFTER,
@@ -158,6 +185,8 @@ def lora(
         epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
         max_length=max_length, seed=seed, eval_fraction=eval_fraction,
         warmup_ratio=warmup_ratio, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
+        guide=guide, guide_mix=guide_mix, guide_adversary=guide_adversary,
+        guide_folds=guide_folds, guide_from=guide_from,
     )  # fmt: skip
     result = distill_lora(
         RunDir(run_dir),
@@ -221,6 +250,11 @@ def kd(
     warmup_ratio: float = WARMUP,
     weight_decay: float = WEIGHT_DECAY,
     max_grad_norm: float = MAX_GRAD_NORM,
+    guide: str = GUIDE,
+    guide_mix: float = GUIDE_MIX,
+    guide_adversary: str = GUIDE_ADVERSARY,
+    guide_folds: int = GUIDE_FOLDS,
+    guide_from: str = GUIDE_FROM,
     save_every_steps: int = SAVE_EVERY,
     eval_every_steps: int = EVAL_EVERY,
     stop_after_steps: int = STOP_AFTER,
@@ -246,6 +280,8 @@ def kd(
         epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
         max_length=max_length, seed=seed, eval_fraction=eval_fraction,
         warmup_ratio=warmup_ratio, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
+        guide=guide, guide_mix=guide_mix, guide_adversary=guide_adversary,
+        guide_folds=guide_folds, guide_from=guide_from,
     )  # fmt: skip
     result = distill_kd(
         RunDir(run_dir),
