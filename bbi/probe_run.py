@@ -458,6 +458,28 @@ def check_probe(
     return settings, records, digest
 
 
+def models_of_run(
+    run_path: str | os.PathLike,
+) -> tuple[list[ModelEntry], list[dict], str, GenerationSettings]:
+    """What an existing run asks to be probed: every model in run.yaml that has a
+    generating spec (students registered by ``bbi distill`` included; imported responses
+    are left as they are), its suite and its generation settings."""
+    from bbi.specs import is_imported
+
+    run = RunDir(run_path, must_exist=True)
+    cfg = run.config()
+    models = [
+        ModelEntry(alias, str(m["spec"]), str(m.get("role") or "student"))
+        for alias, m in run.models().items()
+        if m.get("spec") and not is_imported(str(m["spec"]))
+    ]
+    if not any(m.role == "teacher" for m in models):
+        raise BbiError(f"{run.config_path}: no teacher with a model spec; pass --teacher SPEC")
+    gen = GenerationSettings.parse(cfg.get("generation") or {}, f"{run.config_path}: generation")
+    suite_name = str((cfg.get("suite") or {}).get("name") or "default")
+    return models, list(read_jsonl(run.suite_path)), suite_name, gen
+
+
 def run_probe(
     run_path: str | os.PathLike,
     models: list[ModelEntry],

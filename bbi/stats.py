@@ -188,14 +188,25 @@ def permutation_p(
     return float((1 + np.sum(perm >= observed - 1e-12)) / (1 + n_permutations))
 
 
-def holm(pvals: Sequence[float]) -> np.ndarray:
-    """Holm step-down adjusted p-values (family-wise error control across categories)."""
+def holm(pvals: Sequence[float], weights: Sequence[float] | None = None) -> np.ndarray:
+    """Holm step-down adjusted p-values: family-wise error control under any dependence.
+
+    With ``weights`` (positive; normalised to sum 1) this is the weighted Holm procedure:
+    hypotheses are ordered by p / w and the j-th is rejected when p <= alpha w / (the
+    weight still untested), so a family can give one hypothesis (the verdict's primary
+    test) half of alpha and share the rest.
+    """
     p = np.asarray(pvals, dtype=float)
     m = len(p)
     if m == 0:
         return p
-    order = np.argsort(p)
-    adj = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    w = np.ones(m) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != (m,) or np.any(w <= 0):
+        raise ValueError("holm weights must be positive, one per p-value")
+    w = w / w.sum()
+    order = np.lexsort((np.arange(m), p / w))
+    remaining = np.cumsum(w[order][::-1])[::-1]  # weight of hypotheses not yet rejected
+    adj = np.minimum(1.0, remaining * p[order] / w[order])
     adj = np.maximum.accumulate(adj)
     out = np.empty(m)
     out[order] = adj
@@ -340,12 +351,80 @@ def mean_ci(
     return {"value": m, "ci": [float(lo), float(hi)], "n": n}
 
 
-def pooled_ci(replicates: Sequence[np.ndarray], confidence: float = 0.95) -> list[float]:
-    """Percentile interval of pooled (seed x bootstrap) replicates, for budget curves."""
-    pooled = np.concatenate([np.asarray(r, dtype=float).ravel() for r in replicates])
+def seed_mean_ci(replicates: Sequence[np.ndarray], confidence: float = 0.95) -> list[float]:
+    """Percentile CI of the mean over seeds, for budget curves.
+
+    Every seed's replicates must come from the same bootstrap draws of test prompts (the
+    attack shares them across seeds), so replicate b averaged over seeds is the bootstrap
+    replicate of the seed mean: a CI for the curve's plotted value, not of a seed mixture.
+    """
+    reps = np.stack([np.asarray(r, dtype=float).ravel() for r in replicates])
     a = (1 - confidence) / 2
-    lo, hi = np.quantile(pooled, [a, 1 - a])
+    lo, hi = np.quantile(reps.mean(axis=0), [a, 1 - a])
     return [float(lo), float(hi)]
+
+
+# ---- anytime-valid testing by betting ---------------------------------------------------
+
+
+def betting_test(
+    d: np.ndarray,
+    eps0: float = 0.0,
+    alpha: float = 0.05,
+    seed: int = 0,
+    grid: int = 20,
+) -> dict[str, Any]:
+    """Anytime-valid one-sided test of H0: E[d] <= eps0 for d in [-1, 1], by betting.
+
+    Test prompts are visited in a seeded random order. A bettor stakes the fraction
+    ``lambda`` of its wealth on each ``d_t - eps0``; under H0 its wealth
+    ``K_t = prod (1 + lambda_t (d_t - eps0))`` is a non-negative supermartingale for any
+    ``lambda_t`` in [0, 1 / (1 + eps0)) chosen before seeing ``d_t``, and so is any average
+    of such bettors. Here half the wealth follows the adaptive aGRAPA rule (Waudby-Smith
+    and Ramdas, 2023: lambda from the mean and variance of the prompts seen so far, capped
+    at 1/2 of the limit) and half is spread over ``grid`` constant bets up to the limit
+    (diversified Kelly), which keeps power when every prompt gives the student away. By
+    Ville's inequality P(sup K_t >= 1/alpha) <= alpha, so ``p = min(1, 1 / max_t K_t)``
+    is valid however one stops, and ``n_to_reject`` (the first t with K_t >= 1/alpha) is
+    a legitimate "test prompts until told apart". No resampling: no Monte-Carlo floor on p.
+    """
+    d = np.asarray(d, dtype=float)
+    if d.ndim != 1 or not len(d):
+        raise BbiError("no test items for the betting test")
+    if np.any(np.abs(d) > 1 + 1e-9) or not np.all(np.isfinite(d)):
+        raise BbiError("betting test needs contributions in [-1, 1]")
+    order = np.random.default_rng([seed, 31337]).permutation(len(d))
+    x = d[order] - eps0
+    limit = 1.0 / (1.0 + eps0)
+    # Adaptive bettor.
+    log_adaptive = np.empty(len(x))
+    total, sq, mean, acc = 0.0, 0.25, 0.0, 0.0
+    for t, xt in enumerate(x):
+        var = sq / (t + 1)
+        lam = min(max(mean / (var + mean * mean), 0.0), 0.5 * limit) if t else 0.0
+        acc += np.log1p(lam * xt)
+        log_adaptive[t] = acc
+        total += xt
+        mean = total / (t + 2)  # shrunk toward 0, the null boundary
+        sq += (xt - mean) ** 2
+    # Constant bettors lambda_j = limit * j / (grid + 1), j = 1..grid.
+    lams = limit * np.arange(1, grid + 1) / (grid + 1)
+    log_const = np.cumsum(np.log1p(np.outer(x, lams)), axis=0)
+    parts = np.column_stack([log_adaptive + np.log(0.5), log_const + np.log(0.5 / grid)])
+    top = parts.max(axis=1, keepdims=True)
+    log_k = (top + np.log(np.exp(parts - top).sum(axis=1, keepdims=True))).ravel()
+    peak = float(log_k.max())
+    crossed = np.flatnonzero(log_k >= np.log(1 / alpha))
+    return {
+        "p": float(min(1.0, np.exp(-peak))),
+        "log_wealth": float(log_k[-1]),
+        "max_log_wealth": peak,
+        "n": int(len(d)),
+        "n_to_reject": int(crossed[0] + 1) if len(crossed) else None,
+        "eps0": float(eps0),
+        "alpha": float(alpha),
+        "path": log_k,
+    }
 
 
 # ---- paired differences between two comparisons ----------------------------------------

@@ -21,6 +21,7 @@ CI lower bound is > X (reported: the smallest such budget); ``inconclusive`` oth
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -54,6 +55,7 @@ from discriminators.base import (
     get_adversary,
     known_adversaries,
 )
+from discriminators.verdict import decide
 
 _DEFAULTS = AttackSettings()  # every default of a sweep is stated once, in bbi.config
 MIN_PROMPTS_FOR_CV_THRESHOLD = 10
@@ -125,6 +127,11 @@ class AttackConfig:
         ):
             if not MIN_RESAMPLES <= n <= MAX_RESAMPLES:
                 raise BbiError(f"{flag} must be in {MIN_RESAMPLES}..{MAX_RESAMPLES:,}, got {n}")
+        if self.n_permutations < math.ceil(1 / self.alpha):
+            raise BbiError(
+                f"--n-permutations {self.n_permutations} cannot give p < --alpha {self.alpha:g} "
+                f"(the smallest p is 1/(1 + n)); use at least {math.ceil(1 / self.alpha)}"
+            )
         if len(self.seeds) > MAX_SEEDS:
             raise BbiError(f"--seeds must be <= {MAX_SEEDS}, got {len(self.seeds)}")
         self._validate_adversary_params()
@@ -296,6 +303,7 @@ class PointResult:
     record: dict[str, Any]  # what goes in the per-point json
     replicates: dict[int, np.ndarray]  # k -> bootstrap replicates of eps
     scores: list[dict[str, Any]] | None = None  # per-test-item scores
+    d: np.ndarray | None = None  # per-test-prompt contributions at k = 1 (test order)
 
 
 class _Evaluator:
@@ -312,9 +320,12 @@ class _Evaluator:
                 raise BbiError(f"k={k} test queries exceed the {self.n_test} test prompts")
 
     def counts(self, seed: int, n: int) -> np.ndarray:
-        key = (seed, n)
+        """Bootstrap draws of the test prompts, the same for every seed (``seed`` is kept
+        for the signature): replicate b averaged over seeds is then a replicate of the
+        seed mean, which the budget curves' CIs need."""
+        key = (0, n)
         if key not in self._counts:
-            rng = np.random.default_rng([seed, n, 7])
+            rng = np.random.default_rng([n, 7])
             self._counts[key] = stats.bootstrap_counts(n, self.cfg.n_bootstrap, rng)
         return self._counts[key]
 
@@ -444,32 +455,31 @@ def run_point(
         p = np.asarray(adv.predict_proba(pairwise_frame(test_items, orient)), dtype=float)
         record["compute_s"] = time.perf_counter() - t0
         y = orient.astype(int)
-        # Adversaries that abstain (the judge's inconsistent verdicts) expose `kept_`:
-        # eps is then reported on the kept items, with the kept fraction.
+        # Adversaries that abstain (the judge's inconsistent verdicts) expose `kept_`. An
+        # abstention is a coin flip for the distinguisher: it contributes 0, so eps stays
+        # an advantage over all test prompts (not inflated by 1 / kept fraction).
         kept = getattr(adv, "kept_", None)
         mask = np.ones(ev.n_test, dtype=bool)
         if kept is not None and len(kept) == ev.n_test:
             mask = np.asarray(kept, dtype=bool)
             record["kept_fraction"] = float(mask.mean())
-            if not mask.any():
-                raise BbiError(f"{adv.name}: no test item kept at q={budget}, seed {seed}")
-        cats = cats[mask]
+        p_eff = np.where(mask, p, 0.5)
         d_by_k = {
-            k: stats.pairwise_contrib_k(p[mask], y[mask], k, ev.group_rng(seed, k))
+            k: stats.pairwise_contrib_k(p_eff, y, k, ev.group_rng(seed, k))
             for k in cfg.test_queries
         }
         record["threshold"] = 0.5
         idx = np.arange(ev.n_test)
-        pos, neg = mask & (y == 1), mask & (y == 0)
+        pos, neg = y == 1, y == 0
         auc = stats.auroc_estimate(
-            p[pos], p[neg], idx[pos], idx[neg], counts=ev.counts(seed, ev.n_test)
+            p_eff[pos], p_eff[neg], idx[pos], idx[neg], counts=ev.counts(seed, ev.n_test)
         )
-        p_correct = np.where(y == 1, p, 1 - p)
+        p_correct = np.where(y == 1, p_eff, 1 - p_eff)
         margins = 2 * p_correct - 1
         if want_scores:
             # d: the prompt's contribution to eps (k = 1); abstained items (kept false)
-            # contribute nothing and have d null.
-            d_all = stats.pairwise_contrib(p, y)
+            # contribute 0.
+            d_all = d_by_k[1]
             scores = [
                 {
                     "prompt_id": pid,
@@ -479,7 +489,7 @@ def run_point(
                     "p_correct": float(pc),
                     "margin": float(2 * pc - 1),
                     "kept": bool(kp),
-                    "d": float(di) if kp else None,
+                    "d": float(di),
                 }
                 for pid, cat, pa, o, pc, kp, di in zip(
                     data.test["id"],
@@ -509,7 +519,7 @@ def run_point(
     record["mean_margin"] = float(np.mean(margins))
     if getattr(adv, "notes", None):
         record["notes"] = adv.notes
-    return PointResult(record, reps, scores)
+    return PointResult(record, reps, scores, d=np.asarray(d_by_k[1], dtype=float))
 
 
 # ---- the sweep ---------------------------------------------------------------------------
@@ -552,7 +562,10 @@ def run_attack(
     if not comparisons:
         raise BbiError(f"{run.path}: no model besides the teacher to compare")
     adv_classes = {a: adversary_class(a) for a in cfg.adversaries}
-    need_emb = any("embeddings" in c.needs for c in adv_classes.values())
+    need_emb = any(
+        "embeddings" in get_adversary(a, **cfg.adversary_params.get(a, {})).requires()
+        for a in cfg.adversaries
+    )
     results = run.read_results().get("attack") or {}
     all_comparisons = dict(results.get("comparisons") or {})
     for other in comparisons:
@@ -693,7 +706,7 @@ def full_budget_contributions(
 ) -> dict[str, tuple[str, float]] | None:
     """prompt_id -> (category, d_i) at a comparison's full-budget point; None if unknown.
 
-    Abstained items (the judge) are left out. Scores files written before ``d`` was
+    Abstained items (the judge) contribute 0, as in eps itself. Scores files written before ``d`` was
     recorded are read back through the point's threshold (pointwise) or p_correct
     (pairwise without abstention).
     """
@@ -716,7 +729,7 @@ def full_budget_contributions(
         else:
             return None
         if d is None or rec.get("kept") is False:
-            continue
+            d = 0.0
         out[str(rec["prompt_id"])] = (str(rec.get("category")), float(d))
     return out
 
@@ -879,6 +892,7 @@ def _attack_comparison(
     n_points = len(cfg.adversaries) * len(cfg.strategies) * len(cfg.seeds) * len(cfg.budgets)
     bar = progress(f"{other}: adversaries", n_points) if progress else None
     adversaries: dict[str, Any] = {}
+    seed_means: dict[str, dict[tuple[str, int], np.ndarray]] = {}
     examples_margin: dict[str, dict[str, float]] = {}
     for name, cls in adv_classes.items():
         context = _context(run, other, cfg)
@@ -913,7 +927,16 @@ def _attack_comparison(
             for rec in full_res.scores:
                 examples_margin.setdefault(rec["prompt_id"], {})[name] = rec["margin"]
         adversaries[name] = _summarise(name, cls, points, full_res, cfg, prepare_s)
-    verdict = _verdict(adversaries, cfg)
+        if cls.kind != "test":
+            seed_means[name] = {
+                (strat, q): np.mean([points[(strat, s, q)].d for s in cfg.seeds], axis=0)
+                for strat in cfg.strategies
+                for q in cfg.budgets
+            }
+    test_cats = data.test["category"].astype(str).to_numpy()
+    verdict = attack_verdict(adversaries, seed_means, test_cats, cfg, full_seed)
+    if data.role == "null":
+        verdict["calibration"] = calibration(adversaries, seed_means, test_cats, cfg, full_seed)
     examples = _examples(data, examples_margin, cfg.n_examples)
     return {
         "reference": "teacher",
@@ -943,7 +966,9 @@ def _summarise(name, cls, points, full_res: PointResult, cfg: AttackConfig, prep
                         "ci": None,
                         "n_seeds": len(pts),
                         "p_values": ps,
-                        "p_median": float(np.median(ps)),
+                        # Twice the median of valid p-values is valid under any dependence
+                        # (Vovk & Wang 2020); the median itself is not a p-value.
+                        "p": float(min(1.0, 2 * np.median(ps))),
                         "statistic": float(
                             np.mean([p.record["two_sample"]["statistic"] for p in pts])
                         ),
@@ -951,6 +976,7 @@ def _summarise(name, cls, points, full_res: PointResult, cfg: AttackConfig, prep
                     }
                 )
                 continue
+            d_mean = np.mean([p.d for p in pts], axis=0)
             for k in cfg.test_queries:
                 vals = [p.record["eps_k"][str(k)]["value"] for p in pts]
                 curve.append(
@@ -958,18 +984,32 @@ def _summarise(name, cls, points, full_res: PointResult, cfg: AttackConfig, prep
                         "q": q,
                         "k": k,
                         "value": float(np.mean(vals)),
-                        "ci": stats.pooled_ci([p.replicates[k] for p in pts]),
+                        # CI of the seed mean (bootstrap draws are shared across seeds).
+                        "ci": stats.seed_mean_ci([p.replicates[k] for p in pts]),
                         "n": pts[0].record["eps_k"][str(k)]["n"],
                         "n_seeds": len(pts),
                         "seed_values": [float(v) for v in vals],
-                        "p_median": float(np.median([p.record["eps_k"][str(k)]["p"] for p in pts])),
+                        # Exact sign-flip p of the seed mean at k = 1 (per prompt); k-groups
+                        # differ between seeds, so no p is claimed there.
+                        "p": stats.permutation_p(d_mean, cfg.n_permutations, seed=q)
+                        if k == 1
+                        else None,
                         "compute_s": float(np.mean([p.record["compute_s"] for p in pts])),
                     }
                 )
         curves[strat] = curve
+    eps = rec.get("eps")
+    if cls.kind != "test":
+        # The headline: the full-budget point of the first strategy, averaged over seeds,
+        # with the CI of that mean (the same numbers the curve shows).
+        pt = next(
+            p for p in curves[cfg.strategies[0]] if p["q"] == max(cfg.budgets) and p["k"] == 1
+        )
+        eps = {"value": pt["value"], "ci": pt["ci"], "n": pt["n"], "p": pt["p"]}
     out: dict[str, Any] = {
         "kind": cls.kind,
-        "eps": rec.get("eps"),
+        "eps": eps,
+        "n_seeds": len(cfg.seeds),
         "auroc": rec.get("auroc"),
         "kept_fraction": rec.get("kept_fraction"),
         "budget": rec["budget"],
@@ -987,73 +1027,79 @@ def _summarise(name, cls, points, full_res: PointResult, cfg: AttackConfig, prep
     return out
 
 
-def _verdict(adversaries: dict[str, Any], cfg: AttackConfig) -> dict[str, Any]:
-    eps0 = cfg.epsilon
-    pts = []
+def _verdict_inputs(adversaries: dict[str, Any]) -> tuple[dict, dict]:
+    upper: dict[str, list[tuple[str, int, float]]] = {}
+    excluded: dict[str, str] = {}
     for name, a in adversaries.items():
-        for strat, curve in a["curves"].items():
-            for pt in curve:
-                if pt["k"] == 1 and pt["value"] is not None:
-                    pts.append((name, strat, pt))
-    if not pts:
-        return {
-            "epsilon": eps0,
-            "indistinguishable": None,
-            "status": "no-estimate",
-            "text": "no adversary produced an advantage estimate",
-        }
-    top = max(pts, key=lambda t: t[2]["value"])
-    max_eps = {
-        "value": top[2]["value"],
-        "ci": top[2]["ci"],
-        "adversary": top[0],
-        "strategy": top[1],
-        "q": top[2]["q"],
+        if a["kind"] == "test":
+            excluded[name] = "two-sample test without an eps; its p-values are reported beside"
+            continue
+        upper[name] = [
+            (strat, int(pt["q"]), float(pt["ci"][1]))
+            for strat, curve in a["curves"].items()
+            for pt in curve
+            if pt["value"] is not None
+        ]
+    return upper, excluded
+
+
+def attack_verdict(
+    adversaries: dict[str, Any],
+    seed_means: dict[str, dict[tuple[str, int], np.ndarray]],
+    categories: np.ndarray,
+    cfg: AttackConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """The declared primary analysis (``discriminators.verdict``); category findings are
+    written back into each adversary's ``per_category`` so every table shows the
+    family-wise (not per-adversary) significance."""
+    upper, excluded = _verdict_inputs(adversaries)
+    out = decide(seed_means, upper, categories, cfg, cfg.epsilon, excluded, seed=seed)
+    # Adversaries that read the teacher beyond its samples spend queries outside q.
+    out["gray_box"] = {
+        n: a["notes"]
+        for n, a in adversaries.items()
+        if isinstance(a.get("notes"), str) and a["notes"].startswith("gray-box")
     }
-    max_q = max(cfg.budgets)
-    broken = [t for t in pts if t[2]["ci"][0] > eps0]
-    if broken:
-        name, strat, pt = min(broken, key=lambda t: (t[2]["q"], -t[2]["value"]))
-        return {
-            "epsilon": eps0,
-            "indistinguishable": False,
-            "status": "distinguishable",
-            "broken_by": name,
-            "strategy": strat,
-            "at_budget": pt["q"],
-            "max_eps": max_eps,
-            "text": (
-                f"distinguishable: {name} reaches eps {pt['value']:.2f} "
-                f"[{pt['ci'][0]:.2f}, {pt['ci'][1]:.2f}] > {eps0:.2f} with q={pt['q']}"
-            ),
+    for row in out.get("categories", []):
+        adversaries[row["adversary"]]["per_category"][row["category"]] = {
+            **row["eps"],
+            "p": row["p"],
+            "p_holm": row["p_holm"],
+            "significant": row["significant"],
+            "h0": f"eps <= {cfg.epsilon:g}",
         }
-    worst = max(pts, key=lambda t: t[2]["ci"][1])
-    if worst[2]["ci"][1] <= eps0:
-        return {
-            "epsilon": eps0,
-            "indistinguishable": True,
-            "status": "indistinguishable",
-            "broken_by": None,
-            "at_budget": max_q,
-            "max_eps": max_eps,
-            "text": (
-                f"indistinguishable at eps <= {eps0:.2f} with q <= {max_q} queries "
-                f"against {', '.join(adversaries)} (largest CI upper bound "
-                f"{worst[2]['ci'][1]:.2f}, {worst[0]})"
-            ),
-        }
-    name, strat, pt = worst
+    return out
+
+
+def calibration(
+    adversaries: dict[str, Any],
+    seed_means: dict[str, dict[tuple[str, int], np.ndarray]],
+    categories: np.ndarray,
+    cfg: AttackConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """The A/A check: the verdict's whole family at tolerance 0 must reject nothing."""
+    upper, excluded = _verdict_inputs(adversaries)
+    res = decide(seed_means, upper, categories, cfg, 0.0, excluded, seed=seed)
+    if res["status"] == "no-estimate":
+        return {"eps0": 0.0, "ok": None, "text": res["text"]}
+    rejected = [
+        *(["overall"] if res["primary"]["rejected"] else []),
+        *(f"{r['category']}/{r['adversary']}" for r in res["categories"] if r["significant"]),
+    ]
+    tests = [res["primary"]["p_holm"], *(r["p_holm"] for r in res["categories"])]
     return {
-        "epsilon": eps0,
-        "indistinguishable": False,
-        "status": "inconclusive",
-        "broken_by": None,
-        "at_budget": pt["q"],
-        "max_eps": max_eps,
+        "eps0": 0.0,
+        "ok": not rejected,
+        "rejected": rejected,
+        "family_size": res["family_size"],
+        "min_p_holm": float(min(tests)),
         "text": (
-            f"not shown indistinguishable at eps <= {eps0:.2f}: {name} eps "
-            f"{pt['value']:.2f} [{pt['ci'][0]:.2f}, {pt['ci'][1]:.2f}] at q={pt['q']} "
-            f"has a CI upper bound above {eps0:.2f}, none clearly above"
+            f"A/A calibration holds: none of {res['family_size']} tests rejects eps = 0 "
+            f"(smallest Holm p {min(tests):.3g})"
+            if not rejected
+            else f"A/A calibration FAILS: eps > 0 found in {', '.join(rejected)}"
         ),
     }
 

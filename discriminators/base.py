@@ -93,6 +93,11 @@ class Adversary(BaseEstimator):
     # bad ``--param`` fails before the sweep; unlisted ones must match their default's type.
     _parameter_constraints: ClassVar[dict[str, list]] = {}
 
+    def requires(self) -> frozenset[str]:
+        """What this configured instance needs prepared (``needs`` unless a parameter
+        changes it, e.g. mmd with the Hamming kernel needs no embeddings)."""
+        return self.needs
+
     def preflight(self) -> None:
         """Cheap checks that need the context (no model loads): raise BbiError now for
         what would otherwise fail mid-sweep. Called by the attack before any work."""

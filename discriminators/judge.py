@@ -3,7 +3,13 @@
 The paper's LLM judge (from a different family than the student) sees a prompt and the
 two responses and names the teacher's; it is asked again with the responses swapped and
 only *consistent* verdicts (the same response chosen in both orders) are kept, which
-removes pure position bias. bbi reports eps on the kept items and the kept fraction.
+removes pure position bias. An inconsistent item is an abstention, a coin flip for the
+distinguisher: it contributes 0 to eps, which stays an advantage over all test prompts
+(eps on the kept items alone would be inflated by 1 / kept fraction); the kept fraction is
+reported beside it.
+
+With the default judge (the teacher's own spec) the judge reads the teacher's weights
+outside the query budget q: a *gray-box* adversary, and ``notes`` says so in the results.
 
 The judge is any model spec (``judge=``; default: the run's teacher spec, so its family is
 independent of the student's unless you choose otherwise), including ``openai:`` endpoints.
@@ -19,7 +25,7 @@ Two ways to read a verdict:
 
 ``predict_proba`` returns P(response_a is the teacher's) for kept items and exactly 0.5
 for dropped ones (inconsistent or unparsed), so it is safe for any consumer; ``kept_``
-(bool mask) and ``kept_fraction`` say which items count for eps on kept items.
+(bool mask) and ``kept_fraction`` say which items carried a verdict.
 
 Small judges can be so position-biased that nothing is consistent. With
 ``drop_inconsistent=False`` every item is kept: the logprob path then uses the
@@ -40,6 +46,7 @@ from bbi.errors import BbiError
 from discriminators.base import BOOLEAN, SEED, Adversary, at_least, one_of, register
 
 METHODS = ("auto", "logprob", "text")
+GRAY_BOX_NOTE = "gray-box: the judge is the teacher model, queried outside the budget q"
 _LETTER = re.compile(r"(?<![A-Za-z])([AB])(?![A-Za-z])")
 
 INSTRUCTIONS = (
@@ -179,6 +186,10 @@ class JudgeAdversary(Adversary):
                 ref = (run.models().get(teacher) or {}).get("spec")
         if ref is None:
             raise BbiError("judge: no judge model; pass judge=SPEC (e.g. hf:..., openai:URL#model)")
+        ctx = self.context or {}
+        run, teacher = ctx.get("run"), ctx.get("teacher")
+        t_spec = (run.models().get(teacher) or {}).get("spec") if run and teacher else None
+        self.notes = GRAY_BOX_NOTE if isinstance(ref, str) and ref == t_spec else None
         if isinstance(ref, str):
             from bbi.specs import imported_error, is_imported, parse_spec
 

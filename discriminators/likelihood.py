@@ -48,7 +48,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "rank1_fraction",
     "log_rank_mean",
 )
-GRAY_BOX_NOTE = "gray-box: reference LM is the teacher"
+GRAY_BOX_NOTE = (
+    "gray-box: reference LM is the teacher; its token probabilities are queried outside "
+    "the budget q"
+)
 _SCORE_CHUNK = 64
 
 

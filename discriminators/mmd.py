@@ -191,6 +191,9 @@ class MMDTest(Adversary):
         self.align = align
         self.n_permutations = n_permutations
 
+    def requires(self) -> frozenset[str]:
+        return self.needs if self.kernel == "embedding" else frozenset()
+
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> MMDTest:
         """No-op: a two-sample test has nothing to learn."""
         return self

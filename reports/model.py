@@ -147,6 +147,19 @@ class Verdict:
     strategy: str | None = None  # strategy of the breaking point
     max_adversary: str | None = None  # where the strongest eps was seen
     max_q: int | None = None
+    # The declared primary analysis (discriminators.verdict): the point selected on half
+    # the test prompts and its eps confirmed on the other half.
+    primary: Est | None = None
+    primary_adversary: str | None = None
+    primary_strategy: str | None = None
+    primary_q: int | None = None
+    primary_p_holm: float | None = None
+    primary_rejected: bool = False
+    distinguishable_in: list[str] = field(default_factory=list)
+    family_size: int | None = None
+    alpha: float | None = None
+    calibration: dict[str, Any] | None = None  # A/A comparisons: the eps = 0 family test
+    gray_box: dict[str, str] = field(default_factory=dict)  # adversary -> note
 
 
 @dataclass
@@ -369,6 +382,11 @@ def _parse_verdict(obj: Any, where: str, epsilon: float | None) -> Verdict:
     at = obj.get("at_budget")
     eps_v = _num(obj.get("epsilon"), f"{where}.epsilon")
     mx = obj.get("max_eps") if isinstance(obj.get("max_eps"), dict) else {}
+    prim = _dict(obj.get("primary"), f"{where}.primary")
+    pq = prim.get("q")
+    found = obj.get("distinguishable_in")
+    fam = obj.get("family_size")
+    cal = obj.get("calibration")
     return Verdict(
         status=status,
         epsilon=eps_v if eps_v is not None else epsilon,
@@ -379,6 +397,19 @@ def _parse_verdict(obj: Any, where: str, epsilon: float | None) -> Verdict:
         strategy=obj.get("strategy") if isinstance(obj.get("strategy"), str) else None,
         max_adversary=mx.get("adversary") if isinstance(mx.get("adversary"), str) else None,
         max_q=int(mx["q"]) if isinstance(mx.get("q"), (int, float)) else None,
+        primary=_est(prim.get("eps"), f"{where}.primary.eps") if prim else None,
+        primary_adversary=prim.get("adversary") if isinstance(prim.get("adversary"), str) else None,
+        primary_strategy=prim.get("strategy") if isinstance(prim.get("strategy"), str) else None,
+        primary_q=int(pq) if isinstance(pq, (int, float)) else None,
+        primary_p_holm=_num(prim.get("p_holm"), f"{where}.primary.p_holm"),
+        primary_rejected=prim.get("rejected") is True,
+        distinguishable_in=[str(c) for c in found] if isinstance(found, list) else [],
+        family_size=int(fam) if isinstance(fam, (int, float)) else None,
+        alpha=_num(obj.get("alpha"), f"{where}.alpha"),
+        calibration=cal if isinstance(cal, dict) else None,
+        gray_box={
+            str(k): str(v) for k, v in _dict(obj.get("gray_box"), f"{where}.gray_box").items()
+        },
     )
 
 

@@ -89,21 +89,33 @@ def visible(text: str) -> Markup:
 
 # ---- context shared by the three formats -----------------------------------------------
 def _null_status(r: Report) -> dict | None:
-    """Does the A/A comparison behave like a null? (every adversary's eps CI covers 0)."""
+    """Does the A/A comparison behave like a null? The verdict's family-wise test at eps = 0
+    (``verdict.calibration``) decides; older results fall back to "every CI covers 0"."""
     null = r.null
     if null is None:
         return None
     rows = [(a.name, a.eps) for a in null.adversaries if a.eps is not None and a.eps.ci]
+    worst = max(rows, key=lambda x: x[1].value if x[1].value is not None else -9) if rows else None
+    cal = null.verdict.calibration
+    if cal is not None and cal.get("ok") is not None:
+        failing = sorted(
+            {
+                str(t).split("/")[-1] if "/" in str(t) else "the primary test"
+                for t in cal.get("rejected") or []
+            }
+        )
+        return {
+            "alias": null.alias,
+            "ok": bool(cal["ok"]),
+            "worst": worst,
+            "failing": failing,
+            "family": cal.get("family_size"),
+            "min_p": cal.get("min_p_holm"),
+        }
     if not rows:
         return {"alias": null.alias, "ok": None, "worst": None, "failing": []}
     failing = [name for name, e in rows if e.lo is not None and e.lo > 0]
-    worst_name, worst = max(rows, key=lambda x: x[1].value if x[1].value is not None else -9)
-    return {
-        "alias": null.alias,
-        "ok": not failing,
-        "worst": (worst_name, worst),
-        "failing": failing,
-    }
+    return {"alias": null.alias, "ok": not failing, "worst": worst, "failing": failing}
 
 
 def _giveaways(comp: Comparison, limit: int = 4) -> list[dict]:

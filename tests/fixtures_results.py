@@ -23,8 +23,7 @@ import numpy as np
 
 from bbi.runstore import RunDir, append_jsonl, write_json
 from bbi.stats import delta_reading, holm, paired_delta
-from discriminators.attack import AttackConfig
-from discriminators.attack import _verdict as attack_verdict
+from discriminators.attack import AttackConfig, attack_verdict, calibration
 from probes import CATEGORIES
 
 ADVERSARIES = ("surface", "tfidf", "embed", "pairwise")
@@ -38,7 +37,7 @@ HOSTILE_TEXT = (
 )
 
 # Category -> true advantage planted for the first student (others get ~0).
-DEFAULT_PLANTED = {"style_format": 0.45, "robustness": 0.3, "domain_technical": 0.22}
+DEFAULT_PLANTED = {"style_format": 0.95, "robustness": 0.85, "domain_technical": 0.3}
 
 
 def _est(rng: np.random.Generator, value: float, n: int, spread: float = 0.06) -> dict:
@@ -55,9 +54,21 @@ def _holm(pvals: list[float]) -> list[float]:
     return [float(p) for p in holm(pvals)]
 
 
-def _verdict(advs: dict, epsilon: float, budgets: list[int]) -> dict:
-    """The attack's own verdict rule; adversaries without curves count at their full budget."""
-    with_curves = {}
+def _verdict(
+    rng: np.random.Generator,
+    advs: dict,
+    epsilon: float,
+    budgets: list[int],
+    strategies: list[str],
+    test_cats: np.ndarray,
+    strength,
+    role: str,
+) -> dict:
+    """The attack's own verdict, on per-prompt contributions drawn from the planted
+    strengths (d = +1 with probability (1 + strength) / 2, else -1); it also writes the
+    family-wise category findings into each adversary's ``per_category``, as the attack
+    does. Adversaries without curves count at their full budget."""
+    with_curves, seed_means = {}, {}
     for name, a in advs.items():
         curves = a["curves"]
         if not curves and a["eps"] is not None:
@@ -66,7 +77,22 @@ def _verdict(advs: dict, epsilon: float, budgets: list[int]) -> dict:
                 a["strategy"]: [{"q": a["budget"], "k": 1, "value": e["value"], "ci": e["ci"]}]
             }
         with_curves[name] = {**a, "curves": curves}
-    return attack_verdict(with_curves, AttackConfig(budgets=list(budgets), epsilon=epsilon))
+        if a["kind"] == "test":
+            continue
+        seed_means[name] = {}
+        for strat, curve in curves.items():
+            for pt in curve:
+                if pt["k"] != 1:
+                    continue
+                frac = np.log(pt["q"]) / np.log(budgets[-1])
+                m = np.array([strength(c) for c in test_cats]) * a["skill"] * frac
+                d = np.where(rng.random(len(test_cats)) < (1 + m) / 2, 1.0, -1.0)
+                seed_means[name][(strat, pt["q"])] = d
+    cfg = AttackConfig(budgets=list(budgets), epsilon=epsilon, strategies=list(strategies))
+    out = attack_verdict(with_curves, seed_means, test_cats, cfg, 0)
+    if role == "null":
+        out["calibration"] = calibration(with_curves, seed_means, test_cats, cfg, 0)
+    return out
 
 
 def _deltas(
@@ -147,7 +173,7 @@ def build_run(
     test_queries: Sequence[int] = (1, 4),
     adversaries: Sequence[str] = ADVERSARIES,
     categories: Sequence[str] = CATEGORIES,
-    n_per_category: int = 10,
+    n_per_category: int = 60,
     planted: dict[str, float] | None = None,
     hostile: bool = True,
     epsilon: float = 0.1,
@@ -174,7 +200,7 @@ def build_run(
 
     # ---- suite -------------------------------------------------------------------
     suite = []
-    n_test = max(1, n_per_category // 5)
+    n_test = max(1, n_per_category // 2)
     for cat in categories:
         for j in range(n_per_category):
             suite.append(
@@ -417,7 +443,21 @@ def build_run(
                     },
                     "notes": None,
                 }
-            verdict = _verdict(advs, epsilon, budgets)
+            test_cats = np.array([r["category"] for r in suite if r["split"] == "test"])
+            for adv in adversaries:
+                advs[adv]["skill"] = skill[adv]
+            verdict = _verdict(
+                rng,
+                advs,
+                epsilon,
+                budgets,
+                strategies,
+                test_cats,
+                lambda c, alias=alias: strength(alias, c),
+                role,
+            )
+            for adv in adversaries:
+                advs[adv].pop("skill")
             examples: dict = {}
             for cat in categories:
                 ids = [r["id"] for r in suite if r["category"] == cat and r["split"] == "test"][:3]

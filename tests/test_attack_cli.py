@@ -33,8 +33,8 @@ def attacked(tmp_path_factory):
     path = tmp_path_factory.mktemp("runs") / "planted"
     synthetic.make_run(
         path,
-        n_per_category=40,
-        test_fraction=0.4,
+        n_per_category=60,
+        test_fraction=0.5,
         seed=0,
         students={
             "student": {"categories": ["style_format"], "rate": 1.0, "artifact": "signoff"},
@@ -81,8 +81,8 @@ def test_results_follow_the_contract(attacked):
     comp = att["comparisons"]["student"]
     assert comp["reference"] == "teacher" and comp["role"] == "student"
     surf = comp["adversaries"]["surface"]
-    assert surf["budget"] == 480 and surf["strategy"] == "random" and surf["seed"] == 0
-    assert set(surf["eps"]) >= {"value", "ci", "n", "p"} and surf["eps"]["n"] == 160
+    assert surf["budget"] == 480 and surf["strategy"] == "random" and surf["n_seeds"] == 2
+    assert set(surf["eps"]) >= {"value", "ci", "n", "p"} and surf["eps"]["n"] == 300
     assert surf["compute_s"] > 0
     curve = surf["curves"]["stratified"]
     assert {(p["q"], p["k"]) for p in curve} == {(q, k) for q in (40, 480) for k in (1, 4)}
@@ -102,7 +102,7 @@ def test_every_point_json_respects_the_budget(attacked):
         assert revealed_ok(rec), f
         assert rec["queries"]["revealed"] <= rec["queries"]["budget"]
     scores = list(read_jsonl(run.attack_dir / "student" / "surface.scores.jsonl"))
-    assert len(scores) == 160 and {"prompt_id", "score_teacher", "score_other"} <= set(scores[0])
+    assert len(scores) == 300 and {"prompt_id", "score_teacher", "score_other"} <= set(scores[0])
 
 
 def test_planted_category_is_flagged_and_only_it(attacked):
@@ -114,7 +114,12 @@ def test_planted_category_is_flagged_and_only_it(attacked):
         assert per["style_format"]["value"] > 0.6, adv
         flagged = [c for c, e in per.items() if e["significant"]]
         assert flagged == ["style_format"], (adv, flagged)
-    assert comp["verdict"]["status"] in ("distinguishable", "inconclusive")
+    # The verdict says where: distinguishable in that category (the overall eps is diluted).
+    verdict = comp["verdict"]
+    assert verdict["status"] == "distinguishable", verdict["text"]
+    assert verdict["distinguishable_in"] == ["style_format"]
+    assert "style_format" in verdict["text"] and "mmd" not in verdict["text"]
+    assert verdict["family_size"] == 1 + 3 * len(per)
 
 
 def test_aa_comparison_covers_zero_and_is_not_broken(attacked):
@@ -126,6 +131,7 @@ def test_aa_comparison_covers_zero_and_is_not_broken(attacked):
         assert lo <= 0 <= hi, adv
         assert not any(e["significant"] for e in r["per_category"].values()), adv
     assert comp["verdict"]["status"] != "distinguishable"
+    assert comp["verdict"]["calibration"]["ok"] is True
 
 
 def test_known_advantage_is_recovered_within_ci(attacked):
@@ -272,7 +278,15 @@ def test_abstaining_and_two_sample_adversaries_are_recorded(tmp_path):
     advs = att["comparisons"]["student"]["adversaries"]
     ab = advs["_abstainer_test"]
     assert ab["kept_fraction"] == pytest.approx(0.5)
-    assert ab["eps"]["n"] == 30  # 60 test prompts, half kept
+    # An abstention is a coin flip: it contributes 0 and eps stays over all 60 prompts
+    # (not inflated by 1 / kept fraction).
+    assert ab["eps"]["n"] == 60
+    scores = list(read_jsonl(run.attack_dir / "student" / "_abstainer_test.scores.jsonl"))
+    assert all(r["d"] == 0 for r in scores if not r["kept"])
+    assert ab["eps"]["value"] == pytest.approx(np.mean([r["d"] for r in scores]))
+    verdict = att["comparisons"]["student"]["verdict"]
+    assert verdict["adversaries"] == ["_abstainer_test"] and "_length_test" in verdict["excluded"]
+    assert "_length_test" not in verdict["text"]
     lt = advs["_length_test"]
     assert lt["eps"] is None and 0 <= lt["two_sample"]["p"] <= 1
     assert [p["q"] for p in lt["curves"]["random"]] == [20, 60]

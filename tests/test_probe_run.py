@@ -311,3 +311,19 @@ def test_probe_run_cli_errors_are_one_line(tmp_path):
     assert res.exit_code == 2 and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["probe", "run", "--run", str(tmp_path / "r")])
     assert res.exit_code == 2 and "--teacher" in res.output
+
+
+def test_existing_run_probes_what_run_yaml_lists(micro_zoo, tmp_path):
+    """`bbi probe run --run DIR` alone answers the run's models, e.g. a distilled student."""
+    run_dir = tmp_path / "r"
+    run_probe(run_dir, models(), tiny_suite(), ProbeSettings(**SETTINGS), progress=False)
+    rd = RunDir(run_dir)
+    cfg = rd.config()
+    cfg["models"]["student_new"] = {"spec": "zoo:student", "role": "student"}  # as distil does
+    rd.write_config(cfg)
+    before = {a: rd.responses_path(a).read_bytes() for a in ("teacher", "student")}
+    res = CliRunner().invoke(app, ["probe", "run", "--run", str(run_dir), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert len(rd.responses("student_new")) == len(tiny_suite())
+    assert {a: rd.responses_path(a).read_bytes() for a in before} == before  # cached, untouched
+    assert rd.config()["generation"]["max_new_tokens"] == SETTINGS["max_new_tokens"]

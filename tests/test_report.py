@@ -328,11 +328,13 @@ def test_failed_calibration_is_flagged(tmp_path):
     run = build_run(tmp_path / "badnull")
     res = load_results(run)
     adv = next(iter(res["attack"]["comparisons"]["teacher_null"]["adversaries"]))
-    res["attack"]["comparisons"]["teacher_null"]["adversaries"][adv]["eps"] = {
-        "value": 0.2,
-        "ci": [0.1, 0.3],
-        "n": 20,
-        "p": 0.001,
+    null = res["attack"]["comparisons"]["teacher_null"]
+    assert null["verdict"]["calibration"]["ok"] is True
+    # The verdict's family-wise A/A test decides ...
+    null["verdict"]["calibration"] = {
+        **null["verdict"]["calibration"],
+        "ok": False,
+        "rejected": [f"style_format/{adv}"],
     }
     write_json(run / "results.json", res)
     doc = _parse(write_report(run).read_text(encoding="utf-8"))
@@ -340,6 +342,12 @@ def test_failed_calibration_is_flagged(tmp_path):
     assert write_report(run, fmt="json") and json.loads((run / "report.json").read_text())[
         "null_calibration"
     ]["failing"] == [adv]
+    # ... and results without it fall back to "every eps CI covers 0".
+    del null["verdict"]["calibration"]
+    null["adversaries"][adv]["eps"] = {"value": 0.2, "ci": [0.1, 0.3], "n": 20, "p": 0.001}
+    write_json(run / "results.json", res)
+    doc = _parse(write_report(run).read_text(encoding="utf-8"))
+    assert doc.having("data-calibration", **{"data-calibration": "failed"})
 
 
 def test_missing_responses_do_not_break_examples(tmp_path):

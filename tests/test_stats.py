@@ -142,6 +142,30 @@ def test_mean_ci_bootstrap_and_t():
         stats.mean_ci(x, method="magic")
 
 
-def test_pooled_ci_spans_all_replicates():
-    lo, hi = stats.pooled_ci([np.zeros(100), np.ones(100)])
-    assert lo == 0.0 and hi == 1.0
+def test_seed_mean_ci_is_a_ci_of_the_mean_not_of_the_mixture():
+    rng = np.random.default_rng(0)
+    reps = [rng.normal(0, 1, 2000), rng.normal(1, 1, 2000)]
+    lo, hi = stats.seed_mean_ci(reps)
+    # The seed mean of two independent N(., 1) replicates has sd 1/sqrt(2), centred at 0.5;
+    # pooling the replicates would give a mixture interval about 1.6x as wide.
+    assert lo == pytest.approx(0.5 - 1.96 / 2**0.5, abs=0.1)
+    assert hi == pytest.approx(0.5 + 1.96 / 2**0.5, abs=0.1)
+
+
+def test_betting_test_is_valid_under_the_null_and_finds_real_advantage():
+    rng = np.random.default_rng(1)
+    alpha, reps = 0.05, 400
+    # H0 at its boundary: E[d] = eps0 = 0.1, d in {-1, 0, 1}.
+    null = [
+        stats.betting_test(rng.choice([-1, 0, 1], 120, p=[0.25, 0.4, 0.35]), 0.1, alpha, seed=i)
+        for i in range(reps)
+    ]
+    rate = np.mean([r["p"] < alpha for r in null])
+    assert rate <= alpha + 2 * (alpha * (1 - alpha) / reps) ** 0.5
+    # The test is anytime valid: stopping at the first crossing is the same event.
+    assert all((r["n_to_reject"] is not None) == (r["p"] <= alpha) for r in null)
+    strong = stats.betting_test(np.where(rng.random(60) < 0.95, 1.0, -1.0), 0.1, alpha)
+    assert strong["p"] < 1e-3 and strong["n_to_reject"] <= 20
+    assert stats.betting_test(np.zeros(50), 0.0)["p"] == pytest.approx(1.0)  # no bet won
+    with pytest.raises(BbiError):
+        stats.betting_test(np.array([2.0]))

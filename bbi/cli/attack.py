@@ -135,7 +135,9 @@ def print_attack(console: Console, attack: dict[str, Any], only: list[str] | Non
         advs = [a for a, r in comp["adversaries"].items() if r.get("kind") != "test"]
         cats = sorted({c for a in advs for c in comp["adversaries"][a]["per_category"]})
         if cats:
-            t = Table(title=f"{label}: eps per category (* = Holm p < alpha)")
+            t = Table(
+                title=f"{label}: eps per category (* = significant in the verdict's family-wise test)"
+            )
             t.add_column("category")
             for a in advs:
                 t.add_column(a, justify="right")
@@ -170,12 +172,15 @@ def print_attack(console: Console, attack: dict[str, Any], only: list[str] | Non
                         if pt is None:
                             cells.append("-")
                         elif pt.get("value") is None:
-                            cells.append(f"p~{pt.get('p_median', float('nan')):.3f}")
+                            cells.append(f"p={pt.get('p', pt.get('p_median', float('nan'))):.3f}")
                         else:
                             cells.append(_fmt(pt))
                     t.add_row(a, strat, str(k), *cells)
         console.print(t)
         console.print(f"[bold]{label}[/bold]: {comp['verdict']['text']}")
+        cal = comp["verdict"].get("calibration")
+        if cal and cal.get("text"):
+            console.print(f"[bold]{label}[/bold]: {cal['text']}")
     deltas = {a: d for a, d in (attack.get("deltas") or {}).items() if only is None or a in only}
     if deltas:
         t = Table(
@@ -258,8 +263,9 @@ def register(app: typer.Typer) -> None:
         ),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars or tables."),
     ) -> None:
-        """Measure eps(q, k) of adversaries against every (teacher, other) comparison,
-        with bootstrap CIs, permutation p-values, per-category Holm tests and a verdict."""
+        """Measure eps(q, k) of adversaries against every (teacher, other) comparison, with
+        bootstrap CIs and p-values; the verdict controls family-wise error over the sweep
+        and names the categories where the student gives itself away."""
         from bbi.runstore import RunDir
         from discriminators.attack import AttackConfig, run_attack
 

@@ -116,7 +116,7 @@ def register(app: typer.Typer) -> None:
         cfg = ProbeConfig.parse(
             read_yaml_mapping(config) if config else {}, str(config) if config else "config"
         )
-        gen = cfg.generation.updated(
+        gen_flags = dict(
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             top_p=top_p,
@@ -128,11 +128,29 @@ def register(app: typer.Typer) -> None:
             dtype=dtype,
             trust_remote_code=trust_remote_code or None,
         )
-        teacher = teacher or cfg.teacher
-        if not teacher:
-            raise BbiError("--teacher is required (or 'teacher:' in --config)")
-        students = list(student or []) or cfg.students
+        gen = cfg.generation.updated(**gen_flags)
         run_path = run or (Path(cfg.run) if cfg.run else None)
+        teacher = teacher or cfg.teacher
+        if not teacher and run_path is not None and (run_path / "run.yaml").is_file() and not fresh:
+            # An existing run answers for itself: its models (students added by
+            # `bbi distill` included), its suite and its generation settings.
+            from bbi.probe_run import models_of_run
+
+            models, records, suite_name, saved = models_of_run(run_path)
+            gen = saved.updated(**gen_flags)
+            if student:
+                models += parse_model_args("-", list(student), False)[1:]
+            manifest = run_probe(
+                run_path, models, records, gen, suite_name=suite_name,
+                progress=not no_progress,
+            )  # fmt: skip
+            print_probe_summary(run_path, manifest)
+            return
+        if not teacher:
+            raise BbiError(
+                "--teacher is required (or 'teacher:' in --config, or --run of an existing run)"
+            )
+        students = list(student or []) or cfg.students
         if run_path is None:
             raise BbiError("--run is required (e.g. --run runs/demo)")
         use_null = null if null is not None else cfg.aa_null

@@ -1,0 +1,209 @@
+"""The verdict: one declared primary analysis with family-wise error control.
+
+A sweep produces many eps estimates (adversary x strategy x budget x k) on one test split.
+Declaring "distinguishable" when *any* of them has a CI above the tolerance, and headlining
+the largest estimate, would test dozens of hypotheses uncorrected and report a winner
+selected on the data it is reported on. The verdict instead follows a plan fixed before
+looking (docs/statistics.md, "The verdict"):
+
+1. **Split the test prompts** (seeded, stratified by category) into a *selection* half and
+   a *confirmation* half.
+2. **Select** on the selection half: the (adversary, strategy, budget) point with the
+   largest seed-mean eps at k = 1 (ties: the smaller budget). Two-sample tests (mmd) have no
+   eps and take no part; they are reported beside the verdict.
+3. **Confirm** on the other half: the selected point's eps with its bootstrap CI (the
+   headline, never selected on the prompts it is computed on) and an anytime-valid betting
+   test of H0: eps <= epsilon (``bbi.stats.betting_test``).
+4. **Categories**: for every adversary at its full-budget point (first strategy) and every
+   category, the same betting test of H0: eps_c <= epsilon on that category's test prompts.
+5. **One family**: weighted Holm over the primary test (weight 1/2) and every (category,
+   adversary) test (sharing the other 1/2), so the probability of any false
+   "distinguishable", overall or in a category, is at most alpha.
+6. **Indistinguishable** needs every estimated point's CI upper bound <= epsilon (an
+   intersection-union test: level alpha without correction) and no rejection in 5.
+   Otherwise, with no rejection, the verdict is "inconclusive".
+
+For an A/A (null) comparison the same plan runs with epsilon = 0 as the calibration check:
+any rejection there means the adversaries find differences where there are none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bbi import stats
+
+PRIMARY_WEIGHT = 0.5
+
+
+def selection_split(categories: np.ndarray, seed: int) -> np.ndarray:
+    """Boolean mask of the selection half, stratified by category (seeded)."""
+    categories = np.asarray(categories).astype(str)
+    rng = np.random.default_rng([seed, 2718])
+    mask = np.zeros(len(categories), dtype=bool)
+    offset = 0
+    for cat in sorted(set(categories.tolist())):
+        idx = np.flatnonzero(categories == cat)
+        idx = idx[rng.permutation(len(idx))]
+        # Alternate which half gets a category's odd prompt so halves stay balanced overall.
+        take = (len(idx) + (offset % 2)) // 2 if len(idx) % 2 else len(idx) // 2
+        offset += len(idx) % 2
+        mask[idx[:take]] = True
+    return mask
+
+
+def _est(d: np.ndarray, cfg: Any, seed: int) -> dict[str, Any]:
+    lo, hi, _ = stats.paired_bootstrap_ci(d, cfg.n_bootstrap, seed)
+    return {"value": float(np.mean(d)), "ci": [lo, hi], "n": int(len(d))}
+
+
+def decide(
+    points: dict[str, dict[tuple[str, int], np.ndarray]],
+    upper_bounds: dict[str, list[tuple[str, int, float]]],
+    categories: np.ndarray,
+    cfg: Any,
+    eps0: float,
+    excluded: dict[str, str] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The verdict record from per-prompt contributions.
+
+    ``points[adversary][(strategy, q)]``: seed-mean contributions d (k = 1) per test prompt;
+    ``upper_bounds[adversary]``: (strategy, q, CI upper bound) of every estimated point,
+    k included; ``cfg`` carries alpha, strategies, budgets and the bootstrap size.
+    """
+    alpha = float(cfg.alpha)
+    excluded = dict(excluded or {})
+    base = {
+        "epsilon": float(eps0),
+        "alpha": alpha,
+        "plan": (
+            "select on half the test prompts, confirm on the other half; weighted Holm over "
+            "the primary (1/2) and the category x adversary tests (1/2 shared)"
+        ),
+        "adversaries": sorted(points),
+        "excluded": excluded,
+    }
+    if not points:
+        return {
+            **base,
+            "indistinguishable": None,
+            "status": "no-estimate",
+            "text": "no adversary produced an advantage estimate",
+            "primary": None,
+            "categories": [],
+        }
+    categories = np.asarray(categories).astype(str)
+    sel = selection_split(categories, seed)
+    if sel.all() or not sel.any():  # one test prompt: nothing to confirm on
+        sel = np.zeros(len(categories), dtype=bool)
+    conf = ~sel
+    max_q = max(cfg.budgets)
+    ranked = sorted(
+        (
+            (float(np.mean(d[sel])) if sel.any() else 0.0, -q, name, strat)
+            for name, by_point in points.items()
+            for (strat, q), d in by_point.items()
+        ),
+        reverse=True,
+    )
+    sel_eps, neg_q, name, strat = ranked[0]
+    q = -neg_q
+    d_conf = points[name][(strat, q)][conf]
+    test = stats.betting_test(d_conf, eps0, alpha, seed=seed)
+    primary = {
+        "adversary": name,
+        "strategy": strat,
+        "q": int(q),
+        "k": 1,
+        "selection": {"value": sel_eps, "n": int(sel.sum())},
+        "eps": _est(d_conf, cfg, seed),
+        "p": test["p"],
+        "n_to_reject": test["n_to_reject"],
+    }
+    family: list[tuple[str, float]] = [("primary", test["p"])]
+    cat_rows: list[dict[str, Any]] = []
+    first = cfg.strategies[0]
+    for adv in sorted(points):
+        d_full = points[adv].get((first, max_q))
+        if d_full is None:
+            continue
+        for j, cat in enumerate(sorted(set(categories.tolist()))):
+            m = categories == cat
+            t = stats.betting_test(d_full[m], eps0, alpha, seed=seed + j + 1)
+            cat_rows.append(
+                {
+                    "category": cat,
+                    "adversary": adv,
+                    "q": int(max_q),
+                    "strategy": first,
+                    "eps": _est(d_full[m], cfg, seed + j + 1),
+                    "p": t["p"],
+                }
+            )
+            family.append((f"{cat}/{adv}", t["p"]))
+    n_cat = len(family) - 1
+    weights = [PRIMARY_WEIGHT] + [(1 - PRIMARY_WEIGHT) / n_cat] * n_cat if n_cat else [1.0]
+    adj = stats.holm([p for _, p in family], weights)
+    primary["p_holm"] = float(adj[0])
+    primary["rejected"] = bool(adj[0] < alpha)
+    for row, pa in zip(cat_rows, adj[1:], strict=True):
+        row["p_holm"] = float(pa)
+        row["significant"] = bool(pa < alpha)
+    found = sorted({r["category"] for r in cat_rows if r["significant"]})
+    out = {
+        **base,
+        "family_size": len(family),
+        "primary": primary,
+        "categories": cat_rows,
+        "distinguishable_in": found,
+        # Kept for readers of older results: the confirmed point.
+        "broken_by": name if primary["rejected"] else None,
+        "strategy": strat,
+        "at_budget": int(q),
+    }
+    e = primary["eps"]
+    head = (
+        f"{name} ({strat}, q={q}) eps {e['value']:.2f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}] "
+        f"on {e['n']} held-out test prompts"
+    )
+    in_cats = ""
+    if found:
+        best = {}
+        for r in cat_rows:
+            if r["significant"] and (
+                r["category"] not in best or r["eps"]["value"] > best[r["category"]]["eps"]["value"]
+            ):
+                best[r["category"]] = r
+        in_cats = ", ".join(
+            f"{c} ({best[c]['adversary']} eps {best[c]['eps']['value']:.2f})" for c in found
+        )
+    if primary["rejected"] or found:
+        text = f"distinguishable at eps > {eps0:.2f}: "
+        if primary["rejected"]:
+            text += f"{head}, Holm p = {primary['p_holm']:.3g}"
+            if found:
+                text += f"; by category in {in_cats}"
+        else:
+            text += f"in {in_cats} (overall: {head}, not significant)"
+        return {**out, "indistinguishable": False, "status": "distinguishable", "text": text}
+    worst = max(
+        ((adv, s, qq, hi) for adv, rows in upper_bounds.items() for s, qq, hi in rows),
+        key=lambda t: t[3],
+    )
+    if worst[3] <= eps0:
+        text = (
+            f"indistinguishable at eps <= {eps0:.2f} with q <= {max_q} queries against "
+            f"{', '.join(sorted(points))} (largest CI upper bound {worst[3]:.2f}, {worst[0]})"
+        )
+        return {**out, "indistinguishable": True, "status": "indistinguishable", "text": text}
+    text = (
+        f"inconclusive at eps {eps0:.2f}: {head}; no test rejects H0 eps <= {eps0:.2f} after "
+        f"Holm, and {worst[0]}'s CI upper bound {worst[3]:.2f} (q={worst[2]}) is above it"
+    )
+    return {**out, "indistinguishable": False, "status": "inconclusive", "text": text}
+
+
+__all__ = ["PRIMARY_WEIGHT", "decide", "selection_split"]
