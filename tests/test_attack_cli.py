@@ -291,3 +291,22 @@ def test_abstaining_and_two_sample_adversaries_are_recorded(tmp_path):
     assert lt["eps"] is None and 0 <= lt["two_sample"]["p"] <= 1
     assert [p["q"] for p in lt["curves"]["random"]] == [20, 60]
     assert lt["curves"]["random"][0]["value"] is None
+
+
+def test_mmd_hamming_computes_no_embeddings(tmp_path, monkeypatch):
+    import bbi.similarity
+
+    def no_embeddings(*a, **k):
+        raise AssertionError("MiniLM embeddings computed for a kernel that does not use them")
+
+    monkeypatch.setattr(bbi.similarity, "embeddings_for", no_embeddings)
+    monkeypatch.setattr(bbi.similarity, "prompt_embeddings", no_embeddings)
+    run = synthetic.make_run(tmp_path / "ham", n_per_category=12, test_fraction=0.5, null=False)
+    cfg = AttackConfig(budgets=[20], strategies=["random"], seeds=[0], adversaries=["mmd"],
+                       n_bootstrap=50, n_permutations=50,
+                       adversary_params={"mmd": {"kernel": "hamming", "n_permutations": 99}})  # fmt: skip
+    att = run_attack(run, cfg)
+    assert 0 < att["comparisons"]["student"]["adversaries"]["mmd"]["two_sample"]["p"] <= 1
+    with pytest.raises(AssertionError, match="MiniLM"):  # the embedding kernel does use them
+        run_attack(run, AttackConfig(budgets=[20], strategies=["random"], seeds=[0],
+                                     adversaries=["mmd"], n_bootstrap=50, n_permutations=50))  # fmt: skip
