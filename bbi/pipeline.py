@@ -23,6 +23,7 @@ from rich.console import Console
 from bbi.config import AttackSettings, RunConfig
 from bbi.errors import BbiError
 from bbi.probe_run import NULL_ALIAS, ModelEntry, check_probe, run_probe
+from bbi.results_schema import ATTACK_SCHEMA_VERSION
 from bbi.runstore import RunDir
 
 console = Console(stderr=True)
@@ -207,7 +208,9 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, fresh: bool = False) -> 
         compare,
         {c: _file_key(run.responses_path(c)) for c in ["teacher", *compare]},
     )
-    if _step_done(run, "attack", key) and run.read_results().get("attack"):
+    written = run.read_results().get("attack") or {}
+    # Results from another schema (an older bbi) are recomputed, not reported.
+    if _step_done(run, "attack", key) and written.get("schema_version") == ATTACK_SCHEMA_VERSION:
         console.print("cached: attack results unchanged")
     else:
         from bbi.cli.attack import _progress

@@ -39,6 +39,7 @@ from threadpoolctl import threadpool_limits
 from bbi import stats
 from bbi.config import MAX_RESAMPLES, MAX_SEEDS, MIN_RESAMPLES, AttackSettings
 from bbi.errors import BbiError
+from bbi.results_schema import ATTACK_SCHEMA_VERSION, validated_attack
 from bbi.runstore import RunDir, append_jsonl, read_json_object, read_jsonl, write_json
 from discriminators.acquisition import (
     STRATEGIES,
@@ -567,7 +568,9 @@ def run_attack(
         for a in cfg.adversaries
     )
     results = run.read_results().get("attack") or {}
-    all_comparisons = dict(results.get("comparisons") or {})
+    # Comparisons attacked earlier are kept, unless an older bbi wrote them (other schema).
+    kept = results.get("schema_version") == ATTACK_SCHEMA_VERSION
+    all_comparisons = dict(results.get("comparisons") or {}) if kept else {}
     for other in comparisons:
         # Check every comparison and adversary before any expensive work (embeddings, fits).
         load_comparison(run, other, max_budget=max(cfg.budgets))
@@ -591,7 +594,7 @@ def run_attack(
             # Comparisons kept from earlier invocations may have used another config.
             comp["config"] = cfg.as_json()
             all_comparisons[other] = comp
-        value = {
+        value = validated_attack({
             "config": {**cfg.as_json(), "statistics": STATS_NOTE},
             "comparisons": all_comparisons,
             # Recomputed from the detail files of every comparison (this sweep's staged
@@ -599,7 +602,7 @@ def run_attack(
             "deltas": distill_deltas(
                 run, all_comparisons, cfg, {other: staging / other for other in comparisons}
             ),
-        }
+        })  # fmt: skip
         _publish(run, staging, comparisons, value)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -854,8 +857,10 @@ STATS_NOTE = (
     "eps = signed TPR - FPR on the held-out test split at a threshold chosen on "
     "cross-validated train predictions (pairwise: 2*acc - 1); CI = paired bootstrap over "
     "test prompts (percentile); p = one-sided sign-flip permutation test within prompt "
-    "pairs; per-category p Holm-adjusted; verdicts use the CI upper bound; budget q = "
-    "oracle queries (one prompt to one model), q // 2 train prompts answered by both."
+    "pairs; verdict = point selected on half the test prompts, confirmed on the other "
+    "half by a betting test, weighted Holm over it and every category x adversary test; "
+    "budget q = oracle queries (one prompt to one model), q // 2 train prompts answered "
+    "by both."
 )
 
 

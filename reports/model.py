@@ -10,81 +10,37 @@ error, so a report can be written at any stage of a run.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bbi.errors import BbiError
+from bbi.results_schema import (
+    AdversaryResult,
+    Estimate,
+    Similarity,
+    parse_attack,
+    parse_similarity,
+)
+from bbi.results_schema import (
+    DistillDelta as DeltaRecord,
+)
+from bbi.results_schema import Verdict as VerdictRecord
 from bbi.runstore import RunDir, read_jsonl
 
 MAX_TEXT = 4000  # characters of a response shown in the examples (the rest is elided)
 
 
-@dataclass
-class Est:
-    """One estimate as results.json stores it: value, 95% CI, n and optional test fields."""
-
-    value: float | None
-    ci: tuple[float, float] | None = None
-    n: int | None = None
-    p: float | None = None
-    p_holm: float | None = None
-    significant: bool = False
-
-    @property
-    def lo(self) -> float | None:
-        return self.ci[0] if self.ci else None
-
-    @property
-    def hi(self) -> float | None:
-        return self.ci[1] if self.ci else None
-
-    def as_dict(self) -> dict:
-        out: dict[str, Any] = {
-            "value": self.value,
-            "ci": list(self.ci) if self.ci else None,
-            "n": self.n,
-        }
-        for key in ("p", "p_holm"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        if self.p_holm is not None:
-            out["significant"] = self.significant
-        return out
+Est = Estimate  # the report's estimate is the results schema's
 
 
-def _num(x: Any, where: str) -> float | None:
-    if x is None:
+def _config_number(config: dict | None, key: str) -> float | None:
+    value = (config or {}).get(key)
+    if value is None:
         return None
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise BbiError(f"results.json: {where}: expected a number, got {type(x).__name__}")
-    return None if math.isnan(x) else float(x)
-
-
-def _est(obj: Any, where: str) -> Est | None:
-    """Parse an estimate object; None when absent. Malformed input is a user error."""
-    if obj is None:
-        return None
-    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        return Est(value=float(obj))
-    if not isinstance(obj, dict):
-        raise BbiError(f"results.json: {where}: expected an estimate object")
-    ci = obj.get("ci")
-    if ci is not None:
-        if not (isinstance(ci, (list, tuple)) and len(ci) == 2):
-            raise BbiError(f"results.json: {where}.ci: expected [lo, hi]")
-        lo, hi = _num(ci[0], f"{where}.ci"), _num(ci[1], f"{where}.ci")
-        ci = (lo, hi) if lo is not None and hi is not None else None
-    n = obj.get("n")
-    return Est(
-        value=_num(obj.get("value"), f"{where}.value"),
-        ci=ci,
-        n=int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) else None,
-        p=_num(obj.get("p"), f"{where}.p"),
-        p_holm=_num(obj.get("p_holm"), f"{where}.p_holm"),
-        significant=bool(obj.get("significant", False)),
-    )
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BbiError(f"results.json: attack.config.{key}: expected a number")
+    return float(value)
 
 
 def _dict(obj: Any, where: str) -> dict:
@@ -142,11 +98,8 @@ class Verdict:
     epsilon: float | None
     broken_by: str | None
     at_budget: int | None
-    max_eps: Est | None
     text: str
     strategy: str | None = None  # strategy of the breaking point
-    max_adversary: str | None = None  # where the strongest eps was seen
-    max_q: int | None = None
     # The declared primary analysis (discriminators.verdict): the point selected on half
     # the test prompts and its eps confirmed on the other half.
     primary: Est | None = None
@@ -303,187 +256,103 @@ class Report:
 
 
 # ---- loading ----------------------------------------------------------------------
-def _parse_adversary(name: str, obj: Any, where: str) -> Adversary:
-    obj = _dict(obj, where)
-    eps_obj = obj.get("eps")
-    eps = _est(eps_obj, f"{where}.eps")
-    p = eps.p if eps else None
-    stat = None
-    test = obj.get("two_sample", obj.get("test"))
-    if isinstance(test, dict):  # two-sample tests (kind "test"): {"statistic", "p", "n"}
-        stat = _num(test.get("statistic"), f"{where}.test.statistic")
-        p = p if p is not None else _num(test.get("p"), f"{where}.test.p")
-    if p is None:
-        p = _num(obj.get("p"), f"{where}.p")
-    per_cat = {
-        str(cat): e
-        for cat, raw in _dict(obj.get("per_category"), f"{where}.per_category").items()
-        if (e := _est(raw, f"{where}.per_category.{cat}")) is not None
-    }
-    curves: dict[str, list[CurvePoint]] = {}
-    for strat, pts in _dict(obj.get("curves"), f"{where}.curves").items():
-        if not isinstance(pts, list):
-            raise BbiError(f"results.json: {where}.curves.{strat}: expected a list of points")
-        parsed = []
-        for i, pt in enumerate(pts):
-            pt = _dict(pt, f"{where}.curves.{strat}[{i}]")
-            est = _est(pt, f"{where}.curves.{strat}[{i}]")
-            q = pt.get("q")
-            if not isinstance(q, (int, float)) or q <= 0:
-                raise BbiError(
-                    f"results.json: {where}.curves.{strat}[{i}].q: expected a positive number"
-                )
-            parsed.append(
-                CurvePoint(
-                    q=int(q),
-                    k=int(pt.get("k") or 1),
-                    value=est.value,
-                    ci=est.ci,
-                    n_seeds=pt.get("n_seeds"),
-                )
-            )
-        if parsed:
-            curves[str(strat)] = parsed
-    budget = obj.get("budget")
+def _parse_adversary(name: str, a: AdversaryResult) -> Adversary:
+    two = a.two_sample
+    p = a.eps.p if a.eps else None
+    if p is None and two is not None:
+        p = two.p
     return Adversary(
         name=name,
-        eps=eps,
-        auroc=_est(obj.get("auroc"), f"{where}.auroc"),
+        eps=a.eps,
+        auroc=a.auroc,
         p=p,
-        kept_fraction=_num(obj.get("kept_fraction"), f"{where}.kept_fraction"),
-        budget=int(budget) if isinstance(budget, (int, float)) else None,
-        strategy=obj.get("strategy") if isinstance(obj.get("strategy"), str) else None,
-        seed=obj.get("seed") if isinstance(obj.get("seed"), int) else None,
-        compute_s=_num(obj.get("compute_s"), f"{where}.compute_s"),
-        per_category=per_cat,
-        curves=curves,
-        notes=str(obj.get("notes") or ""),
-        kind=obj.get("kind") if isinstance(obj.get("kind"), str) else None,
-        statistic=stat,
-        test_n=int(test["n"])
-        if isinstance(test, dict) and isinstance(test.get("n"), (int, float))
-        else None,
+        kept_fraction=a.kept_fraction,
+        budget=a.budget,
+        strategy=a.strategy,
+        seed=a.seed,
+        compute_s=a.compute_s,
+        per_category=dict(a.per_category),
+        curves={
+            strat: [CurvePoint(pt.q, pt.k, pt.value, pt.ci, pt.n_seeds) for pt in pts]
+            for strat, pts in a.curves.items()
+            if pts
+        },
+        notes=a.notes or "",
+        kind=a.kind,
+        statistic=two.statistic if two else None,
+        test_n=two.n if two else None,
     )
 
 
-def _parse_verdict(obj: Any, where: str, epsilon: float | None) -> Verdict:
-    obj = _dict(obj, where)
-    if not obj:
-        return Verdict("unknown", epsilon, None, None, None, "no verdict recorded")
-    ind = obj.get("indistinguishable")
-    status = obj.get("status")
-    if status not in ("distinguishable", "indistinguishable", "inconclusive"):
-        # Older results carry only the boolean; "no-estimate" and the like are unknown.
-        status = (
-            "unknown"
-            if ind is None or status
-            else ("indistinguishable" if ind else "distinguishable")
-        )
-    at = obj.get("at_budget")
-    eps_v = _num(obj.get("epsilon"), f"{where}.epsilon")
-    mx = obj.get("max_eps") if isinstance(obj.get("max_eps"), dict) else {}
-    prim = _dict(obj.get("primary"), f"{where}.primary")
-    pq = prim.get("q")
-    found = obj.get("distinguishable_in")
-    fam = obj.get("family_size")
-    cal = obj.get("calibration")
+def _parse_verdict(v: VerdictRecord) -> Verdict:
+    prim = v.primary
+    status = v.status if v.status != "no-estimate" else "unknown"
     return Verdict(
         status=status,
-        epsilon=eps_v if eps_v is not None else epsilon,
-        broken_by=obj.get("broken_by") if isinstance(obj.get("broken_by"), str) else None,
-        at_budget=int(at) if isinstance(at, (int, float)) else None,
-        max_eps=_est(obj.get("max_eps"), f"{where}.max_eps"),
-        text=str(obj.get("text") or ""),
-        strategy=obj.get("strategy") if isinstance(obj.get("strategy"), str) else None,
-        max_adversary=mx.get("adversary") if isinstance(mx.get("adversary"), str) else None,
-        max_q=int(mx["q"]) if isinstance(mx.get("q"), (int, float)) else None,
-        primary=_est(prim.get("eps"), f"{where}.primary.eps") if prim else None,
-        primary_adversary=prim.get("adversary") if isinstance(prim.get("adversary"), str) else None,
-        primary_strategy=prim.get("strategy") if isinstance(prim.get("strategy"), str) else None,
-        primary_q=int(pq) if isinstance(pq, (int, float)) else None,
-        primary_p_holm=_num(prim.get("p_holm"), f"{where}.primary.p_holm"),
-        primary_rejected=prim.get("rejected") is True,
-        distinguishable_in=[str(c) for c in found] if isinstance(found, list) else [],
-        family_size=int(fam) if isinstance(fam, (int, float)) else None,
-        alpha=_num(obj.get("alpha"), f"{where}.alpha"),
-        calibration=cal if isinstance(cal, dict) else None,
-        gray_box={
-            str(k): str(v) for k, v in _dict(obj.get("gray_box"), f"{where}.gray_box").items()
-        },
+        epsilon=v.epsilon,
+        broken_by=v.broken_by,
+        at_budget=v.at_budget,
+        text=v.text,
+        strategy=v.strategy,
+        primary=prim.eps if prim else None,
+        primary_adversary=prim.adversary if prim else None,
+        primary_strategy=prim.strategy if prim else None,
+        primary_q=prim.q if prim else None,
+        primary_p_holm=prim.p_holm if prim else None,
+        primary_rejected=bool(prim and prim.rejected),
+        distinguishable_in=list(v.distinguishable_in),
+        family_size=v.family_size,
+        alpha=v.alpha,
+        calibration=v.calibration.model_dump() if v.calibration else None,
+        gray_box=dict(v.gray_box),
     )
 
 
-def _similarity(obj: Any, where: str) -> dict | None:
-    obj = _dict(obj, where)
-    if not obj:
+def _similarity(sim: Similarity | None) -> dict | None:
+    if sim is None:
         return None
-    return {
-        "overall": _est(obj.get("overall"), f"{where}.overall"),
-        "test": _est(obj.get("test"), f"{where}.test"),
-        "per_category": {
-            str(c): e
-            for c, raw in _dict(obj.get("per_category"), f"{where}.per_category").items()
-            if (e := _est(raw, f"{where}.per_category.{c}")) is not None
-        },
-    }
+    return {"overall": sim.overall, "test": sim.test, "per_category": dict(sim.per_category)}
 
 
-_READINGS = ("closer", "further", "mixed", "not-closer", "none")
-
-
-def _parse_deltas(obj: Any, comps: dict[str, Comparison], similarity: dict) -> list[DistillDelta]:
+def _parse_deltas(
+    deltas: dict[str, DeltaRecord], comps: dict[str, Comparison], sims: dict[str, Similarity]
+) -> list[DistillDelta]:
     """``attack.deltas``: paired distilled-vs-base differences written by ``bbi attack``."""
     out: list[DistillDelta] = []
-    for alias, raw in _dict(obj, "attack.deltas").items():
-        where = f"attack.deltas.{alias}"
-        raw = _dict(raw, where)
-        base = str(raw.get("base") or "")
+    for alias, raw in deltas.items():
+        b_comp, d_comp = comps.get(raw.base), comps.get(alias)
         rows = []
-        for adv, entry in _dict(raw.get("adversaries"), f"{where}.adversaries").items():
-            w = f"{where}.adversaries.{adv}"
-            entry = _dict(entry, w)
-            b_comp, d_comp = comps.get(base), comps.get(str(alias))
-            b_adv = b_comp.adversary(str(adv)) if b_comp else None
-            d_adv = d_comp.adversary(str(adv)) if d_comp else None
+        for adv, entry in raw.adversaries.items():
+            b_adv = b_comp.adversary(adv) if b_comp else None
+            d_adv = d_comp.adversary(adv) if d_comp else None
             rows.append(
                 DeltaRow(
-                    adversary=str(adv),
-                    eps_base=_est(entry.get("eps_base"), f"{w}.eps_base")
-                    or (b_adv.eps if b_adv else None),
-                    eps_distilled=_est(entry.get("eps_distilled"), f"{w}.eps_distilled")
-                    or (d_adv.eps if d_adv else None),
-                    delta=_est(entry.get("delta"), f"{w}.delta"),
-                    per_category={
-                        str(c): e
-                        for c, r in _dict(entry.get("per_category"), f"{w}.per_category").items()
-                        if (e := _est(r, f"{w}.per_category.{c}")) is not None
-                    },
-                    point=_dict(entry.get("point"), f"{w}.point"),
+                    adversary=adv,
+                    eps_base=entry.eps_base or (b_adv.eps if b_adv else None),
+                    eps_distilled=entry.eps_distilled or (d_adv.eps if d_adv else None),
+                    delta=entry.delta,
+                    per_category=dict(entry.per_category),
+                    point=dict(entry.point),
                 )
             )
-        sim_raw = raw.get("similarity")
-        sim = _dict(sim_raw, f"{where}.similarity")
-        sims_b = _dict(similarity.get(base), f"similarity.{base}")
-        sims_d = _dict(similarity.get(alias), f"similarity.{alias}")
-        reading = _dict(raw.get("reading"), f"{where}.reading")
-        status = reading.get("status") if reading.get("status") in _READINGS else "none"
+        sim = raw.similarity
+        base_sim, dist_sim = sims.get(raw.base), sims.get(alias)
         out.append(
             DistillDelta(
-                alias=str(alias),
-                base=base,
-                base_from=raw.get("base_from") if isinstance(raw.get("base_from"), str) else None,
-                method=raw.get("method") if isinstance(raw.get("method"), str) else None,
+                alias=alias,
+                base=raw.base,
+                base_from=raw.base_from,
+                method=raw.method,
                 rows=rows,
-                skipped={
-                    str(k): str(v) for k, v in _dict(raw.get("skipped"), f"{where}.skipped").items()
-                },
-                similarity=_est(sim_raw, f"{where}.similarity") if sim else None,
-                sim_base=_est(sim.get("base"), f"{where}.similarity.base")
-                or _est(sims_b.get("test"), f"similarity.{base}.test"),
-                sim_distilled=_est(sim.get("distilled"), f"{where}.similarity.distilled")
-                or _est(sims_d.get("test"), f"similarity.{alias}.test"),
-                status=str(status),
-                reading=str(reading.get("text") or "no reading recorded"),
+                skipped=dict(raw.skipped),
+                similarity=Estimate(**sim.model_dump(include={"value", "ci", "n", "p"}))
+                if sim
+                else None,
+                sim_base=(sim.base if sim else None) or (base_sim.test if base_sim else None),
+                sim_distilled=(sim.distilled if sim else None)
+                or (dist_sim.test if dist_sim else None),
+                status=raw.reading.status,
+                reading=raw.reading.text,
             )
         )
     return out
@@ -551,60 +420,40 @@ def load_report(run_dir: str | Path, max_examples: int = 3) -> Report:
         models.setdefault(alias, dict(m or {}))
     teacher = next((a for a, m in models.items() if m.get("role") == "teacher"), None)
 
-    attack = _dict(results.get("attack"), "attack")
-    attack_config = _dict(attack.get("config"), "attack.config") or None
-    epsilon = _num((attack_config or {}).get("epsilon"), "attack.config.epsilon")
-    alpha = _num((attack_config or {}).get("alpha"), "attack.config.alpha")
-    similarity = _dict(results.get("similarity"), "similarity")
+    raw_attack = results.get("attack")
+    attack = parse_attack(raw_attack) if raw_attack else None
+    attack_config = (attack.config or None) if attack else None
+    epsilon = _config_number(attack_config, "epsilon")
+    alpha = _config_number(attack_config, "alpha")
+    similarity = parse_similarity(results.get("similarity"))
     texts = _Texts(run)
 
     comparisons: list[Comparison] = []
-    raw_comps = _dict(attack.get("comparisons"), "attack.comparisons")
+    raw_comps = attack.comparisons if attack else {}
     for alias, comp in raw_comps.items():
-        where = f"attack.comparisons.{alias}"
-        comp = _dict(comp, where)
-        role = comp.get("role") or (models.get(alias) or {}).get("role") or "student"
-        reference = str(comp.get("reference") or teacher or "teacher")
-        advs = [
-            _parse_adversary(str(name), raw, f"{where}.adversaries.{name}")
-            for name, raw in _dict(comp.get("adversaries"), f"{where}.adversaries").items()
-        ]
+        role = comp.role or (models.get(alias) or {}).get("role") or "student"
+        reference = comp.reference or teacher or "teacher"
         examples: dict[str, list[Example]] = {}
-        for cat, items in _dict(comp.get("examples"), f"{where}.examples").items():
-            if not isinstance(items, list):
-                raise BbiError(f"results.json: {where}.examples.{cat}: expected a list")
+        for cat, items in comp.examples.items():
             shown = []
             for item in items[:max_examples]:
-                item = _dict(item, f"{where}.examples.{cat}[]")
-                pid = str(item.get("prompt_id", ""))
-                scores = {
-                    str(k): float(v)
-                    for k, v in _dict(
-                        item.get("scores"), f"{where}.examples.{cat}[].scores"
-                    ).items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool)
-                }
+                pid = item.prompt_id
                 t, t_el = _clip(texts.response(reference, pid))
-                o, o_el = _clip(texts.response(str(alias), pid))
-                extra = {
-                    k: v
-                    for k, v in item.items()
-                    if k not in {"prompt_id", "scores"} and isinstance(v, (str, int, float))
-                }
+                o, o_el = _clip(texts.response(alias, pid))
                 shown.append(
-                    Example(pid, str(cat), texts.prompt(pid), t, o, t_el, o_el, scores, extra)
+                    Example(pid, cat, texts.prompt(pid), t, o, t_el, o_el, dict(item.scores), {})
                 )
-            examples[str(cat)] = shown
+            examples[cat] = shown
         comparisons.append(
             Comparison(
-                alias=str(alias),
+                alias=alias,
                 role=str(role),
                 spec=(models.get(alias) or {}).get("spec"),
                 reference=reference,
-                adversaries=advs,
-                verdict=_parse_verdict(comp.get("verdict"), f"{where}.verdict", epsilon),
+                adversaries=[_parse_adversary(n, a) for n, a in comp.adversaries.items()],
+                verdict=_parse_verdict(comp.verdict),
                 examples=examples,
-                similarity=_similarity(similarity.get(alias), f"similarity.{alias}"),
+                similarity=_similarity(similarity.get(alias)),
             )
         )
     # Students first in model order, the A/A null comparison last.
@@ -620,14 +469,14 @@ def load_report(run_dir: str | Path, max_examples: int = 3) -> Report:
             adversaries=[],
             verdict=Verdict("unknown", epsilon, None, None, None, "not attacked yet"),
             examples={},
-            similarity=_similarity(sim, f"similarity.{alias}"),
+            similarity=_similarity(sim),
         )
         for alias, sim in similarity.items()
         if alias not in raw_comps
     ]
     similarity_only.sort(key=lambda c: (c.role == "null", order.get(c.alias, len(order))))
     distillation = _parse_deltas(
-        attack.get("deltas"), {c.alias: c for c in comparisons}, similarity
+        attack.deltas if attack else {}, {c.alias: c for c in comparisons}, similarity
     )
     distillation.sort(key=lambda d: order.get(d.alias, len(order)))
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bbi.results_schema import validated_attack
 from bbi.runstore import RunDir, append_jsonl, write_json
 from bbi.stats import delta_reading, holm, paired_delta
 from discriminators.attack import AttackConfig, attack_verdict, calibration
@@ -430,7 +431,7 @@ def build_run(
                                 "value": None,
                                 "ci": None,
                                 "n_seeds": len(seeds),
-                                "p_median": 0.5,
+                                "p": 0.5,
                             }
                             for q in budgets
                         ]
@@ -501,21 +502,23 @@ def build_run(
             if len(students) > 1
             else {}
         )
-        results["attack"] = {
-            "deltas": deltas,
-            "config": {
-                "budgets": budgets,
-                "strategies": strategies,
-                "seeds": seeds,
-                "test_queries": list(test_queries),
-                "epsilon": epsilon,
-                "alpha": 0.05,
-                "adversaries": list(adversaries),
-                "n_bootstrap": 1000,
-                "n_permutations": 1000,
-            },
-            "comparisons": comparisons,
-        }
+        results["attack"] = validated_attack(
+            {
+                "deltas": deltas,
+                "config": {
+                    "budgets": budgets,
+                    "strategies": strategies,
+                    "seeds": seeds,
+                    "test_queries": list(test_queries),
+                    "epsilon": epsilon,
+                    "alpha": 0.05,
+                    "adversaries": list(adversaries),
+                    "n_bootstrap": 1000,
+                    "n_permutations": 1000,
+                },
+                "comparisons": comparisons,
+            }
+        )
     if len(students) > 1:
         results["distill"] = {
             s: {"spec": models[s]["spec"], "method": "lora", "base": models[students[0]]["spec"]}

@@ -423,6 +423,33 @@ def test_malformed_results_is_a_user_error(tmp_path):
         load_report(run)
 
 
+@pytest.mark.parametrize(
+    ("version", "needle"), [(1, "older bbi"), (None, "older bbi"), (3, "newer bbi")]
+)
+def test_attack_section_of_another_schema_version_is_one_clear_error(tmp_path, version, needle):
+    run = build_run(tmp_path / "old", students=("student",))
+    res = load_results(run)
+    assert res["attack"]["schema_version"] == 2
+    if version is None:
+        del res["attack"]["schema_version"]
+    else:
+        res["attack"]["schema_version"] = version
+    write_json(run / "results.json", res)
+    out = CliRunner().invoke(app, ["report", str(run)])
+    assert out.exit_code == 2 and needle in out.output and "schema_version" in out.output
+    assert len(out.output.strip().splitlines()) == 1
+
+
+def test_results_carry_no_key_outside_the_schema(full_run):
+    from bbi.results_schema import parse_attack
+
+    res = load_results(full_run)
+    assert parse_attack(res["attack"]).dump() == res["attack"]  # nothing dropped or added
+    res["attack"]["comparisons"]["student"]["verdict"]["surprise"] = 1
+    with pytest.raises(BbiError, match="surprise"):
+        parse_attack(res["attack"])
+
+
 def test_category_order_follows_distinguishability(full_run):
     rep = load_report(full_run)
     order = rep.category_order()
