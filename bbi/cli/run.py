@@ -107,9 +107,15 @@ def print_run_summary(run_path: Path) -> None:
         row = [alias, _fmt(sim.get("test") or sim.get("overall"))]
         row += [_fmt((c.get("adversaries", {}).get(a) or {}).get("eps")) for a in advs]
         verdict = c.get("verdict") or {}
-        row.append(verdict.get("status", ""))
+        cal = verdict.get("calibration") or {}
+        if cal.get("ok") is not None:
+            row.append("A/A holds" if cal["ok"] else "A/A FAILS")
+        else:
+            row.append(verdict.get("status", ""))
         t.add_row(*row)
-        if verdict.get("text"):
+        if cal.get("text"):  # the A/A row: its calibration is what matters
+            verdicts.append(f"{alias}: {cal['text']}")
+        elif verdict.get("text"):
             verdicts.append(f"{alias}: {verdict['text']}")
     console = Console()
     console.print(t)
