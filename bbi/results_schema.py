@@ -117,6 +117,16 @@ class Queries(_Model):
     train_prompts: int
 
 
+class SequentialPoint(_Model):
+    """Anytime-valid "queries until told apart" at one training budget."""
+
+    q: int
+    n_to_reject: int | None
+    queries: int | None
+    n_test: int
+    p: float
+
+
 class AdversaryResult(_Model):
     """One adversary of one comparison: headline eps, categories, curves."""
 
@@ -135,6 +145,7 @@ class AdversaryResult(_Model):
     curves: dict[str, list[CurvePoint]] = Field(default_factory=dict)
     notes: str | None = None
     two_sample: TwoSample | None = None
+    sequential: list[SequentialPoint] = Field(default_factory=list)
 
 
 class PrimaryTest(_Model):

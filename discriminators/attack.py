@@ -56,7 +56,7 @@ from discriminators.base import (
     get_adversary,
     known_adversaries,
 )
-from discriminators.verdict import decide
+from discriminators.verdict import decide, sequential_curve
 
 _DEFAULTS = AttackSettings()  # every default of a sweep is stated once, in bbi.config
 MIN_PROMPTS_FOR_CV_THRESHOLD = 10
@@ -938,6 +938,9 @@ def _attack_comparison(
                 for strat in cfg.strategies
                 for q in cfg.budgets
             }
+            adversaries[name]["sequential"] = sequential_curve(
+                seed_means[name], cfg.strategies[0], cfg.alpha, seed=full_seed
+            )
     test_cats = data.test["category"].astype(str).to_numpy()
     verdict = attack_verdict(adversaries, seed_means, test_cats, cfg, full_seed)
     if data.role == "null":

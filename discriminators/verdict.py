@@ -206,4 +206,34 @@ def decide(
     return {**out, "indistinguishable": False, "status": "inconclusive", "text": text}
 
 
-__all__ = ["PRIMARY_WEIGHT", "decide", "selection_split"]
+def sequential_curve(
+    by_point: dict[tuple[str, int], np.ndarray], strategy: str, alpha: float, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Queries until the student is told apart, per training budget q (one adversary).
+
+    For each budget the adversary, trained on q queries, is tested prompt by prompt with
+    the anytime-valid betting test of H0: eps <= 0 (``bbi.stats.betting_test``); it stops
+    at the first prompt where the evidence reaches 1/alpha. Each test prompt costs two
+    queries (one response per model), so ``queries = q + 2 * n_to_reject``. Type-I error
+    is controlled at any stopping time for each budget; the curve is descriptive across
+    budgets (choosing its minimum is a selection).
+    """
+    out = []
+    for (strat, q), d in sorted(by_point.items(), key=lambda kv: kv[0][1]):
+        if strat != strategy:
+            continue
+        t = stats.betting_test(d, 0.0, alpha, seed=seed)
+        n = t["n_to_reject"]
+        out.append(
+            {
+                "q": int(q),
+                "n_to_reject": n,
+                "queries": int(q + 2 * n) if n is not None else None,
+                "n_test": t["n"],
+                "p": t["p"],
+            }
+        )
+    return out
+
+
+__all__ = ["PRIMARY_WEIGHT", "decide", "selection_split", "sequential_curve"]

@@ -77,6 +77,7 @@ class Adversary:
     kind: str | None = None  # "pointwise" | "pairwise" | "test"
     statistic: float | None = None  # two-sample tests (kind "test") report a statistic, no eps
     test_n: int | None = None
+    sequential: list[dict[str, Any]] = field(default_factory=list)  # queries until told apart
 
 
 @dataclass
@@ -281,6 +282,7 @@ def _parse_adversary(name: str, a: AdversaryResult) -> Adversary:
         kind=a.kind,
         statistic=two.statistic if two else None,
         test_n=two.n if two else None,
+        sequential=[pt.model_dump() for pt in a.sequential],
     )
 
 

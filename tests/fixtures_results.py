@@ -25,6 +25,7 @@ from bbi.results_schema import validated_attack
 from bbi.runstore import RunDir, append_jsonl, write_json
 from bbi.stats import delta_reading, holm, paired_delta
 from discriminators.attack import AttackConfig, attack_verdict, calibration
+from discriminators.verdict import sequential_curve
 from probes import CATEGORIES
 
 ADVERSARIES = ("surface", "tfidf", "embed", "pairwise")
@@ -89,6 +90,7 @@ def _verdict(
                 m = np.array([strength(c) for c in test_cats]) * a["skill"] * frac
                 d = np.where(rng.random(len(test_cats)) < (1 + m) / 2, 1.0, -1.0)
                 seed_means[name][(strat, pt["q"])] = d
+        a["sequential"] = sequential_curve(seed_means[name], strategies[0], 0.05)
     cfg = AttackConfig(budgets=list(budgets), epsilon=epsilon, strategies=list(strategies))
     out = attack_verdict(with_curves, seed_means, test_cats, cfg, 0)
     if role == "null":

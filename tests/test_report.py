@@ -160,6 +160,26 @@ def test_verdicts_and_giveaways(full_run, full_html):
     assert doc.having("data-calibration", **{"data-calibration": "ok"})
 
 
+def test_queries_until_told_apart(full_run, full_html):
+    _, doc = full_html
+    comps = load_results(full_run)["attack"]["comparisons"]
+    for rec in (a for c in comps.values() for a in c["adversaries"].values()):
+        for pt in rec["sequential"]:  # queries = training budget + 2 per test prompt
+            n = pt["n_to_reject"]
+            assert pt["queries"] == (None if n is None else pt["q"] + 2 * n)
+    first = comps["student"]["adversaries"]
+    best = {
+        a: min((pt["queries"] for pt in r["sequential"] if pt["queries"]), default=None)
+        for a, r in first.items()
+    }
+    assert any(b is not None for b in best.values())  # the planted student is told apart
+    shown = [
+        (e["data-seq-adversary"], e["data-seq-queries"]) for e in doc.having("data-seq-adversary")
+    ]
+    for a, b in best.items():
+        assert (a, "" if b is None else str(b)) in shown
+
+
 def test_curves_and_similarity_points(full_run, full_html):
     _, doc = full_html
     res = load_results(full_run)
