@@ -64,7 +64,7 @@ def efficiency(run, compare: str, adversaries: list[str], seeds: int = 5) -> dic
     from threadpoolctl import threadpool_limits
 
     from discriminators import get_adversary
-    from discriminators.attack import AttackConfig, _Evaluator, comparison_from_paired, run_point
+    from discriminators.attack import AttackConfig, Evaluator, comparison_from_paired, run_point
 
     paired = run.paired(compare)
     from bbi.similarity import embeddings_for, prompt_embeddings
@@ -105,7 +105,7 @@ def efficiency(run, compare: str, adversaries: list[str], seeds: int = 5) -> dic
                     r = run_point(
                         adv,
                         data,
-                        _Evaluator(data, cfg),
+                        Evaluator(data, cfg),
                         np.arange(len(data.pool)),
                         2 * len(data.pool),
                         seed,

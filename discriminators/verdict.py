@@ -29,11 +29,14 @@ any rejection there means the adversaries find differences where there are none.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bbi import stats
+
+if TYPE_CHECKING:
+    from discriminators.attack import AttackConfig
 
 PRIMARY_WEIGHT = 0.5
 
@@ -234,6 +237,86 @@ def sequential_curve(
             }
         )
     return out
+
+
+# ---- from a sweep's records --------------------------------------------------------------
+
+
+def _verdict_inputs(adversaries: dict[str, Any]) -> tuple[dict, dict]:
+    upper: dict[str, list[tuple[str, int, float]]] = {}
+    excluded: dict[str, str] = {}
+    for name, a in adversaries.items():
+        if a["kind"] == "test":
+            excluded[name] = "two-sample test without an eps; its p-values are reported beside"
+            continue
+        upper[name] = [
+            (strat, int(pt["q"]), float(pt["ci"][1]))
+            for strat, curve in a["curves"].items()
+            for pt in curve
+            if pt["value"] is not None
+        ]
+    return upper, excluded
+
+
+def attack_verdict(
+    adversaries: dict[str, Any],
+    seed_means: dict[str, dict[tuple[str, int], np.ndarray]],
+    categories: np.ndarray,
+    cfg: AttackConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """The declared primary analysis (``discriminators.verdict``); category findings are
+    written back into each adversary's ``per_category`` so every table shows the
+    family-wise (not per-adversary) significance."""
+    upper, excluded = _verdict_inputs(adversaries)
+    out = decide(seed_means, upper, categories, cfg, cfg.epsilon, excluded, seed=seed)
+    # Adversaries that read the teacher beyond its samples spend queries outside q.
+    out["gray_box"] = {
+        n: a["notes"]
+        for n, a in adversaries.items()
+        if isinstance(a.get("notes"), str) and a["notes"].startswith("gray-box")
+    }
+    for row in out.get("categories", []):
+        adversaries[row["adversary"]]["per_category"][row["category"]] = {
+            **row["eps"],
+            "p": row["p"],
+            "p_holm": row["p_holm"],
+            "significant": row["significant"],
+            "h0": f"eps <= {cfg.epsilon:g}",
+        }
+    return out
+
+
+def calibration(
+    adversaries: dict[str, Any],
+    seed_means: dict[str, dict[tuple[str, int], np.ndarray]],
+    categories: np.ndarray,
+    cfg: AttackConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """The A/A check: the verdict's whole family at tolerance 0 must reject nothing."""
+    upper, excluded = _verdict_inputs(adversaries)
+    res = decide(seed_means, upper, categories, cfg, 0.0, excluded, seed=seed)
+    if res["status"] == "no-estimate":
+        return {"eps0": 0.0, "ok": None, "text": res["text"]}
+    rejected = [
+        *(["overall"] if res["primary"]["rejected"] else []),
+        *(f"{r['category']}/{r['adversary']}" for r in res["categories"] if r["significant"]),
+    ]
+    tests = [res["primary"]["p_holm"], *(r["p_holm"] for r in res["categories"])]
+    return {
+        "eps0": 0.0,
+        "ok": not rejected,
+        "rejected": rejected,
+        "family_size": res["family_size"],
+        "min_p_holm": float(min(tests)),
+        "text": (
+            f"A/A calibration holds: none of {res['family_size']} tests rejects eps = 0 "
+            f"(smallest Holm p {min(tests):.3g})"
+            if not rejected
+            else f"A/A calibration FAILS: eps > 0 found in {', '.join(rejected)}"
+        ),
+    }
 
 
 __all__ = ["PRIMARY_WEIGHT", "decide", "selection_split", "sequential_curve"]

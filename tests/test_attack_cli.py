@@ -20,7 +20,7 @@ from discriminators.attack import (
     run_attack,
     run_point,
 )
-from discriminators.attack import _Evaluator as Evaluator
+from discriminators.evaluate import Evaluator
 from discriminators.pairwise import PairwiseAdversary
 
 runner = CliRunner()
