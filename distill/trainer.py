@@ -425,7 +425,7 @@ def train(
         count = torch.zeros((), dtype=torch.float64, device=accelerator.device)
         with torch.no_grad():
             for batch in eval_loader:
-                sums, counts = objective.token_losses(model, batch)
+                sums, counts = objective.eval_token_losses(model, batch)
                 sums, counts = accelerator.gather_for_metrics((sums.double(), counts.double()))
                 loss_sum += sums.sum()
                 count += counts.sum()
@@ -466,7 +466,9 @@ def train(
             window_start = (micro // hp.grad_accum) * hp.grad_accum
             window = min(hp.grad_accum, micro_per_epoch - window_start)
             last_in_window = micro - window_start == window - 1
-            ctx = StepContext(hp.seed, epoch, micro, accelerator.process_index)
+            ctx = StepContext(
+                hp.seed, epoch, micro, accelerator.process_index, state["global_step"], total_steps
+            )
             batch = objective.prepare_batch(model, batch, ctx)
             sync = accelerator.no_sync(model) if not last_in_window else contextlib.nullcontext()
             with sync:

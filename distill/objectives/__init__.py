@@ -27,6 +27,8 @@ class StepContext:
     epoch: int
     micro: int  # micro-batch index within the epoch (the same on every process)
     process_index: int
+    step: int = 0  # optimizer steps completed so far (for schedules inside an objective)
+    total_steps: int = 1
 
 
 class Objective:
@@ -52,6 +54,13 @@ class Objective:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-example summed loss over trained tokens, and the per-example token counts."""
         raise NotImplementedError
+
+    def eval_token_losses(
+        self, model: Any, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the held-out eval reports (default: the training loss itself; an objective
+        with auxiliary terms may report plain cross-entropy instead)."""
+        return self.token_losses(model, batch)
 
     def step_metrics(self) -> dict[str, Any]:
         """Extra numbers for the step's metrics line (reset after each call)."""
