@@ -235,6 +235,82 @@ class KDSettings(LoraSettings):
         return _finite(v, info.field_name)
 
 
+WDA_PHASES = ("align", "detach", "free", "sft")
+
+
+class WDASettings(Section):
+    """``bbi distill wda``: the Wave-Density-Attention student and its four phases
+    (docs/wda.md). Phase lengths are epochs over the run's train-split data; 0 skips."""
+
+    # The attention (distill.wda.attention.WDAConfig).
+    masks: int = Field(24, ge=2, le=512)
+    waves: int = Field(8, ge=1, le=256)
+    top_k: int = Field(4, ge=1, le=512)
+    kernel: Literal["sine", "triangle"] = "sine"
+    route_chunk: int = Field(64, ge=1, le=1_000_000)
+    distance_scale: float = Field(512.0, gt=0.0)
+    content_rank: int = Field(0, ge=0, le=4096)
+    # Phases: teacher-on alignment, detachment, teacher-free CE (LR bursts), SFT.
+    phases: list[Literal["align", "detach", "free", "sft"]] = Field(
+        default_factory=lambda: list(WDA_PHASES)
+    )
+    align_epochs: int = Field(2, ge=0, le=10_000)
+    detach_epochs: int = Field(1, ge=0, le=10_000)
+    free_epochs: int = Field(1, ge=0, le=10_000)
+    sft_epochs: int = Field(1, ge=0, le=10_000)
+    energy_weight: float = Field(0.02, ge=0.0, le=1e6)
+    kl_weight: float = Field(0.0, ge=0.0, le=1e6)  # off by default: not part of the method
+    align_temperature: float = Field(0.1, gt=0.0, le=100.0)
+    temperature: float = Field(0.1, gt=0.0, le=100.0)  # after alignment
+    lr: float = Field(5e-4, gt=0.0, le=10.0)
+    bursts: list[float] = Field(default_factory=lambda: [2.0, 1.0])
+    batch_size: int = Field(8, ge=1, le=100_000)
+    grad_accum: int = Field(1, ge=1, le=100_000)
+    max_length: int = Field(160, ge=8, le=1_000_000)
+    eval_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    seed: int = Field(0, ge=0, le=_SEED_MAX)
+
+    @field_validator("bursts")
+    @classmethod
+    def _check_bursts(cls, v: list[float]) -> list[float]:
+        if not v or any(not (0 < x <= 100) or not math.isfinite(x) for x in v):
+            raise ValueError("give at least one LR multiplier, each in (0, 100]")
+        return v
+
+    @field_validator("phases")
+    @classmethod
+    def _check_phases(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("give each phase at most once, at least one")
+        if [p for p in WDA_PHASES if p in v] != v:
+            raise ValueError(f"phases run in the order {', '.join(WDA_PHASES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> WDASettings:
+        if self.top_k > self.masks:
+            raise ValueError(f"top_k {self.top_k} exceeds masks {self.masks}")
+        return self
+
+    def loop(self, phase: str, lr_mult: float = 1.0) -> LoraSettings:
+        """The shared loop's settings for one phase (full fine-tuning)."""
+        return LoraSettings(
+            epochs=max(getattr(self, f"{phase}_epochs"), 1),
+            lr=self.lr * lr_mult,
+            batch_size=self.batch_size,
+            grad_accum=self.grad_accum,
+            max_length=self.max_length,
+            eval_fraction=self.eval_fraction,
+            warmup_ratio=self.warmup_ratio,
+            weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm,
+            seed=self.seed,
+        )
+
+
 DISTILL_METHODS = ("lora", "kd")
 
 

@@ -72,13 +72,14 @@ def split_eval(
 
 
 def encode_pair(
-    tokenizer: Any, prompt: str, response: str, max_length: int
+    tokenizer: Any, prompt: str, response: str, max_length: int, prompt_loss: bool = False
 ) -> dict[str, list[int]] | None:
     """Token ids and labels for one (prompt, response): labels are -100 on the prompt.
 
     Prompt and response are tokenized separately and concatenated so the boundary is
     exactly where the probe's generation starts. Returns None when the prompt alone
-    fills ``max_length`` (no response token would be trained on).
+    fills ``max_length`` (no response token would be trained on). ``prompt_loss`` labels
+    the prompt tokens too (language-model phases that learn the whole text).
     """
     prompt_ids = encode_prompt(tokenizer, prompt)
     fmt = format_prompt(tokenizer, prompt)[1]
@@ -91,10 +92,8 @@ def encode_pair(
     if len(prompt_ids) >= max_length:
         return None
     resp_ids = resp_ids[: max_length - len(prompt_ids)]
-    return {
-        "input_ids": [*prompt_ids, *resp_ids],
-        "labels": [IGNORE_INDEX] * len(prompt_ids) + list(resp_ids),
-    }
+    prompt_labels = list(prompt_ids) if prompt_loss else [IGNORE_INDEX] * len(prompt_ids)
+    return {"input_ids": [*prompt_ids, *resp_ids], "labels": prompt_labels + list(resp_ids)}
 
 
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
@@ -107,14 +106,16 @@ def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
 class DistillDataset(Dataset):
     """Pre-tokenized examples; ``prompt_ids`` and ``categories`` say where each came from."""
 
-    def __init__(self, pairs: pd.DataFrame, tokenizer: Any, max_length: int):
+    def __init__(
+        self, pairs: pd.DataFrame, tokenizer: Any, max_length: int, prompt_loss: bool = False
+    ):
         self.examples: list[dict[str, list[int]]] = []
         self.prompt_ids: list[str] = []
         self.categories: list[str] = []
         self.n_skipped = 0
         has_cat = "category" in pairs.columns
         for rec in pairs.itertuples(index=False):
-            enc = encode_pair(tokenizer, rec.prompt, rec.response, max_length)
+            enc = encode_pair(tokenizer, rec.prompt, rec.response, max_length, prompt_loss)
             if enc is None:
                 self.n_skipped += 1
                 continue

@@ -314,6 +314,12 @@ def load_hf_parts(
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    try:  # bbi's own WDA students (distill.wda) then load without trust_remote_code
+        from distill.wda.student import register_wda
+    except ImportError:
+        pass
+    else:
+        register_wda()
     if isinstance(spec, str):
         from bbi.specs import parse_spec
 

@@ -19,7 +19,8 @@ from bbi.errors import BbiError
 from bbi.runstore import RunDir
 
 app = typer.Typer(
-    help="Distil students from the teacher: `lora` (its responses), `kd` (its weights).",
+    help="Distil students from the teacher: `lora` (its responses), `kd` (its weights), "
+    "`wda` (a Wave-Density-Attention student).",
     no_args_is_help=True,
 )
 
@@ -301,3 +302,72 @@ def kd(
         progress=progress,
     )
     _report(result)
+
+
+@app.command("wda")
+def wda(
+    run_dir: Path = RUN_DIR,
+    teacher_alias: str = TEACHER_ALIAS,
+    teacher_spec: str = typer.Option(
+        None,
+        help="Teacher model spec (default: the teacher alias's spec in run.yaml).",
+        parser=text_value,
+    ),
+    alias: str = typer.Option("student_wda", help="Alias of the WDA student."),
+    out: Path = typer.Option(
+        None, help="Output directory (default runs/NAME/models/ALIAS).", parser=path_value
+    ),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="YAML with WDA settings (bbi/config.py WDASettings).",
+        parser=path_value,
+    ),  # fmt: skip
+    phases: str = typer.Option(
+        None, help="Comma-separated phases to run: align,detach,free,sft (default: all)."
+    ),
+    align_epochs: int = typer.Option(None, help="Epochs of teacher-on alignment."),
+    detach_epochs: int = typer.Option(None, help="Epochs of detachment (teacher scale -> 0)."),
+    free_epochs: int = typer.Option(None, help="Epochs per teacher-free LR-burst stage."),
+    sft_epochs: int = typer.Option(None, help="Epochs of instruction SFT."),
+    masks: int = typer.Option(None, help="Wave masks per head."),
+    top_k: int = typer.Option(None, help="Masks routed per chunk (real sparse top-k)."),
+    energy_weight: float = typer.Option(None, help="Residual-energy loss weight in alignment."),
+    kl_weight: float = typer.Option(None, help="Optional logit KL to the teacher (off: 0)."),
+    lr: float = LR,
+    batch_size: int = BATCH,
+    max_length: int = MAX_LEN,
+    seed: int = SEED,
+    resume: bool = typer.Option(False, help="Continue from OUT's phase checkpoints."),
+    progress: bool = PROGRESS,
+) -> None:
+    """Wave-Density-Attention student: transplant the teacher, align, detach, train
+    teacher-free, SFT; held-out CE per phase; prints the new model spec."""
+    from bbi.config import WDASettings
+    from bbi.runstore import read_yaml_mapping
+    from distill.wda.trainer import distill_wda
+
+    base = WDASettings.parse(
+        read_yaml_mapping(config) if config else {}, str(config) if config else "config"
+    )
+    phase_list = [p.strip() for p in phases.split(",")] if phases is not None else None
+    settings = base.updated(
+        phases=phase_list, align_epochs=align_epochs, detach_epochs=detach_epochs,
+        free_epochs=free_epochs, sft_epochs=sft_epochs, masks=masks, top_k=top_k,
+        energy_weight=energy_weight, kl_weight=kl_weight, lr=lr, batch_size=batch_size,
+        max_length=max_length, seed=seed,
+    )  # fmt: skip
+    rec = distill_wda(
+        RunDir(run_dir),
+        settings=settings,
+        teacher_alias=teacher_alias,
+        teacher_spec=teacher_spec,
+        alias=alias,
+        out=out,
+        resume=resume,
+        progress=progress,
+    )
+    for row in rec["phases"]:
+        typer.echo(f"{row['phase']}: held-out CE {row['ce']:.4f} (PPL {row['ppl']:.1f})", err=True)
+    typer.echo(rec["spec"])

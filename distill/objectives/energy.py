@@ -79,7 +79,7 @@ class ResidualEnergy(Objective):
 
     def __init__(
         self,
-        teacher: Any,
+        teacher: Any | None,
         energy_weight: float | Callable[[float], float] = 0.02,
         kl_weight: float = 0.0,
         kl_temperature: float = 1.0,
@@ -87,7 +87,8 @@ class ResidualEnergy(Objective):
         teacher_spec: str = "",
         teacher_fingerprint: str = "",
     ):
-        self.teacher = teacher.eval().requires_grad_(False)
+        # No teacher: plain cross-entropy (the teacher-free phases).
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
         self.energy_weight = energy_weight
         self.kl_weight = float(kl_weight)
         self.kl_temperature = float(kl_temperature)
@@ -101,7 +102,8 @@ class ResidualEnergy(Objective):
         return float(w(frac) if callable(w) else w)
 
     def setup(self, accelerator: Any) -> None:
-        self.teacher.to(accelerator.device)
+        if self.teacher is not None:
+            self.teacher.to(accelerator.device)
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -141,8 +143,8 @@ class ResidualEnergy(Objective):
         ce, trained = self._ce(out.logits, batch)
         counts = trained.sum(dim=1)
         sums = ce.sum(dim=1)
-        ce_mean = float(sums.sum() / counts.sum().clamp_min(1))
-        need_teacher = self._w > 0 or self.kl_weight > 0
+        ce_mean = float(sums.detach().sum() / counts.sum().clamp_min(1))
+        need_teacher = self.teacher is not None and (self._w > 0 or self.kl_weight > 0)
         e_loss = torch.zeros_like(sums)
         kl = torch.zeros_like(sums)
         if need_teacher:
@@ -162,9 +164,13 @@ class ResidualEnergy(Objective):
                 sums = sums + self.kl_weight * kl
         self._last = {
             "ce": ce_mean,
-            "energy": float(e_loss.mean()),
+            "energy": float(e_loss.detach().mean()),
             "energy_weight": self._w,
-            **({"kl": float(kl.sum() / counts.sum().clamp_min(1))} if self.kl_weight else {}),
+            **(
+                {"kl": float(kl.detach().sum() / counts.sum().clamp_min(1))}
+                if self.kl_weight
+                else {}
+            ),
         }
         return sums, counts
 

@@ -1,0 +1,114 @@
+"""`bbi distill wda` end to end on the micro zoo teacher: phases, held-out CE, the student."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from bbi.runstore import RunDir, append_jsonl
+
+TINY = ["--masks", "4", "--top-k", "2", "--batch-size", "8", "--max-length", "64",
+        "--align-epochs", "1", "--detach-epochs", "1", "--free-epochs", "1", "--sft-epochs", "1",
+        "--lr", "3e-3", "--no-progress"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def wda_run_template(tmp_path_factory, micro_teacher, synthetic_corpus):
+    """A run whose micro zoo teacher answered 48 prompts (1 in 8 on the test split)."""
+    from bbi.backends.base import GenerationConfig
+
+    run = RunDir(tmp_path_factory.mktemp("wda") / "run", create=True)
+    items = synthetic_corpus(5, 12)
+    gens = micro_teacher.generate(
+        [it["prompt"] for it in items],
+        GenerationConfig(max_new_tokens=20, temperature=0.7),
+        seeds=list(range(len(items))),
+    )
+    suite, responses = [], []
+    for i, (it, g) in enumerate(zip(items, gens, strict=True)):
+        pid = f"{it['category']}-{i:05d}"
+        suite.append(
+            {"id": pid, "category": it["category"], "subcategory": "w", "prompt": it["prompt"],
+             "split": "test" if i % 8 == 7 else "train", "reference": None,
+             "source": "generated", "perturbation": None, "base_id": None}
+        )  # fmt: skip
+        responses.append({"prompt_id": pid, "sample": 0, "text": g.text, "n_tokens": g.n_tokens})
+    append_jsonl(run.suite_path, suite)
+    append_jsonl(run.responses_path("teacher"), responses)
+    run.write_config(
+        {"models": {"teacher": {"spec": "zoo:teacher", "role": "teacher"}},
+         "generation": {"max_new_tokens": 20}}
+    )  # fmt: skip
+    return run.path
+
+
+@pytest.fixture
+def wda_run(wda_run_template, tmp_path) -> RunDir:
+    return RunDir(shutil.copytree(wda_run_template, tmp_path / "run"))
+
+
+def test_cli_runs_every_phase_and_the_student_generates(wda_run):
+    from bbi.backends import load_backend
+    from bbi.backends.base import GenerationConfig
+    from bbi.cli import app
+
+    res = CliRunner().invoke(app, ["distill", "wda", str(wda_run.path), *TINY])
+    assert res.exit_code == 0, res.output
+    spec = res.output.strip().splitlines()[-1]
+    assert spec.startswith("hf:") and wda_run.models()["student_wda"]["spec"] == spec
+    rec = wda_run.read_results()["distill"]["student_wda"]
+    names = [r["phase"] for r in rec["phases"]]
+    assert names == ["teacher", "transplant", "align", "detach", "free1", "free2", "sft"]
+    ce = {r["phase"]: r["ce"] for r in rec["phases"]}
+    assert all(0 < v < 20 for v in ce.values())
+    # Training moves the teacher-free student from the untrained transplant toward the teacher.
+    assert ce["free2"] < ce["transplant"]
+    align = next(r for r in rec["phases"] if r["phase"] == "align")
+    assert align["teacher_scale"] == 1.0 and "ce_with_teacher_attention" in align
+    assert 0 <= align["routing"]["entropy_norm"] <= 1
+    assert rec["n_eval_prompts"] > 0 and rec["hyperparameters"]["kl_weight"] == 0.0
+    # The saved student is teacher-free and loads through bbi's own backend.
+    out = wda_run.path / "models" / "student_wda"
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model_type"] == "bbi_wda_llama" and cfg["teacher_scale"] == 0
+    backend = load_backend(spec, device="cpu")
+    try:
+        g = backend.generate(["What is 2 plus 2?"], GenerationConfig(max_new_tokens=4), [0])
+        assert g[0].n_tokens >= 1
+    finally:
+        backend.close()
+    # Phases already done are skipped by --resume; without it the directory is refused.
+    again = CliRunner().invoke(app, ["distill", "wda", str(wda_run.path), *TINY])
+    assert again.exit_code == 2 and "--resume" in again.output
+    resumed = CliRunner().invoke(app, ["distill", "wda", str(wda_run.path), *TINY, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+
+
+def test_bad_wda_settings_are_one_line_errors(wda_run, tmp_path):
+    from bbi.cli import app
+
+    runner = CliRunner()
+    for extra, needle in [
+        (["--phases", "sft,align"], "order"),
+        (["--top-k", "9", "--masks", "4"], "top_k"),
+        (["--energy-weight", "-1"], "--energy-weight"),
+    ]:
+        res = runner.invoke(app, ["distill", "wda", str(wda_run.path), "--no-progress", *extra])
+        assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output
+    bad = tmp_path / "wda.yaml"
+    bad.write_text("masks: lots\n")
+    res = runner.invoke(app, ["distill", "wda", str(wda_run.path), "--config", str(bad)])
+    assert res.exit_code == 2 and "masks" in res.output
+    assert "distill" not in wda_run.read_results()
