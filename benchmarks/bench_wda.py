@@ -1,0 +1,117 @@
+"""WDA attention vs the teacher's SDPA attention: forward + backward time and peak memory.
+
+Run: python benchmarks/bench_wda.py [--lengths 256,1024,4096,16384] [--repeats 3]
+
+One attention layer at SmolLM2-135M's size (hidden 576, 9 heads, head dim 64), batch 1,
+fp32 on the CPU, side by side in one process: SDPA is
+``torch.nn.functional.scaled_dot_product_attention`` with the causal flag (what the HF
+Llama layer calls) plus the q/k/v/o projections; WDA is
+``distill.wda.attention.WaveDensityAttention`` at the default settings (24 masks x 8
+waves, top-4 routing, 64-token routing chunks). Time: median over ``repeats`` of one
+forward + backward of sum(output); memory: peak resident memory growth of a fresh child
+process per (method, length), since torch's CPU allocator has no peak counter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+D, H = 576, 9
+
+
+def _layer(method: str):
+    import torch
+
+    torch.manual_seed(0)
+    if method == "wda":
+        from distill.wda.attention import WaveDensityAttention, WDAConfig
+
+        return WaveDensityAttention(WDAConfig(hidden_size=D, num_heads=H))
+
+    class SDPA(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv = torch.nn.Linear(D, 3 * D, bias=False)
+            self.o = torch.nn.Linear(D, D, bias=False)
+
+        def forward(self, x):
+            b, s, _ = x.shape
+            q, k, v = self.qkv(x).view(b, s, 3, H, D // H).permute(2, 0, 3, 1, 4)
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return self.o(y.transpose(1, 2).reshape(b, s, D))
+
+    return SDPA()
+
+
+def measure(method: str, length: int, repeats: int) -> dict:
+    """Run in a child process: time per forward+backward and peak RSS growth (MiB)."""
+    import resource
+
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    layer = _layer(method)
+    x = torch.randn(1, length, D, requires_grad=True)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    for _ in range(repeats + 1):  # the first is a warm-up
+        t0 = time.perf_counter()
+        layer(x).sum().backward()
+        times.append(time.perf_counter() - t0)
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"s": statistics.median(times[1:]), "peak_mib": (peak - base) / 1024}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lengths", default="256,1024,4096,16384")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        method, length = args.child.split(":")
+        print(json.dumps(measure(method, int(length), args.repeats)))
+        return
+    lengths = [int(x) for x in args.lengths.split(",")]
+    print(f"python {platform.python_version()}, cpus {os.cpu_count()}, "
+          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print("\n| S | SDPA fwd+bwd s | WDA fwd+bwd s | WDA / SDPA time | SDPA peak MiB | "
+          "WDA peak MiB |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|")
+    for s in lengths:
+        res = {}
+        for method in ("sdpa", "wda"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", f"{method}:{s}",
+                 "--repeats", str(args.repeats)],
+                capture_output=True, text=True, timeout=3600,
+            )  # fmt: skip
+            if out.returncode != 0:
+                res[method] = None
+                print(f"{method} S={s} failed: {out.stderr.strip().splitlines()[-1:]}")
+                continue
+            res[method] = json.loads(out.stdout.strip().splitlines()[-1])
+        a, w = res.get("sdpa"), res.get("wda")
+        ratio = f"{w['s'] / a['s']:.2f}" if a and w else "-"
+        print(
+            f"| {s} | {a['s']:.3f} | {w['s']:.3f} | {ratio} | {a['peak_mib']:.0f} | "
+            f"{w['peak_mib']:.0f} |"
+            if a and w
+            else f"| {s} | {a and round(a['s'], 3)} | {w and round(w['s'], 3)} | - | - | - |"
+        )
+
+
+if __name__ == "__main__":
+    main()
