@@ -2,7 +2,7 @@
 
 Unlike the classifiers, this adversary does not learn a decision rule; it asks whether the
 two response distributions differ at all, the approach of Model Equality Testing (Gao et
-al., 2024). Two kernels:
+al., 2024). Three kernels:
 
 ``embedding``
     Gaussian kernel on all-MiniLM-L6-v2 sentence embeddings,
@@ -14,6 +14,14 @@ al., 2024). Two kernels:
     a fixed length ``L``; units are characters (default) or whitespace words, aligned at
     the start of the response (default) or at its end (``align="end"``: sign-offs and
     closing habits). Padding positions match each other, so the kernel also sees length.
+``kspectrum``
+    The k-spectrum string kernel of MET's ``mmd_kspectrum``: ``k(x, y) = sum_s #(s in x)
+    #(s in y)`` over the n-grams ``s`` of the same unit sequences (``cumulative=True``, as
+    MET's default: every order 1..``k``; ``False``: order ``k`` only), normalised to
+    ``k(x, y) / sqrt(k(x, x) k(y, y))`` so ``k(x, x) = 1``. Position-free, so it sees shared
+    phrases wherever they occur. Unlike MET, which counts n-grams of its padded sequences,
+    padding is dropped (it would turn the kernel into a length match for short responses);
+    a response with no n-gram (empty) gets the zero feature vector, as MET does.
 
 Statistic: the unbiased MMD^2. With paired samples (both models answered the same
 prompts) it is Gretton et al. (2012, Lemma 6) ``1/(n(n-1)) sum_{i != j} h_ij`` with
@@ -32,12 +40,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from scipy.spatial.distance import cdist
 
 from bbi.errors import BbiError
-from discriminators.base import Adversary, at_least, one_of, register
+from discriminators.base import BOOLEAN, Adversary, at_least, one_of, register
 
-KERNELS = ("embedding", "hamming")
+KERNELS = ("embedding", "hamming", "kspectrum")
 UNITS = ("char", "word")
 ALIGNS = ("start", "end")
 _PAD = -1
@@ -54,7 +63,7 @@ def encode_sequences(
     appearance within this call, so encode both samples in one call.
     """
     if unit not in UNITS:
-        raise BbiError(f"mmd: unknown hamming unit {unit!r}; choose one of {', '.join(UNITS)}")
+        raise BbiError(f"mmd: unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
     if align not in ALIGNS:
         raise BbiError(f"mmd: align must be one of {', '.join(ALIGNS)}, not {align!r}")
     if length < 1:
@@ -80,6 +89,44 @@ def hamming_gram(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     if A.shape[1] != B.shape[1]:
         raise ValueError("sequences must have the same padded length")
     return (1.0 - cdist(A, B, metric="hamming")).astype(np.float32)
+
+
+def kspectrum_gram(Z: np.ndarray, k: int, cumulative: bool = True) -> np.ndarray:
+    """Normalised k-spectrum Gram of the padded code rows ``Z`` (``-1`` = padding).
+
+    Each j-gram gets a compact id from (id of its (j-1)-gram prefix, last unit), one 1-d
+    ``np.unique`` per order; windows touching padding get none (padding sits at one end, so
+    the rest are exactly the response's n-grams). The Gram is then one sparse product of
+    the n-gram count matrix, instead of MET's Python double loop over pairs.
+    """
+    if k < 1:
+        raise BbiError(f"mmd: k must be >= 1, got {k}")
+    Z = np.asarray(Z, dtype=np.int64)
+    n, L = Z.shape
+    base = int(Z.max(initial=0)) + 1
+    blocks = [sp.csr_matrix((n, 1))]
+    ids = np.where(Z >= 0, Z, -1)  # 1-gram "ids": the codes themselves
+    for order in range(1, min(k, L) + 1):
+        if order > 1:
+            prefix, last = ids[:, :-1], Z[:, order - 1 :]
+            ok = (prefix >= 0) & (last >= 0)
+            key = prefix[ok] * base + last[ok]  # prefix ids < n * L, so no int64 overflow
+            ids = np.full(prefix.shape, -1, dtype=np.int64)
+            ids[ok] = np.unique(key, return_inverse=True)[1].ravel()
+        if order < k and not cumulative:
+            continue
+        rows, cols = np.nonzero(ids >= 0)
+        if len(rows):
+            col = ids[rows, cols]
+            if order == 1:  # raw codes (code points reach 0x10FFFF): make them compact
+                col = np.unique(col, return_inverse=True)[1].ravel()
+            shape = (n, int(col.max()) + 1)
+            blocks.append(sp.csr_matrix((np.ones(len(col)), (rows, col)), shape=shape))
+    C = sp.hstack(blocks, format="csr")  # one column per distinct n-gram (all orders used)
+    K = (C @ C.T).toarray()
+    norm = np.sqrt(np.diag(K)).copy()
+    norm[norm == 0] = 1.0
+    return (K / np.outer(norm, norm)).astype(np.float32)
 
 
 def median_bandwidth(Z: np.ndarray, rng: np.random.Generator, max_points: int = 2000) -> float:
@@ -163,7 +210,11 @@ def unpaired_mmd2_test(
 
 @register
 class MMDTest(Adversary):
-    """Kernel two-sample test (MMD^2, permutation p-value) on responses."""
+    """Kernel two-sample test (MMD^2, permutation p-value) on responses.
+
+    ``kernel``: ``embedding`` (MiniLM), ``hamming`` or ``kspectrum`` (``k``, ``cumulative``);
+    the last two read ``max_length`` ``unit``s of text and need no embeddings.
+    """
 
     name: ClassVar[str] = "mmd"
     kind: ClassVar[str] = "test"
@@ -175,6 +226,8 @@ class MMDTest(Adversary):
         "unit": one_of(*UNITS),
         "align": one_of(*ALIGNS),
         "n_permutations": at_least(1),
+        "k": at_least(1),
+        "cumulative": BOOLEAN,
     }
 
     def __init__(
@@ -184,12 +237,16 @@ class MMDTest(Adversary):
         unit: str = "char",
         align: str = "start",
         n_permutations: int = 1000,
+        k: int = 5,
+        cumulative: bool = True,
     ):
         self.kernel = kernel
         self.max_length = max_length
         self.unit = unit
         self.align = align
         self.n_permutations = n_permutations
+        self.k = k
+        self.cumulative = cumulative
 
     def requires(self) -> frozenset[str]:
         return self.needs if self.kernel == "embedding" else frozenset()
@@ -204,7 +261,7 @@ class MMDTest(Adversary):
     # ---- the test ---------------------------------------------------------------------
     def _features(self, X: pd.DataFrame) -> np.ndarray:
         """Rows of the pooled sample (both models in one frame: word ids must be shared)."""
-        if self.kernel == "hamming":
+        if self.kernel in ("hamming", "kspectrum"):
             return encode_sequences(
                 X["response"].astype(str).tolist(), int(self.max_length), self.unit, self.align
             )
@@ -217,6 +274,8 @@ class MMDTest(Adversary):
     def _gram(self, Z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.kernel == "hamming":
             return hamming_gram(Z, Z)
+        if self.kernel == "kspectrum":
+            return kspectrum_gram(Z, int(self.k), bool(self.cumulative))
         self.bandwidth_ = median_bandwidth(Z, rng)
         return gaussian_gram(Z, self.bandwidth_)
 
@@ -234,6 +293,8 @@ class MMDTest(Adversary):
             )
         if self.n_permutations < 1:
             raise BbiError("mmd: n_permutations must be >= 1")
+        if self.kernel == "kspectrum" and not 1 <= self.k <= self.max_length:
+            raise BbiError(f"mmd: k must be in [1, max_length={self.max_length}], got {self.k}")
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         paired = _is_paired(X_teacher, X_other)
         if paired:
