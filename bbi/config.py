@@ -254,7 +254,7 @@ class WDASettings(Section):
     phases: list[Literal["align", "detach", "free", "sft"]] = Field(
         default_factory=lambda: list(WDA_PHASES)
     )
-    align_epochs: int = Field(2, ge=0, le=10_000)
+    align_epochs: int = Field(1, ge=0, le=10_000)
     detach_epochs: int = Field(1, ge=0, le=10_000)
     free_epochs: int = Field(1, ge=0, le=10_000)
     sft_epochs: int = Field(1, ge=0, le=10_000)
@@ -263,7 +263,8 @@ class WDASettings(Section):
     align_temperature: float = Field(0.1, gt=0.0, le=100.0)
     temperature: float = Field(0.1, gt=0.0, le=100.0)  # after alignment
     lr: float = Field(5e-4, gt=0.0, le=10.0)
-    bursts: list[float] = Field(default_factory=lambda: [2.0, 1.0])
+    # LR multiplier of each teacher-free stage (free_epochs each), e.g. [2.0, 1.0, 1.5, 1.0].
+    bursts: list[float] = Field(default_factory=lambda: [2.0])
     batch_size: int = Field(8, ge=1, le=100_000)
     grad_accum: int = Field(1, ge=1, le=100_000)
     max_length: int = Field(160, ge=8, le=1_000_000)
