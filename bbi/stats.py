@@ -139,6 +139,25 @@ def pairwise_contrib_k(
     return np.sign(signed[groups].sum(axis=1))
 
 
+# ---- splits -----------------------------------------------------------------------------
+
+
+def stratified_folds(categories: Sequence[str], folds: int, seed: int) -> np.ndarray:
+    """A seeded fold in 0..folds-1 per item, balanced within each category and overall
+    (a category's items are shuffled and dealt round-robin, continuing across categories
+    so that small ones do not all land in fold 0)."""
+    cats = np.asarray(list(categories)).astype(str)
+    rng = np.random.default_rng([seed, 7919])
+    out = np.empty(len(cats), dtype=int)
+    offset = 0
+    for cat in sorted(set(cats.tolist())):
+        idx = np.flatnonzero(cats == cat)
+        idx = idx[rng.permutation(len(idx))]
+        out[idx] = (np.arange(len(idx)) + offset) % folds
+        offset += len(idx)
+    return out
+
+
 # ---- resampling -------------------------------------------------------------------------
 
 

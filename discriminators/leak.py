@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bbi import stats
 from bbi.errors import BbiError
 from bbi.runstore import RunDir
 
@@ -43,16 +44,7 @@ class TrainLeak:
 
 def fold_of(categories: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """A seeded fold per prompt, balanced within each category (stratified K-fold)."""
-    rng = np.random.default_rng([seed, 7919])
-    out = np.empty(len(categories), dtype=int)
-    offset = 0
-    for cat in sorted(set(categories.tolist())):
-        idx = np.flatnonzero(categories == cat)
-        idx = idx[rng.permutation(len(idx))]
-        # Continue the round-robin across categories so small ones don't all land in fold 0.
-        out[idx] = (np.arange(len(idx)) + offset) % folds
-        offset += len(idx)
-    return out
+    return stats.stratified_folds(categories, folds, seed)
 
 
 def train_leak(

@@ -43,18 +43,7 @@ PRIMARY_WEIGHT = 0.5
 
 def selection_split(categories: np.ndarray, seed: int) -> np.ndarray:
     """Boolean mask of the selection half, stratified by category (seeded)."""
-    categories = np.asarray(categories).astype(str)
-    rng = np.random.default_rng([seed, 2718])
-    mask = np.zeros(len(categories), dtype=bool)
-    offset = 0
-    for cat in sorted(set(categories.tolist())):
-        idx = np.flatnonzero(categories == cat)
-        idx = idx[rng.permutation(len(idx))]
-        # Alternate which half gets a category's odd prompt so halves stay balanced overall.
-        take = (len(idx) + (offset % 2)) // 2 if len(idx) % 2 else len(idx) // 2
-        offset += len(idx) % 2
-        mask[idx[:take]] = True
-    return mask
+    return stats.stratified_folds(categories, 2, seed) == 0
 
 
 def _est(d: np.ndarray, cfg: Any, seed: int) -> dict[str, Any]:
