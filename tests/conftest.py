@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Any
 
 import pytest
 
@@ -111,3 +112,50 @@ def micro_teacher(micro_zoo):
     backend = load_backend("zoo:teacher", device="cpu")
     yield backend
     backend.close()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matmuls run fastest on one thread, and far slower when threads contend.
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def teacher_run(
+    path, micro_teacher, items: list[dict], max_new_tokens: int, tag: str = "t"
+) -> tuple[Any, list[dict], list[Any]]:
+    """A run directory whose micro zoo teacher answered ``items`` (1 prompt in 8 on the
+    test split); returns (RunDir, suite records, generations) for tests to add to."""
+    from bbi.backends.base import GenerationConfig
+    from bbi.runstore import RunDir, append_jsonl
+
+    run = RunDir(path, create=True)
+    gens = micro_teacher.generate(
+        [it["prompt"] for it in items],
+        GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.7),
+        seeds=list(range(len(items))),
+    )
+    suite, responses = [], []
+    for i, (it, g) in enumerate(zip(items, gens, strict=True)):
+        pid = f"{it['category']}-{i:05d}"
+        suite.append(
+            {"id": pid, "category": it["category"], "subcategory": tag, "prompt": it["prompt"],
+             "split": "test" if i % 8 == 7 else "train", "reference": None,
+             "source": "generated", "perturbation": None, "base_id": None}
+        )  # fmt: skip
+        responses.append(
+            {"prompt_id": pid, "sample": 0, "text": g.text, "n_tokens": g.n_tokens,
+             "finish_reason": g.finish_reason}
+        )  # fmt: skip
+    append_jsonl(run.suite_path, suite)
+    append_jsonl(run.responses_path("teacher"), responses)
+    run.write_config(
+        {"models": {"teacher": {"spec": "zoo:teacher", "role": "teacher"}},
+         "generation": {"max_new_tokens": max_new_tokens}}
+    )  # fmt: skip
+    return run, suite, gens

@@ -13,57 +13,30 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import teacher_run
 from typer.testing import CliRunner
 
 from bbi.config import KDSettings, LoraSettings
 from bbi.errors import BbiError
-from bbi.runstore import RunDir, append_jsonl
+from bbi.runstore import RunDir
 from distill.data import Collator, DistillDataset, distillation_pairs, split_eval
 from distill.objectives.kd import divergence, generalized_jsd
 
 FAST_KD = dict(epochs=2, batch_size=8, max_length=64, eval_fraction=0.2, dropout=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny matmuls run fastest on one thread, and far slower when threads contend.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def kd_run_template(tmp_path_factory, micro_teacher, synthetic_corpus) -> Path:
     """A run whose teacher (the micro zoo teacher) answered 48 prompts; 1 in 8 is test."""
-    from bbi.backends.base import GenerationConfig
-
-    run = RunDir(tmp_path_factory.mktemp("kd") / "run", create=True)
-    items = synthetic_corpus(7, 12)
-    gens = micro_teacher.generate(
-        [it["prompt"] for it in items],
-        GenerationConfig(max_new_tokens=24, temperature=0.7),
-        seeds=list(range(len(items))),
+    run, _, _ = teacher_run(
+        tmp_path_factory.mktemp("kd") / "run", micro_teacher, synthetic_corpus(7, 12), 24, "kd"
     )
-    suite, responses = [], []
-    for i, (it, g) in enumerate(zip(items, gens, strict=True)):
-        pid = f"{it['category']}-{i:05d}"
-        suite.append(
-            {"id": pid, "category": it["category"], "subcategory": "kd", "prompt": it["prompt"],
-             "split": "test" if i % 8 == 7 else "train", "reference": None,
-             "source": "generated", "perturbation": None, "base_id": None}
-        )  # fmt: skip
-        responses.append(
-            {"prompt_id": pid, "sample": 0, "text": g.text, "n_tokens": g.n_tokens,
-             "finish_reason": g.finish_reason}
-        )  # fmt: skip
-    append_jsonl(run.suite_path, suite)
-    append_jsonl(run.responses_path("teacher"), responses)
-    run.write_config(
-        {"models": {"teacher": {"spec": "zoo:teacher", "role": "teacher"},
-                    "student": {"spec": "zoo:student", "role": "student"}},
-         "generation": {"max_new_tokens": 24}}
-    )  # fmt: skip
+    cfg = run.config()
+    cfg["models"]["student"] = {"spec": "zoo:student", "role": "student"}
+    run.write_config(cfg)
     return run.path
 
 

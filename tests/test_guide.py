@@ -12,6 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import teacher_run
 from typer.testing import CliRunner
 
 from bbi.errors import BbiError
@@ -24,36 +25,20 @@ LEAKY = "factual"
 @pytest.fixture(scope="module")
 def leak_run_template(tmp_path_factory, micro_teacher, synthetic_corpus):
     """Teacher = micro zoo teacher; student = the teacher's answers, plus a tell in LEAKY."""
-    from bbi.backends.base import GenerationConfig
-
-    run = RunDir(tmp_path_factory.mktemp("guide") / "run", create=True)
-    items = synthetic_corpus(11, 16)
-    gens = micro_teacher.generate(
-        [it["prompt"] for it in items],
-        GenerationConfig(max_new_tokens=16, temperature=0.7),
-        seeds=list(range(len(items))),
+    run, suite, gens = teacher_run(
+        tmp_path_factory.mktemp("guide") / "run", micro_teacher, synthetic_corpus(11, 16), 16, "g"
     )
-    suite, teacher, student = [], [], []
-    for i, (it, g) in enumerate(zip(items, gens, strict=True)):
-        pid = f"{it['category']}-{i:05d}"
-        split = "test" if i % 8 == 7 else "train"
-        suite.append(
-            {"id": pid, "category": it["category"], "subcategory": "g", "prompt": it["prompt"],
-             "split": split, "reference": None, "source": "generated", "perturbation": None,
-             "base_id": None}
-        )  # fmt: skip
-        text = g.text
-        s_text = f"{text} Indeed, certainly so." if it["category"] == LEAKY else text
-        teacher.append({"prompt_id": pid, "sample": 0, "text": text, "n_tokens": g.n_tokens})
-        student.append({"prompt_id": pid, "sample": 0, "text": s_text, "n_tokens": g.n_tokens})
-    append_jsonl(run.suite_path, suite)
-    append_jsonl(run.responses_path("teacher"), teacher)
-    append_jsonl(run.responses_path("student"), student)
-    run.write_config(
-        {"models": {"teacher": {"spec": "zoo:teacher", "role": "teacher"},
-                    "student": {"spec": "zoo:student", "role": "student"}},
-         "generation": {"max_new_tokens": 16}}
+    append_jsonl(
+        run.responses_path("student"),
+        [
+            {"prompt_id": r["id"], "sample": 0, "n_tokens": g.n_tokens,
+             "text": f"{g.text} Indeed, certainly so." if r["category"] == LEAKY else g.text}
+            for r, g in zip(suite, gens, strict=True)
+        ],
     )  # fmt: skip
+    cfg = run.config()
+    cfg["models"]["student"] = {"spec": "zoo:student", "role": "student"}
+    run.write_config(cfg)
     return run.path
 
 

@@ -20,13 +20,7 @@ from distill.wda.attention import triangle
 D, H, M, W, R = 32, 4, 8, 4, 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny ops run fastest on one thread, and far slower when test processes contend.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(seed: int = 0, **kw) -> WaveDensityAttention:

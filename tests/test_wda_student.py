@@ -33,13 +33,7 @@ from distill.wda.student import (
 WDA = {"num_masks": 6, "num_waves": 4, "top_k": 2, "route_chunk": 4, "gate_hidden": 16}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny ops run fastest on one thread, and far slower when test processes contend.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,51 +6,25 @@ import json
 import shutil
 
 import pytest
-import torch
+from conftest import teacher_run
 from typer.testing import CliRunner
 
-from bbi.runstore import RunDir, append_jsonl
+from bbi.runstore import RunDir
 
 TINY = ["--masks", "4", "--top-k", "2", "--batch-size", "8", "--max-length", "64",
         "--align-epochs", "1", "--detach-epochs", "1", "--free-epochs", "1", "--sft-epochs", "1",
         "--lr", "3e-3", "--no-progress"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def wda_run_template(tmp_path_factory, micro_teacher, synthetic_corpus):
     """A run whose micro zoo teacher answered 48 prompts (1 in 8 on the test split)."""
-    from bbi.backends.base import GenerationConfig
-
-    run = RunDir(tmp_path_factory.mktemp("wda") / "run", create=True)
-    items = synthetic_corpus(5, 12)
-    gens = micro_teacher.generate(
-        [it["prompt"] for it in items],
-        GenerationConfig(max_new_tokens=20, temperature=0.7),
-        seeds=list(range(len(items))),
+    run, _, _ = teacher_run(
+        tmp_path_factory.mktemp("wda") / "run", micro_teacher, synthetic_corpus(5, 12), 20, "w"
     )
-    suite, responses = [], []
-    for i, (it, g) in enumerate(zip(items, gens, strict=True)):
-        pid = f"{it['category']}-{i:05d}"
-        suite.append(
-            {"id": pid, "category": it["category"], "subcategory": "w", "prompt": it["prompt"],
-             "split": "test" if i % 8 == 7 else "train", "reference": None,
-             "source": "generated", "perturbation": None, "base_id": None}
-        )  # fmt: skip
-        responses.append({"prompt_id": pid, "sample": 0, "text": g.text, "n_tokens": g.n_tokens})
-    append_jsonl(run.suite_path, suite)
-    append_jsonl(run.responses_path("teacher"), responses)
-    run.write_config(
-        {"models": {"teacher": {"spec": "zoo:teacher", "role": "teacher"}},
-         "generation": {"max_new_tokens": 20}}
-    )  # fmt: skip
     return run.path
 
 
