@@ -108,7 +108,8 @@ class CurvePoint(_Model):
 class TwoSample(_Model):
     statistic: float
     p: float
-    n: int
+    n: int  # prompts used
+    samples: int | None = None  # responses per prompt and model (mmd samples > 1)
 
 
 class Queries(_Model):

@@ -14,7 +14,11 @@ pool of responses.
 * bbi ``mmd`` (``discriminators/mmd.py``): (a) on exactly MET's draw (unpaired: the two
   models' rows have different prompts), Hamming (start and end aligned) and k-spectrum
   (``k=5``, cumulative) kernels, same ``L``, units and ``b``; (b) in bbi's own design,
-  ``Q/2`` prompts answered once by each model (sample 0), paired.
+  ``Q/2`` prompts answered once by each model (sample 0), paired; (c) bbi's design with
+  ``samples=S`` (``--bbi-samples``; default: MET's ``m`` > 1, and the run's ``M``): of the
+  ``Q/2`` prompts bought, the first ``floor(Q/(2S))`` with samples ``0..S-1`` of each
+  model read from the run (``Q`` queries at most), labels permuted within prompts
+  (``pairs=cross``; ``--within`` adds MET's same-prompt-only entries as ``pairs=within``).
 * bbi classifier route: ``tfidf`` fit on ``q`` train queries (``q/2`` prompts, sample 0
   from each model), then ``bbi.stats.betting_test`` (anytime-valid, eps0 = 0) over test
   prompts with ``d_i = 1[s_teacher >= .5] - 1[s_other >= .5]``; it may stop at
@@ -30,17 +34,29 @@ Data: by default ``discriminators.synthetic.make_run`` (its sample 0 and prompts
 samples per prompt from the same generator and planting rule (``synthetic.response`` +
 ``ARTIFACTS``): the student adds ``--artifact`` (``signoff``: " Hope this helps!") with
 probability ``--rate`` (0.3) to each response, independently, in every category.
-``--run PATH`` compares a run's teacher with ``--compare`` on sample 0 only: one
-completion per prompt, where MET's within-prompt kernel is undefined (masked XX/YY
-kernels are empty, 0/0), so there every MET row puts all prompts under one prompt index
-(a plain, unmasked MMD) and draws ``Q/2`` distinct prompts.
+``--run PATH`` compares a run's teacher with ``--compare`` on every sample the run holds
+(``bbi probe run --samples M``): ``M`` = the most samples (``0..M-1``, both models) that
+90% of the prompts have (``--samples`` overrides), prompts with fewer are dropped. MET's
+rows then draw as above from those ``M`` real samples; a prompt drawn more than ``M``
+times for one model repeats a response, which makes MET's pooled permutation
+anti-conservative (on a hand-made A/A run with ``M=4``, ``m=2``: 3.8% repeated rows, and
+bbi's k-spectrum on MET's data rejected 37-63% at ``Q >= 64``), so the header prints the
+expected fraction of repeated rows for each ``m`` and warns above 1% (``m <= M/4`` keeps
+it under 0.5%); the run-mode default is ``m = max(1, M // 4)``. bbi's ``samples=S`` rows
+never repeat a response (``S <= M``). Only a run with one sample per prompt
+falls back to the old design: MET's within-prompt kernel is then undefined (masked XX/YY
+kernels are empty, 0/0), so every MET row puts all prompts under one prompt index (a
+plain, unmasked MMD) and draws ``Q/2`` distinct prompts. Run mode's defaults are sized
+for a 200-prompt run on 2 cores (grid up to 256, ``R`` 30 / 10, ``b`` 100; a few
+minutes); ``--grid``, ``--repeats``, ``--met-repeats`` change them.
 
 Needs ``pip install model-equality-testing==0.0.2 --no-deps`` plus matplotlib (MET imports
 it), for this benchmark only; exits 2 without them.
 
     python benchmarks/bench_met.py [--repeats 50] [--met-repeats 20] [--permutations 100]
         [--grid 16,32,64,128,256,512] [--per-prompt 2] [--met-stats mmd_hamming,...]
-        [--artifact signoff --rate 0.3] [--unit word --length 64] [--run PATH]
+        [--artifact signoff --rate 0.3] [--unit word --length 64] [--within]
+        [--run PATH [--compare student] [--samples M]]
 """
 
 from __future__ import annotations
@@ -69,11 +85,14 @@ ARTIFACT_TEXT = {
     "caps": "whole response upper-cased",
 }
 POWER = 0.8
+RUN_DEFAULTS = {"grid": "16,32,64,128,256", "repeats": 30, "met_repeats": 10}
+SYNTHETIC_DEFAULTS = {"grid": "16,32,64,128,256,512", "repeats": 50, "met_repeats": 20}
 
 
 @dataclass
 class Pool:
-    """Responses of both models: ``texts[model][prompt][sample]``, codes ``(P, M, L)``."""
+    """Responses of both models: ``texts[model][prompt][sample]``, codes ``(P, M, L)``;
+    ``run`` holds the same samples (bbi's ``mmd`` reads them from there)."""
 
     prompts: list[str]
     categories: list[str]
@@ -82,6 +101,8 @@ class Pool:
     codes_teacher: np.ndarray
     codes_other: np.ndarray
     description: str
+    ids: list[str]
+    context: dict
 
     @property
     def n_prompts(self) -> int:
@@ -116,6 +137,7 @@ def synthetic_pool(
     unit: str,
 ) -> Pool:
     """make_run's sample 0 plus ``samples - 1`` more per prompt from the same generator."""
+    from bbi.runstore import append_jsonl
     from discriminators import synthetic
 
     plant = {"categories": list(synthetic.CATEGORIES), "rate": rate, "artifact": artifact}
@@ -123,7 +145,7 @@ def synthetic_pool(
         path, n_per_category=n_per_category, students={"student": plant}, null=False, seed=seed
     )
     pr = run.paired("student")
-    prompts, cats = pr["prompt"].tolist(), pr["category"].tolist()
+    prompts, cats, ids = pr["prompt"].tolist(), pr["category"].tolist(), pr["id"].tolist()
     teacher = [[t] for t in pr["teacher"]]
     other = [[t] for t in pr["other"]]
     for j in range(1, samples):
@@ -135,6 +157,15 @@ def synthetic_pool(
             if r_o.random() < rate:
                 text = synthetic.ARTIFACTS[artifact](text, r_o)
             other[i].append(text)
+    for alias, texts in (("teacher", teacher), ("student", other)):
+        append_jsonl(
+            run.responses_path(alias),
+            [
+                {"prompt_id": pid, "sample": j, "text": row[j]}
+                for pid, row in zip(ids, texts, strict=True)
+                for j in range(1, samples)
+            ],
+        )
     ct, co = _encode((teacher, other), length, unit)
     desc = (
         f"synthetic.make_run(n_per_category={n_per_category}, seed={seed}) + "
@@ -142,19 +173,62 @@ def synthetic_pool(
         f"{artifact!r} ({ARTIFACT_TEXT[artifact]}) with prob {rate} per response, in all "
         f"{len(synthetic.CATEGORIES)} categories"
     )
-    return Pool(prompts, cats, teacher, other, ct, co, desc)
+    context = {"run": run, "teacher": "teacher", "other": "student"}
+    return Pool(prompts, cats, teacher, other, ct, co, desc, ids, context)
 
 
-def run_pool(path: Path, compare: str, length: int, unit: str) -> Pool:
-    """A run directory's teacher vs ``compare``, sample 0 only."""
+def run_pool(path: Path, compare: str, length: int, unit: str, samples: int | None) -> Pool:
+    """A run directory's teacher vs ``compare``: samples ``0..M-1`` of the prompts that
+    have them from both models (``M``: ``samples``, else what 90% of the prompts have)."""
     from bbi.runstore import RunDir
 
-    pr = RunDir(path).paired(compare)
-    teacher = [[t] for t in pr["teacher"]]
-    other = [[t] for t in pr["other"]]
-    ct, co = _encode((teacher, other), length, unit)
-    desc = f"{path}: teacher vs {compare}, sample 0 ({len(pr)} prompts)"
-    return Pool(pr["prompt"].tolist(), pr["category"].tolist(), teacher, other, ct, co, desc)
+    run = RunDir(path)
+    pr = run.paired(compare)
+    teacher_alias = run.teacher_alias()
+    ids = pr["id"].tolist()
+    tables = []
+    for alias in (teacher_alias, compare):
+        df = run.responses(alias)
+        tables.append(df.pivot(index="prompt_id", columns="sample", values="text").reindex(ids))
+    # Per prompt: how many leading samples (0, 1, ...) both models have.
+    have = np.ones(len(ids), dtype=bool)
+    avail = np.zeros(len(ids), dtype=int)
+    for j in range(min(int(t.columns.max()) + 1 for t in tables)):
+        for t in tables:
+            have &= t[j].notna().to_numpy() if j in t.columns else False
+        avail += have
+    M = samples or int(np.quantile(avail, 0.1, method="inverted_cdf"))
+    if M < 1 or (avail >= M).sum() < 2:
+        raise SystemExit(f"bench_met: {path}: fewer than 2 prompts have {M} samples of both")
+    keep = np.flatnonzero(avail >= M)
+    texts = [[[str(t[j].iat[i]) for j in range(M)] for i in keep] for t in tables]
+    ct, co = _encode((texts[0], texts[1]), length, unit)
+    dropped = len(ids) - len(keep)
+    which = f"samples 0..{M - 1}" if M > 1 else "sample 0"
+    desc = f"{path}: {teacher_alias} vs {compare}, {which} of {len(keep)} prompts"
+    if dropped:
+        desc += f" ({dropped} with fewer samples dropped)"
+    context = {"run": run, "teacher": teacher_alias, "other": compare}
+    return Pool(
+        [pr["prompt"].iat[i] for i in keep],
+        [pr["category"].iat[i] for i in keep],
+        texts[0],
+        texts[1],
+        ct,
+        co,
+        desc,
+        [ids[i] for i in keep],
+        context,
+    )
+
+
+def repeated_fraction(m: int, M: int) -> float:
+    """Expected fraction of one model's rows that repeat a response in MET's draw with
+    ``m`` completions per prompt on average and ``M`` distinct samples (Poisson(m) counts)."""
+    from scipy.stats import poisson
+
+    c = np.arange(M + 1, M + 60)
+    return float(np.sum((c - M) * poisson.pmf(c, m)) / m)
 
 
 # ---- one test per method: (pool, queries, repeat rng, seed) -> rejected? ---------------
@@ -227,11 +301,15 @@ def met_test(stat_type: str, m: int, b: int) -> Callable[..., bool]:
     return test
 
 
-def bbi_mmd_test(m: int, b: int, same_data: bool, **params) -> Callable[..., bool]:
+def bbi_mmd_test(m: int, b: int, same_data: bool, pool: Pool, **params) -> Callable[..., bool]:
     """bbi's mmd: on MET's ``draw`` (unpaired: the rows' prompts differ between the models)
-    or, ``same_data=False``, in bbi's design: ``nq / 2`` prompts answered once by each model
-    (sample 0), paired."""
+    or, ``same_data=False``, in bbi's design: ``nq / 2`` prompts bought (sample 0 of each
+    model), paired; with ``samples=S`` in ``params`` the test reads ``S`` samples of the
+    first ``floor(nq / (2S))`` of them from the run."""
     from discriminators import get_adversary
+
+    # One instance per row: it reads the run's samples once.
+    adv = get_adversary("mmd", context=pool.context, n_permutations=b, **params)
 
     def test(pool: Pool, nq: int, rng: np.random.Generator, seed: int) -> bool:
         if same_data:
@@ -243,11 +321,14 @@ def bbi_mmd_test(m: int, b: int, same_data: bool, **params) -> Callable[..., boo
                 {"prompt_id": [f"o{i}" for i in range(len(o.texts))], "response": o.texts}
             )
         else:
+            if nq // 2 > pool.n_prompts:
+                raise SystemExit(
+                    f"bench_met: grid needs {nq // 2} prompts, the pool has {pool.n_prompts}"
+                )
             idx = rng.choice(pool.n_prompts, size=nq // 2, replace=False)
-            ids = [str(i) for i in idx]
+            ids = [pool.ids[i] for i in idx]
             X_t = pd.DataFrame({"prompt_id": ids, "response": [pool.teacher[i][0] for i in idx]})
             X_o = pd.DataFrame({"prompt_id": ids, "response": [pool.other[i][0] for i in idx]})
-        adv = get_adversary("mmd", n_permutations=b, **params)
         return adv.two_sample(X_t, X_o, np.random.default_rng(seed))["p"] <= ALPHA
 
     return test
@@ -362,10 +443,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=None, help="run dir (teacher vs --compare)")
     ap.add_argument("--compare", default="student")
-    ap.add_argument("--repeats", type=int, default=50, help="R for the bbi rows")
-    ap.add_argument("--met-repeats", type=int, default=20, help="R for the MET rows (slow)")
-    ap.add_argument("--grid", default="16,32,64,128,256,512", help="total query counts")
-    ap.add_argument("--per-prompt", default="2", help="MET mean completions per prompt per model")
+    ap.add_argument("--samples", type=int, default=None, help="--run: samples M per prompt")
+    ap.add_argument("--repeats", type=int, default=None, help="R for the bbi rows (50; run 30)")
+    ap.add_argument(
+        "--met-repeats", type=int, default=None, help="R for the MET rows (slow; 20, run 10)"
+    )
+    ap.add_argument("--grid", default=None, help="total query counts (up to 512; run 256)")
+    ap.add_argument(
+        "--per-prompt",
+        default=None,
+        help="MET mean completions per prompt per model (2; run: max(1, M // 4))",
+    )
+    ap.add_argument(
+        "--bbi-samples",
+        default=None,
+        help="bbi mmd samples=S rows (default: the --per-prompt values > 1, and M in run mode)",
+    )
+    ap.add_argument("--within", action="store_true", help="add bbi mmd pairs=within rows")
     ap.add_argument("--met-stats", default="mmd_hamming,mmd_kspectrum")
     ap.add_argument("--train-queries", default="16,32,64,128", help="tfidf train queries q")
     ap.add_argument("--permutations", type=int, default=100, help="b, for MET and bbi mmd")
@@ -388,14 +482,21 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
-    grid = sorted(int(x) for x in args.grid.split(",") if x)
-    per_prompt = [int(x) for x in args.per_prompt.split(",") if x]
+    defaults = RUN_DEFAULTS if args.run is not None else SYNTHETIC_DEFAULTS
+    grid = sorted(int(x) for x in (args.grid or defaults["grid"]).split(",") if x)
+    repeats = args.repeats or defaults["repeats"]
+    met_repeats = args.met_repeats or defaults["met_repeats"]
     train_q = [int(x) for x in args.train_queries.split(",") if x]
     met_stats = [x for x in args.met_stats.split(",") if x]
     if args.run is not None:
-        pool = run_pool(args.run, args.compare, args.length, args.unit)
-        per_prompt = [1]
+        pool = run_pool(args.run, args.compare, args.length, args.unit, args.samples)
+        M = pool.n_samples
+        if M == 1:
+            per_prompt = [1]  # one completion per prompt: MET's rows use one prompt index
+        else:
+            per_prompt = [int(x) for x in (args.per_prompt or str(max(1, M // 4))).split(",")]
     else:
+        per_prompt = [int(x) for x in (args.per_prompt or "2").split(",") if x]
         tmp = Path(tempfile.mkdtemp(prefix="bbi-bench-met-"))
         pool = synthetic_pool(
             tmp / "r",
@@ -412,11 +513,33 @@ def main() -> None:
         f"load {os.getloadavg()[0]:.1f}; 1 thread"
     )
     print(f"data: {pool.description}")
+    if args.bbi_samples is not None:
+        bbi_samples = [int(x) for x in args.bbi_samples.split(",") if x]
+    else:
+        bbi_samples = [m for m in per_prompt if m > 1]
+        if args.run is not None and pool.n_samples > 1:
+            bbi_samples.append(pool.n_samples)
+    bbi_samples = sorted({S for S in bbi_samples if S > 1})
+    if bbi_samples and max(bbi_samples) > pool.n_samples:
+        raise SystemExit(f"bench_met: --bbi-samples exceeds the pool's {pool.n_samples} samples")
+    if args.run is not None and pool.n_samples > 1:
+        dup = ", ".join(
+            f"m={m}: {100 * repeated_fraction(m, pool.n_samples):.1f}%" for m in per_prompt
+        )
+        print(f"MET draw, expected rows repeating a response (M={pool.n_samples}): {dup}")
+        for m in per_prompt:
+            if repeated_fraction(m, pool.n_samples) > 0.01:
+                print(
+                    f"WARNING: m={m} repeats over 1% of the rows: MET's rows and bbi's rows on "
+                    "MET's data are then anti-conservative (an A/A run with M=4, m=2 rejected "
+                    "up to 60% at alpha 0.05); use m <= M/4 or check --compare on a null alias"
+                )
     print(
         f"seed {args.seed}; repeat r at Q queries draws its prompts from "
         f"default_rng([{args.seed}, Q, r]) and seeds its permutations with "
         f"{args.seed}*100003+r; alpha {ALPHA}; b={args.permutations} permutations; "
-        f"units {args.unit}, L={args.length}; MET m = {per_prompt} completions/prompt/model"
+        f"units {args.unit}, L={args.length}; MET m = {per_prompt} completions/prompt/model; "
+        f"bbi mmd samples = {[1, *bbi_samples]}"
     )
     common = {"max_length": args.length, "unit": args.unit}
     b = args.permutations
@@ -430,40 +553,50 @@ def main() -> None:
 
     with threadpool_limits(limits=1):
         for m in per_prompt:
-            tag = f"m={m}" if m > 1 else "1 prompt index"
+            tag = f"m={m}" if pool.n_samples > 1 else "1 prompt index"
             for stat in met_stats:
-                add(f"MET {stat} ({tag})", met_test(stat, m, b), args.met_repeats, 4 * m)
+                add(f"MET {stat} ({tag})", met_test(stat, m, b), met_repeats, 4 * m)
             same = f"MET's data, {tag}"
             add(
                 f"bbi mmd hamming ({same})",
-                bbi_mmd_test(m, b, True, kernel="hamming", **common),
-                args.repeats,
+                bbi_mmd_test(m, b, True, pool, kernel="hamming", **common),
+                repeats,
                 4 * m,
             )
             add(
                 f"bbi mmd hamming align=end ({same})",
-                bbi_mmd_test(m, b, True, kernel="hamming", align="end", **common),
-                args.repeats,
+                bbi_mmd_test(m, b, True, pool, kernel="hamming", align="end", **common),
+                repeats,
                 4 * m,
             )
             add(
                 f"bbi mmd kspectrum k=5 ({same})",
-                bbi_mmd_test(m, b, True, kernel="kspectrum", **common),
-                args.repeats,
+                bbi_mmd_test(m, b, True, pool, kernel="kspectrum", **common),
+                repeats,
                 4 * m,
             )
         for kernel in ("hamming", "kspectrum"):
             add(
                 f"bbi mmd {kernel} (paired: Q/2 prompts x 1)",
-                bbi_mmd_test(1, b, False, kernel=kernel, **common),
-                args.repeats,
+                bbi_mmd_test(1, b, False, pool, kernel=kernel, **common),
+                repeats,
                 4,
             )
+        for S in bbi_samples:
+            for pairs in ("cross", "within") if args.within else ("cross",):
+                for kernel in ("hamming", "kspectrum"):
+                    add(
+                        f"bbi mmd {kernel} samples={S} pairs={pairs} "
+                        f"(paired: Q/(2*{S}) prompts x {S})",
+                        bbi_mmd_test(
+                            S, b, False, pool, kernel=kernel, samples=S, pairs=pairs, **common
+                        ),
+                        repeats,
+                        4 * S,
+                    )
         for q in train_q:
             print(f"bbi tfidf q={q} ...", file=sys.stderr, flush=True)
-            results.append(
-                {**tfidf_curve(q, pool, grid, args.repeats, args.seed), "repeats": args.repeats}
-            )
+            results.append({**tfidf_curve(q, pool, grid, repeats, args.seed), "repeats": repeats})
 
     top = grid[-1]
     print(f"\n## queries to power {POWER} at alpha {ALPHA}")

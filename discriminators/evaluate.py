@@ -146,7 +146,9 @@ def run_point(
         )
         record["compute_s"] = time.perf_counter() - t0
         record["eps"] = None
-        record["two_sample"] = {k: (float(v) if k != "n" else int(v)) for k, v in res.items()}
+        record["two_sample"] = {
+            k: (int(v) if k in ("n", "samples") else float(v)) for k, v in res.items()
+        }
         return PointResult(record, {})
     if adv.kind == "pointwise":
         y_tr = X_tr_items["label"].to_numpy()

@@ -32,6 +32,31 @@ probability 1/2 (swapping pair ``i`` flips the sign of row and column ``i`` of `
 it is exact under H0 "the two models are exchangeable on every prompt". Unpaired samples
 use the standard unbiased MMD^2 and permute the pooled labels.
 ``p = (1 + #{perm >= observed}) / (1 + n_permutations)``.
+
+Several samples per prompt (``samples=S > 1``, MET's design of ``m`` completions per
+prompt): the attack hands over the ``n`` prompts it bought (sample 0 of each model); the
+test keeps the first ``floor(n / S)`` of them, in the given order, and reads samples
+``0..S-1`` of both models from the run (``context["run"]``), so it reveals ``2 S
+floor(n / S) <= 2 n`` responses, within the budget. Prompts lacking ``S`` samples from
+either model are skipped, not replaced. Under H0 the ``2S`` responses of one prompt are
+exchangeable, so the p-value permutes the model labels *within* each prompt (``S`` of the
+``2S`` stay "teacher"), which is exact whatever the statistic. Which kernel entries
+count (``pairs``):
+
+``cross`` (default)
+    Only pairs from *different* prompts: ``1/(S^2 n(n-1)) sum_{i != j} h_ij`` with
+    ``h_ij`` the sum of ``k(x_is, x_jt) + k(y_is, y_jt) - k(x_is, y_jt) - k(y_is, x_jt)``
+    over the ``S^2`` sample pairs. Lemma 6 again (for ``S = 1`` it is exactly the paired
+    statistic above): unbiased for the MMD^2 between the two models' response
+    distributions over prompts, and it needs no same-prompt pair.
+``within``
+    Only pairs from the *same* prompt, MET's prompt-masked kernel: the mean over prompts
+    of each prompt's unbiased MMD^2 between its ``S`` + ``S`` responses. It sees
+    prompt-conditional differences that average out across prompts, at far fewer pairs.
+
+The embedding kernel reads each sample's MiniLM vectors with
+``bbi.similarity.embeddings_for`` (cached in the run's ``embeddings/``, computed once for
+the whole run on first use); the frames' precomputed column covers sample 0 only.
 """
 
 from __future__ import annotations
@@ -47,6 +72,7 @@ from bbi.errors import BbiError
 from discriminators.base import BOOLEAN, Adversary, at_least, one_of, register
 
 KERNELS = ("embedding", "hamming", "kspectrum")
+PAIRS = ("cross", "within")
 UNITS = ("char", "word")
 ALIGNS = ("start", "end")
 _PAD = -1
@@ -208,12 +234,67 @@ def unpaired_mmd2_test(
     return observed, (1 + exceed) / (1 + n_permutations)
 
 
+def stratified_mmd2_test(
+    K: np.ndarray,
+    samples: int,
+    n_permutations: int,
+    rng: np.random.Generator,
+    pairs: str = "cross",
+) -> tuple[float, float]:
+    """(MMD^2, p) for ``n`` prompts x ``samples`` responses per model, labels permuted
+    within each prompt.
+
+    ``K`` is the pooled Gram in prompt-major order: prompt ``i`` owns rows
+    ``2Si .. 2Si + 2S - 1``, its teacher's ``S`` first. With ``s`` = +1 (teacher) / -1
+    (other), ``Kxx + Kyy - 2 Kxy`` summed over the kept entries is ``s' K s``, and the
+    within-prompt statistic is increasing in it too (the kept total is label-free), so
+    every permutation costs one quadratic form.
+    """
+    S = int(samples)
+    if pairs not in PAIRS:
+        raise BbiError(f"mmd: pairs must be one of {', '.join(PAIRS)}, not {pairs!r}")
+    if S < 1 or K.shape[0] % (2 * S):
+        raise ValueError("K must hold 2 * samples rows per prompt")
+    n = K.shape[0] // (2 * S)
+    if n < 2:
+        raise BbiError("mmd: need at least 2 prompts")
+    if pairs == "within" and S < 2:
+        raise BbiError("mmd: pairs='within' needs samples >= 2 (one response per model)")
+    block = np.arange(K.shape[0]) // (2 * S)
+    same = block[:, None] == block[None, :]
+    K = np.where(same if pairs == "within" else ~same, K, 0.0).astype(np.float64)
+    total, trace = float(K.sum()), float(np.trace(K))
+
+    def statistic(quad: np.ndarray) -> np.ndarray:
+        if pairs == "cross":
+            return quad / (S * S * n * (n - 1))
+        same_model = (total + quad) / 2.0 - trace  # Kxx + Kyy, self-pairs left out
+        between = (total - quad) / 2.0  # 2 Kxy
+        return same_model / (n * S * (S - 1)) - between / (n * S * S)
+
+    s0 = np.tile(np.r_[np.ones(S), -np.ones(S)], n)
+    observed = float(statistic(np.array([s0 @ K @ s0]))[0])
+    exceed = 0
+    done = 0
+    while done < n_permutations:
+        b = min(_PERM_BLOCK, n_permutations - done)
+        # Ranks of uniform keys within each prompt: a uniform permutation of its 2S rows.
+        ranks = rng.random((n, 2 * S, b)).argsort(axis=1).argsort(axis=1)
+        sg = np.where(ranks < S, 1.0, -1.0).reshape(n * 2 * S, b)
+        stats = statistic(np.einsum("ib,ib->b", sg, K @ sg))
+        exceed += int(np.sum(stats >= observed - 1e-12))
+        done += b
+    return observed, (1 + exceed) / (1 + n_permutations)
+
+
 @register
 class MMDTest(Adversary):
     """Kernel two-sample test (MMD^2, permutation p-value) on responses.
 
     ``kernel``: ``embedding`` (MiniLM), ``hamming`` or ``kspectrum`` (``k``, ``cumulative``);
-    the last two read ``max_length`` ``unit``s of text and need no embeddings.
+    the last two read ``max_length`` ``unit``s of text and need no embeddings. ``samples``
+    > 1 reads that many responses per prompt and model from ``context["run"]`` (``pairs``:
+    which kernel entries count; see the module docstring).
     """
 
     name: ClassVar[str] = "mmd"
@@ -228,6 +309,8 @@ class MMDTest(Adversary):
         "n_permutations": at_least(1),
         "k": at_least(1),
         "cumulative": BOOLEAN,
+        "samples": at_least(1),
+        "pairs": one_of(*PAIRS),
     }
 
     def __init__(
@@ -239,6 +322,9 @@ class MMDTest(Adversary):
         n_permutations: int = 1000,
         k: int = 5,
         cumulative: bool = True,
+        samples: int = 1,
+        pairs: str = "cross",
+        context: dict[str, Any] | None = None,
     ):
         self.kernel = kernel
         self.max_length = max_length
@@ -247,9 +333,18 @@ class MMDTest(Adversary):
         self.n_permutations = n_permutations
         self.k = k
         self.cumulative = cumulative
+        self.samples = samples
+        self.pairs = pairs
+        self.context = context
 
     def requires(self) -> frozenset[str]:
         return self.needs if self.kernel == "embedding" else frozenset()
+
+    def preflight(self) -> None:
+        """With ``samples`` > 1, fail before the sweep when the run cannot serve them."""
+        self._check_design()
+        if int(self.samples) > 1:
+            self._sample_table()
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> MMDTest:
         """No-op: a two-sample test has nothing to learn."""
@@ -296,6 +391,8 @@ class MMDTest(Adversary):
         if self.kernel == "kspectrum" and not 1 <= self.k <= self.max_length:
             raise BbiError(f"mmd: k must be in [1, max_length={self.max_length}], got {self.k}")
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        if int(self.samples) > 1 or self.pairs != "cross":
+            return self._multi_sample(X_teacher, X_other, rng)
         paired = _is_paired(X_teacher, X_other)
         if paired:
             X_other = X_other.set_index("prompt_id").loc[X_teacher["prompt_id"]].reset_index()
@@ -309,6 +406,111 @@ class MMDTest(Adversary):
             stat, p = unpaired_mmd2_test(K, m, int(self.n_permutations), rng)
             n = min(m, len(X_other))
         return {"statistic": stat, "p": float(p), "n": int(n)}
+
+    # ---- several samples per prompt ------------------------------------------------------
+    def _check_design(self) -> None:
+        if self.pairs not in PAIRS:
+            raise BbiError(f"mmd: pairs must be one of {', '.join(PAIRS)}, not {self.pairs!r}")
+        if int(self.samples) < 2:
+            if self.pairs != "cross":
+                raise BbiError(f"mmd: pairs={self.pairs!r} needs samples >= 2")
+            return
+        ctx = self.context or {}
+        if ctx.get("run") is None or not ctx.get("teacher") or not ctx.get("other"):
+            raise BbiError(
+                f"mmd: samples={self.samples} reads extra samples from the run; it needs "
+                "context=dict(run=RunDir, teacher=alias, other=alias) (bbi attack passes it)"
+            )
+
+    def _sample_table(self) -> tuple[dict[str, pd.DataFrame], set[str]]:
+        """Per model (``teacher``/``other``), the run's texts as a (prompt_id x sample)
+        table of samples ``0..S-1``, and the prompts both models answered ``S`` times;
+        read once per instance."""
+        S = int(self.samples)
+        ctx = self.context or {}
+        key = (S, str(ctx["run"].path), ctx["teacher"], ctx["other"])
+        cache = getattr(self, "_samples_cache", None)
+        if cache is not None and cache[0] == key:
+            return cache[1], cache[2]
+        tables: dict[str, pd.DataFrame] = {}
+        complete: set[str] | None = None
+        for role in ("teacher", "other"):
+            df = ctx["run"].responses(ctx[role])
+            df = df[df["sample"].astype(int) < S]
+            tab = df.pivot(index="prompt_id", columns="sample", values="text")
+            full = set(tab.index[tab.notna().sum(axis=1) == S]) if tab.shape[1] == S else set()
+            tables[role] = tab
+            complete = full if complete is None else complete & full
+        complete = complete or set()
+        if len(complete) < 2:
+            raise BbiError(
+                f"mmd: samples={S} needs {S} responses per prompt from both models, but "
+                f"{len(complete)} prompts of the run have them; generate them with "
+                f"`bbi probe run --samples {S}`"
+            )
+        self._samples_cache = (key, tables, complete)
+        return tables, complete
+
+    def _sample_embeddings(self, pids: list[str]) -> np.ndarray:
+        """MiniLM vectors of samples ``0..S-1`` per prompt and model, in ``_multi_sample``'s
+        row order (cached per sample in the run's embeddings/)."""
+        from bbi import similarity
+
+        ctx = self.context or {}
+        S = int(self.samples)
+        if getattr(self, "_embedding_cache", None) is None:
+            self._embedding_cache: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        cache = self._embedding_cache
+        for role in ("teacher", "other"):
+            for s in range(S):
+                if (ctx[role], s) not in cache:
+                    cache[(ctx[role], s)] = similarity.embeddings_for(
+                        ctx["run"], ctx[role], sample=s
+                    )
+        rows = [
+            np.asarray(cache[(ctx[role], s)][pid], dtype=np.float32)
+            for pid in pids
+            for role in ("teacher", "other")
+            for s in range(S)
+        ]
+        return np.stack(rows)
+
+    def _multi_sample(
+        self, X_teacher: pd.DataFrame, X_other: pd.DataFrame, rng: np.random.Generator
+    ) -> dict[str, Any]:
+        """The test on ``S`` samples per prompt of the first ``floor(n / S)`` bought prompts."""
+        S = int(self.samples)
+        self._check_design()
+        if not _is_paired(X_teacher, X_other):
+            raise BbiError(
+                f"mmd: samples={S} needs both models' frames on the same prompts, once each"
+            )
+        n_bought = len(X_teacher)
+        if n_bought // S < 2:
+            raise BbiError(
+                f"mmd: samples={S} needs at least {2 * S} bought prompts (a budget of "
+                f"{4 * S} queries), got {n_bought}"
+            )
+        tables, complete = self._sample_table()
+        t, o = tables["teacher"], tables["other"]
+        used = X_teacher["prompt_id"].astype(str).tolist()[: n_bought // S]
+        pids = [pid for pid in used if pid in complete]  # skipped, not replaced
+        if len(pids) < 2:
+            raise BbiError(
+                f"mmd: samples={S}: only {len(pids)} of the {n_bought // S} prompts used have "
+                f"{S} responses from both models; the run needs `bbi probe run --samples {S}`"
+            )
+        # Prompt-major rows: prompt i's S teacher samples, then its S other samples.
+        texts = [str(tab.at[pid, s]) for pid in pids for tab in (t, o) for s in range(S)]
+        if self.kernel == "embedding":
+            Z = self._sample_embeddings(pids)
+        else:
+            Z = self._features(pd.DataFrame({"response": texts}))
+        K = self._gram(Z, rng)
+        stat, p = stratified_mmd2_test(K, S, int(self.n_permutations), rng, self.pairs)
+        # What was read, for budget checks: 2 S floor(n / S) <= 2 n responses at most.
+        self.design_ = {"prompts": len(pids), "samples": S, "responses": len(texts)}
+        return {"statistic": stat, "p": float(p), "n": len(pids), "samples": S}
 
 
 def _is_paired(A: pd.DataFrame, B: pd.DataFrame) -> bool:

@@ -207,7 +207,7 @@ def test_mmd_samples_detects_artifact_within_budget(multi_run):
     res = adv.two_sample(*_bought(multi_run, "student", ids[:40]), np.random.default_rng(0))
     assert res["p"] < 0.05 and res["statistic"] > 0 and res["n"] == 10
     assert adv.design_ == {"prompts": 10, "samples": 4, "responses": 80}
-    assert set(res) == {"statistic", "p", "n"}  # the attack's schema (results.json)
+    assert set(res) == {"statistic", "p", "n", "samples"} and res["samples"] == 4
     rejected = 0
     for r in range(8):
         draw = list(np.random.default_rng(r).choice(ids, size=24, replace=False))
