@@ -86,3 +86,18 @@ def test_bad_wda_settings_are_one_line_errors(wda_run, tmp_path):
     res = runner.invoke(app, ["distill", "wda", str(wda_run.path), "--config", str(bad)])
     assert res.exit_code == 2 and "masks" in res.output
     assert "distill" not in wda_run.read_results()
+
+
+def test_heldout_prompts_never_reach_training(wda_run, monkeypatch):
+    """The held-out set is carved out by prompt; a split that leaks is refused before
+    any training (the reference evaluated on its training stream)."""
+    import distill.wda.trainer as trainer
+    from bbi.config import WDASettings
+    from distill.data import distillation_pairs, split_eval
+
+    pairs = distillation_pairs(wda_run)
+    tr, ev = split_eval(pairs, 0.1, 0)
+    assert set(tr["prompt_id"]).isdisjoint(ev["prompt_id"]) and len(ev)
+    monkeypatch.setattr(trainer, "split_eval", lambda p, f, s: (p, p.iloc[:3]))
+    with pytest.raises(RuntimeError, match="leaked"):
+        trainer.distill_wda(wda_run, settings=WDASettings(masks=4, top_k=2), progress=False)
