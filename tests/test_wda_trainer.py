@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from conftest import teacher_run
 from typer.testing import CliRunner
 
@@ -101,3 +102,31 @@ def test_heldout_prompts_never_reach_training(wda_run, monkeypatch):
     monkeypatch.setattr(trainer, "split_eval", lambda p, f, s: (p, p.iloc[:3]))
     with pytest.raises(RuntimeError, match="leaked"):
         trainer.distill_wda(wda_run, settings=WDASettings(masks=4, top_k=2), progress=False)
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(wda_run, tmp_path):
+    """Stopped inside a phase, then in another, and resumed: the same student and the same
+    held-out numbers as one uninterrupted run (checkpoints hold model, optimizer,
+    scheduler, RNG and data position; finished phases hand over their whole model)."""
+    from safetensors.torch import load_file
+
+    from bbi.config import WDASettings
+    from distill.wda.trainer import distill_wda
+
+    hp = WDASettings(masks=4, top_k=2, batch_size=8, max_length=64, lr=3e-3)
+    whole = distill_wda(wda_run, settings=hp, out=tmp_path / "a", alias="a", progress=False)
+    first = distill_wda(wda_run, settings=hp, out=tmp_path / "b", alias="b",
+                        stop_after_steps=3, progress=False)  # fmt: skip
+    assert first["completed"] is False and "b" not in wda_run.models()
+    second = distill_wda(wda_run, settings=hp, out=tmp_path / "b", alias="b", resume=True,
+                         stop_after_steps=6, progress=False)  # fmt: skip
+    assert second["completed"] is False
+    done = distill_wda(wda_run, settings=hp, out=tmp_path / "b", alias="b", resume=True,
+                       progress=False)  # fmt: skip
+    assert [r["ce"] for r in done["phases"]] == pytest.approx(
+        [r["ce"] for r in whole["phases"]], abs=1e-5
+    )
+    wa = load_file(tmp_path / "a" / "model.safetensors")
+    wb = load_file(tmp_path / "b" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)

@@ -340,6 +340,7 @@ def wda(
     max_length: int = MAX_LEN,
     seed: int = SEED,
     resume: bool = typer.Option(False, help="Continue from OUT's phase checkpoints."),
+    stop_after_steps: int = STOP_AFTER,
     progress: bool = PROGRESS,
 ) -> None:
     """Wave-Density-Attention student: transplant the teacher, align, detach, train
@@ -366,8 +367,12 @@ def wda(
         alias=alias,
         out=out,
         resume=resume,
+        stop_after_steps=stop_after_steps,
         progress=progress,
     )
+    if not rec["completed"]:
+        typer.echo(f"stopped early; continue with --resume ({rec['out_dir']})", err=True)
+        return
     for row in rec["phases"]:
         typer.echo(f"{row['phase']}: held-out CE {row['ce']:.4f} (PPL {row['ppl']:.1f})", err=True)
     typer.echo(rec["spec"])

@@ -39,6 +39,7 @@ from distill.data import Collator, DistillDataset, distillation_pairs, split_eva
 from distill.trainer import METRICS_FILE, train
 
 PHASES_FILE = "phases.json"
+LAST_MODEL = "last.safetensors"  # the whole model after the last finished phase
 
 
 def _attention_config(settings: WDASettings, teacher: Any) -> Any:
@@ -107,9 +108,14 @@ def distill_wda(
     alias: str = "student_wda",
     out: str | os.PathLike | None = None,
     resume: bool = False,
+    stop_after_steps: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the selected phases, save the student (``hf:OUT``), register it; the record."""
+    """Run the selected phases, save the student (``hf:OUT``), register it; the record.
+
+    ``stop_after_steps`` ends this session after that many optimizer steps (over all
+    phases) with a checkpoint; the record then has ``completed: False`` and nothing is
+    registered; ``resume`` continues exactly where it stopped."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -153,6 +159,14 @@ def distill_wda(
     model = wda_student.transplant(
         teacher, _attention_config(hp, teacher), teacher_scale=1.0, wda_scale=1.0, seed=hp.seed
     )
+    last = out_dir / "phases" / LAST_MODEL
+    if done.get("completed"):
+        # The model as the last finished phase left it (phases checkpoint only what they train).
+        from safetensors.torch import load_model as load_weights
+
+        if not last.exists():
+            raise BbiError(f"--resume: {last} is missing; start over with another --out")
+        load_weights(model, last)
     rows: list[dict[str, Any]] = list(done.get("rows") or [])
     if not rows:
         rows.append(_row("teacher", heldout_ce(teacher, lm_eval, collate)))
@@ -160,17 +174,22 @@ def distill_wda(
     accelerator = Accelerator()
     identity = {"method": "wda", "teacher": t_spec, "teacher_fingerprint": t_fp}
 
+    budget = {"steps": stop_after_steps, "stopped": False}
+
     def stage(name: str, objective: Any, train_ds: DistillDataset, eval_ds: DistillDataset,
               loop_hp: Any, trainable: str) -> None:  # fmt: skip
         nonlocal model
-        if name in (done.get("completed") or []):
+        if name in (done.get("completed") or []) or budget["stopped"]:
             return
+        ckpt = out_dir / "phases" / name
+        resuming = resume and (ckpt / "checkpoint").exists()
+        if not resuming:  # each phase's randomness is a function of the seed alone
+            set_seed(hp.seed + len(done.get("completed") or []) + 1)
         wda_student.freeze_teacher(model)
         for n, p in model.named_parameters():
             if "teacher" in n:
                 continue
             p.requires_grad_(trainable == "all" or ".wda." in f".{n}." or n.startswith("wda."))
-        ckpt = out_dir / "phases" / name
         outcome = train(
             model,
             objective,
@@ -181,17 +200,25 @@ def distill_wda(
             collate=collate,
             ckpt_dir=ckpt / "checkpoint",
             identity={**identity, "phase": name, "settings": hp.model_dump()},
-            resume=resume and (ckpt / "checkpoint").exists(),
+            resume=resuming,
+            stop_after_steps=budget["steps"],
             metrics_path=ckpt / METRICS_FILE,
             progress=progress,
             desc=f"wda {name}",
         )
         model = outcome.model
         if not outcome.completed:
-            raise BbiError(f"phase {name} stopped early; rerun with --resume")
+            budget["stopped"] = True
+            return
+        if budget["steps"] is not None:
+            budget["steps"] = max(budget["steps"] - outcome.total_steps, 1)
         rows.append(_phase_row(name, model, lm_eval if name != "sft" else sft_eval, collate,
                                {"steps": outcome.total_steps,
                                 "train_time_s": outcome.train_time_s}))  # fmt: skip
+        from safetensors.torch import save_model
+
+        save_model(model, str(last.with_suffix(".tmp")))
+        os.replace(last.with_suffix(".tmp"), last)
         done.setdefault("completed", []).append(name)
         done["rows"] = rows
         write_json(done_path, done)
@@ -228,6 +255,8 @@ def distill_wda(
             wda_student.set_temperature(model, hp.temperature)
             stage("sft", ResidualEnergy(None, 0.0), sft_train, sft_eval, hp.loop("sft"), "all")
 
+    if budget["stopped"]:
+        return {"completed": False, "out_dir": out_dir.as_posix(), "phases": rows}
     wda_student.set_teacher_scale(model, 0.0)
     wda_student.drop_teacher(model)  # the saved student is teacher-free
     model.save_pretrained(out_dir, safe_serialization=True)
@@ -249,6 +278,7 @@ def distill_wda(
         "seed": hp.seed,
         "time_s": time.perf_counter() - t_start,
         "resumed": bool(resume),
+        "completed": True,
     }
     write_json(out_dir / "bbi_distill.json", record)
     register(run, alias, spec, record)
