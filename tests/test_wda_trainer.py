@@ -53,6 +53,12 @@ def test_cli_runs_every_phase_and_the_student_generates(wda_run):
     align = next(r for r in rec["phases"] if r["phase"] == "align")
     assert align["teacher_scale"] == 1.0 and "ce_with_teacher_attention" in align
     assert 0 <= align["routing"]["entropy_norm"] <= 1
+    # Routing health is in every step's metrics line too (at the temperature in use).
+    out_dir = wda_run.path / "models" / "student_wda" / "phases"
+    lines = [json.loads(x) for x in (out_dir / "free1" / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in lines if "loss" in x]
+    assert steps and all(0 <= x["routing_entropy_norm"] <= 1 for x in steps)
+    assert all(x["routing_active_masks"] <= 2 for x in steps)  # top-2 routing
     assert rec["n_eval_prompts"] > 0 and rec["hyperparameters"]["kl_weight"] == 0.0
     # The saved student is teacher-free and loads through bbi's own backend.
     out = wda_run.path / "models" / "student_wda"

@@ -84,6 +84,7 @@ class ResidualEnergy(Objective):
         kl_weight: float = 0.0,
         kl_temperature: float = 1.0,
         on_step: Callable[[Any, float], None] | None = None,
+        diagnostics: Callable[[Any], dict[str, Any]] | None = None,
         teacher_spec: str = "",
         teacher_fingerprint: str = "",
     ):
@@ -93,6 +94,7 @@ class ResidualEnergy(Objective):
         self.kl_weight = float(kl_weight)
         self.kl_temperature = float(kl_temperature)
         self.on_step = on_step  # e.g. anneal the student's teacher-attention scale
+        self.diagnostics = diagnostics  # extra numbers about the model for each step's line
         self.teacher_spec, self.teacher_fingerprint = teacher_spec, teacher_fingerprint
         self._w = self._weight_at(0.0)
         self._last: dict[str, float] = {}
@@ -162,7 +164,9 @@ class ResidualEnergy(Objective):
                 per_tok = (t_lp.exp() * (t_lp - s_lp)).sum(-1) * tau * tau
                 kl = (per_tok * trained).sum(dim=1)
                 sums = sums + self.kl_weight * kl
+        extra = self.diagnostics(model) if self.diagnostics is not None else {}
         self._last = {
+            **extra,
             "ce": ce_mean,
             "energy": float(e_loss.detach().mean()),
             "energy_weight": self._w,

@@ -176,6 +176,13 @@ def distill_wda(
 
     budget = {"steps": stop_after_steps, "stopped": False}
 
+    def routing(m: Any) -> dict[str, Any]:
+        """Routing health of the last forward pass, for every step's metrics line."""
+        from accelerate.utils import extract_model_from_parallel
+
+        stats = wda_student.routing_stats(extract_model_from_parallel(m))
+        return {f"routing_{k}": v for k, v in stats.items() if k != "layers"}
+
     def stage(name: str, objective: Any, train_ds: DistillDataset, eval_ds: DistillDataset,
               loop_hp: Any, trainable: str) -> None:  # fmt: skip
         nonlocal model
@@ -230,7 +237,8 @@ def distill_wda(
             wda_student.set_teacher_scale(model, 1.0)
             wda_student.set_temperature(model, hp.align_temperature)
             obj = ResidualEnergy(teacher, hp.energy_weight, kl_weight=hp.kl_weight,
-                                 teacher_spec=t_spec, teacher_fingerprint=t_fp)  # fmt: skip
+                                 diagnostics=routing, teacher_spec=t_spec,
+                                 teacher_fingerprint=t_fp)  # fmt: skip
             stage("align", obj, lm_train, lm_eval, hp.loop("align"), "wda")
         elif phase == "detach":
             wda_student.set_temperature(model, hp.temperature)
@@ -239,6 +247,7 @@ def distill_wda(
                 lambda f, w0=hp.energy_weight: w0 * (1 - f),
                 kl_weight=hp.kl_weight,
                 on_step=lambda m, f: wda_student.set_teacher_scale(m, 1.0 - f),
+                diagnostics=routing,
                 teacher_spec=t_spec,
                 teacher_fingerprint=t_fp,
             )
@@ -248,12 +257,13 @@ def distill_wda(
             wda_student.set_teacher_scale(model, 0.0)
             wda_student.set_temperature(model, hp.temperature)
             for i, mult in enumerate(hp.bursts):
-                obj = ResidualEnergy(None, 0.0)
+                obj = ResidualEnergy(None, 0.0, diagnostics=routing)
                 stage(f"free{i + 1}", obj, lm_train, lm_eval, hp.loop("free", mult), "all")
         elif phase == "sft":
             wda_student.set_teacher_scale(model, 0.0)
             wda_student.set_temperature(model, hp.temperature)
-            stage("sft", ResidualEnergy(None, 0.0), sft_train, sft_eval, hp.loop("sft"), "all")
+            obj = ResidualEnergy(None, 0.0, diagnostics=routing)
+            stage("sft", obj, sft_train, sft_eval, hp.loop("sft"), "all")
 
     if budget["stopped"]:
         return {"completed": False, "out_dir": out_dir.as_posix(), "phases": rows}
