@@ -311,6 +311,15 @@ def estimate(
     return out
 
 
+def with_holm(estimates: dict[str, dict[str, Any]], alpha: float) -> dict[str, dict[str, Any]]:
+    """Add ``p_holm`` (Holm across the entries) and ``significant`` (p_holm < alpha)."""
+    names = list(estimates)
+    for c, pa in zip(names, holm([estimates[c]["p"] for c in names]), strict=True):
+        estimates[c]["p_holm"] = float(pa)
+        estimates[c]["significant"] = bool(pa < alpha)
+    return estimates
+
+
 def per_category(
     d: np.ndarray,
     categories: Sequence[str],
@@ -329,11 +338,7 @@ def per_category(
         out[c] = estimate(
             d[cats == c], n_bootstrap, n_permutations, seed + 1000 * (j + 1), confidence
         )
-    adj = holm([out[c]["p"] for c in names])
-    for c, pa in zip(names, adj, strict=True):
-        out[c]["p_holm"] = float(pa)
-        out[c]["significant"] = bool(pa < alpha)
-    return out
+    return with_holm(out, alpha)
 
 
 def mean_ci(
@@ -512,11 +517,7 @@ def paired_delta_per_category(
         out[c] = paired_delta(
             a[m], b[m], n_bootstrap, n_permutations, seed + 1000 * (j + 1), confidence
         )
-    adj = holm([out[c]["p"] for c in names])
-    for c, pa in zip(names, adj, strict=True):
-        out[c]["p_holm"] = float(pa)
-        out[c]["significant"] = bool(pa < alpha)
-    return out
+    return with_holm(out, alpha)
 
 
 def delta_decided(d: dict[str, Any] | None, alpha: float = 0.05) -> int:

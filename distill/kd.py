@@ -11,14 +11,11 @@ and responses of the run; the test split is never used.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from typing import Any
 
 from bbi.config import GenerationSettings, KDSettings
 from bbi.errors import BbiError
 from bbi.runstore import RunDir
-from distill.data import DistillDataset
 from distill.method import DistillResult, distil
 from distill.objectives.kd import KD
 from distill.student import check_same_vocabulary, load_model
@@ -60,23 +57,15 @@ def distill_kd(
     *,
     teacher_alias: str | None = None,
     teacher_spec: str | None = None,
-    student: str | None = None,
     alias: str = "student_kd",
-    out: str | os.PathLike | None = None,
     settings: KDSettings | None = None,
-    full: bool = False,
-    save_every_steps: int = 0,
-    stop_after_steps: int | None = None,
-    eval_every_steps: int = 0,
-    resume: bool = False,
-    mixed_precision: str | None = None,
     dtype: str = "float32",
-    progress: bool = True,
-    sample_weights: Callable[[DistillDataset], Any] | None = None,
+    **options: Any,
 ) -> DistillResult:
     """Distil the run's teacher model into the student token by token; register it.
 
-    Same options and outputs as ``distill.lora.distill_lora``; ``settings`` is a
+    Same options (``options``: :func:`distill.method.distil`'s run options) and outputs as
+    ``distill.lora.distill_lora``; ``settings`` is a
     ``bbi.config.KDSettings`` and ``teacher_spec`` overrides the teacher's spec from
     run.yaml (the responses still come from ``teacher_alias``). The eval loss is the
     configured divergence on held-out train-split prompts' teacher responses.
@@ -111,18 +100,9 @@ def distill_kd(
         make_objective=make_objective,
         hp=hp,
         teacher_alias=teacher_alias,
-        student=student,
         alias=alias,
-        out=out,
-        full=full,
-        save_every_steps=save_every_steps,
-        stop_after_steps=stop_after_steps,
-        eval_every_steps=eval_every_steps,
-        resume=resume,
-        mixed_precision=mixed_precision,
         dtype=dtype,
-        progress=progress,
-        sample_weights=sample_weights,
+        **options,
     )
 
 

@@ -34,8 +34,6 @@ The output directory is a standard peft ``save_pretrained`` directory
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from typing import Any
 
 from bbi.config import LoraSettings
@@ -61,20 +59,9 @@ LoraResult = DistillResult
 def distill_lora(
     run: RunDir,
     *,
-    teacher_alias: str | None = None,
-    student: str | None = None,
     alias: str = "student_lora",
-    out: str | os.PathLike | None = None,
     settings: LoraSettings | None = None,
-    full: bool = False,
-    save_every_steps: int = 0,
-    stop_after_steps: int | None = None,
-    eval_every_steps: int = 0,
-    resume: bool = False,
-    mixed_precision: str | None = None,
-    dtype: str = "float32",
-    progress: bool = True,
-    sample_weights: Callable[[DistillDataset], Any] | None = None,
+    **options: Any,
 ) -> DistillResult:
     """Fine-tune the student on the teacher's train-split responses; register the student.
 
@@ -87,26 +74,18 @@ def distill_lora(
     writes results.json["distill"][alias] and adds ``alias`` to run.yaml. ``dtype`` is the
     base weights' dtype (a LoRA adapter trains in fp32); ``mixed_precision`` overrides
     Accelerate's (``no``/``fp16``/``bf16``). ``eval_loss_per_epoch[0]`` is the base model's
-    held-out loss before training (empty when ``eval_fraction`` is 0).
+    held-out loss before training (empty when ``eval_fraction`` is 0). ``options`` are
+    :func:`distill.method.distil`'s run options (teacher_alias, student, out, full,
+    save_every_steps, stop_after_steps, eval_every_steps, resume, mixed_precision, dtype,
+    progress, sample_weights), stated once there.
     """
     return distil(
         run,
         method="sft",
         make_objective=lambda tokenizer, base: SFT(),
         hp=settings if settings is not None else LoraSettings(),
-        teacher_alias=teacher_alias,
-        student=student,
         alias=alias,
-        out=out,
-        full=full,
-        save_every_steps=save_every_steps,
-        stop_after_steps=stop_after_steps,
-        eval_every_steps=eval_every_steps,
-        resume=resume,
-        mixed_precision=mixed_precision,
-        dtype=dtype,
-        progress=progress,
-        sample_weights=sample_weights,
+        **options,
     )
 
 
