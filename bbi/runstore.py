@@ -340,7 +340,9 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict:
         raise BbiError(f"{path}: invalid YAML ({(str(exc).splitlines() or [''])[0]})") from None
     except RecursionError:
         raise BbiError(f"{path}: invalid YAML (nested too deeply)") from None
-    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date like 2024-13-01
+    # e.g. a date like 2024-13-01; PyYAML's int/float constructors index an empty string
+    # for "!!float _" (IndexError).
+    except (ValueError, TypeError, OverflowError, IndexError) as exc:
         raise BbiError(
             f"{path}: invalid YAML value ({(str(exc).splitlines() or [''])[0]})"
         ) from None

@@ -374,6 +374,8 @@ yaml_fragment = st.sampled_from(
         "l: \t",
         "\x00",
         "m: '",
+        "x: !!float _",  # PyYAML indexes an empty string here (IndexError)
+        "x: !!int _",
     ]
 )
 
@@ -389,6 +391,7 @@ yaml_fragment = st.sampled_from(
     )
 )
 def test_read_yaml_mapping_never_crashes(data):
+    """Any bytes: a dict or a one-line BbiError (``clean``), never another exception."""
     with scratch() as d:
         path = d / "c.yaml"
         path.write_bytes(data)
@@ -845,3 +848,13 @@ def test_unreadable_paths_are_bbi_errors(tmp_path):
     rd.manifest_path.mkdir()
     with pytest.raises(BbiError, match=r"manifest\.json: is a directory"):
         rd.manifest()
+
+
+@pytest.mark.parametrize("text", ["x: !!float _", "x: !!int _"])
+def test_yaml_constructor_crashes_are_user_errors(text):
+    """Found by the fuzz test above: PyYAML raises IndexError on these scalars."""
+    with scratch() as d:
+        path = d / "c.yaml"
+        path.write_text(text)
+        with pytest.raises(BbiError, match="invalid YAML value"):
+            read_yaml_mapping(path)
