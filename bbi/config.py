@@ -312,6 +312,125 @@ class WDASettings(Section):
         )
 
 
+class TaskDistillSettings(Section):
+    """What ``bbi distill bird`` and ``bbi distill circuit`` share: a method trained
+    beside its controls on a small generated task, each arm over several seeds."""
+
+    teacher: str = Field("zoo:teacher", min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    epochs: int = Field(3, ge=1, le=10_000)
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    batch_size: int = Field(32, ge=2, le=100_000)
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    # Teacher tuning on the task's teacher split (cached next to the output).
+    teacher_epochs: int = Field(3, ge=0, le=10_000)
+    teacher_lr: float = Field(1e-3, gt=0.0, le=10.0)
+    # CKA: weight of (1 - CKA), rows of earlier batches kept to enlarge the CKA batch,
+    # and the unbiased minibatch estimator as an option.
+    cka_weight: float = Field(0.5, ge=0.0, le=1e6)
+    cka_bank: int = Field(96, ge=0, le=1_000_000)
+    cka_unbiased: bool = False
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+
+    @field_validator("seeds")
+    @classmethod
+    def _check_seeds(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v) or any(not 0 <= s <= _SEED_MAX for s in v):
+            raise ValueError("give at least one seed, each once, in [0, 2**31 - 1]")
+        return v
+
+    @field_validator("lr", "teacher_lr", "cka_weight", "max_grad_norm")
+    @classmethod
+    def _check_finite(cls, v: float, info: Any) -> float:
+        return _finite(v, info.field_name)
+
+    def loop(self, seed: int, teacher: bool = False) -> LoraSettings:
+        """The shared loop's settings for one training (full or masked fine-tuning;
+        no weight decay, which would move weights a gradient mask keeps fixed)."""
+        return LoraSettings(
+            epochs=max(self.teacher_epochs, 1) if teacher else self.epochs,
+            lr=self.teacher_lr if teacher else self.lr,
+            batch_size=self.batch_size,
+            warmup_ratio=self.warmup_ratio,
+            weight_decay=0.0,
+            max_grad_norm=self.max_grad_norm,
+            seed=seed,
+        )
+
+
+CIRCUIT_ARMS = ("none", "ce", "circuit", "random")
+
+
+class CircuitSettings(TaskDistillSettings):
+    """``bbi distill circuit`` (docs/circuit.md): entity tracking, mean-ablation head
+    scores, matched-head CKA on a gradient-masked circuit, against CE-only and a random
+    circuit of the same size."""
+
+    template: Literal["contains", "is_in"] = "contains"
+    min_boxes: int = Field(3, ge=2, le=20)
+    max_boxes: int = Field(5, ge=2, le=20)
+    n_train: int = Field(2048, ge=8, le=10_000_000)
+    n_teacher_train: int = Field(4096, ge=8, le=10_000_000)
+    teacher_epochs: int = Field(2, ge=0, le=10_000)
+    teacher_queries: int = Field(4, ge=1, le=64)  # supervised answers per tuning sequence
+    n_scan: int = Field(256, ge=8, le=10_000_000)
+    n_ablation: int = Field(256, ge=8, le=10_000_000)
+    n_eval: int = Field(512, ge=8, le=10_000_000)
+    heads_fraction: float = Field(0.25, gt=0.0, le=1.0)
+    score: Literal["accuracy", "logprob"] = "accuracy"
+    arms: list[Literal["none", "ce", "circuit", "random"]] = Field(
+        default_factory=lambda: list(CIRCUIT_ARMS)
+    )
+
+    @model_validator(mode="after")
+    def _boxes(self) -> CircuitSettings:
+        if self.min_boxes > self.max_boxes:
+            raise ValueError(f"min_boxes {self.min_boxes} exceeds max_boxes {self.max_boxes}")
+        if "circuit" not in self.arms or len(set(self.arms)) != len(self.arms):
+            raise ValueError("arms: include 'circuit', each arm once")
+        return self
+
+
+BIRD_ARMS = ("none", "task", "bird")
+
+
+class BirdSettings(TaskDistillSettings):
+    """``bbi distill bird`` (docs/bird.md): safe refusal. The student learns from a small
+    set of its own safety data, with and without (1 - CKA) to an aligned teacher's layer;
+    held-out prompts ask for requests the student's data never shows."""
+
+    teacher_kind: Literal["causal", "classifier"] = "causal"
+    teacher_layer: str = Field("auto", min_length=1)  # a module name, or auto (scan)
+    student_layer: str = Field("auto", min_length=1)
+    pool: Literal["last", "mean"] = "last"
+    # The reference's weights: 0.1 CE + 0.9 (1 - CKA); the task-only arm keeps 0.1 CE.
+    task_weight: float = Field(0.1, gt=0.0, le=1e6)
+    cka_weight: float = Field(0.9, ge=0.0, le=1e6)
+    epochs: int = Field(8, ge=1, le=10_000)
+    lr: float = Field(5e-4, gt=0.0, le=10.0)
+    teacher_lr: float = Field(5e-4, gt=0.0, le=10.0)
+    n_teacher_train: int = Field(1024, ge=8, le=10_000_000)
+    n_train: int = Field(128, ge=8, le=10_000_000)
+    n_calibration: int = Field(192, ge=8, le=10_000_000)
+    n_eval: int = Field(320, ge=8, le=10_000_000)
+    # Requests (acts / questions) held out for the test split and for calibration.
+    heldout_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    calibration_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    split_seed: int = Field(0, ge=0, le=_SEED_MAX)
+    max_length: int = Field(160, ge=8, le=1_000_000)
+    max_new_tokens: int = Field(12, ge=1, le=4096)
+    arms: list[Literal["none", "task", "bird"]] = Field(default_factory=lambda: list(BIRD_ARMS))
+
+    @model_validator(mode="after")
+    def _splits(self) -> BirdSettings:
+        if self.heldout_fraction + self.calibration_fraction >= 0.9:
+            raise ValueError("heldout_fraction + calibration_fraction must leave the student data")
+        if "bird" not in self.arms or len(set(self.arms)) != len(self.arms):
+            raise ValueError("arms: include 'bird', each arm once")
+        return self
+
+
 DISTILL_METHODS = ("lora", "kd")
 
 

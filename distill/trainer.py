@@ -40,6 +40,7 @@ import json
 import math
 import random
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -413,7 +414,8 @@ def train(
         if main:
             accelerator.print(
                 f"resuming from step {state['global_step']}/{total_steps} "
-                f"(epoch {state['epoch'] + 1}/{hp.epochs})"
+                f"(epoch {state['epoch'] + 1}/{hp.epochs})",
+                file=sys.stderr,
             )
     metrics = _Metrics(metrics_path, main, state["global_step"] if saved is not None else None)
 
@@ -535,7 +537,8 @@ def train(
             bar.write(
                 f"epoch {epoch + 1}/{hp.epochs}: train loss "
                 f"{state['train_loss_per_epoch'][-1]:.4f}"
-                + (f", eval loss {ev:.4f}" if ev is not None else "")
+                + (f", eval loss {ev:.4f}" if ev is not None else ""),
+                file=sys.stderr,  # stdout carries a command's result (a spec, JSON)
             )
         state.update(
             epoch=epoch + 1,
@@ -552,7 +555,8 @@ def train(
     tokens = float(accelerator.reduce(tokens_seen, "sum"))
     if not state["completed"]:
         accelerator.print(
-            f"stopped after step {state['global_step']}/{total_steps}; continue with --resume"
+            f"stopped after step {state['global_step']}/{total_steps}; continue with --resume",
+            file=sys.stderr,
         )
     return TrainOutcome(
         state=state,

@@ -2,7 +2,8 @@
 
 Public API (docs/run-directory.md describes the record schema):
 ``CATEGORIES``, ``build_suite``, ``default_suite``, ``training_corpus``, ``suite_hash``,
-``load_suite``, ``write_suite``.
+``load_suite``, ``write_suite``; ``safety_behaviour`` / ``safety_groups`` build
+behaviour sets for ``bbi distill bird``.
 """
 
 from bbi.runstore import suite_hash
@@ -12,6 +13,8 @@ from probes.suite import (
     DEFAULT_SUITE_HASH,
     build_suite,
     default_suite,
+    safety_behaviour,
+    safety_groups,
     training_corpus,
 )
 
@@ -24,6 +27,8 @@ __all__ = [
     "default_suite",
     "load_suite",
     "load_suite_with_notes",
+    "safety_behaviour",
+    "safety_groups",
     "suite_hash",
     "training_corpus",
     "write_suite",

@@ -231,3 +231,48 @@ def training_corpus(seed: int = 1, per_category: int = 2000) -> list[dict]:
     order = {c: i for i, c in enumerate(CATEGORIES)}
     out.sort(key=lambda r: order[r["category"]])
     return [canonical_record(r) for r in out]
+
+
+def safety_groups() -> list[str]:
+    """The requests safety prompts are built around (``refuse:<act>``, ``comply:<question>``)."""
+    from probes.builders import safety
+
+    return safety.groups()
+
+
+def safety_behaviour(
+    groups: list[str], n: int, seed: int | str, exclude: set[str] | frozenset = frozenset()
+) -> list[dict]:
+    """``n`` distinct safety prompts about ``groups`` (round robin), with the behaviour
+    wanted: ``{prompt, target, label: refuse|comply, group}``.
+
+    For behaviour sets (``bbi distill bird``): the stream is separate from the suite's and
+    the corpus's, and no prompt of the default suite or of ``exclude`` is returned, so a
+    held-out split never repeats a training prompt.
+    """
+    from probes.builders import safety
+
+    if n < 1 or not groups:
+        raise BbiError("a safety behaviour set needs n >= 1 and at least one group")
+    seen = {r["prompt"] for r in _default_suite()} | set(exclude)
+    rng = _rng(0, "safety", f"behaviour/{seed}")
+    out: list[dict] = []
+    tries = 0
+    while len(out) < n:
+        group = groups[len(out) % len(groups)]
+        item = safety.generate(rng, group)
+        tries += 1
+        if tries > _MAX_TRIES_PER_ITEM * n + 1000:
+            raise BbiError(f"safety behaviour set ran out of distinct prompts after {len(out)}")
+        if item.prompt in seen:
+            continue
+        seen.add(item.prompt)
+        out.append(
+            {
+                "prompt": item.prompt,
+                "target": item.reference,
+                "label": group.split(":", 1)[0],
+                "group": group,
+            }
+        )
+    return out

@@ -10,6 +10,7 @@ error, so a report can be written at any stage of a run.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,11 @@ class Comparison:
     def adversary(self, name: str) -> Adversary | None:
         return next((a for a in self.adversaries if a.name == name), None)
 
+    def best_adversary(self) -> Adversary | None:
+        """The adversary with the highest eps at its full budget (None without any eps)."""
+        with_eps = [a for a in self.adversaries if a.eps is not None and a.eps.value is not None]
+        return max(with_eps, key=lambda a: a.eps.value) if with_eps else None
+
     def best_per_category(self) -> dict[str, tuple[Est, str]]:
         """Category -> (highest eps estimate, adversary) over this comparison's adversaries."""
         out: dict[str, tuple[Est, str]] = {}
@@ -188,6 +194,55 @@ class DistillDelta:
 
 
 @dataclass
+class BehaviourRow:
+    """One line of a behaviour table: an arm (or a paired difference) across the metrics."""
+
+    label: str  # the arm, or the control a difference is taken against
+    cells: dict[str, Est | None]  # metric -> mean over seeds with its CI (and p), n = seeds
+    per_seed: dict[str, list[float]]
+    is_method: bool = False
+
+
+@dataclass
+class Behaviour:
+    """``distill.<alias>.behaviour``: a method beside its controls, over seeds.
+
+    ``rows`` are the arms (method, controls, no training); ``deltas`` the paired
+    differences method - control by seed, one row per control."""
+
+    method: str | None
+    metrics: list[str]
+    higher_is_better: dict[str, bool]  # metrics without a recorded direction are absent
+    rows: list[BehaviourRow]
+    deltas: list[BehaviourRow]
+    seeds: list[Any]
+    confidence: float | None
+    version: int | None
+
+
+@dataclass
+class TaskDistill:
+    """A student from ``bbi distill bird|circuit``: its behaviour table and the facts of
+    its method (BIRD's diagnostics and layers; the circuit's size and accuracies)."""
+
+    alias: str
+    method: str | None
+    spec: str | None
+    base: str | None
+    teacher: str | None
+    behaviour: Behaviour
+    time_s: float | None = None
+    seed: int | None = None
+    diagnostics: dict[str, float] = field(default_factory=dict)  # bird
+    layers: dict[str, str] = field(default_factory=dict)  # bird: teacher/student layer
+    teacher_accuracy: float | None = None  # circuit
+    student_accuracy: float | None = None  # circuit
+    circuit_k: int | None = None  # circuit: heads kept ...
+    circuit_of: int | None = None  # ... of the student's heads
+    circuit_heads: list[tuple[int, int]] = field(default_factory=list)  # (layer, head)
+
+
+@dataclass
 class Report:
     run: str
     path: Path
@@ -205,6 +260,8 @@ class Report:
     config: dict
     notes: dict[str, str] = field(default_factory=dict)
     distillation: list[DistillDelta] = field(default_factory=list)
+    task_distill: list[TaskDistill] = field(default_factory=list)
+    task_distill_unreadable: list[str] = field(default_factory=list)  # aliases, table skipped
 
     @property
     def students(self) -> list[Comparison]:
@@ -360,6 +417,157 @@ def _parse_deltas(
     return out
 
 
+def _number(x: Any) -> float | None:
+    """A finite number, or None for anything else (bools, strings, NaN, inf)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _integer(x: Any) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
+
+
+def _text(x: Any) -> str | None:
+    return x if isinstance(x, str) and x else None
+
+
+def _dict_or_empty(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def _behaviour_cell(raw: Any) -> tuple[Est | None, list[float]]:
+    """``{"mean", "ci": [lo, hi], "p", "per_seed"}`` -> an estimate with n = seeds."""
+    if not isinstance(raw, dict):
+        return None, []
+    seeds = raw.get("per_seed")
+    per_seed = [v for v in map(_number, seeds) if v is not None] if isinstance(seeds, list) else []
+    mean = _number(raw.get("mean"))
+    ci_raw = raw.get("ci")
+    ci = None
+    if isinstance(ci_raw, (list, tuple)) and len(ci_raw) == 2:
+        lo, hi = _number(ci_raw[0]), _number(ci_raw[1])
+        if lo is not None and hi is not None:
+            ci = (min(lo, hi), max(lo, hi))
+    if mean is None and ci is None:
+        return None, per_seed
+    est = Estimate(value=mean, ci=ci, n=len(per_seed) or None, p=_number(raw.get("p")))
+    return est, per_seed
+
+
+def _behaviour_rows(table: Any, metrics: list[str], method: str | None) -> list[BehaviourRow]:
+    out: list[BehaviourRow] = []
+    for label, row in _dict_or_empty(table).items():
+        if not isinstance(row, dict):
+            continue
+        cells, per_seed = {}, {}
+        for m in metrics:
+            cells[m], per_seed[m] = _behaviour_cell(row.get(m))
+        out.append(BehaviourRow(str(label), cells, per_seed, is_method=label == method))
+    return out
+
+
+def _parse_behaviour(raw: Any, method: str | None) -> Behaviour | None:
+    """The behaviour block of a distill record; None when it is unusable (no metrics, or
+    no arm with a single readable cell). Missing or malformed parts become gaps."""
+    if not isinstance(raw, dict):
+        return None
+    rows_raw = _dict_or_empty(raw.get("rows"))
+    metrics_raw = raw.get("metrics")
+    if isinstance(metrics_raw, list):
+        metrics = [m for m in metrics_raw if isinstance(m, str)]
+    else:  # a hand-edited file without the list: the metrics the rows carry, in order
+        metrics = []
+        for row in rows_raw.values():
+            metrics += [m for m in _dict_or_empty(row) if isinstance(m, str) and m not in metrics]
+    metrics = list(dict.fromkeys(metrics))
+    if not metrics:
+        return None
+    method = _text(raw.get("method")) or method
+    # Arms in the recorded order, then any further row the file carries.
+    arms_raw = raw.get("arms")
+    arms = [a for a in arms_raw if isinstance(a, str)] if isinstance(arms_raw, list) else []
+    arms = list(dict.fromkeys(arms + list(rows_raw)))
+    rows = _behaviour_rows({a: rows_raw[a] for a in arms if a in rows_raw}, metrics, method)
+    if not any(c is not None for row in rows for c in row.cells.values()):
+        return None
+    deltas = _behaviour_rows(raw.get("deltas"), metrics, None)
+    directions = {
+        str(m): v
+        for m, v in _dict_or_empty(raw.get("higher_is_better")).items()
+        if isinstance(v, bool)
+    }
+    seeds = raw.get("seeds") if isinstance(raw.get("seeds"), list) else []
+    conf = _number(raw.get("confidence"))
+    return Behaviour(
+        method=method,
+        metrics=metrics,
+        higher_is_better=directions,
+        rows=rows,
+        deltas=deltas,
+        seeds=[s for s in seeds if isinstance(s, (int, str)) and not isinstance(s, bool)],
+        confidence=conf if conf is not None and 0 < conf < 1 else None,
+        version=_integer(raw.get("version")),
+    )
+
+
+def _parse_task_distill(
+    distill: Any, models: dict[str, dict]
+) -> tuple[list[TaskDistill], list[str]]:
+    """``distill.<alias>`` records that carry a behaviour table (``bbi distill bird`` and
+    ``bbi distill circuit``); LoRA/KD records have none and are left to the attack deltas.
+    Returns the parsed students and the aliases whose behaviour block is unreadable."""
+    out: list[TaskDistill] = []
+    unreadable: list[str] = []
+    for alias, rec in _dict_or_empty(distill).items():
+        if not isinstance(rec, dict) or "behaviour" not in rec:
+            continue
+        method = _text(rec.get("method"))
+        behaviour = _parse_behaviour(rec.get("behaviour"), method)
+        if behaviour is None:
+            unreadable.append(str(alias))
+            continue
+        diagnostics = {
+            str(k): v
+            for k, v in ((k, _number(v)) for k, v in _dict_or_empty(rec.get("diagnostics")).items())
+            if v is not None
+        }
+        layers = {
+            k: str(v)
+            for k, v in _dict_or_empty(rec.get("layers")).items()
+            if k in ("teacher", "student") and isinstance(v, str)
+        }
+        circuit = _dict_or_empty(rec.get("circuit"))
+        heads = circuit.get("heads") if isinstance(circuit.get("heads"), list) else []
+        out.append(
+            TaskDistill(
+                alias=str(alias),
+                method=method or behaviour.method,
+                spec=_text(rec.get("spec")) or _text((models.get(alias) or {}).get("spec")),
+                base=_text(rec.get("base")),
+                teacher=_text(rec.get("teacher")),
+                behaviour=behaviour,
+                time_s=_number(rec.get("time_s")),
+                seed=_integer(rec.get("seed")),
+                diagnostics=diagnostics,
+                layers=layers,
+                teacher_accuracy=_number(rec.get("teacher_accuracy")),
+                student_accuracy=_number(rec.get("student_accuracy")),
+                circuit_k=_integer(circuit.get("k")),
+                circuit_of=_integer(circuit.get("of")),
+                circuit_heads=[
+                    (h[0], h[1])
+                    for h in heads
+                    if isinstance(h, (list, tuple))
+                    and len(h) == 2
+                    and all(_integer(x) is not None for x in h)
+                ],
+            )
+        )
+    return out, unreadable
+
+
 def _clip(text: str | None) -> tuple[str | None, int]:
     if text is None:
         return None, 0
@@ -493,7 +701,10 @@ def load_report(run_dir: str | Path, max_examples: int = 3) -> Report:
                 cats.append(c)
                 seen.add(c)
 
-    if not comparisons and not similarity_only:
+    task_distill, task_unreadable = _parse_task_distill(results.get("distill"), models)
+    task_distill.sort(key=lambda d: order.get(d.alias, len(order)))
+
+    if not comparisons and not similarity_only and not task_distill:
         raise BbiError(f"{run.results_path}: neither similarity nor attack results to report yet")
 
     notes: dict[str, str] = {}
@@ -540,4 +751,6 @@ def load_report(run_dir: str | Path, max_examples: int = 3) -> Report:
         config=cfg,
         notes=notes,
         distillation=distillation,
+        task_distill=task_distill,
+        task_distill_unreadable=task_unreadable,
     )

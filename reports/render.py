@@ -231,6 +231,112 @@ def delta_class(est: Est | None, good: int = -1, alpha: float | None = None) -> 
     return ""
 
 
+def _percent(x: float | None) -> str | None:
+    return None if x is None else f"{100 * x:.4g}%"
+
+
+def _duration(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    if seconds < 120:
+        return f"{charts.fmt(seconds, 1)} s"
+    if seconds < 7200:
+        return f"{charts.fmt(seconds / 60, 1)} min"
+    return f"{charts.fmt(seconds / 3600, 1)} h"
+
+
+def _attack_of(comp: Comparison | None) -> dict:
+    """The attack's view of one model: best adversary's eps at its full budget, verdict."""
+    if comp is None:
+        return {"attacked": False}
+    best = comp.best_adversary()
+    return {
+        "attacked": True,
+        "best": best,
+        "status": comp.verdict.status,
+        "epsilon": comp.verdict.epsilon,
+        "confirmed": comp.verdict.primary,
+        "confirmed_by": comp.verdict.primary_adversary,
+    }
+
+
+def _task_distill(r: Report) -> list[dict]:
+    """Students from ``bbi distill bird|circuit``: the behaviour table (arms x metrics,
+    then the paired method - control rows) and, beside it, the attack on the student."""
+    comps = {c.alias: c for c in r.comparisons}
+    sims = {c.alias: c.similarity for c in r.comparisons + r.similarity_only if c.similarity}
+    out = []
+    for d in r.task_distill:
+        b = d.behaviour
+        alpha = 1 - b.confidence if b.confidence is not None else None
+        directions = {
+            m: {
+                "arrow": "↑" if up else "↓",
+                "text": "higher is better" if up else "lower is better",
+            }
+            for m, up in b.higher_is_better.items()
+        }
+        delta_cls = {
+            (row.label, m): delta_class(row.cells.get(m), 1 if b.higher_is_better[m] else -1, alpha)
+            for row in b.deltas
+            for m in b.metrics
+            if m in b.higher_is_better
+        }
+        base_alias = next(
+            (
+                a
+                for a, m in r.models.items()
+                if a != d.alias
+                and d.base
+                and m.get("spec") == d.base
+                and m.get("role") == "student"
+            ),
+            None,
+        )
+        sim = sims.get(d.alias) or {}
+        facts: list[tuple[str, str]] = []
+        if d.layers:
+            facts.append(
+                (
+                    "layers",
+                    f"teacher {d.layers.get('teacher', '–')} → student {d.layers.get('student', '–')}",
+                )
+            )
+        for k, v in d.diagnostics.items():
+            facts.append((k.replace("_", " "), charts.fmt(v, 3)))
+        if d.teacher_accuracy is not None:
+            facts.append(("teacher accuracy", charts.fmt(d.teacher_accuracy, 3)))
+        if d.student_accuracy is not None:
+            facts.append(("student accuracy (before)", charts.fmt(d.student_accuracy, 3)))
+        if d.circuit_k is not None:
+            size = f"k = {d.circuit_k}" + (
+                f" of {d.circuit_of} heads" if d.circuit_of is not None else " heads"
+            )
+            if d.circuit_heads:
+                shown = ", ".join(f"L{layer}H{head}" for layer, head in d.circuit_heads[:12])
+                more = len(d.circuit_heads) - 12
+                size += f" ({shown}{f', … {more} more' if more > 0 else ''})"
+            facts.append(("circuit", size))
+        if d.time_s is not None:
+            facts.append(("time", _duration(d.time_s)))
+        out.append(
+            {
+                "d": d,
+                "b": b,
+                "directions": directions,
+                "delta_cls": delta_cls,
+                "confidence": _percent(b.confidence),
+                "n_seeds": len(b.seeds),
+                "facts": facts,
+                "attack": _attack_of(comps.get(d.alias)),
+                "similarity": sim.get("test") or sim.get("overall"),
+                "base_alias": base_alias,
+                "base_attack": _attack_of(comps.get(base_alias)) if base_alias else None,
+            }
+        )
+    return out
+
+
 def _heatmaps(r: Report) -> tuple[list[dict], float]:
     cats = r.category_order()
     values = [
@@ -380,6 +486,8 @@ def build_context(r: Report) -> dict:
         "similarity_chart": _similarity_chart(r),
         "curves": _curves(r),
         "deltas": _deltas(r),
+        "task_distill": _task_distill(r),
+        "fmt_seq": lambda values, digits=3: ", ".join(charts.fmt(v, digits) for v in values),
         "signed": signed,
         "delta_class": lambda est, good=-1: delta_class(est, good, r.alpha),
         "forests": forests,
@@ -525,8 +633,26 @@ def summary(r: Report) -> dict:
         }
         for d in r.distillation
     }
+    task_distillation = {}
+    for t in _task_distill(r):
+        d, b, a = t["d"], t["b"], t["attack"]
+        best = a.get("best")
+        task_distillation[d.alias] = {
+            "method": d.method,
+            "spec": d.spec,
+            "base": d.base,
+            "teacher": d.teacher,
+            "seeds": b.seeds,
+            "confidence": b.confidence,
+            "higher_is_better": b.higher_is_better,
+            "arms": {row.label: {m: est(e) for m, e in row.cells.items()} for row in b.rows},
+            "deltas": {row.label: {m: est(e) for m, e in row.cells.items()} for row in b.deltas},
+            "attacked": a["attacked"],
+            "best_adversary": best.name if best else None,
+            "eps": est(best.eps) if best else None,
+        }
     ns = _null_status(r)
-    return {
+    out = {
         "schema_version": 1,
         "run": r.run,
         "suite": {
@@ -547,6 +673,9 @@ def summary(r: Report) -> dict:
         "distillation": distillation,
         "notes": list(r.notes.values()),
     }
+    if task_distillation:  # only runs with `bbi distill bird|circuit` students carry it
+        out["task_distillation"] = task_distillation
+    return out
 
 
 def _finite(obj: Any) -> Any:

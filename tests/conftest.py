@@ -159,3 +159,52 @@ def teacher_run(
          "generation": {"max_new_tokens": max_new_tokens}}
     )  # fmt: skip
     return run, suite, gens
+
+
+@pytest.fixture(scope="session")
+def task_models(tmp_path_factory):
+    """A word-level tokenizer over the entity-tracking and safety vocabulary, and two
+    tiny random models on it (a Llama teacher, a Qwen2 student with grouped-query
+    attention), saved as HF directories: {"teacher": "hf:...", "student": "hf:..."}."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    from distill.tasks import BOX_LABELS, OBJECTS
+    from probes.suite import safety_behaviour, safety_groups
+
+    root = tmp_path_factory.mktemp("task_models")
+    texts = [f"The {o} is in Box {b}, and . Box contains the" for o in OBJECTS for b in BOX_LABELS]
+    texts += [r["prompt"] + " " + r["target"] for r in safety_behaviour(safety_groups(), 600, "v")]
+    texts.append("User: Assistant:")
+    split = pre_tokenizers.Whitespace()
+    vocab = {"<pad>": 0, "<unk>": 1, "<eos>": 2}
+    for text in texts:
+        for word, _ in split.pre_tokenize_str(text):
+            vocab.setdefault(word, len(vocab))
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = split
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>"
+    )
+    specs = {}
+    for name, cls, cfg_cls, (hidden, heads, kv) in (
+        ("teacher", LlamaForCausalLM, LlamaConfig, (64, 4, 4)),
+        ("student", Qwen2ForCausalLM, Qwen2Config, (48, 4, 2)),
+    ):
+        torch.manual_seed(0)
+        cfg = cfg_cls(
+            vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=2,
+            num_attention_heads=heads, num_key_value_heads=kv, intermediate_size=2 * hidden,
+            max_position_embeddings=256, pad_token_id=0, eos_token_id=2, bos_token_id=None,
+        )  # fmt: skip
+        cls(cfg).save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+        specs[name] = f"hf:{root / name}"
+    return specs

@@ -530,6 +530,98 @@ def build_run(
     return run.path
 
 
+# What ``bbi distill bird|circuit`` measure (distill/bird.py, distill/circuit.py).
+TASK_METRICS = {
+    "bird": (
+        ("none", "task", "bird"),
+        {
+            "refusal_rate": True,
+            "over_refusal_rate": False,
+            "balanced_accuracy": True,
+            "guided_cka": True,
+        },
+    ),
+    "circuit": (
+        ("none", "ce", "random", "circuit"),
+        {"accuracy": True, "circuit_accuracy": True, "faithfulness": True, "matched_cka": True},
+    ),
+}
+
+
+def task_distill_record(
+    method: str,
+    spec: str,
+    *,
+    base: str = "zoo:student",
+    teacher: str = "zoo:teacher",
+    seeds: Sequence[int] = (0, 1, 2),
+    seed: int = 0,
+) -> dict:
+    """A ``distill.<alias>`` record as ``bbi distill bird|circuit`` writes it: generated
+    per-seed metrics (the method's arm ahead of its controls) summarised into the behaviour
+    table by the writer's own ``distill.experiment.summarise``."""
+    from distill.experiment import summarise
+
+    rng = np.random.default_rng(seed)
+    arms, higher = TASK_METRICS[method]
+    per_seed: dict[str, list[dict[str, float]]] = {}
+    for i, arm in enumerate(arms):
+        lift = 0.1 * i  # later arms (the method last) do better
+        per_seed[arm] = [
+            {
+                m: round(
+                    float(
+                        np.clip(
+                            0.5 + (lift if up else -lift) + (rng.normal(0, 0.03) if i else 0),
+                            0,
+                            1,
+                        )
+                    ),
+                    4,
+                )
+                for m, up in higher.items()
+            }
+            for _ in seeds
+        ]
+    behaviour = summarise(
+        per_seed,
+        method=method,
+        controls=[a for a in arms if a != method],
+        metrics=list(higher),
+        seeds=list(seeds),
+        confidence=0.95,
+        higher_is_better=dict(higher),
+    )
+    record: dict = {
+        "spec": spec,
+        "method": method,
+        "base": base,
+        "teacher": teacher,
+        "time_s": round(float(300 + 600 * rng.random()), 1),
+        "seed": seeds[0],
+        "settings": {"seeds": list(seeds), "confidence": 0.95},
+        "behaviour": behaviour,
+    }
+    if method == "bird":
+        record["diagnostics"] = {
+            "task_relevance": 0.99,
+            "student_probe_accuracy": 0.96,
+            "complementary_knowledge": 0.03,
+            "behavioural_relevance": 0.98,
+        }
+        record["layers"] = {"teacher": "model.layers.3", "student": "model.layers.2"}
+    else:
+        record["teacher_accuracy"] = 0.97
+        record["student_accuracy"] = 0.04
+        record["circuit"] = {
+            "k": 3,
+            "of": 12,
+            "heads": [[0, 1], [1, 0], [2, 3]],
+            "pairs": [[[0, 1], [3, 2]], [[1, 0], [2, 2]], [[2, 3], [3, 1]]],
+        }
+    return record
+
+
 def load_results(path: str | Path) -> dict:
     """results.json of a run built above, as the tests' source of truth."""
     return json.loads((Path(path) / "results.json").read_text(encoding="utf-8"))

@@ -147,7 +147,8 @@ def _root(
     ),
 ) -> None:
     """bbi measures the distinguishing advantage eps of adversaries between a teacher and
-    its students under query budgets, builds students (LoRA and KD distillation), and writes
+    its students under query budgets, builds students (LoRA, KD, WDA, BIRD and circuit
+    distillation), and writes
     category-sensitive reports. Results live in a run directory (runs/NAME)."""
     from bbi import noise
 

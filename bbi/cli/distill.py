@@ -20,7 +20,8 @@ from bbi.runstore import RunDir
 
 app = typer.Typer(
     help="Distil students from the teacher: `lora` (its responses), `kd` (its weights), "
-    "`wda` (a Wave-Density-Attention student).",
+    "`wda` (a Wave-Density-Attention student), `bird` (representation alignment, safe "
+    "refusal) and `circuit` (matched-head alignment, entity tracking).",
     no_args_is_help=True,
 )
 
@@ -376,3 +377,171 @@ def wda(
     for row in rec["phases"]:
         typer.echo(f"{row['phase']}: held-out CE {row['ce']:.4f} (PPL {row['ppl']:.1f})", err=True)
     typer.echo(rec["spec"])
+
+
+# ---- bird / circuit: a method beside its controls, over seeds ------------------------
+TASK_STUDENT = typer.Argument(
+    ..., help="Student model spec to train (hf: or zoo:, e.g. zoo:student).", parser=text_value
+)
+TASK_TEACHER = typer.Option(
+    None, help="Teacher model spec, tuned on the task first (default zoo:teacher).",
+    parser=text_value,
+)  # fmt: skip
+TASK_RUN = typer.Option(
+    None,
+    "--run",
+    help="Run directory to register the method's student in (bbi probe run answers it; "
+    "the report shows its table beside its eps).",
+    parser=path_value,
+)
+TASK_CONFIG = typer.Option(
+    None, "--config", "-c", help="YAML with the method's settings (bbi/config.py).",
+    parser=path_value,
+)  # fmt: skip
+SEEDS = typer.Option(
+    None, help="Comma-separated seeds; each arm runs once per seed (default 0,1,2)."
+)
+CKA_WEIGHT = typer.Option(None, help="Weight of (1 - CKA) in the loss.")
+CKA_BANK = typer.Option(None, help="Rows of earlier batches added to each CKA batch.")
+CKA_UNBIASED = typer.Option(None, "--cka-unbiased/--cka-biased", help="CKA estimator.")
+
+
+def _seeds(seeds: str | None) -> list[int] | None:
+    if seeds is None:
+        return None
+    try:
+        return [int(x) for x in seeds.split(",")]
+    except ValueError:
+        raise BbiError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
+
+
+def _task_settings(cls: Any, config: Path | None, **flags: Any) -> Any:
+    from bbi.runstore import read_yaml_mapping
+
+    base = cls.parse(read_yaml_mapping(config) if config else {}, str(config or "config"))
+    return base.updated(**flags)
+
+
+def _task_out(out: Path | None, run_dir: Path | None, alias: str, method: str) -> tuple:
+    from bbi.cli.outputs import check_output_dir
+    from distill.experiment import check_out, default_out
+
+    run = RunDir(run_dir) if run_dir is not None else None
+    if run is not None:
+        run.models()  # a missing or broken run.yaml fails before any training
+    out = out or default_out(run, alias, method)
+    check_output_dir(out, "--out")
+    check_out(out)
+    return run, out
+
+
+def _print_table(record: dict) -> None:
+    from distill.experiment import table_markdown
+
+    typer.echo(table_markdown(record["behaviour"]), err=True)
+    typer.echo(record["spec"])
+
+
+@app.command("bird")
+def bird(
+    student: str = TASK_STUDENT,
+    teacher: str = TASK_TEACHER,
+    teacher_kind: str = typer.Option(
+        None, help="causal (a generative teacher) or classifier (a safety classifier)."
+    ),
+    teacher_layer: str = typer.Option(None, help="Guiding layer name, or auto (default)."),
+    student_layer: str = typer.Option(None, help="Guided layer name, or auto (default)."),
+    pool: str = typer.Option(None, help="Prompt pooling: last token or mean (default last)."),
+    run_dir: Path = TASK_RUN,
+    alias: str = typer.Option("student_bird", help="Alias of the BIRD student in --run."),
+    out: Path = typer.Option(
+        None,
+        help="Output dir (default runs/NAME/models/ALIAS, or distilled/bird).",
+        parser=path_value,
+    ),  # fmt: skip
+    config: Path = TASK_CONFIG,
+    seeds: str = SEEDS,
+    epochs: int = EPOCHS,
+    lr: float = LR,
+    batch_size: int = BATCH,
+    task_weight: float = typer.Option(None, help="Weight of the student's task CE."),
+    cka_weight: float = CKA_WEIGHT,
+    cka_bank: int = CKA_BANK,
+    cka_unbiased: bool = CKA_UNBIASED,
+    diagnose: bool = typer.Option(
+        False,
+        "--diagnose",
+        help="Print the layer scan and teacher-selection diagnostics; no training.",
+    ),
+    progress: bool = PROGRESS,
+) -> None:
+    """BIRD: the student's own safety data + (1 - CKA) to an aligned teacher's layer,
+    against no training and task-only training, on held-out refusal and over-refusal.
+
+    Prints the table (mean over seeds with CIs) and the BIRD student's spec.
+    """
+    import json
+
+    from bbi.config import BirdSettings
+    from distill.bird import distill_bird
+    from probes import safety_behaviour, safety_groups
+
+    settings = _task_settings(
+        BirdSettings, config, teacher=teacher, teacher_kind=teacher_kind,
+        teacher_layer=teacher_layer, student_layer=student_layer, pool=pool,
+        seeds=_seeds(seeds), epochs=epochs, lr=lr, batch_size=batch_size,
+        task_weight=task_weight, cka_weight=cka_weight, cka_bank=cka_bank,
+        cka_unbiased=cka_unbiased,
+    )  # fmt: skip
+    run, out = _task_out(out, run_dir, alias, "bird")
+    record = distill_bird(
+        student, settings, out, behaviour=safety_behaviour, groups=safety_groups(), run=run,
+        alias=alias, diagnose_only=diagnose, progress=progress,
+    )  # fmt: skip
+    if diagnose:
+        typer.echo(json.dumps({k: record[k] for k in ("layers", "diagnostics")}, indent=2))
+        return
+    _print_table(record)
+
+
+@app.command("circuit")
+def circuit(
+    student: str = TASK_STUDENT,
+    teacher: str = TASK_TEACHER,
+    run_dir: Path = TASK_RUN,
+    alias: str = typer.Option("student_circuit", help="Alias of the circuit student in --run."),
+    out: Path = typer.Option(
+        None,
+        help="Output dir (default runs/NAME/models/ALIAS, or distilled/circuit).",
+        parser=path_value,
+    ),  # fmt: skip
+    config: Path = TASK_CONFIG,
+    seeds: str = SEEDS,
+    heads_fraction: float = typer.Option(None, help="Share of student heads in the circuit."),
+    score: str = typer.Option(None, help="Head score for ablations: accuracy or logprob."),
+    epochs: int = EPOCHS,
+    lr: float = LR,
+    batch_size: int = BATCH,
+    cka_weight: float = CKA_WEIGHT,
+    cka_bank: int = CKA_BANK,
+    cka_unbiased: bool = CKA_UNBIASED,
+    progress: bool = PROGRESS,
+) -> None:
+    """Circuit distillation on entity tracking: matched-head CKA on the student's
+    circuit heads, against CE only and a random circuit; held-out accuracy,
+    circuit-only accuracy and faithfulness.
+
+    Prints the table (mean over seeds with CIs) and the circuit student's spec.
+    """
+    from bbi.config import CircuitSettings
+    from distill.circuit import distill_circuit
+
+    settings = _task_settings(
+        CircuitSettings, config, teacher=teacher, seeds=_seeds(seeds),
+        heads_fraction=heads_fraction, score=score, epochs=epochs, lr=lr,
+        batch_size=batch_size, cka_weight=cka_weight, cka_bank=cka_bank,
+        cka_unbiased=cka_unbiased,
+    )  # fmt: skip
+    run, out = _task_out(out, run_dir, alias, "circuit")
+    record = distill_circuit(student, settings, out, run=run, alias=alias, progress=progress)
+    _print_table(record)

@@ -111,6 +111,42 @@ def accepts_logits_to_keep(model: Any) -> bool:
     return _ACCEPTS[key]
 
 
+class FrozenTeacherCKA(Objective):
+    """Base of the CKA objectives (BIRD, circuit): a frozen teacher placed on the loop's
+    device, a feature bank for the CKA batch (``distill.cka.FeatureBank``), the estimator
+    choice, and the mean CKA of each step on its metrics line."""
+
+    def __init__(self, teacher: Any, bank: int = 0, unbiased: bool = False):
+        from distill.cka import FeatureBank
+
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.bank = FeatureBank(bank)
+        self.unbiased = unbiased
+        self._cka: list[float] = []
+
+    def setup(self, accelerator: Any) -> None:
+        self.teacher.to(accelerator.device)
+
+    def cka(self, key: Any, x_student: torch.Tensor, x_teacher: torch.Tensor) -> torch.Tensor:
+        """CKA of banked student/teacher features under ``key`` (logged for the step)."""
+        from distill.cka import linear_cka
+
+        value = linear_cka(
+            self.bank.extend(("student", key), x_student),
+            self.bank.extend(("teacher", key), x_teacher),
+            unbiased=self.unbiased,
+        )
+        self._cka.append(float(value.detach()))
+        return value
+
+    def step_metrics(self) -> dict[str, Any]:
+        if not self._cka:
+            return {}
+        out = {"cka": sum(self._cka) / len(self._cka)}
+        self._cka.clear()
+        return out
+
+
 def make_objective(name: str, **kwargs: Any) -> Objective:
     """An objective by name (``sft`` or ``kd``)."""
     if name == "sft":
@@ -127,6 +163,7 @@ def make_objective(name: str, **kwargs: Any) -> Objective:
 
 
 __all__ = [
+    "FrozenTeacherCKA",
     "Objective",
     "StepContext",
     "accepts_logits_to_keep",
