@@ -297,6 +297,9 @@ def probe_model(
                 if task is not None:
                     progress.advance(task, len(part))
         finally:
+            usage = getattr(backend, "usage", None)
+            if isinstance(usage, dict):  # an API backend's request and token counts
+                stats["api_usage"] = dict(usage)
             close = getattr(backend, "close", None)
             if close:
                 close()
@@ -577,6 +580,8 @@ def run_probe(
                     "wall_s",
                 )
             }
+            if st.get("api_usage"):
+                timings[f"generate:{entry.alias}"]["api_usage"] = st["api_usage"]
             run.update_manifest(models=man_models, timings=timings, **env)
 
     if similarity:

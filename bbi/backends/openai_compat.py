@@ -5,6 +5,11 @@ with exponential backoff and jitter (``max_retries``), and enforces ``timeout``.
 run concurrently up to ``concurrency``. Each request carries its own ``seed`` so servers
 that honour seeds (vLLM, ``bbi serve``) give batch-independent samples. The API key comes
 from ``OPENAI_API_KEY`` and is never recorded.
+
+The length limit is sent as ``max_tokens`` (what most compatible servers take) until a
+server refuses it in favour of ``max_completion_tokens`` (newer OpenAI models); then the
+backend switches for good (``token_param`` fixes either). ``usage`` counts requests and the
+prompt and completion tokens the server reported, for the run's manifest.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
@@ -20,6 +26,7 @@ from bbi.errors import BbiError
 from bbi.specs import ModelSpec
 
 SERVER_FORMAT = "server"
+TOKEN_PARAMS = ("auto", "max_tokens", "max_completion_tokens")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -41,9 +48,12 @@ class OpenAIBackend:
         timeout: float = 120.0,
         max_retries: int = 3,
         check: bool = True,
+        token_param: str = "auto",
     ):
         import openai
 
+        if token_param not in TOKEN_PARAMS:
+            raise BbiError(f"token_param must be one of {', '.join(TOKEN_PARAMS)}")
         if concurrency < 1:
             raise BbiError(f"concurrency must be >= 1, got {concurrency}")
         if not timeout > 0:
@@ -57,6 +67,10 @@ class OpenAIBackend:
         self.model = spec.model
         self.base_url = spec.base_url
         self.concurrency = concurrency
+        self.token_param = "max_tokens" if token_param == "auto" else token_param
+        self._may_switch = token_param == "auto"
+        self._lock = threading.Lock()
+        self.usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self.client = openai.OpenAI(
             base_url=spec.base_url,
             api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
@@ -99,20 +113,36 @@ class OpenAIBackend:
                 f"it serves: {', '.join(ids[:10])}"
             )
 
-    def _request(self, prompt: str, config: GenerationConfig, seed: int) -> Generation:
+    def _create(self, prompt: str, config: GenerationConfig, seed: int) -> Any:
+        """One chat completion; a refused ``max_tokens`` switches to ``max_completion_tokens``."""
         import openai
 
+        param = self.token_param
         try:
-            resp = self.client.chat.completions.create(
+            return self.client.chat.completions.create(
                 model=self.model,
                 messages=[{"role": "user", "content": prompt}],
-                max_tokens=config.max_new_tokens,
                 temperature=config.temperature,
                 top_p=config.top_p,
                 seed=int(seed),
                 stop=list(config.stop) or None,
                 n=1,
+                **{param: config.max_new_tokens},
             )
+        except openai.BadRequestError as exc:
+            if not (
+                self._may_switch and param == "max_tokens" and "max_completion_tokens" in str(exc)
+            ):
+                raise
+            with self._lock:
+                self.token_param = "max_completion_tokens"
+            return self._create(prompt, config, seed)
+
+    def _request(self, prompt: str, config: GenerationConfig, seed: int) -> Generation:
+        import openai
+
+        try:
+            resp = self._create(prompt, config, seed)
         except openai.APIConnectionError as exc:
             raise BbiError(
                 f"lost the OpenAI-compatible server at {self.base_url}: {_one_line(exc)}"
@@ -126,6 +156,11 @@ class OpenAIBackend:
         choice = resp.choices[0]
         text = choice.message.content or ""
         n_tokens = resp.usage.completion_tokens if resp.usage else len(text.split())
+        with self._lock:
+            self.usage["requests"] += 1
+            if resp.usage:
+                self.usage["prompt_tokens"] += int(resp.usage.prompt_tokens or 0)
+                self.usage["completion_tokens"] += int(resp.usage.completion_tokens or 0)
         finish = "length" if choice.finish_reason == "length" else "stop"
         return Generation(text, int(n_tokens), finish)
 
@@ -175,5 +210,5 @@ def load_openai_backend(
     **opts: Any,
 ) -> OpenAIBackend:
     """Registry entry for ``openai:`` specs (device/dtype belong to the server)."""
-    allowed = {"api_key", "concurrency", "timeout", "max_retries", "check"}
+    allowed = {"api_key", "concurrency", "timeout", "max_retries", "check", "token_param"}
     return OpenAIBackend(spec, **{k: v for k, v in opts.items() if k in allowed})
