@@ -480,6 +480,9 @@ class AttackSettings(Section):
     n_bootstrap: int = Field(1000, ge=MIN_RESAMPLES, le=MAX_RESAMPLES)
     n_permutations: int = Field(1000, ge=MIN_RESAMPLES, le=MAX_RESAMPLES)
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Worker processes for the sweep's points (1: serial, -1: all cores); results are
+    # identical to the serial sweep's except wall-clock times.
+    n_jobs: int = 1
 
     FLAG_NAMES: ClassVar[dict[str, str]] = {
         "adversaries": "--adversary",
@@ -506,6 +509,13 @@ class AttackSettings(Section):
                 f"(the smallest p is 1/(1 + n)); use at least {need}"
             )
         return self
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _check_n_jobs(cls, v: int) -> int:
+        if v < 1 and v != -1:
+            raise ValueError("must be >= 1 (worker processes) or -1 (all cores)")
+        return v
 
     @field_validator("budgets", "test_queries")
     @classmethod
@@ -552,6 +562,10 @@ class ProbeConfig(Section):
     suite: str = "default"
     aa_null: bool = True
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    # Per-model arguments (bbi.model_args): the teacher's (and its A/A resample's), and
+    # every student's given on the command line or here.
+    teacher_args: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    student_args: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
     @field_validator("students", mode="before")
     @classmethod

@@ -15,8 +15,15 @@ from bbi.errors import BbiError
 from bbi.specs import ModelSpec, parse_spec
 
 
-def spec_fingerprint(spec: str | ModelSpec, *, trust_remote_code: bool = False) -> str:
-    """The fingerprint ``load_backend(spec).fingerprint`` would report."""
+def spec_fingerprint(
+    spec: str | ModelSpec, *, trust_remote_code: bool = False, allow_download: bool = False
+) -> str:
+    """The fingerprint ``load_backend(spec).fingerprint`` would report.
+
+    Never loads weights or starts an engine for hf:, zoo:, openai: and vllm: specs. A hub
+    id is looked up in the Hugging Face cache only, unless ``allow_download`` (and
+    HF_HUB_OFFLINE is unset): then its config may be fetched to learn the commit.
+    """
     ms = parse_spec(spec) if isinstance(spec, str) else spec
     if ms.kind == "openai":
         return hashlib.sha256(
@@ -36,19 +43,20 @@ def spec_fingerprint(spec: str | ModelSpec, *, trust_remote_code: bool = False) 
         zoo.model_path(ms.name_or_path)  # builds the zoo on first use
         fp = zoo.fingerprint(ms.name_or_path)
         return _digest({"zoo": fp, "adapter": adapter_fp}) if ms.adapter else fp
-    if ms.kind == "hf":
+    if ms.kind in ("hf", "vllm"):
+        # vLLM loads the same Hugging Face checkpoint format: hash the same things.
         local = _locate(ms.name_or_path, "model")
         parts: dict = {}
         if local is not None:
             parts["files"] = dir_fingerprint(local)
         else:
-            parts["hub"] = (
-                f"{ms.name_or_path}@{_hub_commit(ms, trust_remote_code) or ms.revision or 'main'}"
-            )
+            commit = _hub_commit(ms, trust_remote_code, allow_download)
+            parts["hub"] = f"{ms.name_or_path}@{commit or ms.revision or 'main'}"
         if ms.adapter:
             parts["adapter"] = adapter_fp
-        return _digest(parts)
-    # vllm and future kinds: ask the backend (loading is their only way to know).
+        fp = _digest(parts)
+        return vllm_fingerprint(fp) if ms.kind == "vllm" else fp
+    # Future kinds: ask the backend (loading is their only way to know).
     from bbi.backends import load_backend
 
     backend = load_backend(ms, trust_remote_code=trust_remote_code)
@@ -60,21 +68,45 @@ def spec_fingerprint(spec: str | ModelSpec, *, trust_remote_code: bool = False) 
             close()
 
 
-def _hub_commit(ms: ModelSpec, trust_remote_code: bool) -> str | None:
+def vllm_fingerprint(hf_fingerprint: str) -> str:
+    """A vllm: spec's fingerprint from the hf: fingerprint of the same checkpoint.
+
+    Same files, other backend: vLLM samples with its own RNG and kernels, so the two
+    never share response-cache entries."""
+    from bbi.backends.hf import _digest
+
+    return _digest({"backend": "vllm", "weights": hf_fingerprint})
+
+
+def _hub_commit(ms: ModelSpec, trust_remote_code: bool, allow_download: bool = False) -> str | None:
     from transformers import AutoConfig
 
     from bbi.backends.hf import _local_files_only
 
+    local_only = _local_files_only(allow_download)
     try:
         cfg = AutoConfig.from_pretrained(
             ms.name_or_path,
             revision=ms.revision,
-            local_files_only=_local_files_only(False),
+            local_files_only=local_only,
             trust_remote_code=trust_remote_code,
         )
     except (OSError, ValueError) as exc:
+        first = (str(exc).splitlines() or [""])[0]
+        if not local_only:
+            raise BbiError(
+                f"cannot fetch the config of model {ms.name_or_path!r}: {first}"
+            ) from None
+        hint = ""
+        if allow_download:
+            hint = " (HF_HUB_OFFLINE is set, so nothing is downloaded)"
+        elif ms.kind == "vllm":
+            hint = (
+                " (pass allow_download=true, e.g. --teacher-args allow_download=true, to let "
+                "vLLM download it)"
+            )
         raise BbiError(
             f"model {ms.name_or_path!r} is not a local directory and is not in the Hugging Face cache: "
-            f"{(str(exc).splitlines() or [''])[0]}"
+            f"{first}{hint}"
         ) from None
     return getattr(cfg, "_commit_hash", None)

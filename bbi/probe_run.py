@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import platform
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,13 @@ NULL_SEED_OFFSET = 1_000_003  # the A/A resample draws from an independent seed 
 
 @dataclass
 class ModelEntry:
-    """One model of a run: its alias, spec and role (teacher / null / student)."""
+    """One model of a run: its alias, spec, role (teacher / null / student) and its own
+    arguments (bbi.model_args: placement, kernels, API limits; validated for its kind)."""
 
     alias: str
     spec: str
     role: str = "student"
+    args: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_alias(self.alias)
@@ -59,8 +62,104 @@ class ModelEntry:
             )
 
 
+def with_load_args(fingerprint: str, args: dict) -> str:
+    """A model's cache identity: its weights' fingerprint, plus the arguments that change
+    its outputs (dtype, quantization, attention kernel), so responses made under other
+    settings are never served from the cache."""
+    from bbi.model_args import output_identity
+
+    ident = output_identity(args)
+    if not ident:
+        return fingerprint
+    blob = json.dumps({"weights": fingerprint, "load": ident}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 # Generation settings (and their defaults) live in the one config layer.
 ProbeSettings = GenerationSettings
+
+
+def backend_options(entry: ModelEntry, settings: ProbeSettings) -> dict[str, Any]:
+    """The keywords a model's backend is created with: the run's device, dtype and
+    trust_remote_code, the model's own arguments winning."""
+    args = dict(entry.args)
+    return {
+        "device": args.pop("device", settings.device),
+        "dtype": args.pop("dtype", settings.dtype),
+        "trust_remote_code": settings.trust_remote_code,
+        **args,
+    }
+
+
+def model_fingerprint(entry: ModelEntry, settings: ProbeSettings) -> str:
+    """A model's cache identity, from its files (no weights loaded, no engine started)."""
+    from bbi.fingerprint import spec_fingerprint
+
+    fp = spec_fingerprint(
+        entry.spec,
+        trust_remote_code=settings.trust_remote_code,
+        allow_download=entry.args.get("allow_download") is True,
+    )
+    return with_load_args(fp, entry.args)
+
+
+class BackendPool:
+    """One backend per (spec, options) for a whole run.
+
+    Models whose spec and backend options are equal (the teacher and its A/A resample, a
+    student that is the teacher) share one loaded model: it is created when the first of
+    them has something to generate and closed once, right after the last of them (from
+    ``reserve``) is released, so a vLLM engine or a large checkpoint is loaded once per run.
+    """
+
+    def __init__(self, factory: Callable[..., Any] | None = None):
+        self._factory = factory
+        self._live: dict[str, Any] = {}
+        self._users: dict[str, int] = {}
+
+    @staticmethod
+    def key(spec: str, options: dict[str, Any]) -> str:
+        from bbi.specs import parse_spec
+
+        try:
+            canonical = str(parse_spec(spec))
+        except BbiError:
+            canonical = spec
+        return json.dumps([canonical, options], sort_keys=True, default=repr)
+
+    def reserve(self, spec: str, options: dict[str, Any]) -> None:
+        """Announce one more model that will use (and then release) this backend."""
+        k = self.key(spec, options)
+        self._users[k] = self._users.get(k, 0) + 1
+
+    def get(self, spec: str, options: dict[str, Any]) -> Any:
+        k = self.key(spec, options)
+        if k not in self._live:
+            if self._factory is not None:
+                factory = self._factory
+            else:
+                from bbi.backends import load_backend as factory
+            self._live[k] = factory(spec, **options)
+        return self._live[k]
+
+    def release(self, spec: str, options: dict[str, Any]) -> None:
+        """One user is done; the backend is closed after its last reserved user."""
+        k = self.key(spec, options)
+        self._users[k] = self._users.get(k, 1) - 1
+        if self._users[k] <= 0:
+            self._users.pop(k, None)
+            _close(self._live.pop(k, None))
+
+    def close_all(self) -> None:
+        self._users.clear()
+        while self._live:
+            _close(self._live.popitem()[1])
+
+
+def _close(backend: Any) -> None:
+    close = getattr(backend, "close", None)
+    if close:
+        close()
 
 
 def prompt_hash(prompt: str) -> str:
@@ -193,19 +292,20 @@ def probe_model(
     *,
     fingerprint: str | None = None,
     before_write: Callable[[], None] | None = None,
+    backends: BackendPool | None = None,
 ) -> dict:
     """Generate what is missing for one model; return timing/cache statistics.
 
     ``before_write`` is called once, right before the first change to the run directory
     (a stale backup or the first appended line), so a caller can lay out suite.jsonl and
-    run.yaml only once there is something to keep.
+    run.yaml only once there is something to keep. With ``backends`` the backend comes
+    from (and stays in) that pool; without, it is loaded here and closed on return.
     """
     from bbi.backends import load_backend
-    from bbi.fingerprint import spec_fingerprint
 
     started = time.perf_counter()
     if fingerprint is None:
-        fingerprint = spec_fingerprint(entry.spec, trust_remote_code=settings.trust_remote_code)
+        fingerprint = model_fingerprint(entry, settings)
     written = False
 
     def write(lines: list[dict]) -> None:
@@ -264,13 +364,13 @@ def probe_model(
     }
     backend = None
     if todo:
-        factory = backend_factory or load_backend
-        backend = factory(
-            entry.spec,
-            device=settings.device,
-            dtype=settings.dtype,
-            trust_remote_code=settings.trust_remote_code,
-        )
+        options = backend_options(entry, settings)
+        if backends is not None:
+            backend = backends.get(entry.spec, options)
+        else:
+            backend = (backend_factory or load_backend)(entry.spec, **options)
+        usage_before = getattr(backend, "usage", None)
+        usage_before = dict(usage_before) if isinstance(usage_before, dict) else {}
         stats["chat_format"] = getattr(backend, "chat_format", None)
         task = progress.add_task(f"{entry.alias}", total=len(todo)) if progress else None
         step = chunk or max(settings.batch_size * 4, 64)
@@ -299,10 +399,13 @@ def probe_model(
         finally:
             usage = getattr(backend, "usage", None)
             if isinstance(usage, dict):  # an API backend's request and token counts
-                stats["api_usage"] = dict(usage)
-            close = getattr(backend, "close", None)
-            if close:
-                close()
+                # this model's own share when the backend is shared
+                stats["api_usage"] = {
+                    k: v - usage_before.get(k, 0) if isinstance(v, int | float) else v
+                    for k, v in usage.items()
+                }
+            if backends is None:
+                _close(backend)
         gen_s = time.perf_counter() - gen_started
         stats["generate_s"] = round(gen_s, 3)
         stats["tokens_per_s"] = round(stats["new_tokens"] / gen_s, 2) if gen_s > 0 else None
@@ -467,12 +570,20 @@ def models_of_run(
     """What an existing run asks to be probed: every model in run.yaml that has a
     generating spec (students registered by ``bbi distill`` included; imported responses
     are left as they are), its suite and its generation settings."""
+    from bbi.model_args import check_model_args
     from bbi.specs import is_imported
 
     run = RunDir(run_path, must_exist=True)
     cfg = run.config()
     models = [
-        ModelEntry(alias, str(m["spec"]), str(m.get("role") or "student"))
+        ModelEntry(
+            alias,
+            str(m["spec"]),
+            str(m.get("role") or "student"),
+            check_model_args(
+                str(m["spec"]), m.get("args"), f"{run.config_path}: models.{alias}.args"
+            ),
+        )
         for alias, m in run.models().items()
         if m.get("spec") and not is_imported(str(m["spec"]))
     ]
@@ -501,18 +612,16 @@ def run_probe(
     until the first response is about to be written, so a command that fails on bad input
     or an unreachable model leaves an existing run byte-identical. ``fresh`` moves an
     existing run aside (``NAME.old-<timestamp>``) and starts a new one.
-    """
-    from bbi.fingerprint import spec_fingerprint
 
+    Models that share a spec and backend options share one backend (``BackendPool``),
+    loaded once and closed after the last of them; they are probed one after another.
+    """
     settings, records, digest = check_probe(run_path, models, suite_records, settings, fresh=fresh)
     path = Path(run_path)
     existing = RunDir(path) if path.is_dir() and not fresh else None
     cfg: dict[str, Any] = existing.config() if existing is not None else {}
     old_manifest: dict[str, Any] = existing.manifest() if existing is not None else {}
-    fingerprints = {
-        m.alias: spec_fingerprint(m.spec, trust_remote_code=settings.trust_remote_code)
-        for m in models
-    }
+    fingerprints = {m.alias: model_fingerprint(m, settings) for m in models}
     if fresh and path.is_dir():
         console_note(f"--fresh: moved the old run to {move_aside(path)}")
 
@@ -521,7 +630,10 @@ def run_probe(
     # Keep models a previous command added (e.g. a distilled student) unless redefined.
     merged = {
         **(cfg.get("models") or {}),
-        **{m.alias: {"spec": m.spec, "role": m.role} for m in models},
+        **{
+            m.alias: {"spec": m.spec, "role": m.role, **({"args": m.args} if m.args else {})}
+            for m in models
+        },
     }
     new_cfg = {
         **cfg,
@@ -553,36 +665,47 @@ def run_probe(
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     ]
+    pool = BackendPool()
+    order = _backend_order(models, settings)
+    for entry in order:
+        pool.reserve(entry.spec, backend_options(entry, settings))
     with Progress(*columns, disable=not progress, transient=False) as bar:
-        for entry in models:
-            st = probe_model(
-                run,
-                entry,
-                records,
-                settings,
-                progress=bar,
-                fingerprint=fingerprints[entry.alias],
-                before_write=lay_out,
-            )
-            lay_out()
-            man_models[entry.alias] = {
-                k: st[k] for k in ("spec", "role", "fingerprint", "chat_format", "seed")
-            }
-            timings[f"generate:{entry.alias}"] = {
-                k: st.get(k)
-                for k in (
-                    "requests",
-                    "cached",
-                    "generated",
-                    "new_tokens",
-                    "generate_s",
-                    "tokens_per_s",
-                    "wall_s",
-                )
-            }
-            if st.get("api_usage"):
-                timings[f"generate:{entry.alias}"]["api_usage"] = st["api_usage"]
-            run.update_manifest(models=man_models, timings=timings, **env)
+        try:
+            for entry in order:
+                try:
+                    st = probe_model(
+                        run,
+                        entry,
+                        records,
+                        settings,
+                        progress=bar,
+                        fingerprint=fingerprints[entry.alias],
+                        before_write=lay_out,
+                        backends=pool,
+                    )
+                finally:
+                    pool.release(entry.spec, backend_options(entry, settings))
+                lay_out()
+                man_models[entry.alias] = {
+                    k: st[k] for k in ("spec", "role", "fingerprint", "chat_format", "seed")
+                }
+                timings[f"generate:{entry.alias}"] = {
+                    k: st.get(k)
+                    for k in (
+                        "requests",
+                        "cached",
+                        "generated",
+                        "new_tokens",
+                        "generate_s",
+                        "tokens_per_s",
+                        "wall_s",
+                    )
+                }
+                if st.get("api_usage"):
+                    timings[f"generate:{entry.alias}"]["api_usage"] = st["api_usage"]
+                run.update_manifest(models=man_models, timings=timings, **env)
+        finally:
+            pool.close_all()
 
     if similarity:
         t0 = time.perf_counter()
@@ -604,6 +727,15 @@ def run_probe(
         timings=timings,
         suite={"name": suite_name, "hash": digest, "n": len(records)},
     )
+
+
+def _backend_order(models: list[ModelEntry], settings: ProbeSettings) -> list[ModelEntry]:
+    """The models in their order, except that models sharing a backend follow the first of
+    them: a shared backend is then never held while another model is loaded."""
+    groups: dict[str, list[ModelEntry]] = {}
+    for m in models:
+        groups.setdefault(BackendPool.key(m.spec, backend_options(m, settings)), []).append(m)
+    return [m for group in groups.values() for m in group]
 
 
 def console_note(text: str) -> None:

@@ -575,6 +575,9 @@ def load_zoo_backend(
     allow_download: bool = False,
     zoo_config: str | None = None,
     progress: bool = True,
+    device_map: str | None = None,
+    attn_implementation: str | None = None,
+    quantization: str | None = None,
     **_: Any,
 ) -> Any:
     """An HF backend on a zoo model (built on first use), with an optional LoRA adapter."""
@@ -588,6 +591,9 @@ def load_zoo_backend(
         trust_remote_code=False,
         allow_download=False,
         base_path=str(path),
+        device_map=device_map,
+        attn_implementation=attn_implementation,
+        quantization=quantization,
     )
     fp = fingerprint(spec.name_or_path, zoo_config)
     if spec.adapter:

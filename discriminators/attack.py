@@ -19,14 +19,24 @@ that fails or is killed leaves the previous ``attack/`` and results.json as they
 The verdict for ``--epsilon X`` is ``discriminators.verdict``: a point selected on half the
 test prompts and confirmed on the other half, with family-wise error control over it and
 every category x adversary test (docs/statistics.md, "The verdict").
+
+With ``n_jobs`` other than 1 the acquisition orders and the points run in worker processes
+(joblib, loky): one task per (strategy, seed) for the orders, then, with every adversary
+prepared in this process, one task per (adversary, strategy, seed) running its budgets.
+Every point's randomness comes from its own seed, each task starts from the adversary as
+``prepare`` left it, and the results come back to this process, which writes every file in
+the serial order: the sweep is byte-identical to the serial one except for the wall-clock
+fields (``TIMING_FIELDS``). Adversaries that load models run here (``_IN_PROCESS``).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import pickle
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -73,6 +83,14 @@ from discriminators.verdict import attack_verdict, calibration, sequential_curve
 _DEFAULTS = AttackSettings()  # every default of a sweep is stated once, in bbi.config
 # Detail files of a sweep in progress: <run>/.attack-staging-<pid>-<random>/<comparison>/.
 STAGING_PREFIX = ".attack-staging-"
+# The record fields (per-point json and results.json["attack"]) that measure wall-clock
+# time: the only ones that differ between two runs of one sweep (e.g. serial vs n_jobs).
+TIMING_FIELDS = frozenset({"acquisition_s", "compute_s", "prepare_s"})
+# Adversaries whose points always run in this process, whatever n_jobs: they load or call
+# models (torch threads, GPU memory, an endpoint's rate limit), so one copy per worker
+# process would cost more than it saves. Any adversary that requires a "backend" runs here
+# too, and so does one whose class sets ``parallel_points = False``.
+_IN_PROCESS = frozenset({"encoder", "judge", "likelihood"})
 
 
 @dataclass
@@ -91,6 +109,7 @@ class AttackConfig:
     threshold_folds: int = 2
     n_examples: int = 3
     blas_threads: int = 1
+    n_jobs: int = _DEFAULTS.n_jobs  # worker processes (-1: all cores); not recorded
     adversary_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     backend_options: dict[str, Any] = field(default_factory=dict)
 
@@ -107,6 +126,7 @@ class AttackConfig:
             adversaries=list(settings.adversaries),
             n_bootstrap=settings.n_bootstrap,
             n_permutations=settings.n_permutations,
+            n_jobs=settings.n_jobs,
             adversary_params={k: dict(v) for k, v in settings.params.items()},
             **extra,
         )
@@ -146,6 +166,10 @@ class AttackConfig:
             )
         if len(self.seeds) > MAX_SEEDS:
             raise BbiError(f"--seeds must be <= {MAX_SEEDS}, got {len(self.seeds)}")
+        if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int):
+            raise BbiError(f"--n-jobs must be an integer, got {self.n_jobs!r}")
+        if self.n_jobs < 1 and self.n_jobs != -1:
+            raise BbiError(f"--n-jobs must be >= 1 or -1 (all cores), got {self.n_jobs}")
         self._validate_adversary_params()
 
     def _validate_adversary_params(self) -> None:
@@ -171,6 +195,7 @@ class AttackConfig:
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("backend_options", None)  # may hold endpoints/keys; never written
+        out.pop("n_jobs", None)  # how the sweep ran, not what it measured
         return out
 
 
@@ -325,6 +350,16 @@ def _attack_comparison(
     max_q = max(cfg.budgets)
     full_strategy, full_seed = cfg.strategies[0], (0 if 0 in cfg.seeds else cfg.seeds[0])
 
+    # Worker processes, each taking whole (strategy, seed) groups; 1: the serial sweep.
+    n_workers = min(_workers(cfg.n_jobs), len(cfg.strategies) * len(cfg.seeds))
+    # Inputs of worker tasks, written once instead of pickled into every task; inside the
+    # staging dir, so a failed sweep's go with it (only staging/<comparison>/ is published).
+    scratch = (
+        Path(tempfile.mkdtemp(prefix=".worker-inputs-", dir=out_dir.parent))
+        if n_workers > 1
+        else None
+    )
+
     # 1. Acquisition orders (shared by all adversaries).
     bar = (
         progress(f"{other}: acquisition", len(cfg.strategies) * len(cfg.seeds))
@@ -333,8 +368,32 @@ def _attack_comparison(
     )
     orders: dict[tuple[str, int], np.ndarray] = {}
     acq_time: dict[str, float] = {}
+    all_items = pd.concat([data.train_items, data.test_items], ignore_index=True)
+    acquired = None
+    files: dict[str, str] = {}  # adversary -> its prepared copy, for the workers
+    prepared_s: dict[str, float] = {}
+    if scratch is not None:
+        # The workers compute the orders while this process prepares the adversaries that
+        # run there (step 2): all of their (adversary, strategy, seed) groups then go out
+        # in one stream, so no worker idles at the end of each adversary.
+        acquiring = _Background(_acquire_in_workers, data, cfg, max_q, n_workers, bar)
+        for name, cls in adv_classes.items():
+            context = _context(run, other, cfg)
+            adv = get_adversary(name, context=context, **cfg.adversary_params.get(name, {}))
+            if _in_workers(name, adv):
+                prepared_s[name] = _prepare(adv, cls, all_items)
+                files[name] = _dump(scratch / f"adversary-{len(files)}.pkl", adv)
+            del adv  # the workers load their own copies
+        acquired = acquiring.result()
     for strat in cfg.strategies:
         for seed in cfg.seeds:
+            if acquired is not None:
+                order, revealed, seconds = acquired[(strat, seed)]
+                acq_time[strat] = acq_time.get(strat, 0.0) + seconds
+                if revealed > max_q:
+                    raise RuntimeError("acquisition revealed more responses than the budget")
+                orders[(strat, seed)] = order
+                continue
             t0 = time.perf_counter()
             order, oracle = acquisition_order(strat, data.pool, max_q, seed)
             acq_time[strat] = acq_time.get(strat, 0.0) + time.perf_counter() - t0
@@ -345,28 +404,34 @@ def _attack_comparison(
                 bar.advance()
 
     # 2. Points.
-    all_items = pd.concat([data.train_items, data.test_items], ignore_index=True)
     n_points = len(cfg.adversaries) * len(cfg.strategies) * len(cfg.seeds) * len(cfg.budgets)
     bar = progress(f"{other}: adversaries", n_points) if progress else None
     adversaries: dict[str, Any] = {}
     seed_means: dict[str, dict[tuple[str, int], np.ndarray]] = {}
     examples_margin: dict[str, dict[str, float]] = {}
+    # With workers, the points of the prepared adversaries come back here and are written
+    # below, in the serial order; the others run here.
+    done: dict[str, dict[tuple[str, int, int], PointResult]] = {}
+    if files:
+        shared = _dump(scratch / "comparison.pkl", (data, ev))
+        done = _points_in_workers(shared, files, orders, cfg, n_workers, bar)
     for name, cls in adv_classes.items():
-        context = _context(run, other, cfg)
-        adv = get_adversary(name, context=context, **cfg.adversary_params.get(name, {}))
-        t0 = time.perf_counter()
-        if cls.kind == "pairwise":
-            adv.prepare(pairwise_frame(all_items, np.ones(len(all_items) // 2, dtype=bool)))
+        if name in done:
+            prepare_s = prepared_s[name]
         else:
-            adv.prepare(all_items)
-        prepare_s = time.perf_counter() - t0
+            context = _context(run, other, cfg)
+            adv = get_adversary(name, context=context, **cfg.adversary_params.get(name, {}))
+            prepare_s = _prepare(adv, cls, all_items)
         points: dict[tuple[str, int, int], PointResult] = {}
         for strat in cfg.strategies:
             for seed in cfg.seeds:
                 for q in cfg.budgets:
-                    bought = orders[(strat, seed)][: prompts_for_budget(q)]
-                    full = (strat, seed, q) == (full_strategy, full_seed, max_q)
-                    res = run_point(adv, data, ev, bought, q, seed, want_scores=full)
+                    if name in done:
+                        res = done[name][(strat, seed, q)]
+                    else:
+                        bought = orders[(strat, seed)][: prompts_for_budget(q)]
+                        full = (strat, seed, q) == (full_strategy, full_seed, max_q)
+                        res = run_point(adv, data, ev, bought, q, seed, want_scores=full)
                     res.record.update(
                         strategy=strat,
                         comparison=other,
@@ -375,7 +440,7 @@ def _attack_comparison(
                     )
                     write_json(out_dir / f"{name}__{strat}__q{q}__s{seed}.json", res.record)
                     points[(strat, seed, q)] = res
-                    if bar:
+                    if bar and name not in done:
                         bar.advance()
         full_res = points[(full_strategy, full_seed, max_q)]
         if full_res.scores is not None:
@@ -393,6 +458,8 @@ def _attack_comparison(
             adversaries[name]["sequential"] = sequential_curve(
                 seed_means[name], cfg.strategies[0], cfg.alpha, seed=full_seed
             )
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
     test_cats = data.test["category"].astype(str).to_numpy()
     verdict = attack_verdict(adversaries, seed_means, test_cats, cfg, full_seed)
     if data.role == "null":
@@ -409,6 +476,184 @@ def _attack_comparison(
     }
 
 
+# ---- worker processes (n_jobs != 1) ----------------------------------------------------
+
+
+def _workers(n_jobs: int) -> int:
+    """Worker processes for ``n_jobs`` (-1: all cores); 1 means the serial sweep."""
+    if n_jobs == 1:
+        return 1
+    from joblib import effective_n_jobs
+
+    return max(1, int(effective_n_jobs(n_jobs)))
+
+
+def _in_workers(name: str, adv: Any) -> bool:
+    """Whether this adversary's points may run in worker processes (see ``_IN_PROCESS``)."""
+    own = getattr(adv, "parallel_points", None)
+    if own is not None:
+        return bool(own)
+    return name not in _IN_PROCESS and "backend" not in adv.requires()
+
+
+def _parallel(n_workers: int):
+    """A joblib (loky) pool yielding results as tasks finish, so progress bars advance;
+    the caller files them by key, so their order never matters."""
+    from joblib import Parallel
+
+    return Parallel(n_jobs=n_workers, backend="loky", return_as="generator_unordered")
+
+
+def _dump(path: Path, obj: Any) -> str:
+    """``obj`` to a scratch file for the workers (cloudpickle, as joblib pickles tasks:
+    an adversary class defined in a script's ``__main__`` travels by value)."""
+    try:
+        import cloudpickle  # a dependency of joblib >= 1.5, which no longer vendors it
+    except ImportError:  # pragma: no cover - older joblib
+        from joblib.externals import cloudpickle
+
+    with open(path, "wb") as fh:
+        cloudpickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return str(path)
+
+
+def _load(path: str) -> Any:
+    with open(path, "rb") as fh:
+        return pickle.load(fh)
+
+
+# In a worker process: the (data, Evaluator) of the comparison it works on, by file. The
+# data (with embeddings) takes longer to pickle than most points take to run, so it is
+# written once per comparison and read once per worker; nothing in a point changes it.
+_WORKER_SHARED: dict[str, Any] = {}
+
+
+def _shared(path: str) -> tuple[ComparisonData, Evaluator]:
+    if path not in _WORKER_SHARED:
+        _WORKER_SHARED.clear()  # one comparison at a time
+        _WORKER_SHARED[path] = _load(path)
+    return _WORKER_SHARED[path]
+
+
+class _Background(threading.Thread):
+    """``fn(*args)`` in a thread (here: waiting on workers while this process works);
+    ``result()`` joins it and returns its value or raises its exception."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any):
+        super().__init__(daemon=True)
+        self._call = (fn, args)
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        fn, args = self._call
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:  # re-raised in the caller's thread by result()
+            self._error = exc
+
+    def result(self) -> Any:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _acquire_task(strat: str, pool, max_q: int, seed: int, blas_threads: int):
+    with threadpool_limits(limits=blas_threads):
+        t0 = time.perf_counter()
+        order, oracle = acquisition_order(strat, pool, max_q, seed)
+        return strat, seed, order, oracle.revealed, time.perf_counter() - t0
+
+
+def _acquire_in_workers(
+    data: ComparisonData, cfg: AttackConfig, max_q: int, n_workers: int, bar
+) -> dict[tuple[str, int], tuple[np.ndarray, int, float]]:
+    """(strategy, seed) -> (order, revealed, seconds): one task per pair."""
+    from joblib import delayed
+
+    tasks = [
+        delayed(_acquire_task)(strat, data.pool, max_q, seed, cfg.blas_threads)
+        for strat in cfg.strategies
+        for seed in cfg.seeds
+    ]
+    out: dict[tuple[str, int], tuple[np.ndarray, int, float]] = {}
+    for strat, seed, order, revealed, seconds in _parallel(n_workers)(tasks):
+        out[(strat, seed)] = (order, revealed, seconds)
+        if bar:
+            bar.advance()
+    return out
+
+
+def _points_task(
+    shared: str,
+    name: str,
+    adv_path: str,
+    order: np.ndarray,
+    strat: str,
+    seed: int,
+    budgets: list[int],
+    full_q: int | None,
+    blas_threads: int,
+) -> tuple[str, str, int, list[PointResult]]:
+    """One (adversary, strategy, seed): its points at every budget, in the serial sweep's
+    order, on a fresh copy of the adversary as ``prepare`` left it (so no point depends on
+    which group the worker ran before)."""
+    data, ev = _shared(shared)
+    adv = _load(adv_path)
+    with threadpool_limits(limits=blas_threads):
+        out = []
+        for q in budgets:
+            bought = order[: prompts_for_budget(q)]
+            out.append(run_point(adv, data, ev, bought, q, seed, want_scores=q == full_q))
+    return name, strat, seed, out
+
+
+def _points_in_workers(
+    shared: str, files: dict[str, str], orders, cfg: AttackConfig, n_workers: int, bar
+) -> dict[str, dict[tuple[str, int, int], PointResult]]:
+    """adversary -> (strategy, seed, budget) -> point, for the prepared adversaries in
+    ``files``: one task per (adversary, strategy, seed)."""
+    from joblib import delayed
+
+    full_strategy, full_seed = cfg.strategies[0], (0 if 0 in cfg.seeds else cfg.seeds[0])
+    max_q = max(cfg.budgets)
+    tasks = [
+        delayed(_points_task)(
+            shared,
+            name,
+            path,
+            orders[(strat, seed)],
+            strat,
+            seed,
+            cfg.budgets,
+            max_q if (strat, seed) == (full_strategy, full_seed) else None,
+            cfg.blas_threads,
+        )
+        for name, path in files.items()
+        for strat in cfg.strategies
+        for seed in cfg.seeds
+    ]
+    out: dict[str, dict[tuple[str, int, int], PointResult]] = {name: {} for name in files}
+    for name, strat, seed, results in _parallel(n_workers)(tasks):
+        for q, res in zip(cfg.budgets, results, strict=True):
+            out[name][(strat, seed, q)] = res
+            if bar:
+                bar.advance()
+    return out
+
+
+def _prepare(adv: Any, cls: type, all_items: pd.DataFrame) -> float:
+    """``adv.prepare`` on every item of the comparison; returns the seconds it took."""
+    t0 = time.perf_counter()
+    if cls.kind == "pairwise":
+        adv.prepare(pairwise_frame(all_items, np.ones(len(all_items) // 2, dtype=bool)))
+    else:
+        adv.prepare(all_items)
+    return time.perf_counter() - t0
+
+
 def revealed_ok(record: dict[str, Any]) -> bool:
     """The budget invariant a per-point json must satisfy (used by tests and reports)."""
     q = record["queries"]
@@ -418,6 +663,7 @@ def revealed_ok(record: dict[str, Any]) -> bool:
 __all__ = [
     "STAGING_PREFIX",
     "STATS_NOTE",
+    "TIMING_FIELDS",
     "AttackConfig",
     "ComparisonData",
     "Evaluator",

@@ -102,6 +102,19 @@ class Adversary(BaseEstimator):
         """Cheap checks that need the context (no model loads): raise BbiError now for
         what would otherwise fail mid-sweep. Called by the attack before any work."""
 
+    def _backend_options(self, spec: str) -> dict[str, Any]:
+        """Options for loading a model this adversary queries (a judge, a reference LM):
+        the run's own (``context["backend_options"]``) overlaid with the adversary's
+        ``model_args`` (``key=value,...``, bbi.model_args; e.g. an API's concurrency or a
+        GPU for the reference model), validated for the spec's kind."""
+        from bbi.model_args import check_model_args, parse_model_args
+
+        where = f"{self.name}.model_args"
+        opts = dict((getattr(self, "context", None) or {}).get("backend_options") or {})
+        args = parse_model_args(getattr(self, "model_args", None), where)
+        opts.update(check_model_args(spec, args, where))
+        return opts
+
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> Adversary:
         raise NotImplementedError
 

@@ -149,6 +149,7 @@ class JudgeAdversary(Adversary):
         "batch_size": at_least(1),
         "random_state": SEED,
         "progress": BOOLEAN,
+        "model_args": [str, None],
     }
 
     def __init__(
@@ -162,6 +163,7 @@ class JudgeAdversary(Adversary):
         batch_size: int = 16,
         random_state: int = 0,
         progress: bool = True,
+        model_args: str | None = None,
         context: dict[str, Any] | None = None,
     ):
         self.judge = judge
@@ -173,6 +175,7 @@ class JudgeAdversary(Adversary):
         self.batch_size = batch_size
         self.random_state = random_state
         self.progress = progress
+        self.model_args = model_args
         self.context = context
 
     # ---- the judge model --------------------------------------------------------------
@@ -205,7 +208,9 @@ class JudgeAdversary(Adversary):
 
     def preflight(self) -> None:
         """Resolve the judge spec now, so a run without a usable one fails up front."""
-        self._judge_model()
+        ref = self._judge_model()
+        if isinstance(ref, str):
+            self._backend_options(ref)  # a bad model_args fails before the sweep
 
     def _backend(self) -> Any:
         if getattr(self, "backend_", None) is not None:
@@ -214,8 +219,7 @@ class JudgeAdversary(Adversary):
         if isinstance(ref, str):
             from bbi.backends import load_backend
 
-            opts = dict((self.context or {}).get("backend_options") or {})
-            self.backend_ = load_backend(ref, **opts)
+            self.backend_ = load_backend(ref, **self._backend_options(ref))
         elif callable(getattr(ref, "generate", None)) or callable(getattr(ref, "score", None)):
             self.backend_ = ref
         elif callable(ref):

@@ -99,6 +99,7 @@ class LikelihoodAdversary(Adversary):
         "C": POSITIVE,
         "random_state": SEED,
         "progress": BOOLEAN,
+        "model_args": [str, None],
     }
 
     def __init__(
@@ -107,12 +108,14 @@ class LikelihoodAdversary(Adversary):
         C: float = 1.0,
         random_state: int = 0,
         progress: bool = True,
+        model_args: str | None = None,
         context: dict[str, Any] | None = None,
     ):
         self.reference = reference
         self.C = C
         self.random_state = random_state
         self.progress = progress
+        self.model_args = model_args
         self.context = context
         self.notes = GRAY_BOX_NOTE if self._reference_is_teacher() else None
 
@@ -156,7 +159,9 @@ class LikelihoodAdversary(Adversary):
 
     def preflight(self) -> None:
         """Resolve the reference spec now, so a run without a usable one fails up front."""
-        self._reference()
+        ref = self._reference()
+        if isinstance(ref, str):
+            self._backend_options(ref)  # a bad model_args fails before the sweep
 
     def _backend(self) -> Any:
         if getattr(self, "backend_", None) is not None:
@@ -165,8 +170,7 @@ class LikelihoodAdversary(Adversary):
         if isinstance(ref, str):
             from bbi.backends import load_backend
 
-            opts = dict((self.context or {}).get("backend_options") or {})
-            self.backend_ = load_backend(ref, **opts)
+            self.backend_ = load_backend(ref, **self._backend_options(ref))
         else:  # an already loaded backend (anything with score() and a fingerprint)
             self.backend_ = ref
         if not callable(getattr(self.backend_, "score", None)):

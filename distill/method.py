@@ -143,6 +143,7 @@ def distil(
         )
 
     accelerator = Accelerator(mixed_precision=mixed_precision)
+    check_launch(accelerator, hp.grad_accum)
     model, tokenizer, base_fingerprint = load_student(base_spec, dtype)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -236,6 +237,53 @@ def distil(
     return result
 
 
+def check_launch(accelerator: Any, grad_accum: int) -> None:
+    """Refuse launches under which the loop would train something else than asked.
+
+    - ``accelerate launch --multi_gpu`` / ``torchrun`` on a machine without GPUs start N
+      processes (``WORLD_SIZE`` = N) that each find no distributed backend unless
+      ``ACCELERATE_USE_CPU=true`` asks for gloo: they would train N independent copies on
+      all the data and race to write the same files and register the same alias.
+    - Accelerate's own gradient accumulation (``ACCELERATE_GRADIENT_ACCUMULATION_STEPS``)
+      would divide every loss again on top of the loop's exact accumulation (``--grad-accum``).
+    - FSDP and ZeRO-3 shard the parameters; the loop saves the main process's own, so the
+      student would be incomplete.
+    - Under DeepSpeed, Accelerate steps the engine after every backward the loop makes
+      outside ``accelerator.accumulate``: ``--grad-accum`` above 1 would step per micro-batch.
+    """
+    try:
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        launched = 1
+    if launched > 1 and accelerator.num_processes != launched:
+        raise BbiError(
+            f"launched as {launched} processes (WORLD_SIZE) but Accelerate joined "
+            f"{accelerator.num_processes}: no distributed backend (without GPUs, set "
+            "ACCELERATE_USE_CPU=true to train on CPU processes over gloo)"
+        )
+    if accelerator.gradient_accumulation_steps != 1:
+        raise BbiError(
+            f"Accelerate's gradient accumulation is set to {accelerator.gradient_accumulation_steps} "
+            "(ACCELERATE_GRADIENT_ACCUMULATION_STEPS or the launch config); bbi accumulates "
+            "itself: leave Accelerate's at 1 and pass --grad-accum"
+        )
+    sharded = accelerator.distributed_type == "FSDP" or (
+        accelerator.distributed_type == "DEEPSPEED"
+        and getattr(accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3
+    )
+    if sharded:  # the loop saves the main process's own parameters, not gathered shards
+        raise BbiError(
+            f"{accelerator.distributed_type} with sharded parameters is not supported yet: "
+            "the saved student would hold one process's shard; use DDP or DeepSpeed ZeRO-2 "
+            "(docs/multi-gpu.md)"
+        )
+    if accelerator.distributed_type == "DEEPSPEED" and grad_accum != 1:
+        raise BbiError(
+            f"--grad-accum {grad_accum} under DeepSpeed: the engine steps after every "
+            "micro-batch here; use --grad-accum 1 (raise --batch-size or the process count)"
+        )
+
+
 def guide_source(run: RunDir, base_spec: str, guide_from: str | None) -> str:
     """The student whose train-split leaks guide the data: ``guide_from``, else the run's
     student answering with the base spec being fine-tuned."""
@@ -275,6 +323,7 @@ def register(run: RunDir, alias: str, spec: str, record: dict) -> None:
 __all__ = [
     "DistillResult",
     "PROVENANCE_FILE",
+    "check_launch",
     "distil",
     "guide_source",
     "pick_student_spec",

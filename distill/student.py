@@ -51,7 +51,9 @@ def load_model(spec: str, dtype: str = "float32") -> tuple[Any, Any, str]:
     Loading goes through ``bbi.backends`` so spec resolution, offline rules and error
     messages are the probe's; Accelerate then places the model. The fingerprint lets a
     resumed run refuse a checkpoint made on other weights behind the same spec. A spec
-    with a LoRA adapter is loaded merged (for a frozen teacher).
+    with a LoRA adapter is loaded merged (for a frozen teacher). The weights load directly
+    in ``dtype`` (``from_pretrained(..., dtype=...)``, no fp32 copy first), once per
+    process under ``accelerate launch``.
     """
     from bbi.backends.hf import _digest, load_hf_parts
     from bbi.specs import parse_spec

@@ -90,7 +90,8 @@ def test_fixed_token_param_is_not_switched(api):
         load_backend(f"openai:{api}#m", token_param="tokens")
 
 
-def test_probe_records_api_usage_in_the_manifest(api, tmp_path):
+def test_probe_records_api_usage_in_the_manifest(api, tmp_path, monkeypatch):
+    monkeypatch.setenv("BBI_CACHE_DIR", str(tmp_path / "cache"))  # no response cache hits
     from bbi.probe_run import ModelEntry, ProbeSettings, probe_model
     from bbi.runstore import RunDir
 

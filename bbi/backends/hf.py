@@ -306,11 +306,17 @@ def load_hf_parts(
     trust_remote_code: bool = False,
     allow_download: bool = False,
     base_path: str | None = None,
+    device_map: str | None = None,
+    attn_implementation: str | None = None,
+    quantization: str | None = None,
 ) -> tuple[Any, Any, torch.device, dict]:
     """Load (model, tokenizer, device, fingerprint parts) for an hf: spec (or a zoo base path).
 
     Local directories and hub ids are loaded with ``local_files_only`` unless downloads are
     allowed and HF_HUB_OFFLINE is unset. A LoRA adapter is merged into the base for speed.
+    ``device_map`` (e.g. ``auto``) lets Accelerate place, and shard, the model instead of
+    moving it to one device; ``quantization`` (``4bit``/``8bit``) loads it with bitsandbytes;
+    ``attn_implementation`` picks the attention kernel (bbi.model_args).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -347,7 +353,13 @@ def load_hf_parts(
                 else dict(local_files_only=True, trust_remote_code=trust_remote_code)
             ),
         )
-        model = AutoModelForCausalLM.from_pretrained(name, config=cfg, dtype=torch_dtype, **kw)
+        model = AutoModelForCausalLM.from_pretrained(
+            name,
+            config=cfg,
+            dtype=torch_dtype,
+            **kw,
+            **_placement(device_map, attn_implementation, quantization, torch_dtype),
+        )
     except BbiError:
         raise
     except (OSError, ValueError, KeyError, ImportError, pickle.UnpicklingError) as exc:
@@ -363,9 +375,43 @@ def load_hf_parts(
         parts["hub"] = f"{name}@{getattr(cfg, '_commit_hash', None) or spec.revision or 'main'}"
     if spec.adapter:
         model, parts["adapter"] = _apply_adapter(model, spec.adapter, local_only)
-    model.to(dev)
+    if device_map is None and quantization is None:
+        model.to(dev)
+    else:  # placed by Accelerate: inputs go where the embeddings are
+        dev = model.get_input_embeddings().weight.device
     model.eval()
     return model, tokenizer, dev, parts
+
+
+def _placement(
+    device_map: str | None,
+    attn_implementation: str | None,
+    quantization: str | None,
+    torch_dtype: torch.dtype,
+) -> dict[str, Any]:
+    """``from_pretrained`` keywords for per-model placement and kernels."""
+    kw: dict[str, Any] = {}
+    if device_map is not None:
+        kw["device_map"] = device_map
+    if attn_implementation is not None:
+        kw["attn_implementation"] = attn_implementation
+    if quantization is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
+            raise BbiError(
+                f"quantization={quantization} needs bitsandbytes and a CUDA GPU "
+                "(pip install bitsandbytes)"
+            )
+        from transformers import BitsAndBytesConfig
+
+        kw["quantization_config"] = (
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch_dtype)
+            if quantization == "4bit"
+            else BitsAndBytesConfig(load_in_8bit=True)
+        )
+        kw.setdefault("device_map", "auto")
+    return kw
 
 
 def _apply_adapter(model: Any, adapter: str, local_only: bool) -> tuple[Any, Any]:
@@ -428,6 +474,7 @@ class HFBackend:
         dtype: str = "auto",
         trust_remote_code: bool = False,
         allow_download: bool = False,
+        **placement: Any,
     ) -> HFBackend:
         model, tok, dev, parts = load_hf_parts(
             spec,
@@ -435,6 +482,7 @@ class HFBackend:
             dtype=dtype,
             trust_remote_code=trust_remote_code,
             allow_download=allow_download,
+            **placement,
         )
         return cls(model, tok, name=str(spec), fingerprint=_digest(parts), device=dev)
 
@@ -648,6 +696,9 @@ def load_hf_backend(
     dtype: str = "auto",
     trust_remote_code: bool = False,
     allow_download: bool = False,
+    device_map: str | None = None,
+    attn_implementation: str | None = None,
+    quantization: str | None = None,
     **_: Any,
 ) -> HFBackend:
     """Registry entry for ``hf:`` specs."""
@@ -657,4 +708,7 @@ def load_hf_backend(
         dtype=dtype,
         trust_remote_code=trust_remote_code,
         allow_download=allow_download,
+        device_map=device_map,
+        attn_implementation=attn_implementation,
+        quantization=quantization,
     )

@@ -1,12 +1,51 @@
-"""vLLM offline engine (optional extra, GPU): ``vllm:org/name[@revision]``.
+"""vLLM offline engine (optional extra, GPU): ``vllm:org/name[@revision]`` or ``vllm:./dir``.
 
 Prompts are formatted by bbi.chat exactly as the HF backend does and passed as token
-ids, so the two backends see the same inputs. vLLM's per-request ``seed`` keeps samples
-independent of batching.
+ids, so the two backends see the same inputs.
+
+Fingerprint. vLLM loads the same Hugging Face checkpoint format as ``hf:``, so the
+fingerprint is computed from the same things, without an engine
+(``bbi.fingerprint.spec_fingerprint``): the weight/config/tokenizer file hashes of a
+local directory, or ``id@commit`` of a snapshot already in the Hugging Face cache. It is
+the hf: fingerprint of the same checkpoint tagged with the backend
+(``vllm_fingerprint(hf_fp)``): vLLM samples with its own RNG and kernels, so its answers
+are never served from, or into, the hf: cache entries of the same weights.
+
+Downloads. Like every bbi backend, vLLM downloads nothing unless ``allow_download=True``:
+otherwise a hub id must already be in the Hugging Face cache (a one-line error if not),
+the engine is given the local snapshot directory, and ``HF_HUB_OFFLINE=1`` is set while
+it starts. With ``allow_download=True`` vLLM fetches what is missing (HF_HUB_OFFLINE
+set by the user still wins).
+
+Engine options (``load_backend(spec, **opts)`` / ``--teacher-args``): ``dtype``,
+``tensor_parallel_size``, ``gpu_memory_utilization``, ``max_model_len``,
+``quantization``, ``enforce_eager``, ``seed``; they go to ``vllm.LLM(...)`` as given.
+Anything else is a one-line error listing these.
+
+Seeded sampling and its limits. Each request carries its own seed,
+``SamplingParams(seed=request_seed)`` (None for greedy), so the random draws of a
+response do not depend on the other requests in the engine's batch. The *logits* they
+are drawn from still can: on a GPU, vLLM's kernels (matmul/attention reduction order,
+chunked prefill, prefix caching, CUDA graphs per batch size) give slightly different
+numbers for different batch compositions, and a near-tie can then flip a token. vLLM is
+batch-invariant only with its batch-invariant kernels (``VLLM_BATCH_INVARIANT=1``, a
+beta feature that needs a recent GPU). bbi's response cache key does not include the
+batch size or the other prompts, so without those kernels a regenerated vLLM response
+may differ from a cached one in rare tokens; the hf: backend has no such caveat on one
+device (its sampler and padding are batch-independent by construction).
+
+Lifecycle. One engine per spec and options per ``bbi probe run`` (bbi.probe_run shares
+it between, e.g., the teacher and its A/A resample). ``close()`` frees the GPU: it shuts
+the engine down, drops it, runs vLLM's distributed cleanup, ``gc.collect()`` and
+``torch.cuda.empty_cache()``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +54,19 @@ from bbi.chat import PLAIN_FORMAT, format_prompt
 from bbi.errors import BbiError
 from bbi.specs import ModelSpec
 
+# Options a caller may pass on to vllm.LLM(...), with their types.
+ENGINE_OPTIONS: dict[str, type] = {
+    "dtype": str,
+    "enforce_eager": bool,
+    "gpu_memory_utilization": float,
+    "max_model_len": int,
+    "quantization": str,
+    "seed": int,
+    "tensor_parallel_size": int,
+}
+VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
 
 def _import_vllm() -> Any:
     try:
@@ -22,6 +74,67 @@ def _import_vllm() -> Any:
     except ImportError:
         raise BbiError("the vllm: backend needs vLLM: install bbi[vllm] on a GPU machine") from None
     return vllm
+
+
+def check_engine_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """``opts`` validated against ENGINE_OPTIONS (ints accepted for floats); BbiError else."""
+    allowed = ", ".join(sorted(ENGINE_OPTIONS))
+    out: dict[str, Any] = {}
+    for key, value in opts.items():
+        want = ENGINE_OPTIONS.get(key)
+        if want is None:
+            raise BbiError(f"vllm: unknown engine option {key!r} (allowed: {allowed})")
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
+            raise BbiError(f"vllm: {key} must be a {want.__name__}, got {value!r}")
+        out[key] = value
+    if out.get("dtype", "auto").lower() not in VLLM_DTYPES:
+        raise BbiError(f"vllm: unknown dtype {out['dtype']!r}; use one of {', '.join(VLLM_DTYPES)}")
+    if out.get("tensor_parallel_size", 1) < 1:
+        raise BbiError("vllm: tensor_parallel_size must be >= 1")
+    if not 0.0 < out.get("gpu_memory_utilization", 0.9) <= 1.0:
+        raise BbiError("vllm: gpu_memory_utilization must be in (0, 1]")
+    if out.get("max_model_len", 1) < 1:
+        raise BbiError("vllm: max_model_len must be >= 1")
+    if out.get("seed", 0) < 0:
+        raise BbiError("vllm: seed must be >= 0")
+    return out
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """HF_HUB_OFFLINE=1 (and TRANSFORMERS_OFFLINE=1) while the engine starts, then restored.
+
+    Set before vLLM starts its engine processes, so they inherit it."""
+    if not offline:
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in _OFFLINE_VARS}
+    os.environ.update({k: "1" for k in _OFFLINE_VARS})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _cached_snapshot(spec: ModelSpec) -> Path:
+    """The local snapshot directory of a hub id in the Hugging Face cache (no network)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(spec.name_or_path, revision=spec.revision, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - any lookup failure means "not cached"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BbiError(
+            f"model {spec.name_or_path!r} is not a local directory and is not in the Hugging "
+            f"Face cache ({first}); download it, or pass allow_download=true"
+        ) from None
+    return Path(path)
 
 
 class VLLMBackend:
@@ -36,30 +149,39 @@ class VLLMBackend:
         allow_download: bool = False,
         **engine_opts: Any,
     ):
-        from bbi.backends.hf import _digest, _locate, dir_fingerprint
+        from bbi.backends.hf import _local_files_only, _locate
+        from bbi.fingerprint import spec_fingerprint
 
         vllm = _import_vllm()
         self.vllm = vllm
         self.name = str(spec)
+        self.engine_options = check_engine_options({"dtype": dtype, **engine_opts})
+        # From the files, before any engine starts: an unavailable model fails here, fast.
+        self.fingerprint = spec_fingerprint(
+            spec, trust_remote_code=trust_remote_code, allow_download=allow_download
+        )
         local = _locate(spec.name_or_path, "model")
+        offline = _local_files_only(allow_download)
+        if local is not None:
+            model, revision = str(local), None
+        elif offline:
+            model, revision = str(_cached_snapshot(spec)), None
+        else:
+            model, revision = spec.name_or_path, spec.revision
         try:
-            self.llm = vllm.LLM(
-                model=spec.name_or_path,
-                revision=spec.revision,
-                dtype=dtype,
-                trust_remote_code=trust_remote_code,
-                **engine_opts,
-            )
+            with _hub_offline(not allow_download):
+                self.llm = vllm.LLM(
+                    model=model,
+                    revision=revision,
+                    tokenizer_revision=revision,
+                    trust_remote_code=trust_remote_code,
+                    **self.engine_options,
+                )
         except (OSError, ValueError) as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BbiError(f"vLLM cannot load {spec.name_or_path!r}: {msg}") from None
         self.tokenizer = self.llm.get_tokenizer()
         self.chat_format = format_prompt(self.tokenizer, "x")[1]
-        if local is not None:
-            parts: dict = {"files": dir_fingerprint(local)}
-        else:
-            parts = {"hub": f"{spec.name_or_path}@{_hub_commit(spec) or spec.revision or 'main'}"}
-        self.fingerprint = _digest(parts)
 
     def generate(
         self, prompts: list[str], config: GenerationConfig, seeds: list[int], progress: bool = False
@@ -67,6 +189,8 @@ class VLLMBackend:
         check_generate_args(prompts, seeds)
         if not prompts:
             return []
+        if self.llm is None:
+            raise BbiError(f"{self.name}: the vLLM engine was closed")
         inputs = []
         for p in prompts:
             text, fmt = format_prompt(self.tokenizer, p)
@@ -79,6 +203,7 @@ class VLLMBackend:
                 top_p=float(config.top_p) if config.do_sample else 1.0,
                 max_tokens=config.max_new_tokens,
                 stop=list(config.stop) or None,
+                # Per-request seed: the draws of a response do not depend on its batch.
                 seed=int(s) if config.do_sample else None,
             )
             for s in seeds
@@ -96,21 +221,51 @@ class VLLMBackend:
         raise BbiError(f"{self.name}: scoring is not supported on vllm:; use the hf: spec")
 
     def close(self) -> None:
-        self.llm = None
+        """Free the engine and its GPU memory (idempotent)."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is None:
+            return
+        # vLLM V1: the engine core runs in its own process; stop it before dropping it.
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        shutdown = getattr(core, "shutdown", None)
+        if callable(shutdown):
+            with contextlib.suppress(Exception):
+                shutdown()
+        del llm, core, shutdown
+        self.tokenizer = None
+        gc.collect()
+        release_vllm_memory()
 
 
-def _hub_commit(spec: ModelSpec) -> str | None:
+def release_vllm_memory() -> None:
+    """vLLM's documented cleanup after an engine is dropped, then gc and the CUDA cache.
+
+    ``cleanup_dist_env_and_memory`` where this vLLM has it (it tears down model-parallel
+    groups and the distributed environment), else ``destroy_model_parallel`` and
+    ``destroy_distributed_environment`` one by one. Every step is best effort."""
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from vllm.distributed import parallel_state
+    except ImportError:
+        parallel_state = None
+    cleanup = getattr(parallel_state, "cleanup_dist_env_and_memory", None)
+    steps = (
+        [cleanup]
+        if callable(cleanup)
+        else [
+            getattr(parallel_state, name, None)
+            for name in ("destroy_model_parallel", "destroy_distributed_environment")
+        ]
+    )
+    for step in steps:
+        if callable(step):
+            with contextlib.suppress(Exception):
+                step()
+    gc.collect()
+    with contextlib.suppress(Exception):
+        import torch
 
-        path = try_to_load_from_cache(spec.name_or_path, "config.json", revision=spec.revision)
-    except Exception:  # noqa: BLE001 - best effort: the fingerprint falls back to the revision
-        return None
-    if isinstance(path, str):
-        parts = Path(path).parts
-        if "snapshots" in parts:
-            return parts[parts.index("snapshots") + 1]
-    return None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def load_vllm_backend(
@@ -119,12 +274,19 @@ def load_vllm_backend(
     device: str = "auto",
     dtype: str = "auto",
     trust_remote_code: bool = False,
+    allow_download: bool = False,
     **opts: Any,
 ) -> VLLMBackend:
-    """Registry entry for ``vllm:`` specs; engine options pass through (e.g. max_model_len)."""
-    engine = {
-        k: v
-        for k, v in opts.items()
-        if k in {"gpu_memory_utilization", "max_model_len", "tensor_parallel_size", "seed"}
-    }
-    return VLLMBackend(spec, dtype=dtype, trust_remote_code=trust_remote_code, **engine)
+    """Registry entry for ``vllm:`` specs; ``opts`` are engine options (ENGINE_OPTIONS).
+
+    ``device`` is not a vLLM option: pick GPUs with CUDA_VISIBLE_DEVICES and
+    ``tensor_parallel_size``."""
+    if not isinstance(allow_download, bool):
+        raise BbiError(f"vllm: allow_download must be a bool, got {allow_download!r}")
+    return VLLMBackend(
+        spec,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        allow_download=allow_download,
+        **check_engine_options(opts),
+    )

@@ -273,6 +273,12 @@ def register(app: typer.Typer) -> None:
         param: list[str] = typer.Option(
             [], "--param", help="Adversary hyperparameter, e.g. tfidf.C=2 (repeatable)."
         ),
+        n_jobs: int = typer.Option(
+            None,
+            "--n-jobs",
+            help="Worker processes for the sweep (-1: all cores); the results are those of"
+            f" the serial sweep, except wall-clock times (default {_D.n_jobs}: serial).",
+        ),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars or tables."),
     ) -> None:
         """Measure eps(q, k) of adversaries against every (teacher, other) comparison, with
@@ -295,6 +301,7 @@ def register(app: typer.Typer) -> None:
             n_bootstrap=n_bootstrap,
             n_permutations=n_permutations,
             params=_params(param) or None,
+            n_jobs=n_jobs,
         )
         cfg = AttackConfig.from_settings(settings)
         console = Console(stderr=False)

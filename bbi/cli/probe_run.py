@@ -11,6 +11,7 @@ from rich.table import Table
 
 from bbi.cli.params import path_value, text_value
 from bbi.errors import BbiError
+from bbi.model_args import parse_model_args
 from bbi.runstore import printable, read_yaml_mapping
 
 console = Console(stderr=True)
@@ -31,18 +32,29 @@ def load_suite_arg(suite: str) -> tuple[list[dict], str]:
     return probes.load_suite(path), printable(path)
 
 
-def parse_model_args(teacher: str, students: list[str], null: bool) -> list:
+def model_entries(
+    teacher: str,
+    students: list[str],
+    null: bool,
+    teacher_args: dict | None = None,
+    student_args: dict | None = None,
+) -> list:
+    """The run's models: teacher, its A/A resample (same arguments), students; each
+    model's arguments validated for its kind (bbi.model_args)."""
+    from bbi.model_args import check_model_args
     from bbi.probe_run import NULL_ALIAS, ModelEntry
 
-    models = [ModelEntry("teacher", teacher, "teacher")]
+    t_args = check_model_args(teacher, teacher_args, "--teacher-args") if teacher != "-" else {}
+    models = [ModelEntry("teacher", teacher, "teacher", t_args)]
     if null:
-        models.append(ModelEntry(NULL_ALIAS, teacher, "null"))
+        models.append(ModelEntry(NULL_ALIAS, teacher, "null", t_args))
     for i, raw in enumerate(students):
         m = _ALIAS_PREFIX.match(raw)
         alias, spec = (
             (m.group(1), m.group(2)) if m else ("student" if i == 0 else f"student_{i + 1}", raw)
         )
-        models.append(ModelEntry(alias, spec, "student"))
+        args = check_model_args(spec, student_args, "--student-args")
+        models.append(ModelEntry(alias, spec, "student", args))
     return models
 
 
@@ -89,6 +101,21 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(None, "--batch-size"),
         device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1, mps."),
         dtype: str = typer.Option(None, "--dtype", help="auto, float32, bfloat16, float16."),
+        teacher_args: str = typer.Option(
+            None,
+            "--teacher-args",
+            help="The teacher's own arguments, key=value,...: hf/zoo device, dtype, device_map "
+            "(auto: shard over GPUs), attn_implementation, quantization (4bit|8bit); vllm "
+            "tensor_parallel_size, gpu_memory_utilization, max_model_len, ...; openai "
+            "concurrency, timeout, max_retries, token_param.",
+            parser=text_value,
+        ),
+        student_args: str = typer.Option(
+            None,
+            "--student-args",
+            help="The same for every student given with --student.",
+            parser=text_value,
+        ),
         trust_remote_code: bool = typer.Option(
             False, "--trust-remote-code", help="Allow model repos to run their own code."
         ),
@@ -129,6 +156,8 @@ def register(app: typer.Typer) -> None:
             trust_remote_code=trust_remote_code or None,
         )
         gen = cfg.generation.updated(**gen_flags)
+        t_args = {**cfg.teacher_args, **parse_model_args(teacher_args, "--teacher-args")}
+        s_args = {**cfg.student_args, **parse_model_args(student_args, "--student-args")}
         run_path = run or (Path(cfg.run) if cfg.run else None)
         teacher = teacher or cfg.teacher
         if not teacher and run_path is not None and (run_path / "run.yaml").is_file() and not fresh:
@@ -139,7 +168,7 @@ def register(app: typer.Typer) -> None:
             models, records, suite_name, saved = models_of_run(run_path)
             gen = saved.updated(**gen_flags)
             if student:
-                models += parse_model_args("-", list(student), False)[1:]
+                models += model_entries("-", list(student), False, None, s_args)[1:]
             manifest = run_probe(
                 run_path, models, records, gen, suite_name=suite_name,
                 progress=not no_progress,
@@ -159,7 +188,7 @@ def register(app: typer.Typer) -> None:
                 "[yellow]note:[/] greedy decoding makes the A/A resample identical to the teacher; use --temperature > 0 for a meaningful null"
             )
         records, suite_name = load_suite_arg(suite if suite is not None else cfg.suite)
-        models = parse_model_args(teacher, students, use_null)
+        models = model_entries(teacher, students, use_null, t_args, s_args)
         manifest = run_probe(
             run_path,
             models,

@@ -1,0 +1,122 @@
+"""Per-model arguments: one syntax for the CLI and YAML, in the spirit of lm-eval-harness's
+``model_args``.
+
+On the command line a comma-separated ``key=value`` list
+(``--teacher-args device_map=auto,dtype=bfloat16``); in YAML a mapping
+(``teacher_args: {device_map: auto, dtype: bfloat16}``). Which keys a model takes depends on
+its spec's kind; an unknown key or a value of the wrong type is one error line naming the
+model and listing what it takes.
+
+- ``hf:`` / ``zoo:``: ``device``, ``dtype``, ``device_map`` (``auto`` shards a teacher larger
+  than one GPU over every visible device), ``attn_implementation`` (``sdpa``, ``eager``,
+  ``flash_attention_2``), ``quantization`` (``4bit`` / ``8bit``, bitsandbytes on CUDA).
+- ``vllm:``: ``dtype``, ``tensor_parallel_size``, ``gpu_memory_utilization``,
+  ``max_model_len``, ``quantization``, ``enforce_eager``, ``allow_download``, ``seed``.
+- ``openai:``: ``concurrency``, ``timeout``, ``max_retries``, ``token_param``.
+
+Arguments that change what a model outputs (``dtype``, ``quantization``,
+``attn_implementation``) are part of the model's identity in the response cache, so
+responses made under other settings are never reused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bbi.errors import BbiError
+
+_HF = {
+    "device": str,
+    "dtype": str,
+    "device_map": str,
+    "attn_implementation": str,
+    "quantization": str,
+}
+KIND_ARGS: dict[str, dict[str, type]] = {
+    "hf": _HF,
+    "zoo": _HF,
+    "vllm": {
+        "dtype": str,
+        "tensor_parallel_size": int,
+        "gpu_memory_utilization": float,
+        "max_model_len": int,
+        "quantization": str,
+        "enforce_eager": bool,
+        "allow_download": bool,
+        "seed": int,
+    },
+    "openai": {"concurrency": int, "timeout": float, "max_retries": int, "token_param": str},
+}
+# Keys whose value changes the responses (mixed into the cache identity).
+OUTPUT_CHANGING = ("dtype", "quantization", "attn_implementation")
+QUANTIZATIONS = ("4bit", "8bit")
+
+
+def _typed(text: str) -> Any:
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_model_args(text: str | None, flag: str) -> dict[str, Any]:
+    """``"a=1,b=x"`` -> ``{"a": 1, "b": "x"}`` (ints, floats and true/false typed)."""
+    if text is None:
+        return {}
+    out: dict[str, Any] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or not key or not value.strip():
+            raise BbiError(f"{flag}: expected key=value[,key=value...], got {text!r}")
+        if key in out:
+            raise BbiError(f"{flag}: {key!r} given twice")
+        out[key] = _typed(value)
+    return out
+
+
+def check_model_args(spec: str, args: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    """``args`` validated for ``spec``'s kind (types coerced where lossless)."""
+    from bbi.specs import parse_spec
+
+    if not args:
+        return {}
+    if not isinstance(args, dict):
+        raise BbiError(f"{where}: expected a mapping of model arguments")
+    kind = parse_spec(spec).kind
+    allowed = KIND_ARGS.get(kind, {})
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        if key not in allowed:
+            raise BbiError(
+                f"{where}: {kind}: models take no {key!r} "
+                f"(they take: {', '.join(sorted(allowed)) or 'nothing'})"
+            )
+        want = allowed[key]
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise BbiError(f"{where}: {key} must be a {want.__name__}, got {value!r}")
+        if key == "quantization" and kind in ("hf", "zoo") and value not in QUANTIZATIONS:
+            raise BbiError(f"{where}: quantization must be one of {', '.join(QUANTIZATIONS)}")
+        out[key] = value
+    return out
+
+
+def output_identity(args: dict[str, Any]) -> dict[str, Any]:
+    """The arguments that change a model's outputs (for the response cache)."""
+    return {k: args[k] for k in OUTPUT_CHANGING if k in args}
+
+
+__all__ = [
+    "KIND_ARGS",
+    "OUTPUT_CHANGING",
+    "check_model_args",
+    "output_identity",
+    "parse_model_args",
+]
