@@ -12,7 +12,8 @@ model and listing what it takes.
   ``flash_attention_2``), ``quantization`` (``4bit`` / ``8bit``, bitsandbytes on CUDA).
 - ``vllm:``: ``dtype``, ``tensor_parallel_size``, ``gpu_memory_utilization``,
   ``max_model_len``, ``quantization``, ``enforce_eager``, ``allow_download``, ``seed``.
-- ``openai:``: ``concurrency``, ``timeout``, ``max_retries``, ``token_param``.
+- ``openai:``: ``concurrency``, ``timeout``, ``max_retries``, ``token_param``,
+  ``price_input`` / ``price_output`` (per million tokens: the manifest records the cost).
 
 Arguments that change what a model outputs (``dtype``, ``quantization``,
 ``attn_implementation``) are part of the model's identity in the response cache, so
@@ -45,7 +46,14 @@ KIND_ARGS: dict[str, dict[str, type]] = {
         "allow_download": bool,
         "seed": int,
     },
-    "openai": {"concurrency": int, "timeout": float, "max_retries": int, "token_param": str},
+    "openai": {
+        "concurrency": int,
+        "timeout": float,
+        "max_retries": int,
+        "token_param": str,
+        "price_input": float,  # per million prompt tokens, for the manifest's cost
+        "price_output": float,
+    },
 }
 # Keys whose value changes the responses (mixed into the cache identity).
 OUTPUT_CHANGING = ("dtype", "quantization", "attn_implementation")

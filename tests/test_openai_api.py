@@ -78,6 +78,10 @@ def test_switches_to_max_completion_tokens_retries_429_and_counts_tokens(api):
     assert [o.text for o in outs] == ["ok ok ok"] * 4
     assert backend.token_param == "max_completion_tokens"
     assert backend.usage == {"requests": 4, "prompt_tokens": 20, "completion_tokens": 12}
+    priced = load_backend(f"openai:{api}#m", token_param="max_completion_tokens",
+                          price_input=2.5, price_output=10.0, max_retries=3)  # fmt: skip
+    priced.generate(["a", "b"], cfg, [0, 1])
+    assert priced.usage["cost"] == pytest.approx((10 * 2.5 + 6 * 10.0) / 1e6)
     throttled = [i for i, c in enumerate(FakeAPI.calls, 1) if i % 3 == 0 and "max_tokens" not in c]
     assert throttled  # at least one 429 was answered, and retried to success
 

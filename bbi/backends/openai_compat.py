@@ -9,7 +9,8 @@ from ``OPENAI_API_KEY`` and is never recorded.
 The length limit is sent as ``max_tokens`` (what most compatible servers take) until a
 server refuses it in favour of ``max_completion_tokens`` (newer OpenAI models); then the
 backend switches for good (``token_param`` fixes either). ``usage`` counts requests and the
-prompt and completion tokens the server reported, for the run's manifest.
+prompt and completion tokens the server reported, and their cost when ``price_input`` /
+``price_output`` (per million tokens) are given, for the run's manifest.
 """
 
 from __future__ import annotations
@@ -49,9 +50,14 @@ class OpenAIBackend:
         max_retries: int = 3,
         check: bool = True,
         token_param: str = "auto",
+        price_input: float | None = None,
+        price_output: float | None = None,
     ):
         import openai
 
+        for name, price in (("price_input", price_input), ("price_output", price_output)):
+            if price is not None and not price >= 0:
+                raise BbiError(f"{name} must be >= 0 (per million tokens), got {price}")
         if token_param not in TOKEN_PARAMS:
             raise BbiError(f"token_param must be one of {', '.join(TOKEN_PARAMS)}")
         if concurrency < 1:
@@ -70,7 +76,10 @@ class OpenAIBackend:
         self.token_param = "max_tokens" if token_param == "auto" else token_param
         self._may_switch = token_param == "auto"
         self._lock = threading.Lock()
-        self.usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self.prices = (price_input, price_output)
+        self.usage: dict[str, Any] = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        if price_input is not None or price_output is not None:
+            self.usage["cost"] = 0.0
         self.client = openai.OpenAI(
             base_url=spec.base_url,
             api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
@@ -159,8 +168,15 @@ class OpenAIBackend:
         with self._lock:
             self.usage["requests"] += 1
             if resp.usage:
-                self.usage["prompt_tokens"] += int(resp.usage.prompt_tokens or 0)
-                self.usage["completion_tokens"] += int(resp.usage.completion_tokens or 0)
+                tin, tout = (
+                    int(resp.usage.prompt_tokens or 0),
+                    int(resp.usage.completion_tokens or 0),
+                )
+                self.usage["prompt_tokens"] += tin
+                self.usage["completion_tokens"] += tout
+                if "cost" in self.usage:
+                    pin, pout = self.prices
+                    self.usage["cost"] += (tin * (pin or 0.0) + tout * (pout or 0.0)) / 1e6
         finish = "length" if choice.finish_reason == "length" else "stop"
         return Generation(text, int(n_tokens), finish)
 
@@ -210,5 +226,6 @@ def load_openai_backend(
     **opts: Any,
 ) -> OpenAIBackend:
     """Registry entry for ``openai:`` specs (device/dtype belong to the server)."""
-    allowed = {"api_key", "concurrency", "timeout", "max_retries", "check", "token_param"}
+    allowed = {"api_key", "concurrency", "timeout", "max_retries", "check", "token_param",
+               "price_input", "price_output"}  # fmt: skip
     return OpenAIBackend(spec, **{k: v for k, v in opts.items() if k in allowed})
