@@ -24,8 +24,12 @@ from pathlib import Path
 
 
 def sh(*args: str) -> str:
-    """Run a bbi command; its stdout, or exit with its stderr."""
-    res = subprocess.run(args, capture_output=True, text=True)
+    """Run a bbi command (with this interpreter, so the same installation answers); its
+    stdout, or exit with its stderr."""
+    assert args[0] == "bbi"
+    res = subprocess.run(
+        [sys.executable, "-m", "bbi.cli", *args[1:]], capture_output=True, text=True
+    )
     if res.returncode != 0:
         sys.exit(f"FAILED: {' '.join(args)}\n{res.stderr.strip()[-2000:]}")
     return res.stdout.strip()
