@@ -615,6 +615,10 @@ class RunConfig(Section):
     distill: PipelineDistill = Field(default_factory=_default_distill)
     attack: AttackSettings = Field(default_factory=_default_attack)
     report: bool = True
+    # Per-model arguments (bbi.model_args): the teacher's (and its A/A resample's), and
+    # the students' (the base and every distilled one).
+    teacher_args: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    student_args: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
     @field_validator("run", "teacher", "student", "suite")
     @classmethod

@@ -22,6 +22,7 @@ from rich.console import Console
 
 from bbi.config import AttackSettings, RunConfig
 from bbi.errors import BbiError
+from bbi.model_args import check_model_args
 from bbi.probe_run import NULL_ALIAS, ModelEntry, check_probe, run_probe
 from bbi.results_schema import ATTACK_SCHEMA_VERSION
 from bbi.runstore import RunDir
@@ -150,10 +151,12 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, fresh: bool = False) -> 
     records = (
         probes.default_suite() if cfg.suite == "default" else probes.load_suite(Path(cfg.suite))
     )
-    models = [ModelEntry("teacher", cfg.teacher, "teacher")]
+    t_args = check_model_args(cfg.teacher, cfg.teacher_args, "teacher_args")
+    s_args = check_model_args(cfg.student, cfg.student_args, "student_args")
+    models = [ModelEntry("teacher", cfg.teacher, "teacher", t_args)]
     if cfg.aa_null:
-        models.append(ModelEntry(NULL_ALIAS, cfg.teacher, "null"))
-    models.append(ModelEntry("student", cfg.student, "student"))
+        models.append(ModelEntry(NULL_ALIAS, cfg.teacher, "null", t_args))
+    models.append(ModelEntry("student", cfg.student, "student", s_args))
     _, probed, _ = check_probe(cfg.run, models, records, cfg.generation, fresh=fresh)
     acfg = AttackConfig.from_settings(fit_attack(cfg, probed))
     acfg.validate()
@@ -181,7 +184,11 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, fresh: bool = False) -> 
         t0 = time.perf_counter()
         console.rule(f"[bold]2/5 distill ({', '.join(d.methods)})")
         distilled = [
-            ModelEntry(f"student_{m}", _distil(run, cfg, m, progress), "student") for m in d.methods
+            ModelEntry(
+                f"student_{m}", spec, "student", check_model_args(spec, s_args, "student_args")
+            )
+            for m in d.methods
+            for spec in [_distil(run, cfg, m, progress)]
         ]
         students += [e.alias for e in distilled]
         timings["distill"] = time.perf_counter() - t0

@@ -17,6 +17,7 @@ def _config(tmp_path) -> dict:
         "run": str(tmp_path / "runs" / "e2e"),
         "teacher": "zoo:teacher",
         "student": "zoo:student",
+        "teacher_args": {"attn_implementation": "eager"},
         "generation": {"limit": 120, "max_new_tokens": 16, "batch_size": 32},
         "distill": {
             "methods": ["lora", "kd"],
@@ -73,6 +74,11 @@ def test_bbi_run_end_to_end_then_warm(micro_zoo, tmp_path):
     assert "student_kd vs student: Delta-eps" in res.output
     models = yaml.safe_load(run.config_path.read_text())["models"]
     assert models["student_lora"]["role"] == models["student_kd"]["role"] == "student"
+    assert (
+        models["teacher"]["args"]
+        == models["teacher_null"]["args"]
+        == {"attn_implementation": "eager"}
+    )
 
     # Warm: every step is a cache hit; nothing is regenerated or retrained.
     before = {p.name: p.read_bytes() for p in (run.path / "responses").glob("*.jsonl")}
@@ -96,3 +102,13 @@ def test_bbi_run_bad_config_is_one_line(tmp_path):
     res = CliRunner().invoke(app, ["run", "--config", str(cfg)])
     assert res.exit_code == 2
     assert "attack.budgetz" in res.output and "Traceback" not in res.output
+
+
+def test_bbi_run_bad_model_args_are_one_line(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(
+        f"run: {tmp_path / 'r'}\nteacher: zoo:teacher\nteacher_args: {{max_model_len: 8}}\n"
+    )
+    res = CliRunner().invoke(app, ["run", "--config", str(cfg)])
+    assert res.exit_code == 2 and "teacher_args: zoo: models take no 'max_model_len'" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "r").exists()
