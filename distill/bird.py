@@ -399,7 +399,8 @@ def distill_bird(
         return ds
 
     cal, test = paired(cal_rec, "calibration"), paired(test_rec, "heldout")
-    train0 = paired(train_rec[settings.seeds[0]], "train")
+    train_sets = {seed: paired(recs, "train") for seed, recs in train_rec.items()}
+    train0 = train_sets[settings.seeds[0]]
     y_cal = np.array([ex["class"] for ex in cal.examples])
     y_train = np.array([ex["class"] for ex in train0.examples])
 
@@ -416,8 +417,11 @@ def distill_bird(
         module_named(model, name)
     t_tr = features(teacher, train0, collate, [t_layer], "t", settings.pool)[t_layer].numpy()
     s_tr = features(s_model, train0, collate, [s_layer], "s", settings.pool)[s_layer].numpy()
-    t_cal_l = features(teacher, cal, collate, [t_layer], "t", settings.pool)[t_layer].numpy()
-    diag = diagnostics(t_tr, s_tr, y_train, t_cal_l, y_cal, settings.split_seed)
+    t_cal_l = (
+        t_cal[t_layer] if t_layer in t_cal
+        else features(teacher, cal, collate, [t_layer], "t", settings.pool)[t_layer]
+    )  # fmt: skip
+    diag = diagnostics(t_tr, s_tr, y_train, t_cal_l.numpy(), y_cal, settings.split_seed)
     teacher_behaviour = None
     if settings.teacher_kind == "causal":
         teacher_behaviour = behaviour_metrics(
@@ -444,13 +448,14 @@ def distill_bird(
     if diagnose_only:
         return base_record
 
+    u_test = features(teacher, test, collate, [t_layer], "t", settings.pool)[t_layer]
+
     def evaluate(model: Any) -> dict[str, float]:
         responses = generate(model, s_tok, [r["prompt"] for r in test.records],
                              settings.max_new_tokens)  # fmt: skip
         m = behaviour_metrics(responses, [r["label"] for r in test.records])
-        u = features(teacher, test, collate, [t_layer], "t", settings.pool)[t_layer]
         v = features(model, test, collate, [s_layer], "s", settings.pool)[s_layer]
-        m["guided_cka"] = float(linear_cka(u, v))
+        m["guided_cka"] = float(linear_cka(u_test, v))
         return m
 
     def train_arm(seed: int, arm: str) -> tuple[dict, dict]:
@@ -462,7 +467,7 @@ def distill_bird(
             unbiased=settings.cka_unbiased, how=settings.pool,
         )  # fmt: skip
         outcome = run_loop(
-            s_model, objective, paired(train_rec[seed], "train"), cal, hp=settings.loop(seed),
+            s_model, objective, train_sets[seed], cal, hp=settings.loop(seed),
             collate=collate, work=out / "work", desc=f"{arm} seed {seed}",
             identity={"role": "student", "arm": arm, "base": student, "base_fingerprint": s_fp},
             metrics_path=out / "arms" / f"{arm}-seed{seed}.jsonl",

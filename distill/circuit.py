@@ -188,20 +188,22 @@ def pick_circuit(
 
 
 @torch.no_grad()
-def matched_cka(student: Any, teacher: Any, ds: TaskSet, pairs: list[tuple[Head, Head]]) -> float:
-    """Mean CKA of matched heads' final-token outputs over a whole split."""
-    xs: dict[Head, list] = {s: [] for s, _ in pairs}
-    xt: dict[Head, list] = {t: [] for _, t in pairs}
-    with HeadTap(student) as ts, HeadTap(teacher) as tt:
-        ts.capture, tt.capture = set(xs), set(xt)
+def head_outputs(model: Any, ds: TaskSet, heads: list[Head], side: str = "") -> dict:
+    """Final-token outputs of ``heads`` over a whole split (``side="t_"``: the teacher's
+    inputs of the rows)."""
+    out: dict[Head, list] = {h: [] for h in heads}
+    with HeadTap(model) as tap:
+        tap.capture = set(heads)
         for b in batches(ds):
-            student(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
-            teacher(input_ids=b["t_input_ids"], attention_mask=b["t_attention_mask"])
-            for h in xs:
-                xs[h].append(ts.captured[h])
-            for h in xt:
-                xt[h].append(tt.captured[h])
-    vals = [float(linear_cka(torch.cat(xs[s]), torch.cat(xt[t]))) for s, t in pairs]
+            model(input_ids=b[f"{side}input_ids"], attention_mask=b[f"{side}attention_mask"])
+            for h in heads:
+                out[h].append(tap.captured[h])
+    return {h: torch.cat(v) for h, v in out.items()}
+
+
+def matched_cka(xs: dict, xt: dict, pairs: list[tuple[Head, Head]]) -> float:
+    """Mean CKA of matched heads' outputs (``head_outputs`` of student and teacher)."""
+    vals = [float(linear_cka(xs[s], xt[t])) for s, t in pairs]
     return float(np.mean(vals)) if vals else 0.0
 
 
@@ -345,6 +347,8 @@ def distill_circuit(
     s_heads, t_heads = layout(s_model).heads, layout(teacher).heads
     k = max(1, math.ceil(settings.heads_fraction * len(s_heads) - 1e-9))
     circuit, pairs, head_scores = pick_circuit(base_s, abl_s, abl_t, k, settings.score)
+    t_out = head_outputs(teacher, heldout, t_heads, side="t_")  # frozen: once for every arm
+    train_sets = {seed: split(ex) for seed, ex in train_ex.items()}  # teacher labels once
 
     def evaluate(model: Any, heads: list[Head], arm_pairs: list[tuple[Head, Head]]) -> dict:
         full = performance(model, heldout)["accuracy"]
@@ -354,7 +358,9 @@ def distill_circuit(
             "accuracy": full,
             "circuit_accuracy": only["accuracy"],
             "faithfulness": only["accuracy"] / full if full > 0 else 0.0,
-            "matched_cka": matched_cka(model, teacher, heldout, arm_pairs),
+            "matched_cka": matched_cka(
+                head_outputs(model, heldout, sorted({h for h, _ in arm_pairs})), t_out, arm_pairs
+            ),
         }
 
     base_metrics = evaluate(s_model, circuit, pairs)
@@ -376,7 +382,7 @@ def distill_circuit(
         )
         with train_only_heads(s_model, set(heads)) as n_trainable:
             outcome = run_loop(
-                s_model, objective, split(train_ex[seed]), scan, hp=settings.loop(seed),
+                s_model, objective, train_sets[seed], scan, hp=settings.loop(seed),
                 collate=default_collate, work=out / "work", desc=f"{arm} seed {seed}",
                 identity={"role": "student", "arm": arm, "base": student, "base_fingerprint": s_fp},
                 metrics_path=out / "arms" / f"{arm}-seed{seed}.jsonl",

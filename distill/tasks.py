@@ -78,12 +78,14 @@ TEMPLATES = {"contains": "Box {b} contains the {o}", "is_in": "the {o} is in Box
 
 @dataclass(frozen=True)
 class EntityExample:
-    """One prompt; ``answer`` is the object in the queried box (with its leading space)."""
+    """One prompt; ``answer`` is the object in the queried box (with its leading space);
+    ``placements`` maps every box of the context to its object."""
 
     prompt: str
     answer: str
     query_box: str
     n_boxes: int
+    placements: tuple[tuple[str, str], ...] = ()
 
 
 def single_token_words(words: list[str] | tuple[str, ...], tokenizers: list[Any]) -> list[str]:
@@ -137,7 +139,8 @@ def entity_tracking(
         text = ", ".join(parts[:-1]) + " and " + parts[-1]
         q = rng.randrange(k)
         prompt = f"{text[0].upper()}{text[1:]}. Box {labels[q]} contains the"
-        out.append(EntityExample(prompt, " " + objs[q], labels[q], k))
+        placements = tuple(zip(labels, objs, strict=True))
+        out.append(EntityExample(prompt, " " + objs[q], labels[q], k, placements))
     return out
 
 
@@ -159,23 +162,13 @@ def entity_recall_sequences(
     rng = random.Random(f"entity-recall:{seed}")
     out = []
     for ex in entity_tracking(n, seed, objects, boxes, min_boxes, max_boxes, template):
-        placed = dict(_placements(ex.prompt))
+        placed = dict(ex.placements)
         segs = [(ex.prompt, False), (ex.answer, True)]
         for _ in range(queries - 1):
             b = rng.choice(sorted(placed))
             segs += [(f". Box {b} contains the", False), (" " + placed[b], True)]
         out.append(segs)
     return out
-
-
-def _placements(prompt: str) -> list[tuple[str, str]]:
-    """(box, object) pairs stated in a prompt's context (either template)."""
-    import re
-
-    context = prompt.rsplit(". Box ", 1)[0]
-    pairs = re.findall(r"Box (\w+) contains the (\w+)", context)
-    pairs += [(b, o) for o, b in re.findall(r"[Tt]he (\w+) is in Box (\w+)", context)]
-    return pairs
 
 
 __all__ = [
