@@ -21,7 +21,16 @@ from pathlib import Path
 
 
 def _bbi_run(run_dir: Path, extra: list[str], env: dict[str, str]) -> float:
-    cmd = [sys.executable, "-m", "bbi.cli", "run", "--run", str(run_dir), "--no-progress", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bbi.app.cli",
+        "run",
+        "--run",
+        str(run_dir),
+        "--no-progress",
+        *extra,
+    ]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0

@@ -14,9 +14,9 @@ hyperparameters, base model or process count) is refused, never silently dropped
 Multi-GPU needs no code change; launch the console script or the module under Accelerate::
 
     accelerate launch --multi_gpu --num_processes 4 $(which bbi) distill lora runs/demo
-    accelerate launch --multi_gpu --num_processes 4 -m bbi.cli distill lora runs/demo
+    accelerate launch --multi_gpu --num_processes 4 -m bbi.app.cli distill lora runs/demo
 
-Both forms work (``bbi/cli/__main__.py`` makes the package runnable); so does
+Both forms work (``bbi/app/cli/__main__.py`` makes the package runnable); so does
 ``torchrun --nproc_per_node 4 $(which bbi) ...``. A multi-process run on CPU (gloo) needs
 ``ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 $(which bbi) ...`` since
 ``accelerate launch --cpu`` starts one process. ``--batch-size`` is per process (the

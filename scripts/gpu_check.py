@@ -28,7 +28,7 @@ def sh(*args: str) -> str:
     stdout, or exit with its stderr."""
     assert args[0] == "bbi"
     res = subprocess.run(
-        [sys.executable, "-m", "bbi.cli", *args[1:]], capture_output=True, text=True
+        [sys.executable, "-m", "bbi.app.cli", *args[1:]], capture_output=True, text=True
     )
     if res.returncode != 0:
         sys.exit(f"FAILED: {' '.join(args)}\n{res.stderr.strip()[-2000:]}")

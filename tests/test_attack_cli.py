@@ -10,7 +10,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
-from bbi.cli import app
+from bbi.app.cli import app
 from bbi.runstore import RunDir, append_jsonl, read_jsonl
 from discriminators import base, get_adversary, synthetic
 from discriminators.attack import (

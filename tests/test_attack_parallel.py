@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import pytest
 from typer.testing import CliRunner
 
-from bbi.cli import app
+from bbi.app.cli import app
 from bbi.config import AttackSettings
 from bbi.errors import BbiError
 from bbi.runstore import RunDir

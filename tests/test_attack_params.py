@@ -8,7 +8,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from bbi.cli import app
+from bbi.app.cli import app
 from bbi.errors import BbiError
 from discriminators import synthetic
 from discriminators.attack import STAGING_PREFIX, AttackConfig, run_attack

@@ -11,13 +11,13 @@ import yaml
 from typer.testing import CliRunner
 
 from bbi import __version__
-from bbi.cli import app
+from bbi.app.cli import app
 from bbi.errors import BbiError
 from discriminators import synthetic
 
 runner = CliRunner()
 _SCRIPT = Path(sys.executable).with_name("bbi")
-BBI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "bbi.cli"]
+BBI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "bbi.app.cli"]
 
 
 def assert_one_line_error(output: str, exit_code: int, *needles: str) -> None:

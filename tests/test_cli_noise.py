@@ -19,7 +19,7 @@ def test_probe_run_output_has_no_library_noise(micro_zoo, tmp_path: Path) -> Non
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS",)}
     env.pop("TRANSFORMERS_NO_ADVISORY_WARNINGS", None)
-    cmd = [sys.executable, "-m", "bbi.cli", "probe", "run", "--teacher", "zoo:teacher"]
+    cmd = [sys.executable, "-m", "bbi.app.cli", "probe", "run", "--teacher", "zoo:teacher"]
     cmd += ["--student", "zoo:student", "--run", str(tmp_path / "r"), "--suite", str(suite)]
     cmd += ["--max-new-tokens", "6", "--no-progress"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)

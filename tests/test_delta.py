@@ -9,8 +9,8 @@ import pytest
 from fixtures_results import build_run, load_results
 from typer.testing import CliRunner
 
-from bbi.cli import app
-from bbi.cli.run import print_run_summary
+from bbi.app.cli import app
+from bbi.app.cli.run import print_run_summary
 from bbi.runstore import RunDir, append_jsonl, read_jsonl
 from bbi.stats import (
     bootstrap_counts,

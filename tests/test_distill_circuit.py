@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bbi.cli import app
+from bbi.app.cli import app
 from bbi.config import CircuitSettings
 from distill.circuit import distill_circuit, pick_circuit
 from distill.heads import HeadTap, head_means, layout, train_only_heads

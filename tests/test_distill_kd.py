@@ -248,9 +248,9 @@ def _student_tok():
 # the command
 # ---------------------------------------------------------------------------------------
 def test_cli_kd_end_to_end(kd_run):
+    from bbi.app.cli import app
     from bbi.backends import load_backend
     from bbi.backends.base import GenerationConfig
-    from bbi.cli import app
 
     args = ["distill", "kd", str(kd_run.path), "--alias", "kd1", "--epochs", "1",
             "--batch-size", "8", "--max-length", "64", "--lambda-on-policy", "1",
@@ -292,7 +292,7 @@ def _tiny_other_vocab_model(root: Path) -> Path:
 
 
 def test_cli_kd_user_errors_are_one_line(kd_run, tmp_path):
-    from bbi.cli import app
+    from bbi.app.cli import app
 
     def fails(*extra: str, run: RunDir = kd_run) -> str:
         out = CliRunner().invoke(app, ["distill", "kd", str(run.path), "--no-progress", *extra])

@@ -282,7 +282,7 @@ def test_bad_options_are_user_errors(tmp_path, tiny_model):
     with pytest.raises(BbiError, match="train-split"):
         distill_lora(RunDir(only_test.path), **FAST)
 
-    from bbi.cli import app
+    from bbi.app.cli import app
 
     out = CliRunner().invoke(app, ["distill", "lora", str(run.path), "--rank", "0"])
     assert out.exit_code == 2 and "--rank: Input should be greater than or equal to 1" in out.output
@@ -291,7 +291,7 @@ def test_bad_options_are_user_errors(tmp_path, tiny_model):
 
 
 def test_cli_distils_and_prints_spec(tmp_path, tiny_model):
-    from bbi.cli import app
+    from bbi.app.cli import app
 
     run = _make_run(tmp_path / "run", tiny_model, n_train=24)
     args = ["distill", "lora", str(run.path), "--alias", "lora1", "--rank", "4", "--epochs", "1",

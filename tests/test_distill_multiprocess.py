@@ -121,7 +121,7 @@ def register(*args, **kwargs):
 
 method.register = register
 
-from bbi.cli import main
+from bbi.app.cli import main
 
 sys.argv = ["bbi", *sys.argv[1:]]
 main()
@@ -181,7 +181,7 @@ def _metrics(out: Path) -> list[dict]:
 def test_two_processes_train_the_adapter_of_one_with_the_same_global_batch(
     mp_run_template, tmp_path
 ):
-    from bbi.cli import app
+    from bbi.app.cli import app
 
     t0 = time.perf_counter()
     two = RunDir(shutil.copytree(mp_run_template, tmp_path / "two" / "run"))

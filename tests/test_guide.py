@@ -104,7 +104,7 @@ def test_guided_kd_trains_where_the_student_leaks(leak_run):
 
 
 def test_cli_guide_flags_and_errors(leak_run):
-    from bbi.cli import app
+    from bbi.app.cli import app
 
     base = ["distill", "lora", str(leak_run.path), "--epochs", "1", "--batch-size", "8",
             "--max-length", "64", "--rank", "2", "--no-progress"]  # fmt: skip

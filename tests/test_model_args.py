@@ -113,7 +113,7 @@ def test_probe_passes_model_args_persists_them_and_keys_the_cache(micro_zoo, tmp
 def test_probe_cli_model_args_errors_are_one_line(tmp_path):
     from typer.testing import CliRunner
 
-    from bbi.cli import app
+    from bbi.app.cli import app
 
     runner = CliRunner()
     for args, needle in (

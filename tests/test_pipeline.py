@@ -8,7 +8,7 @@ import math
 import yaml
 from typer.testing import CliRunner
 
-from bbi.cli import app
+from bbi.app.cli import app
 from bbi.runstore import RunDir
 
 

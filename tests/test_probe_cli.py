@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from bbi.cli import app
+from bbi.app.cli import app
 
 runner = CliRunner()
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bbi.cli import app
+from bbi.app.cli import app
 from bbi.errors import BbiError
 from bbi.probe_run import ModelEntry, ProbeSettings, probe_model, run_probe, select_limit
 from bbi.runstore import RunDir, read_jsonl

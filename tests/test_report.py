@@ -11,7 +11,7 @@ import pytest
 from fixtures_results import HOSTILE_TEXT, build_run, load_results
 from typer.testing import CliRunner
 
-from bbi.cli import app
+from bbi.app.cli import app
 from bbi.errors import BbiError
 from bbi.runstore import RunDir, write_json
 from reports import load_report, write_report

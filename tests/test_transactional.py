@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bbi.cli import app
+from bbi.app.cli import app
 from bbi.runstore import RunDir
 
 runner = CliRunner()

@@ -35,9 +35,9 @@ def wda_run(wda_run_template, tmp_path) -> RunDir:
 
 
 def test_cli_runs_every_phase_and_the_student_generates(wda_run):
+    from bbi.app.cli import app
     from bbi.backends import load_backend
     from bbi.backends.base import GenerationConfig
-    from bbi.cli import app
 
     res = CliRunner().invoke(app, ["distill", "wda", str(wda_run.path), *TINY])
     assert res.exit_code == 0, res.output
@@ -78,7 +78,7 @@ def test_cli_runs_every_phase_and_the_student_generates(wda_run):
 
 
 def test_bad_wda_settings_are_one_line_errors(wda_run, tmp_path):
-    from bbi.cli import app
+    from bbi.app.cli import app
 
     runner = CliRunner()
     for extra, needle in [

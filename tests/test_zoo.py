@@ -125,7 +125,7 @@ def test_bad_corpus_or_no_provider_leaves_nothing(monkeypatch, tmp_path):
 def test_zoo_cli(micro_zoo, monkeypatch, tmp_path, synthetic_corpus):
     from typer.testing import CliRunner
 
-    from bbi.cli import app
+    from bbi.app.cli import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["zoo", "list"])
@@ -158,7 +158,7 @@ def test_zoo_cli(micro_zoo, monkeypatch, tmp_path, synthetic_corpus):
 
 def test_cli_registers_the_probes_corpus():
     """The composition root feeds the zoo with the probes training corpus."""
-    import bbi.cli.zoo as cli_zoo
+    import bbi.app.cli.zoo as cli_zoo
 
     items = cli_zoo._probes_corpus(1, 2)
     assert len(items) >= 10

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bbi.cli.params import path_value, text_value
+from bbi.app.cli.params import path_value, text_value
 from bbi.config import RunConfig
 
 _D = RunConfig()  # the defaults, stated once in bbi.config
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         Delta-eps of each distilled student against the base). Every step is cached: a
         second run only re-renders the report.
         """
-        from bbi.pipeline import run_pipeline
+        from bbi.app.pipeline import run_pipeline
 
         cfg = RunConfig.load(config).updated(run=run, teacher=teacher, student=student)
         cfg.generation = cfg.generation.updated(limit=limit)

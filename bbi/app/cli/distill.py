@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from bbi.cli.params import path_value, text_value
+from bbi.app.cli.params import path_value, text_value
 from bbi.config import KDSettings, LoraSettings
 from bbi.errors import BbiError
 from bbi.runstore import RunDir
@@ -177,7 +177,7 @@ def lora(
 
     Prints the new model spec and registers it in run.yaml. Multi-GPU: `accelerate launch --multi_gpu $(which bbi) distill lora runs/NAME`.
     """
-    from bbi.cli.outputs import check_output_dir
+    from bbi.app.cli.outputs import check_output_dir
     from distill.lora import distill_lora
 
     check_output_dir(out, "--out")  # before training, which only writes at the end
@@ -270,7 +270,7 @@ def kd(
     LoRA or --full; prints the new model spec and registers it in run.yaml. Needs the
     teacher's weights (hf: or zoo: spec) and the student's vocabulary.
     """
-    from bbi.cli.outputs import check_output_dir
+    from bbi.app.cli.outputs import check_output_dir
     from distill.kd import distill_kd
 
     check_output_dir(out, "--out")  # before training, which only writes at the end
@@ -423,7 +423,7 @@ def _task_settings(cls: Any, config: Path | None, **flags: Any) -> Any:
 
 
 def _task_out(out: Path | None, run_dir: Path | None, alias: str, method: str) -> tuple:
-    from bbi.cli.outputs import check_output_dir
+    from bbi.app.cli.outputs import check_output_dir
     from distill.experiment import check_out, default_out
 
     run = RunDir(run_dir) if run_dir is not None else None

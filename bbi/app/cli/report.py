@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from bbi.cli.params import path_value, text_value
+from bbi.app.cli.params import path_value, text_value
 
 
 def register(app: typer.Typer) -> None:

@@ -4,8 +4,7 @@ probe teacher (+ A/A resample) and base student -> distil the student with each 
 method (LoRA on the teacher's train-split responses; white-box KD) -> probe the distilled
 students -> attack every student and the null -> results.json and report.html.
 
-Like bbi/cli, this module is a composition root: it is the one core module allowed to
-import the sibling packages. Each step records a key of its inputs in the manifest
+Part of the application layer (bbi.app) with the CLI: it composes the sibling packages. Each step records a key of its inputs in the manifest
 (``pipeline``); a rerun whose inputs are unchanged skips the step, so a warm ``bbi run``
 only re-reads files and re-renders the report.
 """
@@ -220,9 +219,9 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, fresh: bool = False) -> 
     if _step_done(run, "attack", key) and written.get("schema_version") == ATTACK_SCHEMA_VERSION:
         console.print("cached: attack results unchanged")
     else:
-        from bbi.cli.attack import _progress
+        from bbi.app.progress import sweep_progress
 
-        with _progress(console, progress) as prog:
+        with sweep_progress(console, progress) as prog:
             run_attack(run, acfg, compare=compare, progress=prog)
         _mark(run, "attack", key, t0)
     timings["attack"] = time.perf_counter() - t0

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bbi.cli.params import path_value, text_value
+from bbi.app.cli.params import path_value, text_value
+from bbi.app.progress import sweep_progress
 from bbi.config import AttackSettings
 from bbi.errors import BbiError
 
@@ -58,30 +57,6 @@ def _params(items: list[str]) -> dict[str, dict[str, Any]]:
             value = raw
         out.setdefault(name, {})[param] = value
     return out
-
-
-@contextmanager
-def _progress(console: Console, enabled: bool):
-    if not enabled:
-        yield None
-        return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as prog:
-
-        class _Task:
-            def __init__(self, desc: str, total: int):
-                self.id = prog.add_task(desc, total=total)
-
-            def advance(self) -> None:
-                prog.advance(self.id)
-
-        yield _Task
 
 
 def _fmt(est: dict | None, digits: int = 2) -> str:
@@ -306,7 +281,7 @@ def register(app: typer.Typer) -> None:
         cfg = AttackConfig.from_settings(settings)
         console = Console(stderr=False)
         only = _names(compare, "--compare")
-        with _progress(Console(stderr=True), not quiet) as prog:
+        with sweep_progress(Console(stderr=True), not quiet) as prog:
             result = run_attack(run, cfg, compare=only, progress=prog)
         if not quiet:
             print_attack(console, result, only)

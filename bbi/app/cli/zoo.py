@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from bbi import smollm2, zoo
-from bbi.cli.params import text_value
+from bbi.app.cli.params import text_value
 from bbi.errors import BbiError
 
 app = typer.Typer(

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bbi.cli.params import path_value, text_value
+from bbi.app.cli.params import path_value, text_value
 from bbi.errors import BbiError
 from bbi.model_args import parse_model_args
 from bbi.runstore import printable, read_yaml_mapping

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bbi.cli.params import path_value
+from bbi.app.cli.params import path_value
 from bbi.errors import BbiError
 
 app = typer.Typer(help="Probe suites and model responses.", no_args_is_help=True)
@@ -43,7 +43,7 @@ def build(
     ),
 ) -> None:
     """Build the deterministic 5,000-prompt suite and write it as JSONL."""
-    from bbi.cli.outputs import check_output_file
+    from bbi.app.cli.outputs import check_output_file
     from probes import build_suite, suite_hash, write_suite
 
     check_output_file(output, "-o", "suite.jsonl")

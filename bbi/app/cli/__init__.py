@@ -1,9 +1,8 @@
-"""The `bbi` command line: the only composition root.
+"""The `bbi` command line, with ``bbi.app.pipeline`` the application layer (``bbi.app``).
 
 Core modules never import the sibling packages (probes, discriminators, distill,
-reports); the command modules in this package are where they are wired together.
-DESIGN.md names a single ``bbi/cli.py``; it is a package instead so that each command
-group owns one file, with this module still the one root.
+reports); the application layer is where they are wired together (docs/architecture.md).
+The CLI is a package so that each command group owns one file; this module is its root.
 A ``BbiError`` raised anywhere below, and every usage error (a bad option value, a
 missing argument, an unknown option), is printed as one line ``error: ...`` and exits
 with status 2; any other exception is a bug and keeps its traceback.
@@ -109,7 +108,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so each command module owns its own group.
-    from bbi.cli import attack, distill, probe, probe_run, report, run, serve, zoo
+    from bbi.app.cli import attack, distill, probe, probe_run, report, run, serve, zoo
 
     probe_run.register(probe.app)
     app.add_typer(probe.app, name="probe")
