@@ -468,7 +468,7 @@ DEFAULT_ADVERSARIES = ("surface", "tfidf", "embed", "pairwise")
 
 class AttackSettings(Section):
     """The adversary sweep: ``attack:`` of ``bbi run``, and the flags of ``bbi attack``
-    (``discriminators.attack.AttackConfig.from_settings`` turns it into a sweep)."""
+    (``discriminators.attack.run_attack`` runs it as it is)."""
 
     adversaries: list[str] = Field(default_factory=lambda: list(DEFAULT_ADVERSARIES))
     budgets: list[int] = Field(default_factory=lambda: list(DEFAULT_BUDGETS))

@@ -12,7 +12,7 @@ from bbi.errors import BbiError
 from bbi.runstore import RunDir, read_json_object, read_jsonl
 
 if TYPE_CHECKING:
-    from discriminators.attack import AttackConfig
+    from bbi.config import AttackSettings
 
 # ---- distilled vs base student ----------------------------------------------------------
 # Delta-eps = eps(distilled vs teacher) - eps(base vs teacher), paired by test prompt: both
@@ -107,7 +107,7 @@ def _point(entry: dict) -> dict[str, Any]:
 
 
 def _adversary_delta(
-    adv: str, base: dict, dist: dict, base_dir: Path, dist_dir: Path, cfg: AttackConfig
+    adv: str, base: dict, dist: dict, base_dir: Path, dist_dir: Path, cfg: AttackSettings
 ) -> tuple[dict[str, Any] | None, str | None]:
     """(the Delta-eps entry, None) or (None, why it cannot be computed)."""
     pb, pd_ = _point(base), _point(dist)
@@ -140,7 +140,7 @@ def _adversary_delta(
 
 
 def _similarity_delta(
-    run: RunDir, base: str, alias: str, cfg: AttackConfig, similarity: dict
+    run: RunDir, base: str, alias: str, cfg: AttackSettings, similarity: dict
 ) -> dict[str, Any] | None:
     """Paired Delta of per-prompt cosine to the teacher on the test prompts."""
     if not run.similarity_path.exists():
@@ -167,7 +167,7 @@ def _similarity_delta(
 
 
 def distill_deltas(
-    run: RunDir, comps: dict[str, Any], cfg: AttackConfig, staged: dict[str, Path]
+    run: RunDir, comps: dict[str, Any], cfg: AttackSettings, staged: dict[str, Path]
 ) -> dict[str, Any]:
     """``results["attack"]["deltas"]``: every attacked distilled student vs its base.
 

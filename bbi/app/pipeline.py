@@ -141,7 +141,8 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, fresh: bool = False) -> 
     ``fresh`` moves an existing run directory aside first (see ``run_probe``).
     """
     import probes
-    from discriminators.attack import AttackConfig, run_attack
+    from discriminators.attack import run_attack
+    from discriminators.sweep import check_sweep, config_record
 
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
@@ -157,8 +158,8 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, fresh: bool = False) -> 
         models.append(ModelEntry(NULL_ALIAS, cfg.teacher, "null", t_args))
     models.append(ModelEntry("student", cfg.student, "student", s_args))
     _, probed, _ = check_probe(cfg.run, models, records, cfg.generation, fresh=fresh)
-    acfg = AttackConfig.from_settings(fit_attack(cfg, probed))
-    acfg.validate()
+    acfg = fit_attack(cfg, probed)
+    check_sweep(acfg)
 
     # 1. probe teacher, null and base student (content-cached per response)
     t0 = time.perf_counter()
@@ -210,7 +211,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, fresh: bool = False) -> 
     console.rule("[bold]4/5 attack")
     compare = ([NULL_ALIAS] if cfg.aa_null else []) + students
     key = _key(
-        acfg.as_json(),
+        config_record(acfg),
         compare,
         {c: _file_key(run.responses_path(c)) for c in ["teacher", *compare]},
     )

@@ -50,7 +50,7 @@ def _params(items: list[str]) -> dict[str, dict[str, Any]]:
         key, sep, raw = item.partition("=")
         name, dot, param = key.partition(".")
         if not sep or not dot or not name or not param:
-            raise BbiError(f"--param expects ADVERSARY.NAME=VALUE, got {item!r}")
+            raise BbiError(f"--param expects NAME.KEY=VALUE, got {item!r}")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
@@ -246,7 +246,10 @@ def register(app: typer.Typer) -> None:
             None, "--n-permutations", help=f"Permutations (default {_D.n_permutations})."
         ),
         param: list[str] = typer.Option(
-            [], "--param", help="Adversary hyperparameter, e.g. tfidf.C=2 (repeatable)."
+            [],
+            "--param",
+            help="Adversary or strategy parameter, e.g. tfidf.C=2 or"
+            " disagreement.n_committee=4 (repeatable).",
         ),
         n_jobs: int = typer.Option(
             None,
@@ -260,7 +263,7 @@ def register(app: typer.Typer) -> None:
         bootstrap CIs and p-values; the verdict controls family-wise error over the sweep
         and names the categories where the student gives itself away."""
         from bbi.runstore import RunDir
-        from discriminators.attack import AttackConfig, run_attack
+        from discriminators.attack import run_attack
 
         run = RunDir(run_dir)
         settings = _D.updated(
@@ -278,11 +281,10 @@ def register(app: typer.Typer) -> None:
             params=_params(param) or None,
             n_jobs=n_jobs,
         )
-        cfg = AttackConfig.from_settings(settings)
         console = Console(stderr=False)
         only = _names(compare, "--compare")
         with sweep_progress(Console(stderr=True), not quiet) as prog:
-            result = run_attack(run, cfg, compare=only, progress=prog)
+            result = run_attack(run, settings, compare=only, progress=prog)
         if not quiet:
             print_attack(console, result, only)
         typer.echo(f"wrote {run.results_path} and {run.attack_dir}/")
