@@ -47,6 +47,15 @@ Strategies
     Beta(1 + successes, 1 + failures) posterior; every purchase in a round samples the
     posteriors and buys a random unbought prompt of the arg-max category. The aim: spend
     queries where artifacts are learnable, unlike stratified's equal split.
+
+Registry and parameters
+-----------------------
+``STRATEGIES`` (``bbi.registry``, entry-point group ``bbi.strategies``) names every
+strategy; a plug-in is a ``Strategy`` subclass whose ``name`` is its registered name (the
+name also seeds its generator). Parameters are explicit ``__init__`` keywords, given as
+``--param NAME.KEY=VALUE`` and checked by ``check_strategy_params`` before any work
+(``disagreement``: ``n_committee``, ``alpha``; both adaptive strategies:
+``seed_prompts_per_category``, ``min_seed_round``).
 """
 
 from __future__ import annotations

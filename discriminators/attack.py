@@ -7,8 +7,9 @@ on the bought items only, threshold from cross-validated *train* predictions, sc
 the fixed full test split). With ``k`` test queries the adversary sums log-odds over
 groups of k test prompts -> eps(q, k). The pieces: ``discriminators.comparison`` (loading),
 ``discriminators.evaluate`` (one point, summaries), ``discriminators.verdict`` (the
-declared primary analysis), ``discriminators.deltas`` (distilled vs base), and this module
-(configuration and the sweep). Each point is written to
+declared primary analysis), ``discriminators.deltas`` (distilled vs base),
+``discriminators.sweep`` (what the one settings type ``bbi.config.AttackSettings`` implies,
+and the checks against the registries) and this module (the sweep). Each point is written to
 ``attack/<comparison>/<adversary>__<strategy>__q<budget>__s<seed>.json``; the aggregate
 goes to ``results.json["attack"]`` (docs/run-directory.md).
 
@@ -51,7 +52,9 @@ from bbi.results_schema import ATTACK_SCHEMA_VERSION, validated_attack
 from bbi.runstore import RunDir, append_jsonl, write_json
 from discriminators import sweep
 from discriminators.acquisition import (
+    Strategy,
     acquisition_order,
+    get_strategy,
     prompts_for_budget,
     revealed_for_budget,
 )
@@ -110,6 +113,9 @@ class _Sweep:
         self.strategy_params = sweep.strategy_params(settings)
         self.backend_options = dict(backend_options or {})
         self.n_jobs = settings.n_jobs
+
+    def strategy(self, name: str) -> Strategy:
+        return get_strategy(name, **self.strategy_params.get(name, {}))
 
     def adversary(self, name: str, context: dict[str, Any] | None = None) -> Any:
         return get_adversary(name, context=context, **self.adversary_params.get(name, {}))
@@ -297,9 +303,7 @@ def _attack_comparison(run, data: ComparisonData, sw: _Sweep, adv_classes, progr
                 orders[(strat, seed)] = order
                 continue
             t0 = time.perf_counter()
-            order, oracle = acquisition_order(
-                strat, data.pool, max_q, seed, sw.strategy_params.get(strat)
-            )
+            order, oracle = acquisition_order(sw.strategy(strat), data.pool, max_q, seed)
             acq_time[strat] = acq_time.get(strat, 0.0) + time.perf_counter() - t0
             if oracle.revealed > max_q:
                 raise RuntimeError("acquisition revealed more responses than the budget")
@@ -466,10 +470,12 @@ class _Background(threading.Thread):
         return self._value
 
 
-def _acquire_task(strat: str, params: dict | None, pool, max_q: int, seed: int):
+def _acquire_task(strat: str, strategy: Strategy, pool, max_q: int, seed: int):
+    """One acquisition order in a worker; the configured strategy travels by value, so a
+    strategy registered only in this process (not by entry point) works there too."""
     with threadpool_limits(limits=sweep.BLAS_THREADS):
         t0 = time.perf_counter()
-        order, oracle = acquisition_order(strat, pool, max_q, seed, params)
+        order, oracle = acquisition_order(strategy, pool, max_q, seed)
         return strat, seed, order, oracle.revealed, time.perf_counter() - t0
 
 
@@ -480,7 +486,7 @@ def _acquire_in_workers(
     from joblib import delayed
 
     tasks = [
-        delayed(_acquire_task)(strat, sw.strategy_params.get(strat), data.pool, max_q, seed)
+        delayed(_acquire_task)(strat, sw.strategy(strat), data.pool, max_q, seed)
         for strat in sw.strategies
         for seed in sw.seeds
     ]

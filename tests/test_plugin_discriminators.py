@@ -100,3 +100,30 @@ def test_bad_plugin_params_are_one_line_before_any_work(example_plugin, small_ru
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], res.output
     assert not (small_run / "attack").exists()
+
+
+def test_plugin_items_run_in_worker_processes(example_plugin, small_run, tmp_path):
+    """With --n-jobs the plug-in's items reach the worker processes, and the results are
+    the serial sweep's (apart from wall-clock fields)."""
+    import shutil
+
+    from discriminators.attack import TIMING_FIELDS
+
+    other = tmp_path / "parallel"
+    shutil.copytree(small_run, other)
+    args = ["--adversary", "example_length", "--strategy", "example_prompt_length,random"]
+    args += ["--param", "example_prompt_length.longest_first=false", "--quiet", *FAST]
+
+    def strip(obj):
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k not in TIMING_FIELDS | {"run"}}
+        if isinstance(obj, list):
+            return [strip(v) for v in obj]
+        return obj
+
+    out = []
+    for path, jobs in ((small_run, "1"), (other, "2")):
+        res = runner.invoke(app, ["attack", str(path), "--n-jobs", jobs, *args])
+        assert res.exit_code == 0, res.output
+        out.append(strip(json.loads((path / "results.json").read_text())["attack"]))
+    assert out[0] == out[1]
