@@ -208,3 +208,22 @@ def task_models(tmp_path_factory):
         tok.save_pretrained(root / name)
         specs[name] = f"hf:{root / name}"
     return specs
+
+
+@pytest.fixture
+def example_plugin(monkeypatch):
+    """The out-of-tree package ``tests/plugin/bbi_example_plugin``, installed for one test:
+    its directory (with the package's dist-info and entry points) goes on sys.path and every
+    registry looks for entry points again; its items are removed afterwards."""
+    from pathlib import Path
+
+    from bbi.registry import registries
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "plugin"))
+    for reg in registries().values():
+        reg.refresh()
+    yield
+    for reg in registries().values():
+        for name in reg.names():
+            if "bbi_example_plugin" in reg.origin(name):
+                reg.unregister(name)
