@@ -87,6 +87,23 @@ def check_model_args(
     return out
 
 
+def run_defaults(settings: Any) -> dict[str, Any]:
+    """The load options a run gives every model (its GenerationSettings' device, dtype
+    and trust_remote_code)."""
+    return {
+        "device": settings.device,
+        "dtype": settings.dtype,
+        "trust_remote_code": settings.trust_remote_code,
+    }
+
+
+def load_options(args: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keywords a backend is created with: ``defaults`` (the run's, or an attack's
+    context) overlaid with the model's own arguments. The one place the run-wide device
+    and dtype meet a model's own ``device``/``dtype`` arguments."""
+    return {**(defaults or {}), **args}
+
+
 def output_identity(args: dict[str, Any]) -> dict[str, Any]:
     """The arguments that change a model's outputs (for the response cache)."""
     return {k: args[k] for k in OUTPUT_CHANGING if k in args}
@@ -95,6 +112,8 @@ def output_identity(args: dict[str, Any]) -> dict[str, Any]:
 __all__ = [
     "OUTPUT_CHANGING",
     "check_model_args",
+    "load_options",
     "output_identity",
+    "run_defaults",
     "parse_model_args",
 ]

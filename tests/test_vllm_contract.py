@@ -384,7 +384,7 @@ def test_a_shared_backend_reports_each_models_own_api_usage(tmp_path, monkeypatc
         st = probe_model(run, e, suite(), settings, fingerprint="f" * 16, backends=pool)
         assert st["api_usage"] == {"requests": 3, "completion_tokens": 6}  # its own share
         assert CountingAPI.closed == 0  # the pool closes, not probe_model
-    assert made == [spec]
+    assert [str(m) for m in made] == [spec]
     opts = backend_options(entries[0], settings)
     assert opts == {"device": "auto", "dtype": "auto", "trust_remote_code": False}
     pool.release(spec, opts)
