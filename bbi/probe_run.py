@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bbi.backends.base import GenerationConfig
 from bbi.config import GenerationSettings
 from bbi.errors import BbiError
+from bbi.hub import cache_root
 from bbi.runstore import (
     ROLES,
     RunDir,
@@ -241,15 +242,11 @@ def write_suite(run: RunDir, records: Sequence[dict]) -> None:
     run._suite = None
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("BBI_CACHE_DIR", Path.home() / ".cache" / "bbi"))
-
-
 class GlobalCache:
     """Append-only per-model content cache shared across runs."""
 
     def __init__(self, fingerprint: str, gen_key: str):
-        self.path = _cache_dir() / "generations" / fingerprint[:24] / f"{gen_key[:16]}.jsonl"
+        self.path = cache_root() / "generations" / fingerprint[:24] / f"{gen_key[:16]}.jsonl"
         self._data: dict[str, dict] | None = None
 
     def get_all(self) -> dict[str, dict]:

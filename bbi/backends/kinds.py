@@ -58,7 +58,11 @@ def adapter_fingerprint(adapter: str) -> Any:
 
 
 def checkpoint_fingerprint(
-    ms: ModelSpec, *, trust_remote_code: bool = False, allow_download: bool = False
+    ms: ModelSpec,
+    *,
+    trust_remote_code: bool = False,
+    allow_download: bool = False,
+    download_hint: str = "",
 ) -> str:
     """The fingerprint of a Hugging Face checkpoint (what ``hf:`` reports after loading).
 
@@ -71,14 +75,16 @@ def checkpoint_fingerprint(
     if local is not None:
         parts["files"] = dir_fingerprint(local)
     else:
-        commit = _hub_commit(ms, trust_remote_code, allow_download)
+        commit = _hub_commit(ms, trust_remote_code, allow_download, download_hint)
         parts["hub"] = f"{ms.name_or_path}@{commit or ms.revision or 'main'}"
     if ms.adapter:
         parts["adapter"] = adapter_fingerprint(ms.adapter)
     return digest(parts)
 
 
-def _hub_commit(ms: ModelSpec, trust_remote_code: bool, allow_download: bool = False) -> str | None:
+def _hub_commit(
+    ms: ModelSpec, trust_remote_code: bool, allow_download: bool, download_hint: str
+) -> str | None:
     from transformers import AutoConfig
 
     local_only = local_files_only(allow_download)
@@ -98,11 +104,8 @@ def _hub_commit(ms: ModelSpec, trust_remote_code: bool, allow_download: bool = F
         hint = ""
         if allow_download:
             hint = " (HF_HUB_OFFLINE is set, so nothing is downloaded)"
-        elif ms.kind == "vllm":
-            hint = (
-                " (pass allow_download=true, e.g. --teacher-args allow_download=true, to let "
-                "vLLM download it)"
-            )
+        elif download_hint:
+            hint = f" ({download_hint})"
         raise BbiError(
             f"model {ms.name_or_path!r} is not a local directory and is not in the Hugging Face cache: "
             f"{first}{hint}"
@@ -149,7 +152,11 @@ def fingerprint_vllm(
     """vLLM loads the Hugging Face checkpoint format: hash the same files, then mark it."""
     return vllm_fingerprint(
         checkpoint_fingerprint(
-            ms, trust_remote_code=trust_remote_code, allow_download=allow_download
+            ms,
+            trust_remote_code=trust_remote_code,
+            allow_download=allow_download,
+            download_hint="pass allow_download=true, e.g. --teacher-args allow_download=true, "
+            "to let vLLM download it",
         )
     )
 
