@@ -162,19 +162,6 @@ class GenerationSettings(Section):
             raise ValueError("stop strings must be non-empty")
         return v
 
-    def generation_config(self, seed: int | None = None) -> Any:
-        """The backend-level GenerationConfig (with an optional per-model seed)."""
-        from bbi.backends.base import GenerationConfig
-
-        return GenerationConfig(
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            stop=tuple(self.stop),
-            batch_size=self.batch_size,
-            seed=self.seed if seed is None else seed,
-        )
-
 
 # ---- distillation ------------------------------------------------------------------------
 

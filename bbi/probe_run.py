@@ -24,8 +24,10 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from bbi.backends.base import GenerationConfig
 from bbi.config import GenerationSettings
 from bbi.errors import BbiError
+from bbi.hub import cache_root
 from bbi.runstore import (
     ROLES,
     RunDir,
@@ -39,6 +41,7 @@ from bbi.runstore import (
     suite_bytes,
     suite_hash,
 )
+from bbi.specs import ModelSpec, parse_spec
 
 NULL_ALIAS = "teacher_null"
 NULL_SEED_OFFSET = 1_000_003  # the A/A resample draws from an independent seed stream
@@ -47,12 +50,17 @@ NULL_SEED_OFFSET = 1_000_003  # the A/A resample draws from an independent seed 
 @dataclass
 class ModelEntry:
     """One model of a run: its alias, spec, role (teacher / null / student) and its own
-    arguments (bbi.model_args: placement, kernels, API limits; validated for its kind)."""
+    arguments (bbi.model_args: placement, kernels, API limits; validated for its kind).
+
+    ``spec`` is recorded as given; ``model`` is that spec parsed, once, here: the
+    fingerprint, the backend pool and the loader all take it, so a probe never re-parses.
+    """
 
     alias: str
     spec: str
     role: str = "student"
     args: dict = field(default_factory=dict)
+    model: ModelSpec = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_alias(self.alias)
@@ -60,6 +68,7 @@ class ModelEntry:
             raise BbiError(
                 f"unknown role {self.role!r} for {self.alias!r} (use one of {', '.join(ROLES)})"
             )
+        self.model = parse_spec(self.spec)  # syntax, kind and zoo names: pure string work
 
 
 def with_load_args(fingerprint: str, args: dict) -> str:
@@ -81,14 +90,10 @@ ProbeSettings = GenerationSettings
 
 def backend_options(entry: ModelEntry, settings: ProbeSettings) -> dict[str, Any]:
     """The keywords a model's backend is created with: the run's device, dtype and
-    trust_remote_code, the model's own arguments winning."""
-    args = dict(entry.args)
-    return {
-        "device": args.pop("device", settings.device),
-        "dtype": args.pop("dtype", settings.dtype),
-        "trust_remote_code": settings.trust_remote_code,
-        **args,
-    }
+    trust_remote_code, the model's own arguments winning (bbi.model_args.load_options)."""
+    from bbi.model_args import load_options, run_defaults
+
+    return load_options(entry.args, run_defaults(settings))
 
 
 def model_fingerprint(entry: ModelEntry, settings: ProbeSettings) -> str:
@@ -96,7 +101,7 @@ def model_fingerprint(entry: ModelEntry, settings: ProbeSettings) -> str:
     from bbi.fingerprint import spec_fingerprint
 
     fp = spec_fingerprint(
-        entry.spec,
+        entry.model,
         trust_remote_code=settings.trust_remote_code,
         allow_download=entry.args.get("allow_download") is True,
     )
@@ -118,21 +123,19 @@ class BackendPool:
         self._users: dict[str, int] = {}
 
     @staticmethod
-    def key(spec: str, options: dict[str, Any]) -> str:
-        from bbi.specs import parse_spec
-
+    def key(spec: str | ModelSpec, options: dict[str, Any]) -> str:
         try:
             canonical = str(parse_spec(spec))
         except BbiError:
-            canonical = spec
+            canonical = str(spec)
         return json.dumps([canonical, options], sort_keys=True, default=repr)
 
-    def reserve(self, spec: str, options: dict[str, Any]) -> None:
+    def reserve(self, spec: str | ModelSpec, options: dict[str, Any]) -> None:
         """Announce one more model that will use (and then release) this backend."""
         k = self.key(spec, options)
         self._users[k] = self._users.get(k, 0) + 1
 
-    def get(self, spec: str, options: dict[str, Any]) -> Any:
+    def get(self, spec: str | ModelSpec, options: dict[str, Any]) -> Any:
         k = self.key(spec, options)
         if k not in self._live:
             if self._factory is not None:
@@ -142,7 +145,7 @@ class BackendPool:
             self._live[k] = factory(spec, **options)
         return self._live[k]
 
-    def release(self, spec: str, options: dict[str, Any]) -> None:
+    def release(self, spec: str | ModelSpec, options: dict[str, Any]) -> None:
         """One user is done; the backend is closed after its last reserved user."""
         k = self.key(spec, options)
         self._users[k] = self._users.get(k, 1) - 1
@@ -239,15 +242,11 @@ def write_suite(run: RunDir, records: Sequence[dict]) -> None:
     run._suite = None
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("BBI_CACHE_DIR", Path.home() / ".cache" / "bbi"))
-
-
 class GlobalCache:
     """Append-only per-model content cache shared across runs."""
 
     def __init__(self, fingerprint: str, gen_key: str):
-        self.path = _cache_dir() / "generations" / fingerprint[:24] / f"{gen_key[:16]}.jsonl"
+        self.path = cache_root() / "generations" / fingerprint[:24] / f"{gen_key[:16]}.jsonl"
         self._data: dict[str, dict] | None = None
 
     def get_all(self) -> dict[str, dict]:
@@ -316,7 +315,7 @@ def probe_model(
         append_jsonl(path, lines)
 
     base_seed = settings.seed + (NULL_SEED_OFFSET if entry.role == "null" else 0)
-    gen = settings.generation_config(seed=base_seed)
+    gen = GenerationConfig.of(settings, seed=base_seed)
     gen_key = gen.cache_key()
     wanted = _expected(entry, records, settings)
     keyed = [
@@ -366,9 +365,9 @@ def probe_model(
     if todo:
         options = backend_options(entry, settings)
         if backends is not None:
-            backend = backends.get(entry.spec, options)
+            backend = backends.get(entry.model, options)
         else:
-            backend = (backend_factory or load_backend)(entry.spec, **options)
+            backend = (backend_factory or load_backend)(entry.model, **options)
         usage_before = getattr(backend, "usage", None)
         usage_before = dict(usage_before) if isinstance(usage_before, dict) else {}
         stats["chat_format"] = getattr(backend, "chat_format", None)
@@ -463,15 +462,13 @@ def environment_info() -> dict:
     return {"versions": versions, "git_sha": sha}
 
 
-def _same_spec(a: str | None, b: str) -> bool:
-    from bbi.specs import parse_spec
-
+def _same_spec(a: str | None, b: ModelSpec) -> bool:
     if not a:
         return False
     try:
-        return str(parse_spec(a)) == str(parse_spec(b))
+        return str(parse_spec(a)) == str(b)
     except BbiError:
-        return a == b
+        return False
 
 
 def fresh_hint(path: Path) -> str:
@@ -499,7 +496,7 @@ def check_run_conflicts(run: RunDir, models: list[ModelEntry], digest: str, n: i
             )
         if old is None:
             continue
-        if old.get("role") != entry.role or not _same_spec(old.get("spec"), entry.spec):
+        if old.get("role") != entry.role or not _same_spec(old.get("spec"), entry.model):
             raise BbiError(
                 f"alias {entry.alias!r} in {run.path} already holds {old.get('role')} responses "
                 f"of {old.get('spec') or 'an unknown model'}, not {entry.spec}: name the model "
@@ -534,8 +531,6 @@ def check_probe(
     conflicts with what it already holds. Returns (settings, the records to probe,
     their suite hash).
     """
-    from bbi.specs import parse_spec
-
     settings = GenerationSettings.parse(
         settings.model_dump() if isinstance(settings, GenerationSettings) else settings,
         "generation",
@@ -546,8 +541,6 @@ def check_probe(
     aliases = [m.alias for m in models]
     if len(set(aliases)) != len(aliases):
         raise BbiError(f"duplicate model aliases: {aliases}")
-    for m in models:
-        parse_spec(m.spec)  # syntax, kind and zoo names: pure string work
     records = select_limit(suite_records, settings.limit)
     if not records:
         raise BbiError("the suite is empty")
@@ -575,18 +568,14 @@ def models_of_run(
 
     run = RunDir(run_path, must_exist=True)
     cfg = run.config()
-    models = [
-        ModelEntry(
-            alias,
-            str(m["spec"]),
-            str(m.get("role") or "student"),
-            check_model_args(
-                str(m["spec"]), m.get("args"), f"{run.config_path}: models.{alias}.args"
-            ),
-        )
-        for alias, m in run.models().items()
-        if m.get("spec") and not is_imported(str(m["spec"]))
-    ]
+    models = []
+    for alias, m in run.models().items():
+        if not m.get("spec") or is_imported(str(m["spec"])):
+            continue
+        entry = ModelEntry(alias, str(m["spec"]), str(m.get("role") or "student"))
+        where = f"{run.config_path}: models.{alias}.args"
+        entry.args = check_model_args(entry.model, m.get("args"), where)
+        models.append(entry)
     if not any(m.role == "teacher" for m in models):
         raise BbiError(f"{run.config_path}: no teacher with a model spec; pass --teacher SPEC")
     gen = GenerationSettings.parse(cfg.get("generation") or {}, f"{run.config_path}: generation")
@@ -668,7 +657,7 @@ def run_probe(
     pool = BackendPool()
     order = _backend_order(models, settings)
     for entry in order:
-        pool.reserve(entry.spec, backend_options(entry, settings))
+        pool.reserve(entry.model, backend_options(entry, settings))
     with Progress(*columns, disable=not progress, transient=False) as bar:
         try:
             for entry in order:
@@ -684,7 +673,7 @@ def run_probe(
                         backends=pool,
                     )
                 finally:
-                    pool.release(entry.spec, backend_options(entry, settings))
+                    pool.release(entry.model, backend_options(entry, settings))
                 lay_out()
                 man_models[entry.alias] = {
                     k: st[k] for k in ("spec", "role", "fingerprint", "chat_format", "seed")
@@ -734,7 +723,7 @@ def _backend_order(models: list[ModelEntry], settings: ProbeSettings) -> list[Mo
     them: a shared backend is then never held while another model is loaded."""
     groups: dict[str, list[ModelEntry]] = {}
     for m in models:
-        groups.setdefault(BackendPool.key(m.spec, backend_options(m, settings)), []).append(m)
+        groups.setdefault(BackendPool.key(m.model, backend_options(m, settings)), []).append(m)
     return [m for group in groups.values() for m in group]
 
 

