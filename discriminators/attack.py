@@ -50,7 +50,7 @@ from threadpoolctl import threadpool_limits
 from bbi.config import MAX_RESAMPLES, MAX_SEEDS, MIN_RESAMPLES, AttackSettings
 from bbi.errors import BbiError
 from bbi.results_schema import ATTACK_SCHEMA_VERSION, validated_attack
-from bbi.runstore import RunDir, append_jsonl, write_json
+from bbi.runstore import RunDir, alias_file_stem, append_jsonl, write_json
 from discriminators.acquisition import (
     STRATEGIES,
     acquisition_order,
@@ -266,7 +266,9 @@ def run_attack(
             )
             # Many small fits: BLAS threads only oversubscribe the cores, so use one.
             with threadpool_limits(limits=cfg.blas_threads):
-                comp = _attack_comparison(run, data, cfg, adv_classes, progress, staging / other)
+                comp = _attack_comparison(
+                    run, data, cfg, adv_classes, progress, staging / alias_file_stem(other)
+                )
             # Comparisons kept from earlier invocations may have used another config.
             comp["config"] = cfg.as_json()
             all_comparisons[other] = comp
@@ -276,7 +278,7 @@ def run_attack(
             # Recomputed from the detail files of every comparison (this sweep's staged
             # ones, earlier ones from attack/), so they always match "comparisons".
             "deltas": distill_deltas(
-                run, all_comparisons, cfg, {other: staging / other for other in comparisons}
+                run, all_comparisons, cfg, {other: staging / alias_file_stem(other) for other in comparisons}
             ),
         })  # fmt: skip
         _publish(run, staging, comparisons, value)
@@ -295,7 +297,7 @@ def _publish(run: RunDir, staging: Path, comparisons: Sequence[str], value: dict
     moved: list[str] = []
     installed: list[str] = []
     try:
-        for other in comparisons:
+        for other in map(alias_file_stem, comparisons):
             src, dst = staging / other, run.attack_dir / other
             if dst.exists():
                 os.replace(dst, previous / other)

@@ -164,6 +164,19 @@ def _where(src: str, loc: str) -> str:
 
 def _normalise(rows: list[Row], src: str) -> tuple[list[dict], list[str]]:
     notes: list[str] = []
+    if rows and not any("prompt" in r for _, r in rows):
+        # Name the column and the columns there are, not the line where the first
+        # record happens to end (a CSV record may span many lines).
+        cols = list(dict.fromkeys(str(k) for _, r in rows for k in r))
+        what = (
+            f"the file's columns are {', '.join(repr(c) for c in cols[:20])}"
+            if cols
+            else "the records have no fields"
+        )
+        hint = f"{what}: name the prompt column with --prompt-field"
+        if src.lower().endswith((".jsonl", ".ndjson")):  # one record a line: the line is exact
+            raise BbiError(f"{_where(src, rows[0][0])}: field 'prompt' is missing ({hint})")
+        raise BbiError(f"{src}: no column 'prompt' ({hint})")
     has_split = [r.get("split") not in (None, "") for _, r in rows]
     if any(has_split) and not all(has_split):
         loc = rows[has_split.index(False)][0]
