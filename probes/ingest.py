@@ -267,8 +267,14 @@ def read_responses(
     if id_col is not None:
         require_column(src, cols, id_col, "--id-field", "id")
     prompt_col = _pick(cols, fields.prompt, ("prompt",))
+    if id_col is None and prompt_col is None:
+        raise BbiError(
+            f"{src}: no column 'prompt_id' or 'prompt' (the file's columns are {_listing(cols)}: "
+            "name the id column with --id-field, or the prompt column with --prompt-field to "
+            "match responses to the suite by prompt text)"
+        )
     if id_col is None:  # joined on the prompt text: it must be there
-        prompt_col = require_column(src, cols, prompt_col or "prompt", "--prompt-field", "prompt")
+        prompt_col = require_column(src, cols, prompt_col, "--prompt-field", "prompt")
     elif prompt_col is not None:
         require_column(src, cols, prompt_col, "--prompt-field", "prompt")
     cat_col = fields.category
