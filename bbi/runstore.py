@@ -376,12 +376,14 @@ _UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 def check_model_name(name: str) -> str:
     """A model name as users write it (``openai/gpt-4o``, ``Llama 3 8B``): any printable
     text, kept verbatim in run.yaml; its file name is ``alias_file_stem(name)``."""
-    if not isinstance(name, str) or not name.strip() or name in {".", ".."}:
+    if not isinstance(name, str) or not name.strip():
         raise BbiError(f"invalid model alias {name!r}: empty")
     if len(name) > MAX_MODEL_NAME:
         raise BbiError(f"invalid model alias {name[:40]!r}...: longer than {MAX_MODEL_NAME}")
     if not name.isprintable() or not _is_valid_unicode(name):
         raise BbiError(f"invalid model alias {name!r}: control characters or invalid Unicode")
+    if any(part in {".", ".."} for part in re.split(r"[/\\]", name)):
+        raise BbiError(f"invalid model alias {name!r}: a path ('.' or '..' between slashes)")
     alias_file_stem(name)
     return name
 

@@ -20,19 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bbi.errors import BbiError
-from probes.schema import (
-    DEFAULT_CATEGORY,
-    TEST_FRACTION,
-    Row,
-    _normalise,
-    _read_csv,
-    _read_datasets_dir,
-    _read_json_array,
-    _read_jsonl,
-    _where,
-)
-
-SUFFIXES = ".jsonl, .ndjson, .json, .csv, .tsv, .parquet"
+from probes.schema import DEFAULT_CATEGORY, TEST_FRACTION, Row, _normalise, _where, read_rows
 
 
 @dataclass(frozen=True)
@@ -62,46 +50,6 @@ class SplitSpec:
 
 
 # ---- reading ---------------------------------------------------------------------------
-
-
-def read_rows(path: str | Path) -> list[Row]:
-    """The records of a file or ``datasets`` directory, each with where it came from."""
-    path = Path(path)
-    if not path.exists():
-        raise BbiError(f"{path}: no such file or directory")
-    if path.is_dir():
-        rows = _read_datasets_dir(path)
-    else:
-        suffix = path.suffix.lower()
-        if suffix in (".jsonl", ".ndjson"):
-            rows = _read_jsonl(path)
-        elif suffix == ".json":
-            rows = _read_json_array(path)
-        elif suffix in (".csv", ".tsv"):
-            rows = _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
-        elif suffix in (".parquet", ".pq"):
-            rows = _read_parquet(path)
-        else:
-            raise BbiError(
-                f"{path}: unknown file type {suffix or '(none)'!r}; use {SUFFIXES} or a "
-                "directory saved with datasets' save_to_disk"
-            )
-    if not rows:
-        raise BbiError(f"{path}: empty file (no records)")
-    return rows
-
-
-def _read_parquet(path: Path) -> list[Row]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:  # pragma: no cover - pyarrow comes with datasets
-        raise BbiError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # whatever pyarrow chokes on, the file is the problem
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise BbiError(f"{path}: not a Parquet file ({reason})") from None
-    return [(f"row {i}", rec) for i, rec in enumerate(table.to_pylist())]
 
 
 def columns(rows: Sequence[Row]) -> list[str]:

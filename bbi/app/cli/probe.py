@@ -88,7 +88,9 @@ def build(
 @app.command("show")
 def show(
     file: Path = typer.Argument(
-        ..., help="Suite file (JSONL, CSV, or a datasets directory).", parser=path_value
+        ...,
+        help="Suite file (JSONL, JSON array, CSV/TSV, Parquet, or a datasets directory).",
+        parser=path_value,
     ),
     examples: int = typer.Option(3, "--examples", min=0, help="Examples per category."),
     seed: int = typer.Option(0, "--seed", help="Seed for choosing which examples to show."),
