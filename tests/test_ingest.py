@@ -225,6 +225,16 @@ def test_wide_table_with_model_names_as_columns(tmp_path: Path) -> None:
     rd = RunDir(run)
     assert rd.teacher_alias() == "gpt-4" and "openai/gpt-4o" in rd.models()
     assert rd.paired("openai/gpt-4o")["other"].tolist() == [student_text(i) for i in range(10)]
+    res = invoke(
+        "attack", run, "--budget", "4", "--seeds", "1", "--adversary", "surface",
+        "--strategy", "random", "--test-queries", "1", "--n-bootstrap", "20",
+        "--n-permutations", "20", "--quiet",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert [p.name for p in (run / "attack").iterdir()] == ["openai_gpt-4o"]
+    res = invoke("report", run, "-o", tmp_path / "r.md", "--format", "md")
+    assert res.exit_code == 0, res.output
+    assert "openai/gpt-4o" in (tmp_path / "r.md").read_text()
     # A name whose file name is taken is refused, and nothing changes.
     other = tmp_path / "o.csv"
     with other.open("w", newline="", encoding="utf-8") as fh:
