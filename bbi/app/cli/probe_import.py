@@ -8,6 +8,7 @@ exist, whatever the order of the imports, and printed with its CI.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -15,6 +16,10 @@ from rich.table import Table
 
 from bbi.app.cli.params import path_value, text_value
 from bbi.errors import BbiError
+
+if TYPE_CHECKING:
+    from bbi.runstore import RunDir
+    from probes.ingest import FieldMap, SplitSpec
 
 console = Console(stderr=True)
 
@@ -27,7 +32,7 @@ def field_list(values: list[str] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def split_spec(seed: int | None, fraction: float | None, size: int | None):  # noqa: ANN201
+def split_spec(seed: int | None, fraction: float | None, size: int | None) -> SplitSpec:
     """The split options, checked (one of --test-fraction / --test-size)."""
     from probes.ingest import SplitSpec
 
@@ -36,7 +41,7 @@ def split_spec(seed: int | None, fraction: float | None, size: int | None):  # n
     return SplitSpec(seed=seed, test_fraction=fraction, test_size=size)
 
 
-def print_similarity(run, aliases: list[str]) -> None:  # noqa: ANN001
+def print_similarity(run: RunDir, aliases: list[str]) -> None:
     """Each model's overall similarity to the teacher, with its 95% CI."""
     sim = run.read_results().get("similarity") or {}
     table = Table(title="semantic similarity to the teacher (mean cosine, 95% CI)")
@@ -255,14 +260,14 @@ def _import_own_schema(
 def _import_mapped(
     src: Path,
     run: Path,
-    fields,  # noqa: ANN001
+    fields: FieldMap,
     alias: str | None,
     role: str,
     teacher: str | None,
     only: tuple[str, ...],
     suite: str | None,
     build_suite: bool,
-    split,  # noqa: ANN001
+    split: SplitSpec,
     spec: str | None,
     replace: bool,
     null: bool,
