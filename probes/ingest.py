@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from bbi.errors import BbiError
-from probes.schema import DEFAULT_CATEGORY, TEST_FRACTION, Row, _normalise, _where, read_rows
+from probes.schema import (
+    DEFAULT_CATEGORY,
+    SPLITS,
+    TEST_FRACTION,
+    Row,
+    _normalise,
+    _where,
+    read_rows,
+)
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,7 @@ class Response:
     text: str
     n_tokens: int | None
     finish_reason: str | None
+    split: str | None = None  # the file's own train/test split, if it has one
 
 
 @dataclass
@@ -248,17 +257,18 @@ def read_responses(
             n_tok = None
         fr = rec.get("finish_reason")
         fr = fr if fr in ("stop", "length") else None
+        own = rec.get("split") if rec.get("split") in SPLITS else None
         if wide:
             for c in resp_cols:
                 text = _text(rec, c, where, "response")
                 by_model.setdefault(c, []).append(
-                    Response(where, loc, c, key, prompt, category, sample, text, None, None)
+                    Response(where, loc, c, key, prompt, category, sample, text, None, None, own)
                 )
             continue
         name = _text(rec, model_col, where, "model") if model_col else None
         text = _text(rec, resp_cols[0], where, "response")
         by_model.setdefault(name, []).append(
-            Response(where, loc, name, key, prompt, category, sample, text, n_tok, fr)
+            Response(where, loc, name, key, prompt, category, sample, text, n_tok, fr, own)
         )
     if models:
         missing = [m for m in models if m not in by_model]
@@ -335,7 +345,8 @@ def suite_from_file(path: str | Path, fields: FieldMap, split: SplitSpec) -> tup
         prompt = _text(rec, prompt_col, where, "prompt")
         key = _text(rec, id_col, where, "id", allow_number=True) if id_col else prompt
         category = _text(rec, cat_col, where, "category", optional=True) if cat_col else None
-        entries.append(Response(where, loc, None, key, prompt, category, None, "", None, None))
+        own = rec.get("split") if rec.get("split") in SPLITS else None
+        entries.append(Response(where, loc, None, key, prompt, category, None, "", None, None, own))
     return _suite_of(entries, id_col is None, src, split)
 
 
@@ -352,9 +363,14 @@ def _suite_of(
             continue
         seen[r.key] = r
         rid = prompt_id_for(r.key) if by_text else r.key
-        rows.append(
-            (r.loc, {"id": rid, "prompt": r.prompt, "category": r.category or DEFAULT_CATEGORY})
-        )
+        cat = r.category or DEFAULT_CATEGORY
+        rows.append((r.loc, {"id": rid, "prompt": r.prompt, "category": cat, "split": r.split}))
+    if not split.given and all(rec["split"] for _, rec in rows):
+        # The file's own split (a split column, or a DatasetDict's train/test parts).
+        records, _ = _normalise(rows, str(src))
+        n_test = sum(r["split"] == "test" for r in records)
+        return records, f"the file's own split: {len(records) - n_test} train / {n_test} test"
+    rows = [(loc, {**rec, "split": None}) for loc, rec in rows]
     records, _ = _normalise(rows, str(src))
     note = seeded_split(records, split)
     return records, note

@@ -402,3 +402,24 @@ def test_prompts_not_in_the_suite_and_other_prompt_sets_are_refused(tmp_path: Pa
     res = invoke("probe", "import", fewer, "--run", run, *MAP, "--role", "teacher")
     assert_one_line_error(res, "prompt set of 'c'", "differs")
     assert snapshot(run) == before
+
+
+def test_a_datasets_dict_keeps_its_own_split_unless_a_split_is_asked_for(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    rows = _rows()
+    path = tmp_path / "dd"
+    parts = {"train": rows[:9], "test": rows[9:]}
+    datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in parts.items()}).save_to_disk(
+        str(path)
+    )
+    common = ["--alias", "m", "--prompt-field", "question", "--response-field", "answer"]
+    common += ["--build-suite", "--no-similarity"]
+    res = invoke("probe", "import", path, "--run", tmp_path / "own", *common)
+    assert res.exit_code == 0, res.output
+    assert "own split: 9 train / 3 test" in res.output
+    suite = [json.loads(x) for x in (tmp_path / "own" / "suite.jsonl").read_text().splitlines()]
+    assert [r["split"] for r in suite] == ["train"] * 9 + ["test"] * 3
+    res = invoke("probe", "import", path, "--run", tmp_path / "seeded", *common, "--test-size", "6")
+    assert res.exit_code == 0, res.output
+    suite = [json.loads(x) for x in (tmp_path / "seeded" / "suite.jsonl").read_text().splitlines()]
+    assert sum(r["split"] == "test" for r in suite) == 6
