@@ -335,6 +335,8 @@ def _import_mapped(
     counts = job.commit()
     if note:
         console.print(f"suite: {len(records)} prompts from {src.name}; {note}")
+    elif build_suite and has_suite:
+        console.print("suite: the run's own (built by an earlier import); responses matched to it")
     if records is not None or build_suite:
         digest = suite_hash(RunDir(run).suite().to_dict("records"))
         console.print(f"suite hash: {digest}", soft_wrap=True)
