@@ -369,6 +369,38 @@ def check_alias(alias: str) -> str:
     return alias
 
 
+MAX_MODEL_NAME = 200
+_UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def check_model_name(name: str) -> str:
+    """A model name as users write it (``openai/gpt-4o``, ``Llama 3 8B``): any printable
+    text, kept verbatim in run.yaml; its file name is ``alias_file_stem(name)``."""
+    if not isinstance(name, str) or not name.strip():
+        raise BbiError(f"invalid model alias {name!r}: empty")
+    if len(name) > MAX_MODEL_NAME:
+        raise BbiError(f"invalid model alias {name[:40]!r}...: longer than {MAX_MODEL_NAME}")
+    if not name.isprintable() or not _is_valid_unicode(name):
+        raise BbiError(f"invalid model alias {name!r}: control characters or invalid Unicode")
+    if any(part in {".", ".."} for part in re.split(r"[/\\]", name)):
+        raise BbiError(f"invalid model alias {name!r}: a path ('.' or '..' between slashes)")
+    alias_file_stem(name)
+    return name
+
+
+def alias_file_stem(alias: str) -> str:
+    """The file-name form of a model alias (responses/<stem>.jsonl, embeddings, attack/):
+    the alias itself when it is file-name safe, else every run of other characters
+    replaced by '_' (``openai/gpt-4o`` -> ``openai_gpt-4o``). Two aliases of one run may
+    not share a stem (RunDir refuses it)."""
+    if isinstance(alias, str) and ALIAS_RE.match(alias) and alias not in {".", ".."}:
+        return check_alias(alias)
+    if not isinstance(alias, str):
+        raise BbiError(f"invalid model alias {alias!r}")
+    stem = _UNSAFE_IN_FILE_NAME.sub("_", alias).lstrip(".") or "_"
+    return check_alias(stem)
+
+
 # responses/ALIAS.stale-TIME.jsonl (settings changed) and ALIAS.replaced-TIME.jsonl
 # (`bbi probe import --replace`) keep old responses; they are not models of the run.
 BACKUP_RE = re.compile(r"\.(stale|replaced)-\d+(-\d+)?$")
@@ -609,7 +641,7 @@ class RunDir:
         return self.path / "attack"
 
     def responses_path(self, alias: str) -> Path:
-        return self.path / "responses" / f"{check_alias(alias)}.jsonl"
+        return self.path / "responses" / f"{alias_file_stem(alias)}.jsonl"
 
     # ---- config / manifest -------------------------------------------------------
     def config(self) -> dict:
@@ -644,6 +676,7 @@ class RunDir:
     def models(self) -> dict[str, dict]:
         """alias -> {"spec": str, "role": str}, from run.yaml, else inferred from responses/."""
         models = self._configured_models()
+        stems = {alias_file_stem(a) for a in models}
         for p in sorted((self.path / "responses").glob("*.jsonl")):
             alias = p.stem
             if alias.startswith(".") or BACKUP_RE.search(alias):
@@ -653,7 +686,7 @@ class RunDir:
                     f"{p}: not a model's responses (file names in responses/ are model "
                     "aliases: letters, digits, '_', '-', '.'); move it out of the run"
                 )
-            if alias not in models:
+            if alias not in stems:
                 role = (
                     "teacher"
                     if alias == "teacher"
@@ -673,12 +706,18 @@ class RunDir:
         if not isinstance(raw, dict):
             raise BbiError(f"{where}: 'models' must be a mapping of alias -> {{spec, role}}")
         models: dict[str, dict] = {}
+        stems: dict[str, str] = {}
         for alias, entry in raw.items():
-            if not isinstance(alias, str) or not ALIAS_RE.match(alias) or alias in {".", ".."}:
+            try:
+                stem = alias_file_stem(check_model_name(alias))
+            except BbiError as exc:
+                raise BbiError(f"{where}: models: {exc}") from None
+            if stem in stems:
                 raise BbiError(
-                    f"{where}: models: invalid model alias {alias!r} "
-                    "(use letters, digits, '_', '-', '.')"
+                    f"{where}: models {stems[stem]!r} and {alias!r} would share the file "
+                    f"responses/{stem}.jsonl; rename one"
                 )
+            stems[stem] = alias
             if not isinstance(entry, dict):
                 raise BbiError(f"{where}: models.{alias} must be a mapping with 'spec' and 'role'")
             spec = entry.get("spec")

@@ -27,7 +27,7 @@ import numpy as np
 
 from bbi.errors import BbiError
 from bbi.hub import cache_root
-from bbi.runstore import RunDir, append_jsonl
+from bbi.runstore import RunDir, alias_file_stem, append_jsonl
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 EMBED_BACKEND_ENV = "BBI_EMBED_BACKEND"
@@ -365,7 +365,7 @@ def embeddings_for(
     ids = resp["prompt_id"].astype(str).tolist()
     texts = resp["text"].astype(str).tolist()
     keys = [_text_key(t) for t in texts]
-    path = run.path / "embeddings" / f"{alias}.s{sample}.npz"
+    path = run.path / "embeddings" / f"{alias_file_stem(alias)}.s{sample}.npz"
     backend = embedding_backend()
     cached: dict[str, tuple[str, np.ndarray]] = {}
     if path.exists():

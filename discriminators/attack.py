@@ -49,7 +49,7 @@ from threadpoolctl import threadpool_limits
 from bbi.config import AttackSettings
 from bbi.errors import BbiError
 from bbi.results_schema import ATTACK_SCHEMA_VERSION, validated_attack
-from bbi.runstore import RunDir, append_jsonl, write_json
+from bbi.runstore import RunDir, alias_file_stem, append_jsonl, write_json
 from discriminators import sweep
 from discriminators.acquisition import (
     Strategy,
@@ -178,7 +178,9 @@ def run_attack(
             )
             # Many small fits: BLAS threads only oversubscribe the cores, so use one.
             with threadpool_limits(limits=sweep.BLAS_THREADS):
-                comp = _attack_comparison(run, data, sw, adv_classes, progress, staging / other)
+                comp = _attack_comparison(
+                    run, data, sw, adv_classes, progress, staging / alias_file_stem(other)
+                )
             # Comparisons kept from earlier invocations may have used another config.
             comp["config"] = dict(record)
             all_comparisons[other] = comp
@@ -188,7 +190,8 @@ def run_attack(
             # Recomputed from the detail files of every comparison (this sweep's staged
             # ones, earlier ones from attack/), so they always match "comparisons".
             "deltas": distill_deltas(
-                run, all_comparisons, settings, {other: staging / other for other in comparisons}
+                run, all_comparisons, settings,
+                {other: staging / alias_file_stem(other) for other in comparisons},
             ),
         })  # fmt: skip
         _publish(run, staging, comparisons, value)
@@ -207,7 +210,7 @@ def _publish(run: RunDir, staging: Path, comparisons: Sequence[str], value: dict
     moved: list[str] = []
     installed: list[str] = []
     try:
-        for other in comparisons:
+        for other in map(alias_file_stem, comparisons):
             src, dst = staging / other, run.attack_dir / other
             if dst.exists():
                 os.replace(dst, previous / other)

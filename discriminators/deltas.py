@@ -9,7 +9,7 @@ import numpy as np
 
 from bbi import stats
 from bbi.errors import BbiError
-from bbi.runstore import RunDir, read_json_object, read_jsonl
+from bbi.runstore import RunDir, alias_file_stem, read_json_object, read_jsonl
 
 if TYPE_CHECKING:
     from bbi.config import AttackSettings
@@ -186,8 +186,8 @@ def distill_deltas(
         if found is None:
             continue
         base, how = found
-        base_dir = staged.get(base, run.attack_dir / base)
-        dist_dir = staged.get(alias, run.attack_dir / alias)
+        base_dir = staged.get(base, run.attack_dir / alias_file_stem(base))
+        dist_dir = staged.get(alias, run.attack_dir / alias_file_stem(alias))
         advs: dict[str, Any] = {}
         skipped: dict[str, str] = {}
         base_advs = comps[base].get("adversaries") or {}
