@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -208,3 +209,28 @@ def task_models(tmp_path_factory):
         tok.save_pretrained(root / name)
         specs[name] = f"hf:{root / name}"
     return specs
+
+
+PLUGIN_DIR = Path(__file__).parent / "plugin"
+
+
+def _refresh_registries(drop: str | None = None) -> None:
+    from bbi.registry import registries
+
+    for reg in registries().values():
+        if drop is not None:
+            for name in list(reg.names()):
+                if drop in reg.origin(name):
+                    reg.unregister(name)
+        reg.refresh()
+
+
+@pytest.fixture
+def example_plugin(monkeypatch):
+    """The out-of-tree package ``tests/plugin/bbi_example_plugin`` as if installed: on
+    sys.path with its dist-info, so every registry finds its entry points."""
+    monkeypatch.syspath_prepend(str(PLUGIN_DIR))
+    _refresh_registries()
+    yield PLUGIN_DIR
+    monkeypatch.undo()
+    _refresh_registries(drop="bbi_example_plugin")

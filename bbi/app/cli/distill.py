@@ -116,9 +116,11 @@ def make_command(name: str) -> Callable[..., None]:
 
 
 def register_methods(group: typer.Typer = app) -> None:
-    """One command per registered method (built-ins first, then plug-ins)."""
+    """One command per registered method (built-ins first, then plug-ins); called again
+    after a plug-in is installed in this process, it brings the commands up to date."""
     from distill.methods import METHODS
 
+    group.registered_commands = []
     for name in METHODS.names():
         try:
             cmd = make_command(name)
