@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 
 from bbi.app.cli.settings_options import (
     CONFIG_PARAM,
@@ -23,6 +24,7 @@ from bbi.app.cli.settings_options import (
     model_parameters,
     settings_parameters,
 )
+from bbi.config import format_error
 from bbi.errors import BbiError
 
 app = typer.Typer(
@@ -104,7 +106,10 @@ def make_command(name: str) -> Callable[..., None]:
         settings = load_settings(
             method.settings, kwargs.get(CONFIG_PARAM), {n: kwargs[n] for n in set_names}
         )
-        options = method.options(**{n: kwargs[n] for n in opt_names})
+        try:
+            options = method.options(**{n: kwargs[n] for n in opt_names})
+        except ValidationError as exc:
+            raise BbiError(format_error(exc, "", flags=True)) from None
         run_method(name, settings, options)
 
     command.__name__ = f"distill_{name}"
