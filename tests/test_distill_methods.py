@@ -130,3 +130,30 @@ def test_plugin_method_is_a_command_and_trains(example_plugin, plugin_run_templa
 
 def test_plugin_is_gone_after_the_fixture():
     assert "smooth_sft" not in METHODS
+
+
+def test_loop_fields_declared_once_and_recorded_alone():
+    from bbi.config import (
+        BirdSettings,
+        CircuitSettings,
+        KDSettings,
+        LoopSettings,
+        LoraSettings,
+        WDASettings,
+    )
+
+    loop = set(LoopSettings.model_fields)
+    for cls in (LoraSettings, KDSettings, WDASettings, BirdSettings, CircuitSettings):
+        assert issubclass(cls, LoopSettings)
+        # A loop field is re-declared only where that method's default differs.
+        for klass in cls.__mro__[: cls.__mro__.index(LoopSettings)]:
+            parent = klass.__mro__[1]
+            for name in loop & set(vars(klass).get("__annotations__", {})):
+                if name in klass.model_fields and name in getattr(parent, "model_fields", {}):
+                    assert klass.model_fields[name].default != parent.model_fields[name].default, (
+                        klass.__name__,
+                        name,
+                    )
+    assert set(WDASettings().loop("align").model_dump()) == loop  # no LoRA or guide fields
+    assert set(BirdSettings().loop(1).model_dump()) == loop
+    assert WDASettings().lr == 5e-4 and BirdSettings().epochs == 8 and LoraSettings().lr == 2e-4
