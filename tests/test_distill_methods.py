@@ -81,12 +81,16 @@ def test_bad_values_are_one_line_naming_the_flag(tmp_path):
     app = _cli()
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: fast\n")
+    bad_attack = tmp_path / "attack.yaml"
+    bad_attack.write_text("budgets: [40, 2]\n")
     for args, needle in [
         (["distill", "wda", str(tmp_path), "--phases", "sft,align"], "--phases"),
         (["distill", "bird", "zoo:student", "--seeds", "1,x"], "--seeds"),
         (["distill", "kd", str(tmp_path), "--loss", "l2"], "--loss"),
         (["distill", "lora", str(tmp_path), "--config", str(bad)], "lr"),
         (["attack", str(tmp_path), "--budget", "2"], "--budget"),
+        (["attack", str(tmp_path), "--config", str(bad_attack)], "budgets"),
+        (["attack", str(tmp_path), "--budget", "8,,16"], "--budget"),
     ]:
         res = runner.invoke(app, args)
         assert res.exit_code == 2, (args, res.output)
