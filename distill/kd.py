@@ -78,12 +78,8 @@ def distill_kd(
         check_same_vocabulary(tokenizer, t_tok, base_spec, t_spec)
         return KD(
             teacher,
-            loss=hp.loss,
-            beta=hp.beta,
-            temperature=hp.temperature,
-            lambda_on_policy=hp.lambda_on_policy,
+            hp,
             max_new_tokens=int(max_new),
-            max_length=hp.max_length,
             pad_id=tokenizer.pad_token_id,
             eos_id=tokenizer.eos_token_id,
             teacher_spec=t_spec,

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from bbi.config import LoraSettings
+from bbi.config import AdapterSettings
 from bbi.errors import BbiError
 from bbi.specs import LORA_SEP
 
@@ -90,7 +90,7 @@ def default_target_modules(model: Any) -> list[str] | str:
     return "all-linear"
 
 
-def make_lora_model(model: Any, hp: LoraSettings) -> Any:
+def make_lora_model(model: Any, hp: AdapterSettings) -> Any:
     """Wrap the base model with a LoRA adapter (bad target names are a user error)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -111,7 +111,7 @@ def make_lora_model(model: Any, hp: LoraSettings) -> Any:
         raise BbiError(f"LoRA target modules {targets!r}: {str(exc).splitlines()[0]}") from None
 
 
-def make_trainable(model: Any, hp: LoraSettings, full: bool) -> Any:
+def make_trainable(model: Any, hp: AdapterSettings, full: bool) -> Any:
     """LoRA adapter (base frozen) or, with ``full``, every weight trainable."""
     if not full:
         return make_lora_model(model, hp)

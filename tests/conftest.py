@@ -236,6 +236,7 @@ def example_plugin():
     # The owners of the registries the package fills, so each registry exists to refresh.
     import discriminators.acquisition  # noqa: F401
     import discriminators.base  # noqa: F401
+    import distill.methods  # noqa: F401
     from bbi.registry import registries
 
     with pytest.MonkeyPatch.context() as mp:

@@ -32,7 +32,7 @@ SWEEP = [
     "--test-queries", "1,4",
     "--n-bootstrap", "100",
     "--n-permutations", "100",
-    "--quiet",
+    "--no-progress",
 ]  # fmt: skip
 
 
@@ -197,7 +197,7 @@ def test_a_failing_worker_is_a_clean_error_and_changes_nothing(tmp_path):
 @pytest.mark.parametrize("jobs", ["0", "-2"])
 def test_bad_n_jobs_is_a_one_line_error(tmp_path, jobs):
     run = synthetic.make_run(tmp_path / "run", n_per_category=5, test_fraction=0.4)
-    res = runner.invoke(app, ["attack", str(run.path), "--n-jobs", jobs, "--quiet"])
+    res = runner.invoke(app, ["attack", str(run.path), "--n-jobs", jobs, "--no-progress"])
     assert res.exit_code == 2, res.output
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --n-jobs"), res.output
@@ -226,6 +226,6 @@ def test_all_cores_flag_reaches_the_sweep(tmp_path, monkeypatch):
 
     run = synthetic.make_run(tmp_path / "run", n_per_category=5, test_fraction=0.4)
     monkeypatch.setattr(discriminators.attack, "run_attack", fake_run_attack)
-    res = runner.invoke(app, ["attack", str(run.path), "--n-jobs", "-1", "--quiet"])
+    res = runner.invoke(app, ["attack", str(run.path), "--n-jobs", "-1", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert got == {"n_jobs": -1}

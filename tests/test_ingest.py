@@ -96,7 +96,7 @@ def test_alpaca_shaped_pair_imported_student_first_attacks_and_reports(tmp_path:
     res = invoke(
         "attack", run, "--budget", "20,60", "--seeds", "1", "--adversary", "surface,tfidf",
         "--strategy", "random", "--test-queries", "1", "--n-bootstrap", "50",
-        "--n-permutations", "50", "--quiet",
+        "--n-permutations", "50", "--no-progress",
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "alpaca-7b" in json.loads((run / "results.json").read_text())["attack"]["comparisons"]
@@ -228,7 +228,7 @@ def test_wide_table_with_model_names_as_columns(tmp_path: Path) -> None:
     res = invoke(
         "attack", run, "--budget", "4", "--seeds", "1", "--adversary", "surface",
         "--strategy", "random", "--test-queries", "1", "--n-bootstrap", "20",
-        "--n-permutations", "20", "--quiet",
+        "--n-permutations", "20", "--no-progress",
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert [p.name for p in (run / "attack").iterdir()] == ["openai_gpt-4o"]

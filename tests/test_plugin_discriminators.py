@@ -40,7 +40,7 @@ def test_installed_plugin_items_are_listed(example_plugin):
 
 
 def test_attack_with_the_plugin_adversary_and_strategy(example_plugin, small_run):
-    args = ["attack", str(small_run), "--adversary", "example_length,surface", "--quiet"]
+    args = ["attack", str(small_run), "--adversary", "example_length,surface", "--no-progress"]
     args += ["--strategy", "example_prompt_length,random", *FAST]
     args += ["--param", "example_prompt_length.longest_first=false"]
     args += ["--param", "example_length.C=0.5"]
@@ -112,7 +112,7 @@ def test_plugin_items_run_in_worker_processes(example_plugin, small_run, tmp_pat
     other = tmp_path / "parallel"
     shutil.copytree(small_run, other)
     args = ["--adversary", "example_length", "--strategy", "example_prompt_length,random"]
-    args += ["--param", "example_prompt_length.longest_first=false", "--quiet", *FAST]
+    args += ["--param", "example_prompt_length.longest_first=false", "--no-progress", *FAST]
 
     def strip(obj):
         if isinstance(obj, dict):

@@ -78,6 +78,8 @@ def _distil(run: RunDir, cfg: RunConfig, method: str, progress: bool) -> str:
         from distill.kd import distill_kd as fn
     else:
         from distill.lora import distill_lora as fn
+    from bbi.app.guide import guide_weights_for
+
     res = fn(
         run,
         student=cfg.student,
@@ -86,6 +88,7 @@ def _distil(run: RunDir, cfg: RunConfig, method: str, progress: bool) -> str:
         settings=settings,
         full=d.full,
         progress=progress,
+        sample_weights=guide_weights_for(run, settings, cfg.student),
     )
     _mark(run, f"distill:{alias}", key, t0, spec=res.spec)
     return res.spec

@@ -131,7 +131,7 @@ def register(app: typer.Typer) -> None:
             "--fresh",
             help="Start the run over: move an existing run directory aside (NAME.old-TIME).",
         ),
-        no_progress: bool = typer.Option(False, "--no-progress"),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ) -> None:
         """Generate teacher, A/A-null and student responses for a suite into a run directory.
 
@@ -171,7 +171,7 @@ def register(app: typer.Typer) -> None:
                 models += model_entries("-", list(student), False, None, s_args)[1:]
             manifest = run_probe(
                 run_path, models, records, gen, suite_name=suite_name,
-                progress=not no_progress,
+                progress=progress,
             )  # fmt: skip
             print_probe_summary(run_path, manifest)
             return
@@ -195,7 +195,7 @@ def register(app: typer.Typer) -> None:
             records,
             gen,
             suite_name=suite_name,
-            progress=not no_progress,
+            progress=progress,
             fresh=fresh,
         )
         print_probe_summary(run_path, manifest)

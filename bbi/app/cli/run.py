@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
             "--fresh",
             help="Start the run over: move an existing run directory aside (NAME.old-TIME).",
         ),
-        no_progress: bool = typer.Option(False, "--no-progress"),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ) -> None:
         """Run the whole loop on the embedded default (no arguments, no network needed).
 
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         cfg.generation = cfg.generation.updated(limit=limit)
         if no_distill:
             cfg.distill = cfg.distill.updated(enabled=False)
-        out = run_pipeline(cfg, progress=not no_progress, fresh=fresh)
+        out = run_pipeline(cfg, progress=progress, fresh=fresh)
         print_run_summary(Path(out["run"]))
         Console().print(
             f"report: [bold]{out['report']}[/]" if out["report"] else f"run: {out['run']}"
