@@ -438,7 +438,7 @@ def _attack_comparison(
                         reference="teacher",
                         acquisition_s=acq_time[strat] / len(cfg.seeds),
                     )
-                    write_json(out_dir / f"{name}__{strat}__q{q}__s{seed}.json", res.record)
+                    write_json(out_dir / RunDir.attack_point_name(name, strat, q, seed), res.record)
                     points[(strat, seed, q)] = res
                     if bar and name not in done:
                         bar.advance()

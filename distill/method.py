@@ -310,9 +310,7 @@ def guide_source(run: RunDir, base_spec: str, guide_from: str | None) -> str:
 
 def register(run: RunDir, alias: str, spec: str, record: dict) -> None:
     """Record the result and add the new student to run.yaml (``bbi probe`` answers it next)."""
-    distill = dict(run.read_results().get("distill") or {})
-    distill[alias] = record
-    run.update_results("distill", distill)
+    run.update_results_entry("distill", alias, record)
     cfg = run.config()
     models = dict(cfg.get("models") or {})
     models[alias] = {"spec": spec, "role": "student"}
