@@ -279,16 +279,6 @@ class Report:
         return names
 
     @property
-    def has_curves(self) -> bool:
-        return any(
-            p.value is not None
-            for c in self.comparisons
-            for a in c.adversaries
-            for pts in a.curves.values()
-            for p in pts
-        )
-
-    @property
     def k_values(self) -> list[int]:
         ks = {
             p.k

@@ -13,6 +13,7 @@ from rich.table import Table
 from bbi.app.cli.params import path_value, text_value
 from bbi.app.progress import sweep_progress
 from bbi.config import AttackSettings
+from bbi.console import console as plain_console
 from bbi.errors import BbiError
 
 _D = AttackSettings()  # the defaults, stated once in bbi.config
@@ -279,10 +280,10 @@ def register(app: typer.Typer) -> None:
             n_jobs=n_jobs,
         )
         cfg = AttackConfig.from_settings(settings)
-        console = Console(stderr=False)
+        out = plain_console()
         only = _names(compare, "--compare")
-        with sweep_progress(Console(stderr=True), not quiet) as prog:
+        with sweep_progress(plain_console(stderr=True), not quiet) as prog:
             result = run_attack(run, cfg, compare=only, progress=prog)
         if not quiet:
-            print_attack(console, result, only)
+            print_attack(out, result, only)
         typer.echo(f"wrote {run.results_path} and {run.attack_dir}/")
