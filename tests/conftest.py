@@ -208,3 +208,26 @@ def task_models(tmp_path_factory):
         tok.save_pretrained(root / name)
         specs[name] = f"hf:{root / name}"
     return specs
+
+
+PLUGIN_DIR = os.path.join(os.path.dirname(__file__), "plugin")
+
+
+@pytest.fixture
+def example_plugin(monkeypatch):
+    """The out-of-tree package ``bbi_example_plugin`` (tests/plugin) installed for one test:
+    on sys.path with its dist-info, so every registry finds its entry points; removed after."""
+    import sys
+
+    from bbi.registry import registries
+
+    monkeypatch.syspath_prepend(PLUGIN_DIR)
+    for reg in registries().values():
+        reg.refresh()
+    yield PLUGIN_DIR
+    for reg in registries().values():
+        for name in reg.names():
+            if reg.origin(name).startswith("entry point of bbi_example_plugin"):
+                reg.unregister(name)
+    for mod in [m for m in sys.modules if m.split(".")[0] == "bbi_example_plugin"]:
+        del sys.modules[mod]

@@ -1,0 +1,1 @@
+"""An out-of-tree bbi plug-in: one item per extension point, found by its entry points."""
