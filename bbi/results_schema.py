@@ -1,4 +1,9 @@
-"""The typed, versioned schema of results.json's ``attack`` and ``similarity`` sections.
+"""The typed, versioned schema of the records bbi writes in a run directory.
+
+results.json's ``attack`` (with its sweep ``config``) and ``similarity`` sections, each
+``distill.<alias>`` record (a union by method), the per-point attack files
+(``attack/<comparison>/<adversary>__<strategy>__q<budget>__s<seed>.json``) and the
+report's JSON summary.
 
 ``bbi attack`` builds its section, validates it here and writes the validated dump; the
 report and the test fixtures read through the same models, so a field means one thing
@@ -13,9 +18,19 @@ Field meanings are in docs/statistics.md and docs/run-directory.md.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from bbi.errors import BbiError
 
@@ -212,6 +227,44 @@ class Example(_Model):
     scores: dict[str, float]
 
 
+def _not_bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError("expected a number, got a boolean")
+    return v
+
+
+# A number as written: an int stays an int, a float a float (the dump keeps its bytes).
+Number = Annotated[int | float, BeforeValidator(_not_bool)]
+
+
+class AttackConfigRecord(_Model):
+    """The sweep that produced the attack results (``attack.config``, and each
+    comparison's ``config``): budgets q, strategies, seeds, k values, the verdict's eps
+    and alpha, adversaries, resampling counts. Fields are in the order they are written;
+    a key this bbi does not know is kept as written (a newer sweep option)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    budgets: list[int] = Field(default_factory=list)
+    strategies: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=list)
+    test_queries: list[int] = Field(default_factory=list)
+    epsilon: Number | None = None
+    alpha: Number | None = None
+    adversaries: list[str] = Field(default_factory=list)
+    n_bootstrap: int | None = None
+    n_permutations: int | None = None
+    threshold_folds: int | None = None
+    n_examples: int | None = None
+    blas_threads: int | None = None
+    adversary_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    statistics: str | None = None  # how the numbers were computed, in words
+
+    def as_dict(self) -> dict[str, Any]:
+        """The recorded keys only (the report's methods table lists them)."""
+        return self.dump()
+
+
 class ComparisonResult(_Model):
     reference: str
     role: str
@@ -220,7 +273,7 @@ class ComparisonResult(_Model):
     adversaries: dict[str, AdversaryResult]
     verdict: Verdict
     examples: dict[str, list[Example]] = Field(default_factory=dict)
-    config: dict[str, Any] = Field(default_factory=dict)  # the sweep that produced it
+    config: AttackConfigRecord | None = None  # the sweep that produced it
 
 
 class DeltaAdversary(_Model):
@@ -264,7 +317,7 @@ class AttackSection(_Model):
     """results.json["attack"]."""
 
     schema_version: int = ATTACK_SCHEMA_VERSION
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: AttackConfigRecord = Field(default_factory=AttackConfigRecord)
     comparisons: dict[str, ComparisonResult] = Field(default_factory=dict)
     deltas: dict[str, DistillDelta] = Field(default_factory=dict)
 
@@ -277,6 +330,174 @@ class Similarity(_Model):
     overall: Estimate | None = None
     test: Estimate | None = None
     per_category: dict[str, Estimate] = Field(default_factory=dict)
+
+
+class AttackPoint(_Model):
+    """One sweep point, ``attack/<comparison>/<adversary>__<strategy>__q<budget>__s<seed>.json``
+    (file name: ``bbi.runstore.RunDir.attack_point_name``). ``model`` is the alias of the
+    model compared with the teacher (``reference``); the statistics are those of
+    ``discriminators.evaluate.run_point``, kept as written."""
+
+    model_config = ConfigDict(extra="allow")
+
+    adversary: str
+    kind: Literal["pointwise", "pairwise", "test"]
+    budget: int = Field(gt=0)
+    seed: int
+    queries: Queries
+    strategy: str
+    comparison: str
+    model: str
+    reference: str
+    compute_s: float | None = None
+    acquisition_s: float | None = None
+    threshold: float | None = None
+    kept_fraction: float | None = None
+    eps: dict[str, Any] | None = None
+    auroc: dict[str, Any] | None = None
+    eps_k: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    per_category: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    two_sample: TwoSample | None = None
+    mean_margin: float | None = None
+    notes: str | None = None
+
+
+# ---- distill.<alias>: one record per distilled student, a union by method -----------------
+
+
+class _Record(BaseModel):
+    # Records carry method-specific provenance beyond the typed fields (kept as written).
+    model_config = ConfigDict(extra="allow")
+
+
+class DistillBase(_Record):
+    """What every distilled student records: its spec (what ``bbi probe`` loads), the
+    method, the student it started from and the teacher."""
+
+    spec: str
+    method: str
+    finetune: str | None = None
+    base: str | None = None
+    base_fingerprint: str | None = None
+    teacher: str | None = None
+    model_dir: str | None = None
+    seed: int | None = None
+    time_s: float | None = None
+
+
+class LoopDistill(DistillBase):
+    """``bbi distill lora|kd`` (and methods on the same loop): ``distill.method.distil``."""
+
+    objective: Any = None
+    adapter_dir: str | None = None
+    n_train_examples: int
+    n_eval_examples: int
+    n_train_prompts: int
+    n_eval_prompts: int
+    n_skipped_too_long: int = 0
+    eval_loss_per_epoch: list[float] = Field(default_factory=list)
+    train_loss: float | None = None
+    train_loss_per_epoch: list[float] = Field(default_factory=list)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    target_modules: Any = None
+    steps: int | None = None
+    num_processes: int | None = None
+    mixed_precision: str | None = None
+    chat_format: str | None = None
+    train_time_s: float | None = None
+    train_cpu_s: float | None = None
+    tokens_per_s: float | None = None
+    resumed: bool = False
+    metrics: str | None = None
+    loss_tokens: Any = None
+    guide: Any = None
+
+
+class WdaDistill(DistillBase):
+    """``bbi distill wda``: the phases run (each with its losses) and the loop settings."""
+
+    method: Literal["wda"]
+    phases: list[dict[str, Any]] = Field(default_factory=list)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    n_train_examples: int
+    n_eval_examples: int
+    n_train_prompts: int
+    n_eval_prompts: int
+    resumed: bool = False
+    completed: bool = True
+
+
+class BehaviourCellRecord(BaseModel):
+    """One arm x metric of a behaviour table: seed mean, its interval, per-seed values."""
+
+    model_config = ConfigDict(extra="allow")
+
+    mean: float | None = None
+    ci: tuple[float, float] | None = None
+    p: float | None = None
+    per_seed: list[float] = Field(default_factory=list)
+
+
+class BehaviourTableRecord(_Record):
+    """``distill.experiment.summarise``: a method beside its controls, over seeds."""
+
+    version: int
+    method: str
+    controls: list[str] = Field(default_factory=list)
+    arms: list[str]
+    metrics: list[str]
+    higher_is_better: dict[str, bool] = Field(default_factory=dict)
+    seeds: list[int | str]
+    confidence: float = Field(gt=0, lt=1)
+    rows: dict[str, dict[str, BehaviourCellRecord]]
+    deltas: dict[str, dict[str, BehaviourCellRecord]] = Field(default_factory=dict)
+
+
+class TaskDistill(DistillBase):
+    """``bbi distill bird|circuit``: a behaviour table over seeds and the method's facts."""
+
+    method: Literal["bird", "circuit"]
+    behaviour: BehaviourTableRecord
+    arms: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    diagnostics: dict[str, float] = Field(default_factory=dict)  # bird
+    layers: dict[str, Any] = Field(default_factory=dict)  # bird
+    teacher_accuracy: float | None = None  # circuit
+    student_accuracy: float | None = None  # circuit
+    circuit: dict[str, Any] = Field(default_factory=dict)  # circuit: k, of, heads, ...
+
+
+def _distill_kind(v: Any) -> str:
+    method = v.get("method") if isinstance(v, dict) else getattr(v, "method", None)
+    return {"wda": "wda", "bird": "task", "circuit": "task"}.get(method, "loop")
+
+
+DistillRecord = Annotated[
+    Annotated[LoopDistill, Tag("loop")]
+    | Annotated[WdaDistill, Tag("wda")]
+    | Annotated[TaskDistill, Tag("task")],
+    Discriminator(_distill_kind),
+]
+_DISTILL = TypeAdapter(DistillRecord)
+
+
+def validated_distill(record: dict[str, Any]) -> dict[str, Any]:
+    """What a distillation writes as ``distill.<alias>``: checked against its method's
+    model and returned unchanged (the record's keys and values are written as built)."""
+    try:
+        _DISTILL.validate_python(record)
+    except ValidationError as exc:  # a writer bug, not a user error
+        raise RuntimeError(f"distill record does not follow the schema: {exc}") from exc
+    return record
+
+
+def validated_point(record: dict[str, Any]) -> dict[str, Any]:
+    """A sweep point as ``bbi attack`` writes it, checked; returned unchanged."""
+    try:
+        AttackPoint.model_validate(record)
+    except ValidationError as exc:  # a writer bug, not a user error
+        raise RuntimeError(f"attack point does not follow the schema: {exc}") from exc
+    return record
 
 
 def _error(exc: ValidationError, where: str) -> BbiError:
@@ -334,6 +555,15 @@ def validated_attack(section: dict[str, Any]) -> dict[str, Any]:
 __all__ = [
     "ATTACK_SCHEMA_VERSION",
     "AdversaryResult",
+    "AttackConfigRecord",
+    "AttackPoint",
+    "BehaviourTableRecord",
+    "DistillRecord",
+    "LoopDistill",
+    "TaskDistill",
+    "WdaDistill",
+    "validated_distill",
+    "validated_point",
     "AttackSection",
     "Calibration",
     "CategoryFinding",

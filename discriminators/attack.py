@@ -49,7 +49,7 @@ from threadpoolctl import threadpool_limits
 
 from bbi.config import MAX_RESAMPLES, MAX_SEEDS, MIN_RESAMPLES, AttackSettings
 from bbi.errors import BbiError
-from bbi.results_schema import ATTACK_SCHEMA_VERSION, validated_attack
+from bbi.results_schema import ATTACK_SCHEMA_VERSION, validated_attack, validated_point
 from bbi.runstore import RunDir, append_jsonl, write_json
 from discriminators.acquisition import (
     STRATEGIES,
@@ -435,10 +435,14 @@ def _attack_comparison(
                     res.record.update(
                         strategy=strat,
                         comparison=other,
+                        model=other,
                         reference="teacher",
                         acquisition_s=acq_time[strat] / len(cfg.seeds),
                     )
-                    write_json(out_dir / RunDir.attack_point_name(name, strat, q, seed), res.record)
+                    write_json(
+                        out_dir / RunDir.attack_point_name(name, strat, q, seed),
+                        validated_point(res.record),
+                    )
                     points[(strat, seed, q)] = res
                     if bar and name not in done:
                         bar.advance()

@@ -26,6 +26,7 @@ from typing import Any
 from bbi.chat import format_prompt
 from bbi.config import LoraSettings
 from bbi.errors import BbiError
+from bbi.results_schema import validated_distill
 from bbi.runstore import RunDir, check_alias, write_json
 from discriminators.leak import guide_weights, train_leak
 from distill.data import Collator, DistillDataset, distillation_pairs, split_eval
@@ -228,7 +229,7 @@ def distil(
         "loss_tokens": state.get("loss_tokens"),
         "guide": guide,
     }
-    result.record = record
+    result.record = record = validated_distill(record)
     if accelerator.is_main_process:
         save_student(outcome.model, tokenizer, out_dir, save_function=accelerator.save)
         write_json(out_dir / PROVENANCE_FILE, {**record, "train_data": state["train_data"]})

@@ -35,15 +35,6 @@ MAX_TEXT = 4000  # characters of a response shown in the examples (the rest is e
 Est = Estimate  # the report's estimate is the results schema's
 
 
-def _config_number(config: dict | None, key: str) -> float | None:
-    value = (config or {}).get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BbiError(f"results.json: attack.config.{key}: expected a number")
-    return float(value)
-
-
 def _dict(obj: Any, where: str) -> dict:
     if obj is None:
         return {}
@@ -251,7 +242,7 @@ class Report:
     categories: list[str]
     models: dict[str, dict]
     teacher: str | None
-    attack_config: dict | None
+    attack_config: dict | None  # attack.config as recorded (typed: AttackConfigRecord)
     epsilon: float | None
     alpha: float | None
     comparisons: list[Comparison]  # students (model order), then the null comparison(s)
@@ -405,6 +396,10 @@ def _parse_deltas(
             )
         )
     return out
+
+
+def _float(x: float | None) -> float | None:
+    return None if x is None else float(x)
 
 
 def _number(x: Any) -> float | None:
@@ -622,9 +617,9 @@ def load_report(run_dir: str | Path, max_examples: int = 3) -> Report:
 
     raw_attack = results.get("attack")
     attack = parse_attack(raw_attack) if raw_attack else None
-    attack_config = (attack.config or None) if attack else None
-    epsilon = _config_number(attack_config, "epsilon")
-    alpha = _config_number(attack_config, "alpha")
+    attack_config = (attack.config.as_dict() or None) if attack else None
+    epsilon = _float(attack.config.epsilon) if attack else None
+    alpha = _float(attack.config.alpha) if attack else None
     similarity = parse_similarity(results.get("similarity"))
     texts = _Texts(run)
 
