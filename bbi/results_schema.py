@@ -456,7 +456,7 @@ class BehaviourTableRecord(_Record):
 class TaskDistill(DistillBase):
     """``bbi distill bird|circuit``: a behaviour table over seeds and the method's facts."""
 
-    method: Literal["bird", "circuit"]
+    method: str | None = None  # "bird" | "circuit"; the table records it too
     behaviour: BehaviourTableRecord
     arms: dict[str, Any] = Field(default_factory=dict)
     settings: dict[str, Any] = Field(default_factory=dict)
@@ -468,8 +468,13 @@ class TaskDistill(DistillBase):
 
 
 def _distill_kind(v: Any) -> str:
-    method = v.get("method") if isinstance(v, dict) else getattr(v, "method", None)
-    return {"wda": "wda", "bird": "task", "circuit": "task"}.get(method, "loop")
+    """wda; a task experiment (a behaviour table: bird, circuit); else the one loop."""
+    get = v.get if isinstance(v, dict) else lambda k: getattr(v, k, None)
+    if get("method") == "wda":
+        return "wda"
+    return (
+        "task" if get("behaviour") is not None or get("method") in ("bird", "circuit") else "loop"
+    )
 
 
 DistillRecord = Annotated[
@@ -498,6 +503,176 @@ def validated_point(record: dict[str, Any]) -> dict[str, Any]:
     except ValidationError as exc:  # a writer bug, not a user error
         raise RuntimeError(f"attack point does not follow the schema: {exc}") from exc
     return record
+
+
+# ---- reading distill records for the report ------------------------------------------------
+# A report is written at any stage of a run and from hand-edited files: a distill record
+# is read field by field, and a field of the wrong type reads as absent (the report shows
+# a gap, or "not available") instead of failing the whole report.
+
+
+def _num(x: Any) -> float | None:
+    """A finite number, or None for anything else (bools, strings, NaN, inf)."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _int(x: Any) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
+
+
+def _text(x: Any) -> str | None:
+    return x if isinstance(x, str) and x else None
+
+
+def _obj(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def _ci(x: Any) -> tuple[float, float] | None:
+    if isinstance(x, list | tuple) and len(x) == 2:
+        lo, hi = _num(x[0]), _num(x[1])
+        if lo is not None and hi is not None:
+            return (min(lo, hi), max(lo, hi))
+    return None
+
+
+def _strings(x: Any) -> list[str]:
+    return list(dict.fromkeys(m for m in x if isinstance(m, str))) if isinstance(x, list) else []
+
+
+def _table(x: Any) -> dict[str, dict[str, Any]]:
+    """label -> metric -> cell; rows that are not objects are left out, cells that are
+    not objects read as None."""
+    return {
+        str(label): {str(m): (c if isinstance(c, dict) else None) for m, c in row.items()}
+        for label, row in _obj(x).items()
+        if isinstance(row, dict)
+    }
+
+
+LenientFloat = Annotated[float | None, BeforeValidator(_num)]
+LenientInt = Annotated[int | None, BeforeValidator(_int)]
+LenientText = Annotated[str | None, BeforeValidator(_text)]
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class BehaviourCell(_View):
+    mean: LenientFloat = None
+    ci: Annotated[tuple[float, float] | None, BeforeValidator(_ci)] = None
+    p: LenientFloat = None
+    per_seed: Annotated[
+        list[float],
+        BeforeValidator(
+            lambda x: [v for v in map(_num, x) if v is not None] if isinstance(x, list) else []
+        ),
+    ] = Field(default_factory=list)
+
+
+BehaviourRows = Annotated[dict[str, dict[str, BehaviourCell | None]], BeforeValidator(_table)]
+
+
+class BehaviourView(_View):
+    """A behaviour table as the report reads it (see BehaviourTableRecord)."""
+
+    version: LenientInt = None
+    method: LenientText = None
+    # None when the file has no list of metrics (the rows then say which there are)
+    metrics: Annotated[
+        list[str] | None, BeforeValidator(lambda x: _strings(x) if isinstance(x, list) else None)
+    ] = None
+    arms: Annotated[list[str], BeforeValidator(_strings)] = Field(default_factory=list)
+    rows: BehaviourRows = Field(default_factory=dict)
+    deltas: BehaviourRows = Field(default_factory=dict)
+    higher_is_better: Annotated[
+        dict[str, bool],
+        BeforeValidator(lambda x: {str(m): v for m, v in _obj(x).items() if isinstance(v, bool)}),
+    ] = Field(default_factory=dict)
+    seeds: Annotated[
+        list[int | str],
+        BeforeValidator(
+            lambda x: (
+                [s for s in x if isinstance(s, int | str) and not isinstance(s, bool)]
+                if isinstance(x, list)
+                else []
+            )
+        ),
+    ] = Field(default_factory=list)
+    confidence: Annotated[
+        float | None,
+        BeforeValidator(lambda x: c if (c := _num(x)) is not None and 0 < c < 1 else None),
+    ] = None
+
+
+class CircuitView(_View):
+    k: LenientInt = None
+    of: LenientInt = None
+    heads: Annotated[
+        list[tuple[int, int]],
+        BeforeValidator(
+            lambda x: (
+                [
+                    (h[0], h[1])
+                    for h in x
+                    if isinstance(h, list | tuple)
+                    and len(h) == 2
+                    and all(_int(v) is not None for v in h)
+                ]
+                if isinstance(x, list)
+                else []
+            )
+        ),
+    ] = Field(default_factory=list)
+
+
+class TaskDistillView(_View):
+    """A ``distill.<alias>`` record with a behaviour table, as the report reads it."""
+
+    method: LenientText = None
+    spec: LenientText = None
+    base: LenientText = None
+    teacher: LenientText = None
+    time_s: LenientFloat = None
+    seed: LenientInt = None
+    behaviour: Annotated[
+        BehaviourView | None, BeforeValidator(lambda x: x if isinstance(x, dict) else None)
+    ] = None
+    diagnostics: Annotated[
+        dict[str, float],
+        BeforeValidator(
+            lambda x: {
+                str(k): v for k, v in ((k, _num(v)) for k, v in _obj(x).items()) if v is not None
+            }
+        ),
+    ] = Field(default_factory=dict)
+    layers: Annotated[
+        dict[str, str],
+        BeforeValidator(
+            lambda x: {
+                k: v
+                for k, v in _obj(x).items()
+                if k in ("teacher", "student") and isinstance(v, str)
+            }
+        ),
+    ] = Field(default_factory=dict)
+    teacher_accuracy: LenientFloat = None
+    student_accuracy: LenientFloat = None
+    circuit: Annotated[CircuitView, BeforeValidator(_obj)] = Field(default_factory=CircuitView)
+
+
+def read_task_distill(section: Any) -> dict[str, TaskDistillView]:
+    """alias -> the records of ``results.json["distill"]`` that carry a behaviour table
+    (``bbi distill bird|circuit``); LoRA/KD/WDA records have none."""
+    return {
+        str(alias): TaskDistillView.model_validate(rec)
+        for alias, rec in _obj(section).items()
+        if isinstance(rec, dict) and "behaviour" in rec
+    }
 
 
 def _error(exc: ValidationError, where: str) -> BbiError:
@@ -562,6 +737,8 @@ __all__ = [
     "LoopDistill",
     "TaskDistill",
     "WdaDistill",
+    "read_task_distill",
+    "TaskDistillView",
     "validated_distill",
     "validated_point",
     "AttackSection",
