@@ -362,12 +362,56 @@ class AttackPoint(_Model):
     notes: str | None = None
 
 
-# ---- distill.<alias>: one record per distilled student, a union by method -----------------
-
-
 class _Record(BaseModel):
-    # Records carry method-specific provenance beyond the typed fields (kept as written).
+    # Records carry provenance beyond the typed fields (kept as written).
     model_config = ConfigDict(extra="allow")
+
+
+# ---- suite and models: written by `bbi probe run` -----------------------------------------
+
+
+class SuiteSummary(_Record):
+    """results.json["suite"]: which prompts the run's numbers are about."""
+
+    name: str | None = None
+    hash: str
+    n: int = Field(ge=0)
+    n_train: int = Field(ge=0)
+    n_test: int = Field(ge=0)
+    categories: list[str]
+    subset_of: int | None = None  # a stratified --limit subset of a suite this large
+
+
+class ModelEntry(_Record):
+    """results.json["models"][alias]: the model's spec, role and weights fingerprint."""
+
+    spec: str | None = None
+    role: Literal["teacher", "null", "student"]
+    fingerprint: str | None = None
+
+
+_MODELS = TypeAdapter(dict[str, ModelEntry])
+
+
+def validated_suite(suite: dict[str, Any]) -> dict[str, Any]:
+    """results.json["suite"] as ``bbi probe run`` writes it, checked; returned unchanged."""
+    try:
+        SuiteSummary.model_validate(suite)
+    except ValidationError as exc:  # a writer bug, not a user error
+        raise RuntimeError(f"suite summary does not follow the schema: {exc}") from exc
+    return suite
+
+
+def validated_models(models: dict[str, Any]) -> dict[str, Any]:
+    """results.json["models"], checked; returned unchanged."""
+    try:
+        _MODELS.validate_python(models)
+    except ValidationError as exc:  # a writer bug, not a user error
+        raise RuntimeError(f"models section does not follow the schema: {exc}") from exc
+    return models
+
+
+# ---- distill.<alias>: one record per distilled student, a union by method -----------------
 
 
 class DistillBase(_Record):
@@ -675,6 +719,70 @@ def read_task_distill(section: Any) -> dict[str, TaskDistillView]:
     }
 
 
+# ---- report.json: the report's machine-readable summary ---------------------------------
+
+REPORT_SCHEMA_VERSION = 1
+EstimateDict = dict[str, Any] | None  # Estimate.as_dict(): value, ci, n (+ p, p_holm, ...)
+
+
+class SummaryVerdict(_Model):
+    status: str
+    epsilon: float | None
+    broken_by: str | None
+    at_budget: int | None
+    confirmed_eps: EstimateDict
+    confirmed_by: str | None
+    distinguishable_in: list[str]
+    text: str | None
+
+
+class SummaryComparison(_Model):
+    role: str
+    spec: str | None
+    verdict: SummaryVerdict
+    similarity: EstimateDict
+    similarity_overall: EstimateDict
+    adversaries: dict[str, dict[str, Any]]
+    categories: dict[str, dict[str, Any]]
+
+
+class SummaryDistillation(_Model):
+    base: str
+    method: str | None
+    status: str
+    reading: str
+    similarity: dict[str, EstimateDict]
+    adversaries: dict[str, dict[str, Any]]
+    skipped: dict[str, str]
+
+
+class ReportSummary(_Model):
+    """``bbi report --format json``: what CI pipelines and dashboards read."""
+
+    schema_version: Literal[1]
+    run: str
+    suite: dict[str, Any]
+    teacher: str | None
+    epsilon: float | None
+    alpha: float | None
+    indistinguishable: bool | None
+    null_calibration: dict[str, Any] | None
+    comparisons: dict[str, SummaryComparison]
+    distillation: dict[str, SummaryDistillation]
+    notes: list[str]
+    task_distillation: dict[str, dict[str, Any]] | None = None  # bird/circuit students
+    sections: dict[str, Any] | None = None  # report sections from plug-ins
+
+
+def validated_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """The report summary, checked against ReportSummary; returned unchanged."""
+    try:
+        ReportSummary.model_validate(summary)
+    except ValidationError as exc:  # a writer bug, not a user error
+        raise RuntimeError(f"report summary does not follow the schema: {exc}") from exc
+    return summary
+
+
 def _error(exc: ValidationError, where: str) -> BbiError:
     from bbi.config import format_error
 
@@ -737,9 +845,16 @@ __all__ = [
     "LoopDistill",
     "TaskDistill",
     "WdaDistill",
+    "REPORT_SCHEMA_VERSION",
+    "ReportSummary",
     "read_task_distill",
+    "validated_summary",
     "TaskDistillView",
+    "ModelEntry",
+    "SuiteSummary",
     "validated_distill",
+    "validated_models",
+    "validated_suite",
     "validated_point",
     "AttackSection",
     "Calibration",

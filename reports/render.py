@@ -24,6 +24,7 @@ import yaml
 from markupsafe import Markup, escape
 
 from bbi.errors import BbiError
+from bbi.results_schema import REPORT_SCHEMA_VERSION, validated_summary
 from reports import charts
 from reports.model import Comparison, Est, Report, load_report
 from reports.sections import SECTIONS, ReportSection, ordered
@@ -764,7 +765,7 @@ def summary(r: Report) -> dict:
         }
     ns = _null_status(r)
     out = {
-        "schema_version": 1,
+        "schema_version": REPORT_SCHEMA_VERSION,
         "run": r.run,
         "suite": {
             "hash": r.suite.get("hash"),
@@ -789,7 +790,7 @@ def summary(r: Report) -> dict:
     extra = {s.name: s.summary(r) for s in ordered() if s.summary is not None}
     if extra:  # sections that add a machine-readable part (plug-ins)
         out["sections"] = extra
-    return out
+    return validated_summary(out)
 
 
 def _finite(obj: Any) -> Any:
