@@ -94,10 +94,23 @@ def test_section_is_registered_and_well_formed(name):
     assert [s.order for s in ordered()] == sorted(s.order for s in ordered())
 
 
+_RENDERED: dict[tuple[str, str], object] = {}
+
+
+def _rendered(runs: dict[str, Path], run: str, what: str):
+    """The loaded report and its full renders, once per fixture run (rendering is the
+    slow part; the sections themselves are rendered in each test)."""
+    if (run, "report") not in _RENDERED:
+        _RENDERED[(run, "report")] = load_report(runs[run])
+    if (run, what) not in _RENDERED:
+        _RENDERED[(run, what)] = render(_RENDERED[(run, "report")], what)
+    return _RENDERED[(run, what)]
+
+
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("run", ["full", "evil", "similarity-only", "no-null"])
 def test_section_renders_inert_text_on_the_fixtures(runs, name, run):
-    report = load_report(runs[run])
+    report = _rendered(runs, run, "report")
     section = SECTIONS.get(name)
     html = render_section(report, name, "html")
     md = render_section(report, name, "md")
@@ -108,11 +121,11 @@ def test_section_renders_inert_text_on_the_fixtures(runs, name, run):
     _inert_md(md)
     # what a section renders alone is what the whole report carries
     if html:
-        assert html in render(report, "html")
+        assert html in _rendered(runs, run, "html")
     if md:
-        assert md in render(report, "md")
+        assert md in _rendered(runs, run, "md")
     if section.summary is not None:
-        data = json.loads(render(report, "json"))
+        data = json.loads(_rendered(runs, run, "json"))
         assert name in data["sections"]
         assert json.loads(json.dumps(data["sections"][name])) == data["sections"][name]
 
