@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
 from bbi.backends.base import GenerationConfig
 from bbi.config import GenerationSettings
+from bbi.console import Progress
 from bbi.errors import BbiError
 from bbi.hub import cache_root
+from bbi.results_schema import validated_models, validated_suite
 from bbi.runstore import (
     ROLES,
     RunDir,
@@ -701,13 +703,17 @@ def run_probe(
         )
         timings["similarity"] = {"wall_s": round(time.perf_counter() - t0, 3)}
     timings["probe_total_s"] = round(time.perf_counter() - started, 3)
-    run.update_results("suite", suite_summary(records, digest, suite_name, of=len(suite_records)))
+    run.update_results(
+        "suite", validated_suite(suite_summary(records, digest, suite_name, of=len(suite_records)))
+    )
     run.update_results(
         "models",
-        {
-            a: {**m, "fingerprint": man_models.get(a, {}).get("fingerprint")}
-            for a, m in merged.items()
-        },
+        validated_models(
+            {
+                a: {**m, "fingerprint": man_models.get(a, {}).get("fingerprint")}
+                for a, m in merged.items()
+            }
+        ),
     )
     return run.update_manifest(
         models=man_models,

@@ -13,11 +13,13 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
+from filelock import FileLock
 
 from bbi.errors import BbiError
 
@@ -643,6 +645,36 @@ class RunDir:
     def responses_path(self, alias: str) -> Path:
         return self.path / "responses" / f"{alias_file_stem(alias)}.jsonl"
 
+    @staticmethod
+    def attack_point_name(adversary: str, strategy: Any, budget: Any, seed: Any) -> str:
+        """File name of one sweep point: ``<adversary>__<strategy>__q<budget>__s<seed>.json``
+        (the one place the pattern is spelt; a staging directory uses the same names)."""
+        return f"{adversary}__{strategy}__q{budget}__s{seed}.json"
+
+    def attack_point_path(
+        self, comparison: str, adversary: str, strategy: Any, budget: Any, seed: Any
+    ) -> Path:
+        """``attack/<comparison>/<adversary>__<strategy>__q<budget>__s<seed>.json``."""
+        return (
+            self.attack_dir / comparison / self.attack_point_name(adversary, strategy, budget, seed)
+        )
+
+    def attack_points(self, comparison: str) -> list[Path]:
+        """The point files of one comparison, sorted by name."""
+        return sorted((self.attack_dir / comparison).glob("*__*__q*__s*.json"))
+
+    # ---- locking -----------------------------------------------------------------
+    @contextmanager
+    def locked(self, path: Path) -> Iterator[None]:
+        """Hold the run's lock on ``path`` (a hidden ``.<name>.lock`` beside it) for a
+        read-modify-write: two commands updating one shared file (results.json,
+        manifest.json) each see the other's change instead of overwriting it. The write
+        itself stays atomic (temp file + rename), so readers never need the lock."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path.parent / f".{path.name}.lock")):
+            yield
+
     # ---- config / manifest -------------------------------------------------------
     def config(self) -> dict:
         """run.yaml as a mapping ({} before the first command wrote one); the sections
@@ -663,13 +695,15 @@ class RunDir:
         return check_shape(read_json_object(self.manifest_path), MANIFEST_SHAPE, self.manifest_path)
 
     def update_manifest(self, **fields: Any) -> dict:
-        man = self.manifest()
-        for key, value in fields.items():
-            if isinstance(value, dict) and isinstance(man.get(key), dict):
-                man[key] = {**man[key], **value}
-            else:
-                man[key] = value
-        write_json(self.manifest_path, man)
+        """Merge ``fields`` into manifest.json (dicts one level deep), under its lock."""
+        with self.locked(self.manifest_path):
+            man = self.manifest()
+            for key, value in fields.items():
+                if isinstance(value, dict) and isinstance(man.get(key), dict):
+                    man[key] = {**man[key], **value}
+                else:
+                    man[key] = value
+            write_json(self.manifest_path, man)
         return man
 
     # ---- models ------------------------------------------------------------------
@@ -832,13 +866,27 @@ class RunDir:
         return res
 
     def update_results(self, key: str, value: Any) -> dict:
-        """Replace one top-level key of results.json atomically, keeping the others."""
-        res = self.read_results()
+        """Replace one top-level key of results.json atomically, keeping the others (under
+        the results lock, so a concurrent command's section is never lost)."""
+        with self.locked(self.results_path):
+            return self._set_results(self.read_results(), key, value)
+
+    def _set_results(self, res: dict, key: str, value: Any) -> dict:
         res["schema_version"] = SCHEMA_VERSION
         res["run"] = self.name
         res[key] = value
         write_json(self.results_path, res)
         return res
+
+    def update_results_entry(self, section: str, name: str, value: Any) -> dict:
+        """Set ``results.json[section][name]`` keeping the section's other entries (e.g.
+        ``distill.<alias>``: two distillations into one run both stay recorded)."""
+        with self.locked(self.results_path):
+            res = self.read_results()
+            current = res.get(section)
+            entries = dict(current) if isinstance(current, dict) else {}
+            entries[name] = value
+            return self._set_results(res, section, entries)
 
     def write_json(self, relpath: str, obj: Any) -> Path:
         path = self.path / relpath

@@ -267,8 +267,10 @@ def _recipe_record(recipe: Recipe, gguf_sha256: str) -> dict:
 def _build_into(out: Path, gguf: Path, progress: bool) -> None:
     import torch
     import transformers
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bbi.console import Progress
 
     t0 = time.time()
     cols = [TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()]

@@ -463,10 +463,11 @@ def _build_steps(
     out: Path, cfg: ZooConfig, corpus: list[dict] | None, progress: bool, t0: float
 ) -> None:
     import torch
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
     from transformers import GenerationConfig
 
     from bbi.chat import PLAIN_FORMAT, plain_prompt, response_suffix
+    from bbi.console import Progress
 
     items = _load_corpus(cfg, corpus)
     train_items, eval_items = _split(items, cfg)

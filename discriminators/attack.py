@@ -48,7 +48,7 @@ from threadpoolctl import threadpool_limits
 
 from bbi.config import AttackSettings
 from bbi.errors import BbiError
-from bbi.results_schema import ATTACK_SCHEMA_VERSION, validated_attack
+from bbi.results_schema import ATTACK_SCHEMA_VERSION, validated_attack, validated_point
 from bbi.runstore import RunDir, alias_file_stem, append_jsonl, write_json
 from discriminators import sweep
 from discriminators.acquisition import (
@@ -346,10 +346,14 @@ def _attack_comparison(run, data: ComparisonData, sw: _Sweep, adv_classes, progr
                     res.record.update(
                         strategy=strat,
                         comparison=other,
+                        model=other,
                         reference="teacher",
                         acquisition_s=acq_time[strat] / len(sw.seeds),
                     )
-                    write_json(out_dir / f"{name}__{strat}__q{q}__s{seed}.json", res.record)
+                    write_json(
+                        out_dir / RunDir.attack_point_name(name, strat, q, seed),
+                        validated_point(res.record),
+                    )
                     points[(strat, seed, q)] = res
                     if bar and name not in done:
                         bar.advance()

@@ -54,9 +54,8 @@ def distill_base(
 
 
 def _point_threshold(directory: Path, adv: str, entry: dict) -> float | None:
-    path = (
-        directory
-        / f"{adv}__{entry.get('strategy')}__q{entry.get('budget')}__s{entry.get('seed')}.json"
+    path = directory / RunDir.attack_point_name(
+        adv, entry.get("strategy"), entry.get("budget"), entry.get("seed")
     )
     if not path.exists():
         return None

@@ -26,6 +26,7 @@ from typing import Any
 from bbi.chat import format_prompt
 from bbi.config import LoraSettings
 from bbi.errors import BbiError
+from bbi.results_schema import validated_distill
 from bbi.runstore import RunDir, check_alias, write_json
 from distill.data import Collator, DistillDataset, distillation_pairs, split_eval
 from distill.objectives import Objective
@@ -224,7 +225,7 @@ def distil(
         "loss_tokens": state.get("loss_tokens"),
         "guide": guide,
     }
-    result.record = record
+    result.record = record = validated_distill(record)
     if accelerator.is_main_process:
         save_student(outcome.model, tokenizer, out_dir, save_function=accelerator.save)
         write_json(out_dir / PROVENANCE_FILE, {**record, "train_data": state["train_data"]})
@@ -306,9 +307,7 @@ def guide_source(run: RunDir, base_spec: str, guide_from: str | None) -> str:
 
 def register(run: RunDir, alias: str, spec: str, record: dict) -> None:
     """Record the result and add the new student to run.yaml (``bbi probe`` answers it next)."""
-    distill = dict(run.read_results().get("distill") or {})
-    distill[alias] = record
-    run.update_results("distill", distill)
+    run.update_results_entry("distill", alias, record)
     cfg = run.config()
     models = dict(cfg.get("models") or {})
     models[alias] = {"spec": spec, "role": "student"}

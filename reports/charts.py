@@ -17,9 +17,6 @@ _DIVERGING = ("#2166ac", "#67a9cf", "#d1e5f0", "#f7f7f7", "#fddbc7", "#ef8a62", 
 # Restrained categorical palette for series (strategies, k values, models).
 SERIES_COLOURS = ("#2f6690", "#d17a22", "#3a7d44", "#8e5aa8", "#7a7a7a", "#b04a5a")
 INK = "#1f2933"
-MUTED = "#6b7480"
-GRID = "#e4e7eb"
-FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 
 
 # ---- formatting -------------------------------------------------------------------

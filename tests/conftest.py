@@ -237,6 +237,7 @@ def example_plugin():
     import discriminators.acquisition  # noqa: F401
     import discriminators.base  # noqa: F401
     import distill.methods  # noqa: F401
+    import reports.sections  # noqa: F401
     from bbi.registry import registries
 
     with pytest.MonkeyPatch.context() as mp:

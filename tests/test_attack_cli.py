@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from bbi.app.cli import app
 from bbi.config import AttackSettings
+from bbi.results_schema import AttackPoint
 from bbi.runstore import RunDir, append_jsonl, read_jsonl
 from discriminators import base, get_adversary, synthetic
 from discriminators.attack import (
@@ -95,12 +96,18 @@ def test_results_follow_the_contract(attacked):
 
 def test_every_point_json_respects_the_budget(attacked):
     run, _ = attacked
-    files = sorted((run.attack_dir / "student").glob("*__*__q*__s*.json"))
+    files = run.attack_points("student")
     assert len(files) == 3 * 2 * 2 * 2  # adversaries x strategies x seeds x budgets
     for f in files:
         rec = json.loads(f.read_text())
         assert revealed_ok(rec), f
         assert rec["queries"]["revealed"] <= rec["queries"]["budget"]
+        AttackPoint.model_validate(rec)
+        assert rec["model"] == "student" and rec["reference"] == "teacher"
+        path = run.attack_point_path(
+            "student", rec["adversary"], rec["strategy"], rec["budget"], rec["seed"]
+        )
+        assert path == f
     scores = list(read_jsonl(run.attack_dir / "student" / "surface.scores.jsonl"))
     assert len(scores) == 300 and {"prompt_id", "score_teacher", "score_other"} <= set(scores[0])
 

@@ -14,6 +14,7 @@ from bbi.app.cli.params import path_value, text_value
 from bbi.app.cli.settings_options import split_list, with_settings
 from bbi.app.progress import sweep_progress
 from bbi.config import AttackSettings
+from bbi.console import console as plain_console
 from bbi.errors import BbiError
 
 _D = AttackSettings()  # the defaults, stated once in bbi.config
@@ -210,10 +211,10 @@ def register(app: typer.Typer) -> None:
             }
             settings = settings.updated(params=merged)
         quiet = not progress
-        console = Console(stderr=False)
+        out = plain_console()
         only = split_list(compare, "--compare")
-        with sweep_progress(Console(stderr=True), not quiet) as prog:
+        with sweep_progress(plain_console(stderr=True), not quiet) as prog:
             result = run_attack(run, settings, compare=only, progress=prog)
         if not quiet:
-            print_attack(console, result, only)
+            print_attack(out, result, only)
         typer.echo(f"wrote {run.results_path} and {run.attack_dir}/")
