@@ -221,6 +221,7 @@ class ComparisonResult(_Model):
     verdict: Verdict
     examples: dict[str, list[Example]] = Field(default_factory=dict)
     config: dict[str, Any] = Field(default_factory=dict)  # the sweep that produced it
+    explain: dict[str, Any] | None = None  # what gives it away (bbi.explain_schema)
 
 
 class DeltaAdversary(_Model):

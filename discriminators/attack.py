@@ -78,6 +78,7 @@ from discriminators.evaluate import (
     run_point,
     summarise,
 )
+from discriminators.explain import explain_for_attack
 from discriminators.verdict import attack_verdict, calibration, sequential_curve
 
 _DEFAULTS = AttackSettings()  # every default of a sweep is stated once, in bbi.config
@@ -346,6 +347,7 @@ def _attack_comparison(
 ):
     """One comparison's sweep; its detail files go to ``out_dir`` (a fresh staging dir)."""
     other = data.other
+    teacher = run.teacher_alias()
     ev = Evaluator(data, cfg)
     max_q = max(cfg.budgets)
     full_strategy, full_seed = cfg.strategies[0], (0 if 0 in cfg.seeds else cfg.seeds[0])
@@ -435,7 +437,7 @@ def _attack_comparison(
                     res.record.update(
                         strategy=strat,
                         comparison=other,
-                        reference="teacher",
+                        reference=teacher,
                         acquisition_s=acq_time[strat] / len(cfg.seeds),
                     )
                     write_json(out_dir / f"{name}__{strat}__q{q}__s{seed}.json", res.record)
@@ -466,13 +468,14 @@ def _attack_comparison(
         verdict["calibration"] = calibration(adversaries, seed_means, test_cats, cfg, full_seed)
     examples = examples_by_category(data, examples_margin, cfg.n_examples)
     return {
-        "reference": "teacher",
+        "reference": teacher,
         "role": data.role,
         "n_train": int(len(data.train)),
         "n_test": int(len(data.test)),
         "adversaries": adversaries,
         "verdict": verdict,
         "examples": examples,
+        "explain": explain_for_attack(data, teacher, cfg, adversaries, examples_margin),
     }
 
 

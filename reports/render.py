@@ -24,6 +24,7 @@ from markupsafe import Markup, escape
 
 from bbi.errors import BbiError
 from reports import charts
+from reports.explain import explain_context, explain_summary, value_text, whose
 from reports.model import Comparison, Est, Report, load_report
 
 FORMATS = ("html", "md", "json")
@@ -477,6 +478,10 @@ def build_context(r: Report) -> dict:
         "fmt": charts.fmt,
         "fmt_ci": charts.fmt_ci,
         "fmt_p": charts.fmt_p,
+        "p_is": charts.p_is,
+        "explain": explain_context(r, visible),
+        "value_text": value_text,
+        "whose": whose,
         "eps_state": charts.eps_state,
         "palette": charts.SERIES_COLOURS,
         "null_status": _null_status(r),
@@ -607,6 +612,7 @@ def summary(r: Report) -> dict:
                 }
                 for cat in r.category_order()
             },
+            "explain": explain_summary(c),
         }
     distillation = {
         d.alias: {
