@@ -127,7 +127,9 @@ def value_text(f: Feature, value: float | None) -> str:
         return "–"
     if f.binary:
         return f"{100 * value:.0f}%"
-    return f"{value:.0f}" if abs(value) >= 10 else f"{value:.1f}"
+    if float(value).is_integer() or abs(value) >= 10:
+        return f"{value:.0f}"
+    return f"{value:.1f}"
 
 
 def whose(f: Feature, teacher: str, other: str) -> str:
