@@ -131,9 +131,11 @@ class _Space:
     patterns: list[str | None]
     openers: list[str]  # opener keys (1 or 2 tokens)
     vectorizer: CountVectorizer | None
+    train_ngrams: sp.csr_matrix | None = None  # the vocabulary's fit, rows = train texts
 
-    def matrix(self, texts: Sequence[str]) -> sp.csr_matrix:
-        """(n, features): surface counts, opener and phrase indicators, n-gram presence."""
+    def matrix(self, texts: Sequence[str], ngrams: sp.csr_matrix | None = None) -> sp.csr_matrix:
+        """(n, features): surface counts, opener and phrase indicators, n-gram presence
+        (``ngrams``: these texts' n-gram rows when already counted)."""
         texts = [str(t) for t in texts]
         dense = np.zeros((len(texts), len(SURFACE) + len(self.openers) + 1))
         col = {k: j for j, k in enumerate(self.openers)}
@@ -145,7 +147,7 @@ class _Space:
             dense[i, -1] = float(bool(_REFUSAL_RE.search(t)))
         blocks = [sp.csr_matrix(dense)]
         if self.vectorizer is not None:
-            blocks.append(self.vectorizer.transform(texts).astype(float))
+            blocks.append(ngrams if ngrams is not None else self.vectorizer.transform(texts))
         return sp.hstack(blocks, format="csr")
 
 
@@ -193,17 +195,17 @@ def build_space(train_texts: Sequence[str], n_prompts: int) -> _Space:
         dtype=np.float64,
     )
     try:
-        vec.fit(texts)
+        counted = vec.fit_transform(texts).tocsr()
         vocab = vec.get_feature_names_out()
     except ValueError:  # no n-gram frequent enough (tiny or empty texts)
-        vec, vocab = None, []
+        vec, vocab, counted = None, [], None
     for ng in vocab:
         keys.append(f"ngram:{ng}")
         labels.append(f"uses “{ng}”")
         kinds.append("ngram")
         binary.append(True)
         patterns.append(_token_regex(str(ng).split()))
-    return _Space(keys, labels, kinds, binary, patterns, openers, vec)
+    return _Space(keys, labels, kinds, binary, patterns, openers, vec, counted)
 
 
 # ---- selection (train) and measurement (test) ---------------------------------------------
@@ -451,9 +453,10 @@ def explain_comparison(
     tr_t, tr_o = tr["teacher"].astype(str).tolist(), tr["other"].astype(str).tolist()
     te_t, te_o = te["teacher"].astype(str).tolist(), te["other"].astype(str).tolist()
     space = build_space(tr_t + tr_o, len(tr))
+    ng = space.train_ngrams
     X = {
-        "tr_t": space.matrix(tr_t),
-        "tr_o": space.matrix(tr_o),
+        "tr_t": space.matrix(tr_t, ng[: len(tr_t)] if ng is not None else None),
+        "tr_o": space.matrix(tr_o, ng[len(tr_t) :] if ng is not None else None),
         "te_t": space.matrix(te_t),
         "te_o": space.matrix(te_o),
     }
