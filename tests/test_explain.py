@@ -208,6 +208,8 @@ def test_report_shows_what_gives_it_away(attacked):
     summary = json.loads(render(load_report(attacked.path), "json"))
     assert summary["comparisons"]["student"]["explain"] == rec  # the same record
     assert "p = <" not in html and "p = <" not in md
+    # The verdict says why, in the summary's words.
+    assert 'data-why="student"' in html and f"Why: {rec['summary'][:20]}" in md
 
 
 def test_p_values_read_as_relations():
