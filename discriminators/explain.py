@@ -255,20 +255,23 @@ def _select(
     kept_cols: list[np.ndarray] = []
     for c, j in enumerate(cand):
         v = dense[:, c]
-        if v.std() == 0 and not np.any(v):
+        if not np.any(v):
             continue
-        dup = False
-        for w in kept_cols:
-            if v.std() > 0 and w.std() > 0 and abs(np.corrcoef(v, w)[0, 1]) > MAX_CORRELATION:
-                dup = True
-                break
-        if dup:
+        if any(_similarity(v, w) > MAX_CORRELATION for w in kept_cols):
             continue
         kept.append(j)
         kept_cols.append(v)
         if len(kept) == k:
             break
     return kept, mean, np.sign(mean)
+
+
+def _similarity(v: np.ndarray, w: np.ndarray) -> float:
+    """|correlation| of two per-prompt difference vectors; where one is constant (every
+    answer opens with "Sure!") correlation is undefined, so the cosine is used instead."""
+    if v.std() > 0 and w.std() > 0:
+        return float(abs(np.corrcoef(v, w)[0, 1]))
+    return float(abs(v @ w) / (np.linalg.norm(v) * np.linalg.norm(w)))
 
 
 class _Tester:
