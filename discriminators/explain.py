@@ -43,6 +43,7 @@ N_CANDIDATES = 300  # best train candidates considered for de-duplication
 MAX_CORRELATION = 0.8  # a candidate this correlated with a kept one (train d) is a duplicate
 MIN_CATEGORY_PROMPTS = 5  # per split, for a category's own features
 N_WEIGHTS = 6
+MAX_VOCAB_PROMPTS = 1000  # train prompts whose answers define the n-gram candidates
 
 TOKEN = r"(?u)\w+|[^\w\s]"
 _TOKEN_RE = re.compile(TOKEN)
@@ -113,7 +114,7 @@ def _token_regex(tokens: Sequence[str]) -> str:
 
 
 def _opener_keys(text: str) -> tuple[str, str]:
-    toks = _tokens(text[:200])
+    toks = [t.lower() for t in _TOKEN_RE.findall(text[:200])[:2]]
     return (" ".join(toks[:1]), " ".join(toks[:2]))
 
 
@@ -151,19 +152,20 @@ class _Space:
         return sp.hstack(blocks, format="csr")
 
 
-def _display_prefix(texts: Sequence[str], key: str) -> str:
-    """How an opener key most often looks in the train texts (original case)."""
-    n_tok = len(key.split())
-    forms: Counter[str] = Counter()
+def _opener_forms(texts: Sequence[str]) -> dict[str, Counter[str]]:
+    """Opener key -> how it looks in the texts (original case), with counts."""
+    forms: dict[str, Counter[str]] = {}
     for t in texts:
-        matches = list(_TOKEN_RE.finditer(t[:200]))
-        if len(matches) >= n_tok and " ".join(m.group().lower() for m in matches[:n_tok]) == key:
-            forms[t[matches[0].start() : matches[n_tok - 1].end()]] += 1
-    return forms.most_common(1)[0][0] if forms else key
+        matches = list(_TOKEN_RE.finditer(t[:200]))[:2]
+        for n in range(1, len(matches) + 1):
+            key = " ".join(m.group().lower() for m in matches[:n])
+            forms.setdefault(key, Counter())[t[matches[0].start() : matches[n - 1].end()]] += 1
+    return forms
 
 
 def build_space(train_texts: Sequence[str], n_prompts: int) -> _Space:
-    """Candidates from the train responses of both sides (never the test split)."""
+    """Candidates from the train responses of both sides (never the test split):
+    ``train_texts`` is every teacher answer, then every other answer, prompt by prompt."""
     texts = [str(t) for t in train_texts]
     min_count = max(3, int(np.ceil(0.03 * n_prompts)))
     keys = [f"surface:{k}" for k in SURFACE]
@@ -171,13 +173,11 @@ def build_space(train_texts: Sequence[str], n_prompts: int) -> _Space:
     kinds = ["surface"] * len(SURFACE)
     binary = [False] * len(SURFACE)
     patterns: list[str | None] = [f.pattern for f in SURFACE.values()]
-    counts: Counter[str] = Counter()
-    for t in texts:
-        counts.update({k for k in _opener_keys(t) if k})
-    openers = sorted(k for k, c in counts.items() if c >= min_count)
+    forms = _opener_forms(texts)
+    openers = sorted(k for k, c in forms.items() if c.total() >= min_count)
     for k in openers:
         keys.append(f"opener:{k}")
-        labels.append(f"opens with “{_display_prefix(texts, k)}”")
+        labels.append(f"opens with “{forms[k].most_common(1)[0][0]}”")
         kinds.append("opener")
         binary.append(True)
         patterns.append("(?i)\\A\\s*" + _token_regex(k.split()).removeprefix("(?i)"))
@@ -186,16 +186,30 @@ def build_space(train_texts: Sequence[str], n_prompts: int) -> _Space:
     kinds.append("phrase")
     binary.append(True)
     patterns.append(REFUSAL)
+    # The n-gram vocabulary of a large suite comes from a seeded sample of its train
+    # prompts (both answers of each): every n-gram in 3% of the answers is all but
+    # certain to be in the sample, and counting every 1-3-gram of thousands of long
+    # answers would hold millions of rare ones in memory.
+    n_side = len(texts) // 2
+    sample = np.arange(n_side)
+    if n_side > MAX_VOCAB_PROMPTS:
+        rng = np.random.default_rng([n_side, 31])
+        sample = np.sort(rng.choice(n_side, MAX_VOCAB_PROMPTS, replace=False))
+    fit_texts = [texts[i] for i in sample] + [texts[n_side + i] for i in sample]
+    fit_min = max(3, int(np.ceil(0.03 * len(sample))))
     vec: CountVectorizer | None = CountVectorizer(
         binary=True,
         lowercase=True,
         token_pattern=TOKEN,
         ngram_range=(1, 3),
-        min_df=min(min_count, max(1, len(texts))),
+        min_df=min(fit_min, max(1, len(fit_texts))),
         dtype=np.float64,
     )
     try:
-        counted = vec.fit_transform(texts).tocsr()
+        if len(sample) < n_side:
+            counted = vec.fit(fit_texts).transform(texts).tocsr()
+        else:
+            counted = vec.fit_transform(fit_texts).tocsr()
         vocab = vec.get_feature_names_out()
     except ValueError:  # no n-gram frequent enough (tiny or empty texts)
         vec, vocab, counted = None, [], None
