@@ -376,7 +376,7 @@ def _pct(x: float | None) -> str:
 def _num(x: float | None) -> str:
     if x is None:
         return "–"
-    return f"{x:.0f}" if abs(x) >= 10 else f"{x:.1f}"
+    return f"{x:.0f}" if abs(x) >= 9.95 else f"{x:.1f}"
 
 
 def phrase(f: dict[str, Any], other: str, teacher: str) -> str:

@@ -127,7 +127,7 @@ def value_text(f: Feature, value: float | None) -> str:
         return "–"
     if f.binary:
         return f"{100 * value:.0f}%"
-    if float(value).is_integer() or abs(value) >= 10:
+    if float(value).is_integer() or abs(value) >= 9.95:
         return f"{value:.0f}"
     return f"{value:.1f}"
 
