@@ -274,6 +274,7 @@ class ComparisonResult(_Model):
     verdict: Verdict
     examples: dict[str, list[Example]] = Field(default_factory=dict)
     config: AttackConfigRecord | None = None  # the sweep that produced it
+    explain: dict[str, Any] | None = None  # what gives it away (bbi.explain_schema)
 
 
 class DeltaAdversary(_Model):
@@ -744,6 +745,7 @@ class SummaryComparison(_Model):
     similarity_overall: EstimateDict
     adversaries: dict[str, dict[str, Any]]
     categories: dict[str, dict[str, Any]]
+    explain: dict[str, Any] | None = None  # what gives it away (bbi.explain_schema)
 
 
 class SummaryDistillation(_Model):

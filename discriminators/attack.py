@@ -73,6 +73,7 @@ from discriminators.evaluate import (
     run_point,
     summarise,
 )
+from discriminators.explain import explain_for_attack
 from discriminators.verdict import attack_verdict, calibration, sequential_curve
 
 # Detail files of a sweep in progress: <run>/.attack-staging-<pid>-<random>/<comparison>/.
@@ -259,6 +260,7 @@ STATS_NOTE = (
 def _attack_comparison(run, data: ComparisonData, sw: _Sweep, adv_classes, progress, out_dir: Path):
     """One comparison's sweep; its detail files go to ``out_dir`` (a fresh staging dir)."""
     other = data.other
+    teacher = run.teacher_alias()
     ev = Evaluator(data, sw.settings)
     max_q = max(sw.budgets)
     full_strategy, full_seed = sw.strategies[0], sw.full_seed
@@ -347,7 +349,7 @@ def _attack_comparison(run, data: ComparisonData, sw: _Sweep, adv_classes, progr
                         strategy=strat,
                         comparison=other,
                         model=other,
-                        reference="teacher",
+                        reference=teacher,
                         acquisition_s=acq_time[strat] / len(sw.seeds),
                     )
                     write_json(
@@ -383,13 +385,14 @@ def _attack_comparison(run, data: ComparisonData, sw: _Sweep, adv_classes, progr
         )
     examples = examples_by_category(data, examples_margin, sweep.N_EXAMPLES)
     return {
-        "reference": "teacher",
+        "reference": teacher,
         "role": data.role,
         "n_train": int(len(data.train)),
         "n_test": int(len(data.test)),
         "adversaries": adversaries,
         "verdict": verdict,
         "examples": examples,
+        "explain": explain_for_attack(data, teacher, sw.settings, adversaries, examples_margin),
     }
 
 

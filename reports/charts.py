@@ -45,6 +45,14 @@ def fmt_p(p: float | None) -> str:
     return f"{p:.3f}"
 
 
+def p_is(p: float | None, name: str = "p") -> str:
+    """A p-value in a sentence: "p = 0.012", "p < 0.001" (never "p = <0.001")."""
+    if p is None:
+        return f"{name} –"
+    text = fmt_p(p)
+    return f"{name} < {text[1:]}" if text.startswith("<") else f"{name} = {text}"
+
+
 # ---- colour -----------------------------------------------------------------------
 def _hex_to_rgb(h: str) -> tuple[int, int, int]:
     return int(h[1:3], 16), int(h[3:5], 16), int(h[5:7], 16)
@@ -191,7 +199,7 @@ def heatmap(
             if est.get("n") is not None:
                 parts.append(f"n = {est['n']}")
             if est.get("p_holm") is not None:
-                parts.append(f"Holm p = {fmt_p(est['p_holm'])}")
+                parts.append(p_is(est["p_holm"], "Holm p"))
             if sig:
                 parts.append("significant")
             cells.append(

@@ -120,6 +120,7 @@ class Comparison:
     verdict: Verdict
     examples: dict[str, list[Example]]
     similarity: dict[str, Any] | None  # {"overall": Est, "test": Est, "per_category": {cat: Est}}
+    explain: dict[str, Any] | None = None  # results.json's record (reports.explain reads it)
 
     def adversary(self, name: str) -> Adversary | None:
         return next((a for a in self.adversaries if a.name == name), None)
@@ -561,7 +562,8 @@ def load_report(run_dir: str | Path, max_examples: int = 3) -> Report:
     raw_comps = attack.comparisons if attack else {}
     for alias, comp in raw_comps.items():
         role = comp.role or (models.get(alias) or {}).get("role") or "student"
-        reference = comp.reference or teacher or "teacher"
+        # Older attacks wrote "teacher" whatever the teacher's alias: trust only a model.
+        reference = comp.reference if comp.reference in models else (teacher or comp.reference)
         examples: dict[str, list[Example]] = {}
         for cat, items in comp.examples.items():
             shown = []
@@ -583,6 +585,7 @@ def load_report(run_dir: str | Path, max_examples: int = 3) -> Report:
                 verdict=_parse_verdict(comp.verdict),
                 examples=examples,
                 similarity=_similarity(similarity.get(alias)),
+                explain=comp.explain,
             )
         )
     # Students first in model order, the A/A null comparison last.

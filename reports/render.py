@@ -26,6 +26,7 @@ from markupsafe import Markup, escape
 from bbi.errors import BbiError
 from bbi.results_schema import REPORT_SCHEMA_VERSION, validated_summary
 from reports import charts
+from reports.explain import explain_context, explain_summary, value_text, whose
 from reports.model import Comparison, Est, Report, load_report
 from reports.sections import SECTIONS, ReportSection, ordered
 
@@ -463,6 +464,11 @@ def _shared_context(r: Report) -> dict:
         "fmt": charts.fmt,
         "fmt_ci": charts.fmt_ci,
         "fmt_p": charts.fmt_p,
+        "p_is": charts.p_is,
+        "explain": (explain := explain_context(r, visible)),
+        "explain_of": {e["c"].alias: e["x"] for e in explain},
+        "value_text": value_text,
+        "whose": whose,
         "eps_state": charts.eps_state,
         "fmt_seq": lambda values, digits=3: ", ".join(charts.fmt(v, digits) for v in values),
         "signed": signed,
@@ -532,6 +538,13 @@ CATEGORIES = _section("categories", 50, "Categories", md=True, context=_categori
 BUDGET = _section("budget", 60, "Budget curves", context=lambda r: {"curves": _curves(r)})
 COMPARISON = _section(
     "comparison", 70, "Students compared", context=lambda r: {"deltas": _deltas(r)}
+)
+GIVEAWAY = _section(
+    "giveaway",
+    75,
+    "What gives it away",
+    md=True,
+    context=lambda r: {} if any(c.explain for c in r.comparisons) else None,
 )
 EXAMPLES = _section("examples", 80, "Examples")
 METHODS = _section("methods", 90, "Methods", context=_methods_context)
@@ -719,6 +732,7 @@ def summary(r: Report) -> dict:
                 }
                 for cat in r.category_order()
             },
+            "explain": explain_summary(c),
         }
     distillation = {
         d.alias: {

@@ -64,6 +64,7 @@ _BUILTIN = {
     "categories": "reports.render:CATEGORIES",
     "budget": "reports.render:BUDGET",
     "comparison": "reports.render:COMPARISON",
+    "giveaway": "reports.render:GIVEAWAY",
     "examples": "reports.render:EXAMPLES",
     "methods": "reports.render:METHODS",
 }
