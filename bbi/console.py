@@ -93,4 +93,84 @@ def plain_line(task: Any) -> str:
     return f"{task.description}: {count}{fields} {elapsed:.1f} s"
 
 
-__all__ = ["PLAIN_INTERVAL_S", "PLAIN_WIDTH", "Progress", "console", "plain_line"]
+def progress_bar(iterable: Any = None, **kwargs: Any) -> Any:
+    """A tqdm bar in a terminal; without one, plain lines (``desc: n/total (pct) elapsed<left,
+    rate, postfix``) at most every ``PLAIN_INTERVAL_S`` seconds and when it closes, so a
+    log reads like a terminal instead of holding one carriage-return-joined line."""
+    from tqdm.auto import tqdm
+
+    stream = kwargs.get("file") or sys.stderr
+    if kwargs.get("disable") or _is_terminal(stream):
+        return tqdm(iterable, **kwargs)
+    return _log_tqdm()(iterable, **kwargs)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class _Lines:
+    """A stream that keeps only whole lines: tqdm's bare carriage returns and newlines
+    (which redraw a terminal line) are dropped."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            self.stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _log_tqdm() -> type:
+    from tqdm import tqdm as std_tqdm
+
+    class LogTqdm(std_tqdm):
+        """tqdm that prints whole lines (a log has no carriage return to redraw with), at
+        most every ``PLAIN_INTERVAL_S`` seconds, plus the first and the last."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["file"] = _Lines(kwargs.get("file") or sys.stderr)
+            kwargs["mininterval"] = max(kwargs.get("mininterval", 0.0), PLAIN_INTERVAL_S)
+            kwargs["dynamic_ncols"] = False
+            kwargs.setdefault(
+                "bar_format",
+                "{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%) {elapsed}<{remaining}, "
+                "{rate_fmt}{postfix}",
+            )
+            self._printed_at: float | None = None
+            self._closing = False
+            super().__init__(*args, **kwargs)
+
+        def close(self) -> None:
+            self._closing = True  # the last line comes from close, with the final postfix
+            super().close()
+
+        def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+            line = (self.__str__() if msg is None else msg).strip()
+            now = time.monotonic()
+            due = self._printed_at is None or now - self._printed_at >= PLAIN_INTERVAL_S
+            done = self.total is not None and self.n >= self.total
+            if line and (self._closing or (due and not done)):
+                self.fp.write(line + "\n")
+                self.fp.flush()
+                self._printed_at = now
+            return True
+
+    return LogTqdm
+
+
+__all__ = [
+    "PLAIN_INTERVAL_S",
+    "PLAIN_WIDTH",
+    "Progress",
+    "console",
+    "plain_line",
+    "progress_bar",
+]

@@ -290,9 +290,9 @@ class Embedder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         starts: Any = range(0, len(texts), self.batch_size)
         if progress:
-            from tqdm.auto import tqdm
+            from bbi.console import progress_bar
 
-            starts = tqdm(starts, desc="Batches")
+            starts = progress_bar(starts, desc="Batches")
         for start in starts:
             rows = order[start : start + self.batch_size]
             ids = np.zeros((len(rows), int(lengths[rows[0]])), dtype=np.int64)

@@ -439,9 +439,9 @@ def train(
         state["eval_loss_per_epoch"].append(ev0)
         metrics.write(step=0, epoch=0, eval_loss=ev0)
 
-    from tqdm.auto import tqdm
+    from bbi.console import progress_bar
 
-    bar = tqdm(
+    bar = progress_bar(
         total=total_steps,
         initial=state["global_step"],
         desc=desc,

@@ -88,3 +88,34 @@ def test_progress_in_a_terminal_is_a_bar():
         task = prog.add_task("x", total=2)
         prog.advance(task, 2)
     assert "x: 2/2" not in buf.getvalue() and "━" in buf.getvalue()
+
+
+def test_progress_bar_without_a_terminal_prints_whole_lines():
+    """The training loop's bar in a log: whole lines (no carriage returns), the first at the
+    start and the last when it closes, with the postfix (loss) on them."""
+    import io
+
+    from bbi.console import progress_bar
+
+    buf = io.StringIO()
+    bar = progress_bar(total=5, desc="distill s", unit="step", file=buf)
+    for i in range(5):
+        bar.update(1)
+        bar.set_postfix(loss=f"{1.0 / (i + 1):.4f}")
+    bar.close()
+    out = buf.getvalue()
+    assert "\r" not in out
+    lines = out.splitlines()
+    assert lines[0].startswith("distill s: 0/5 (0%)")
+    assert lines[-1].startswith("distill s: 5/5 (100%)") and "loss=0.2000" in lines[-1]
+
+
+def test_progress_bar_disabled_prints_nothing():
+    import io
+
+    from bbi.console import progress_bar
+
+    buf = io.StringIO()
+    bar = progress_bar(range(3), desc="x", file=buf, disable=True)
+    assert list(bar) == [0, 1, 2]
+    assert buf.getvalue() == ""
