@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bbi.config import GenerationSettings
 from bbi.errors import BbiError
+from bbi.fsafe import all_or_nothing, read_regular_bytes
 from bbi.runstore import (
     ROLES,
     RunDir,
@@ -36,6 +37,7 @@ from bbi.runstore import (
     iter_jsonl,
     printable,
     read_jsonl,
+    read_text,
     suite_bytes,
     suite_hash,
 )
@@ -234,7 +236,7 @@ def select_limit(records: list[dict], limit: int | None) -> list[dict]:
 
 def write_suite(run: RunDir, records: Sequence[dict]) -> None:
     text = suite_bytes(list(records)).decode("utf-8")
-    if not run.suite_path.exists() or run.suite_path.read_text(encoding="utf-8") != text:
+    if not run.suite_path.exists() or read_text(run.suite_path) != text:
         atomic_write_text(run.suite_path, text)
     run._suite = None
 
@@ -481,7 +483,7 @@ def fresh_hint(path: Path) -> str:
 def check_run_conflicts(run: RunDir, models: list[ModelEntry], digest: str, n: int) -> None:
     """Refuse to mix a new suite or a new model into what an existing run already holds."""
     if run.suite_path.exists():
-        have = "sha256:" + hashlib.sha256(run.suite_path.read_bytes()).hexdigest()
+        have = "sha256:" + hashlib.sha256(read_regular_bytes(run.suite_path)).hexdigest()
         if have != digest:
             raise BbiError(
                 f"{run.path} already holds a different suite ({have[:19]}...) than this command "
@@ -823,7 +825,7 @@ def import_responses(
         digest = suite_hash(suite_records)
         if (
             has_suite
-            and digest != "sha256:" + hashlib.sha256(run.suite_path.read_bytes()).hexdigest()
+            and digest != "sha256:" + hashlib.sha256(read_regular_bytes(run.suite_path)).hexdigest()
         ):
             raise BbiError(
                 f"--suite differs from the suite {run.path} already holds: import into another "
@@ -892,29 +894,36 @@ def import_responses(
             raise BbiError(
                 f"prompt set of {alias!r} ({len(ids)} prompts) differs from {other!r} ({len(theirs)} prompts)"
             )
-    # Everything is valid: write (each file atomically; responses before run.yaml, so a
-    # crash in between leaves an alias that `bbi probe import --replace` can redo).
-    run.path.mkdir(parents=True, exist_ok=True)
-    if suite_records is not None and not has_suite:
-        write_suite(run, suite_records)
+    # Everything is valid: write (each file atomically, all of them or none: a full
+    # disk or a kill of the write leaves the run as it was).
+    fingerprint = "sha256:" + hashlib.sha256(read_regular_bytes(src)).hexdigest()
+    created = None if run.path.exists() else run.path
     path = run.responses_path(alias)
     tmp = path.with_name(f".{alias}.import.tmp")
-    tmp.unlink(missing_ok=True)
-    append_jsonl(tmp, lines)
-    if path.exists():
-        os.replace(path, backup_path(path, "replaced"))
-    os.replace(tmp, path)
-    models = dict(cfg.get("models") or {})
-    models[alias] = {"spec": spec or f"imported:{printable(src.name)}", "role": role}
-    run.write_config({**cfg, "models": models})
-    run.update_manifest(
-        models={
-            alias: {
-                "spec": models[alias]["spec"],
-                "role": role,
-                "imported_from": printable(src),
-                "fingerprint": "sha256:" + hashlib.sha256(src.read_bytes()).hexdigest(),
+    backup = backup_path(path, "replaced") if path.exists() else None
+    touched = [run.suite_path, path, tmp, run.config_path, run.manifest_path]
+    if created is None:
+        touched += [backup] if backup is not None else []
+    with all_or_nothing([] if created else touched, created_dir=created):
+        run.path.mkdir(parents=True, exist_ok=True)
+        if suite_records is not None and not has_suite:
+            write_suite(run, suite_records)
+        tmp.unlink(missing_ok=True)
+        append_jsonl(tmp, lines)
+        if backup is not None:
+            os.replace(path, backup)
+        os.replace(tmp, path)
+        models = dict(cfg.get("models") or {})
+        models[alias] = {"spec": spec or f"imported:{printable(src.name)}", "role": role}
+        run.write_config({**cfg, "models": models})
+        run.update_manifest(
+            models={
+                alias: {
+                    "spec": models[alias]["spec"],
+                    "role": role,
+                    "imported_from": printable(src),
+                    "fingerprint": fingerprint,
+                }
             }
-        }
-    )
+        )
     return {"alias": alias, "n": len(lines)}

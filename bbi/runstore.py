@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from bbi.errors import BbiError
+from bbi.fsafe import check_regular, disk_error, read_regular_bytes
 
 ROLES = ("teacher", "null", "student")
 # The fields of a probe-suite record, in canonical order (docs/run-directory.md).
@@ -92,7 +93,7 @@ def _escape(ch: str) -> str:
 
 def _read_bytes(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular_bytes(path)  # a FIFO is refused, never blocks
     except FileNotFoundError:
         raise BbiError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -320,6 +321,28 @@ def _json_type(obj: Any) -> str:
     return "a number" if isinstance(obj, (int, float)) else type(obj).__name__
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (the last would win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key; SafeLoader words it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"duplicate key {key!r}", key_node.start_mark,
+                )  # fmt: skip
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_mapping(path: str | os.PathLike) -> dict:
     """A YAML file whose top level is a mapping; every problem is a one-line BbiError."""
     path = Path(path)
@@ -329,7 +352,7 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict:
         raise BbiError(f"config not found: {path}")
     text = read_text(path)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = exc.problem or exc.context or "syntax error"
@@ -400,10 +423,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     """
     path = Path(path)
     data = _encode_utf8(text, f"{path}: cannot write line")
+    try:
+        _atomic_write_bytes(path, data)
+    except OSError as exc:  # a full disk, a read-only file system: one line
+        raise (disk_error(exc, path) or exc) from None
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        tmp = path.parent / f".{path.name[:200]}.{secrets.token_hex(6)}.tmp"
         try:
             fd = os.open(tmp, flags, 0o666)
             break
@@ -493,18 +523,32 @@ def append_jsonl(path: Path, records: Iterable[dict]) -> int:
     path = Path(path)
     lines = [json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n" for rec in records]
     data = _encode_utf8("".join(lines), f"{path}: cannot append record")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Repair a torn tail first so the next record starts on its own line.
-    if path.exists() and path.stat().st_size > 0:
-        with path.open("rb") as fh:
-            fh.seek(-1, os.SEEK_END)
-            last = fh.read(1)
-        if last != b"\n":
-            _repair_tail(path)
-    with path.open("ab") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():  # never append through a link out of the run
+            raise BbiError(f"{path}: is a symbolic link; bbi appends only to its own files")
+        check_regular(path)
+        # Repair a torn tail first so the next record starts on its own line.
+        if path.exists() and path.stat().st_size > 0:
+            with path.open("rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                last = fh.read(1)
+            if last != b"\n":
+                _repair_tail(path)
+        size = path.stat().st_size if path.exists() else None
+        with path.open("ab") as fh:
+            try:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError:  # a full disk: cut what was appended, keep the file as it was
+                if size is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    os.truncate(path, size)
+                raise
+    except OSError as exc:
+        raise (disk_error(exc, path) or exc) from None
     return len(lines)
 
 

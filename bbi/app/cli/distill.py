@@ -112,6 +112,11 @@ DTYPE = typer.Option(
     "float32", help="Base weights dtype: float32, bfloat16 or float16 (a LoRA adapter stays fp32)."
 )
 PROGRESS = typer.Option(True, help="Show a progress bar.")
+REPLACE = typer.Option(
+    False,
+    "--replace",
+    help="Let --out replace a directory bbi did not write (kept as OUT.replaced-<time>).",
+)
 
 
 def _targets(target_modules: str | None) -> list[str] | None:
@@ -171,6 +176,7 @@ def lora(
     resume: bool = RESUME,
     mixed_precision: str = MIXED,
     dtype: str = DTYPE,
+    replace: bool = REPLACE,
     progress: bool = PROGRESS,
 ) -> None:
     """Fine-tune the student (LoRA, or --full) on the teacher's train-split responses.
@@ -178,9 +184,10 @@ def lora(
     Prints the new model spec and registers it in run.yaml. Multi-GPU: `accelerate launch --multi_gpu $(which bbi) distill lora runs/NAME`.
     """
     from bbi.app.cli.outputs import check_output_dir
-    from distill.lora import distill_lora
 
+    run = RunDir(run_dir)  # a missing run is one line before the heavy imports below
     check_output_dir(out, "--out")  # before training, which only writes at the end
+    from distill.lora import distill_lora
 
     settings = _LORA.updated(
         rank=rank, alpha=alpha, dropout=dropout, target_modules=_targets(target_modules),
@@ -191,7 +198,7 @@ def lora(
         guide_folds=guide_folds, guide_from=guide_from,
     )  # fmt: skip
     result = distill_lora(
-        RunDir(run_dir),
+        run,
         teacher_alias=teacher_alias,
         student=student,
         alias=alias,
@@ -205,6 +212,7 @@ def lora(
         mixed_precision=mixed_precision,
         dtype=dtype,
         progress=progress,
+        replace=replace,
     )
     _report(result)
 
@@ -263,6 +271,7 @@ def kd(
     resume: bool = RESUME,
     mixed_precision: str = MIXED,
     dtype: str = DTYPE,
+    replace: bool = REPLACE,
     progress: bool = PROGRESS,
 ) -> None:
     """White-box KD: match the teacher model token by token on train-split prompts.
@@ -271,9 +280,10 @@ def kd(
     teacher's weights (hf: or zoo: spec) and the student's vocabulary.
     """
     from bbi.app.cli.outputs import check_output_dir
-    from distill.kd import distill_kd
 
+    run = RunDir(run_dir)  # a missing run is one line before the heavy imports below
     check_output_dir(out, "--out")  # before training, which only writes at the end
+    from distill.kd import distill_kd
 
     settings = _KD.updated(
         loss=loss, beta=beta, temperature=temperature, lambda_on_policy=lambda_on_policy,
@@ -286,7 +296,7 @@ def kd(
         guide_folds=guide_folds, guide_from=guide_from,
     )  # fmt: skip
     result = distill_kd(
-        RunDir(run_dir),
+        run,
         teacher_alias=teacher_alias,
         teacher_spec=teacher_spec,
         student=student,
@@ -301,6 +311,7 @@ def kd(
         mixed_precision=mixed_precision,
         dtype=dtype,
         progress=progress,
+        replace=replace,
     )
     _report(result)
 
@@ -342,6 +353,7 @@ def wda(
     seed: int = SEED,
     resume: bool = typer.Option(False, help="Continue from OUT's phase checkpoints."),
     stop_after_steps: int = STOP_AFTER,
+    replace: bool = REPLACE,
     progress: bool = PROGRESS,
 ) -> None:
     """Wave-Density-Attention student: transplant the teacher, align, detach, train
@@ -370,6 +382,7 @@ def wda(
         resume=resume,
         stop_after_steps=stop_after_steps,
         progress=progress,
+        replace=replace,
     )
     if not rec["completed"]:
         typer.echo(f"stopped early; continue with --resume ({rec['out_dir']})", err=True)
@@ -422,16 +435,18 @@ def _task_settings(cls: Any, config: Path | None, **flags: Any) -> Any:
     return base.updated(**flags)
 
 
-def _task_out(out: Path | None, run_dir: Path | None, alias: str, method: str) -> tuple:
-    from bbi.app.cli.outputs import check_output_dir
+def _task_out(
+    out: Path | None, run_dir: Path | None, alias: str, method: str, replace: bool = False
+) -> tuple:
     from distill.experiment import check_out, default_out
+    from distill.method import check_new_alias
 
     run = RunDir(run_dir) if run_dir is not None else None
     if run is not None:
-        run.models()  # a missing or broken run.yaml fails before any training
-    out = out or default_out(run, alias, method)
-    check_output_dir(out, "--out")
-    check_out(out)
+        run.check_files()  # a missing or broken run file fails before any training
+        check_new_alias(run, alias)
+    out = check_out(out or default_out(run, alias, method), f"distill-{method}", run=run,
+                    replace=replace)  # fmt: skip
     return run, out
 
 
@@ -473,6 +488,7 @@ def bird(
         "--diagnose",
         help="Print the layer scan and teacher-selection diagnostics; no training.",
     ),
+    replace: bool = REPLACE,
     progress: bool = PROGRESS,
 ) -> None:
     """BIRD: the student's own safety data + (1 - CKA) to an aligned teacher's layer,
@@ -493,7 +509,7 @@ def bird(
         task_weight=task_weight, cka_weight=cka_weight, cka_bank=cka_bank,
         cka_unbiased=cka_unbiased,
     )  # fmt: skip
-    run, out = _task_out(out, run_dir, alias, "bird")
+    run, out = _task_out(out, run_dir, alias, "bird", replace)
     record = distill_bird(
         student, settings, out, behaviour=safety_behaviour, groups=safety_groups(), run=run,
         alias=alias, diagnose_only=diagnose, progress=progress,
@@ -525,6 +541,7 @@ def circuit(
     cka_weight: float = CKA_WEIGHT,
     cka_bank: int = CKA_BANK,
     cka_unbiased: bool = CKA_UNBIASED,
+    replace: bool = REPLACE,
     progress: bool = PROGRESS,
 ) -> None:
     """Circuit distillation on entity tracking: matched-head CKA on the student's
@@ -542,6 +559,6 @@ def circuit(
         batch_size=batch_size, cka_weight=cka_weight, cka_bank=cka_bank,
         cka_unbiased=cka_unbiased,
     )  # fmt: skip
-    run, out = _task_out(out, run_dir, alias, "circuit")
+    run, out = _task_out(out, run_dir, alias, "circuit", replace)
     record = distill_circuit(student, settings, out, run=run, alias=alias, progress=progress)
     _print_table(record)
