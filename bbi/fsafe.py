@@ -102,10 +102,16 @@ def marker_kind(path: Path) -> str | None:
 
 
 def write_marker(path: Path, kind: str) -> None:
-    """Mark ``path`` as bbi's output of ``kind`` (a later run may replace it)."""
-    from bbi.runstore import write_json
-
-    write_json(Path(path) / MARKER, {"kind": kind, "written_by": "bbi"})
+    """Mark ``path`` as bbi's output of ``kind`` (a later run may replace it); written to a
+    temp file and renamed, so a marker is whole or absent."""
+    marker = Path(path) / MARKER
+    tmp = marker.with_name(f"{MARKER}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({"kind": kind, "written_by": "bbi"}) + "\n", encoding="utf-8")
+        os.replace(tmp, marker)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def find_link(root: Path) -> Path | None:

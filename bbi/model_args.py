@@ -22,6 +22,8 @@ responses made under other settings are never reused.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from bbi.errors import BbiError
@@ -55,6 +57,22 @@ KIND_ARGS: dict[str, dict[str, type]] = {
         "price_output": float,
     },
 }
+# Each number's range, checked with the rest before anything runs: ``timeout=inf`` or
+# ``price_input=1e308`` would otherwise fail deep in a library or write Infinity (not
+# JSON) into the manifest. Bounds are inclusive; ``None``: open.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "concurrency": (1, 4096),
+    "timeout": (1e-3, 7 * 86400),
+    "max_retries": (0, 100),
+    "price_input": (0, 1e6),
+    "price_output": (0, 1e6),
+    "tensor_parallel_size": (1, 1024),
+    "gpu_memory_utilization": (1e-3, 1.0),
+    "max_model_len": (1, 2**31 - 1),
+    "seed": (0, 2**63 - 1),
+}
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps(:0)?)$")
+_HF_DTYPES = ("auto", "float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
 # Keys whose value changes the responses (mixed into the cache identity).
 OUTPUT_CHANGING = ("dtype", "quantization", "attn_implementation")
 QUANTIZATIONS = ("4bit", "8bit")
@@ -112,8 +130,28 @@ def check_model_args(spec: str, args: dict[str, Any] | None, where: str) -> dict
             raise BbiError(f"{where}: {key} must be a {want.__name__}, got {value!r}")
         if key == "quantization" and kind in ("hf", "zoo") and value not in QUANTIZATIONS:
             raise BbiError(f"{where}: quantization must be one of {', '.join(QUANTIZATIONS)}")
+        _check_value(kind, key, value, where)
         out[key] = value
     return out
+
+
+def _check_value(kind: str, key: str, value: Any, where: str) -> None:
+    """A value's range (numbers) or form (devices, dtypes), checked before any model loads."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BbiError(f"{where}: {key} must be a finite number, got {value!r}")
+    lo, hi = RANGES.get(key, (None, None))
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+        raise BbiError(f"{where}: {key} must be in [{lo:g}, {hi:g}], got {value!r}")
+    if kind in ("hf", "zoo") and key == "device":
+        if not _DEVICE_RE.match(value.strip().lower()):
+            raise BbiError(f"{where}: unknown device {value!r}; use auto, cpu, cuda, cuda:N or mps")
+        if value.strip().lower() != "auto":
+            from bbi.backends.hf import resolve_device  # availability: cuda on a CPU machine
+
+            resolve_device(value)
+    if kind in ("hf", "zoo") and key == "dtype" and value.strip().lower() not in _HF_DTYPES:
+        raise BbiError(f"{where}: unknown dtype {value!r}; use auto, float32, float16 or bfloat16")
 
 
 def output_identity(args: dict[str, Any]) -> dict[str, Any]:
@@ -124,6 +162,7 @@ def output_identity(args: dict[str, Any]) -> dict[str, Any]:
 __all__ = [
     "KIND_ARGS",
     "OUTPUT_CHANGING",
+    "RANGES",
     "check_model_args",
     "output_identity",
     "parse_model_args",

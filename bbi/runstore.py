@@ -834,7 +834,37 @@ class RunDir:
                 f"{self.results_path}: schema_version {version!r} is not the one this bbi "
                 f"reads ({SCHEMA_VERSION}); {hint}"
             )
+        self._check_results_belong(res)
         return res
+
+    def _check_results_belong(self, res: dict) -> None:
+        """results.json must describe this run: its suite hash is the manifest's, its
+        suite count is suite.jsonl's, and its models' fingerprints are the manifest's (a
+        copy from another run is not)."""
+        why = None
+        suite = res.get("suite") or {}
+        man = self.manifest() if self.manifest_path.exists() else {}
+        have, want = suite.get("hash"), (man.get("suite") or {}).get("hash")
+        if isinstance(have, str) and isinstance(want, str) and have != want:
+            why = f"its suite hash {have[:19]}... is not the manifest's {want[:19]}..."
+        n = suite.get("n")
+        if why is None and _is_count(n) and self.suite_path.exists():
+            lines = sum(1 for ln in _read_bytes(self.suite_path).split(b"\n") if ln.strip())
+            if lines != n:
+                why = f"it counts {n} prompts, suite.jsonl holds {lines}"
+        if why is None:
+            models = man.get("models") or {}
+            for alias, entry in (res.get("models") or {}).items():
+                mine = (models.get(alias) or {}).get("fingerprint")
+                theirs = entry.get("fingerprint")
+                if mine and theirs and mine != theirs:
+                    why = f"model {alias!r} has another fingerprint than the manifest's"
+                    break
+        if why is not None:
+            raise BbiError(
+                f"{self.results_path}: was not written for this run ({why}); move it aside "
+                "and rerun the commands that write it (bbi probe run, bbi attack)"
+            )
 
     def update_results(self, key: str, value: Any) -> dict:
         """Replace one top-level key of results.json atomically, keeping the others."""
