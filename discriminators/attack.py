@@ -31,6 +31,7 @@ fields (``TIMING_FIELDS``). Adversaries that load models run here (``_IN_PROCESS
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pickle
@@ -38,7 +39,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,7 +266,7 @@ def run_attack(
                 max_budget=max(cfg.budgets),
             )
             # Many small fits: BLAS threads only oversubscribe the cores, so use one.
-            with threadpool_limits(limits=cfg.blas_threads):
+            with threadpool_limits(limits=cfg.blas_threads), _terminate_as_interrupt():
                 comp = _attack_comparison(run, data, cfg, adv_classes, progress, staging / other)
             # Comparisons kept from earlier invocations may have used another config.
             comp["config"] = cfg.as_json()
@@ -498,10 +499,50 @@ def _in_workers(name: str, adv: Any) -> bool:
 
 def _parallel(n_workers: int):
     """A joblib (loky) pool yielding results as tasks finish, so progress bars advance;
-    the caller files them by key, so their order never matters."""
-    from joblib import Parallel
+    the caller files them by key, so their order never matters. Workers die with this
+    process (see ``_worker_init``)."""
+    from joblib import Parallel, parallel_config
 
-    return Parallel(n_jobs=n_workers, backend="loky", return_as="generator_unordered")
+    with parallel_config(backend="loky", initializer=_worker_init):
+        return Parallel(n_jobs=n_workers, return_as="generator_unordered")
+
+
+def _worker_init() -> None:
+    """In each worker: Ctrl-C is the parent's to handle (it stops the pool, so workers
+    print no tracebacks of their own), and a watchdog ends the worker within a second
+    of the parent's death, however it died (SIGTERM, SIGKILL): no orphaned workers."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="bbi-parent-watch", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM to a sweep behaves like Ctrl-C: the sweep stops, joblib ends its workers
+    and the staging directory is removed (the previous sweep stays as it was)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _dump(path: Path, obj: Any) -> str:
