@@ -315,6 +315,14 @@ def staged_files(out: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = os.lstat(a), os.lstat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
 @contextmanager
 def all_or_nothing(paths: list[Path], *, created_dir: Path | None = None) -> Iterator[None]:
     """Files the block changes either all change or none do.
@@ -348,6 +356,8 @@ def all_or_nothing(paths: list[Path], *, created_dir: Path | None = None) -> Ite
             try:
                 if keep is None:
                     p.unlink(missing_ok=True)
+                elif _same_file(keep, p):  # never replaced (rename would do nothing)
+                    keep.unlink()
                 else:
                     os.replace(keep, p)
             except OSError:

@@ -852,6 +852,20 @@ class RunDir:
             lines = sum(1 for ln in _read_bytes(self.suite_path).split(b"\n") if ln.strip())
             if lines != n:
                 why = f"it counts {n} prompts, suite.jsonl holds {lines}"
+        comparisons = (res.get("attack") or {}).get("comparisons") or {}
+        if why is None and comparisons and self.suite_path.exists():
+            splits = self.suite()["split"].value_counts()
+            for other, comp in comparisons.items():
+                for split in ("train", "test"):
+                    n_split = comp.get(f"n_{split}") if isinstance(comp, dict) else None
+                    if _is_count(n_split) and n_split > int(splits.get(split, 0)):
+                        why = (
+                            f"its comparison {other!r} counts {n_split} {split} prompts, the "
+                            f"suite has {int(splits.get(split, 0))}"
+                        )
+                        break
+                if why is not None:
+                    break
         if why is None:
             models = man.get("models") or {}
             for alias, entry in (res.get("models") or {}).items():
