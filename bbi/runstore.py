@@ -36,6 +36,7 @@ SUITE_FIELDS = (
     "base_id",
 )
 ALIAS_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+MAX_ALIAS = 128
 SCHEMA_VERSION = 1
 
 
@@ -384,6 +385,8 @@ def check_alias(alias: str) -> str:
     of the backups bbi keeps beside a model's responses (``ALIAS.stale-TIME``)."""
     if not isinstance(alias, str) or not ALIAS_RE.match(alias) or alias in {".", ".."}:
         raise BbiError(f"invalid model alias {alias!r}: use letters, digits, '_', '-', '.'")
+    if len(alias) > MAX_ALIAS:  # it names files (with suffixes); file systems stop at 255
+        raise BbiError(f"invalid model alias {alias[:20]!r}...: longer than {MAX_ALIAS} characters")
     if BACKUP_RE.search(alias):
         raise BbiError(
             f"invalid model alias {alias!r}: names ending in .stale-N or .replaced-N are "

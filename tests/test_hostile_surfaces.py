@@ -290,7 +290,16 @@ def test_a_name_too_long_for_the_file_system_is_one_line(run: Path, tmp_path: Pa
     before = snapshot(run.parent)
     res = invoke("probe", "import", src, "--run", run, "--alias", "a" * 300, "--role", "student",
                  "--no-similarity")  # fmt: skip
-    assert_one_line_error(res, "too long")
+    assert_one_line_error(res, "longer than 128")
+    assert snapshot(run.parent) == before
+    # a run, suite or comparison name the file system cannot hold: one line, nothing made
+    long = tmp_path / ("r" * 300)
+    res = invoke("probe", "import", src, "--run", long, "--alias", "x", "--role", "teacher",
+                 "--suite", tmp_path / "suite.jsonl", "--no-similarity")  # fmt: skip
+    assert_one_line_error(res, "file name too long")
+    res = invoke("probe", "import", src, "--run", tmp_path / "new", "--alias", "x",
+                 "--role", "teacher", "--suite", long, "--no-similarity")  # fmt: skip
+    assert_one_line_error(res, "file name too long")
     assert snapshot(run.parent) == before
 
 
