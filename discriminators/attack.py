@@ -503,8 +503,45 @@ def _parallel(n_workers: int):
     process (see ``_worker_init``)."""
     from joblib import Parallel, parallel_config
 
+    _spawn_with_sigint_blocked()
     with parallel_config(backend="loky", initializer=_worker_init):
         return Parallel(n_jobs=n_workers, return_as="generator_unordered")
+
+
+def _spawn_with_sigint_blocked() -> None:
+    """Start loky's workers with SIGINT blocked (a child inherits the signal mask), so a
+    Ctrl-C while they start (importing, before ``_worker_init``) is never theirs to
+    report as a traceback; the parent still gets it at once. loky spawns workers on
+    demand, from whichever thread submits, so the wrap is around its spawn itself
+    (guarded: another loky version keeps its own behaviour)."""
+    import signal
+
+    try:
+        from joblib.externals.loky.backend import popen_loky_posix
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    popen = getattr(popen_loky_posix, "Popen", None)
+    launch = getattr(popen, "_launch", None)
+    if (
+        launch is None
+        or getattr(launch, "_bbi_wrapped", False)
+        or not hasattr(signal, "pthread_sigmask")
+    ):
+        return
+
+    def blocked_launch(self: Any, *args: Any, **kwargs: Any) -> Any:
+        from multiprocessing import resource_tracker
+
+        # Started first: when it starts, it unblocks SIGINT in this thread (Python 3.11).
+        resource_tracker.ensure_running()
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            return launch(self, *args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    blocked_launch._bbi_wrapped = True  # type: ignore[attr-defined]
+    popen._launch = blocked_launch
 
 
 def _worker_init() -> None:
@@ -514,6 +551,8 @@ def _worker_init() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # blocked while starting (see _parallel)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     parent = os.getppid()
 
     def watch() -> None:

@@ -568,3 +568,28 @@ def test_attack_workers_die_with_their_parent(tmp_path: Path) -> None:
     alive = [p for p in pids if Path(f"/proc/{p}").exists() and
              "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]  # fmt: skip
     assert not alive, f"orphaned workers: {alive}"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="process groups, /proc")
+@pytest.mark.parametrize("delay", [0.3, 1.5])
+def test_ctrl_c_while_workers_start_prints_no_worker_tracebacks(delay: float) -> None:
+    code = textwrap.dedent("""
+        import sys, time
+        from joblib import delayed
+        from discriminators.attack import _parallel
+        print("go", flush=True)
+        try:
+            for _ in _parallel(2)(delayed(time.sleep)(5) for _ in range(4)):
+                pass
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(130)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    assert proc.stdout.readline().strip() == "go"
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+    out, err = proc.communicate(timeout=60)
+    assert "interrupted" in out, (out, err)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
