@@ -136,6 +136,17 @@ def _is_run_dir(path: Path) -> bool:
     )
 
 
+def check_writable_parent(path: Path, flag: str) -> None:
+    """The nearest existing ancestor of ``path`` must be a writable directory."""
+    ancestor = Path(path).parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise BbiError(f"{flag} {path}: {ancestor} is a file, not a directory")
+    if ancestor.is_dir() and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise BbiError(f"{flag} {path}: cannot write in {ancestor} (permission denied)")
+
+
 def check_output_dir(
     out: str | os.PathLike,
     kind: str,
@@ -177,13 +188,7 @@ def check_output_dir(
                 if (root.joinpath(*parts[:i])).is_symlink():
                     raise BbiError(f"{flag} {out}: goes through a symbolic link in the run")
     if not out.exists():
-        ancestor = out.parent
-        while not ancestor.exists() and ancestor != ancestor.parent:
-            ancestor = ancestor.parent
-        if ancestor.exists() and not ancestor.is_dir():
-            raise BbiError(f"{flag} {out}: {ancestor} is a file, not a directory")
-        if ancestor.is_dir() and not os.access(ancestor, os.W_OK | os.X_OK):
-            raise BbiError(f"{flag} {out}: cannot write in {ancestor} (permission denied)")
+        check_writable_parent(out, flag)
         return out
     found = marker_kind(out)
     if found == kind:
@@ -244,6 +249,20 @@ def prepare_output_dir(out: Path, kind: str, *, replace: bool = False) -> Path |
             shutil.rmtree(out, ignore_errors=True)
         raise (disk_error(exc, out) or exc) from None
     return backup
+
+
+@contextmanager
+def removed_on_error(out: Path, enabled: bool, *, unless: Path | None = None) -> Iterator[None]:
+    """Remove ``out`` (a directory this command created) if the block fails, unless
+    ``unless`` exists by then (e.g. a checkpoint worth resuming); disk errors one line."""
+    try:
+        yield
+    except BaseException as exc:
+        if enabled and (unless is None or not Path(unless).exists()):
+            shutil.rmtree(out, ignore_errors=True)
+        if isinstance(exc, OSError) and disk_error(exc) is not None:
+            raise disk_error(exc) from None
+        raise
 
 
 @contextmanager
@@ -379,11 +398,13 @@ __all__ = [
     "backup_dir",
     "check_output_dir",
     "check_regular",
+    "check_writable_parent",
     "disk_error",
     "find_link",
     "marker_kind",
     "prepare_output_dir",
     "read_regular_bytes",
+    "removed_on_error",
     "staged_dir",
     "staged_files",
     "write_marker",

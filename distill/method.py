@@ -26,7 +26,7 @@ from typing import Any
 from bbi.chat import format_prompt
 from bbi.config import LoraSettings
 from bbi.errors import BbiError
-from bbi.fsafe import check_output_dir, prepare_output_dir, staged_files
+from bbi.fsafe import check_output_dir, prepare_output_dir, removed_on_error, staged_files
 from bbi.runstore import RunDir, check_alias, write_json
 from discriminators.leak import guide_weights, train_leak
 from distill.data import Collator, DistillDataset, distillation_pairs, split_eval
@@ -176,37 +176,41 @@ def distil(
         )
         sample_weights = lambda _ds: weights  # noqa: E731
     objective = make_objective(tokenizer, base_spec)
+    created = accelerator.is_main_process and not out_dir.exists()
     if accelerator.is_main_process:
         prepare_output_dir(out_dir, kind, replace=replace)
     accelerator.wait_for_everyone()
     set_seed(hp.seed)  # adapter init, dropout: a function of the seed alone
     model = make_trainable(model, hp, full)
-    outcome = train(
-        model,
-        objective,
-        train_ds,
-        eval_ds,
-        hp=hp,
-        accelerator=accelerator,
-        collate=Collator(tokenizer.pad_token_id),
-        ckpt_dir=ckpt,
-        identity={
-            "method": method,
-            "finetune": "full" if full else "lora",
-            "base": base_spec,
-            "base_fingerprint": base_fingerprint,
-            "dtype": dtype,
-            "teacher": teacher_alias,
-        },
-        resume=resume,
-        save_every_steps=save_every_steps,
-        stop_after_steps=stop_after_steps,
-        eval_every_steps=eval_every_steps,
-        metrics_path=out_dir / METRICS_FILE,
-        sample_weights=sample_weights(train_ds) if sample_weights is not None else None,
-        progress=progress,
-        desc=f"distill {alias}",
-    )
+    # A new output left with nothing to resume (a full disk, Ctrl-C before the first
+    # checkpoint) is removed: no partial adapters/ALIAS directory stays behind.
+    with removed_on_error(out_dir, created, unless=ckpt / "state.json"):
+        outcome = train(
+            model,
+            objective,
+            train_ds,
+            eval_ds,
+            hp=hp,
+            accelerator=accelerator,
+            collate=Collator(tokenizer.pad_token_id),
+            ckpt_dir=ckpt,
+            identity={
+                "method": method,
+                "finetune": "full" if full else "lora",
+                "base": base_spec,
+                "base_fingerprint": base_fingerprint,
+                "dtype": dtype,
+                "teacher": teacher_alias,
+            },
+            resume=resume,
+            save_every_steps=save_every_steps,
+            stop_after_steps=stop_after_steps,
+            eval_every_steps=eval_every_steps,
+            metrics_path=out_dir / METRICS_FILE,
+            sample_weights=sample_weights(train_ds) if sample_weights is not None else None,
+            progress=progress,
+            desc=f"distill {alias}",
+        )
     spec = student_spec(base_spec, out_dir, full)
     result = DistillResult(alias=alias, spec=spec, out_dir=out_dir, completed=outcome.completed)
     if not outcome.completed:

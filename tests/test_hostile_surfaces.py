@@ -233,6 +233,18 @@ def test_staged_outputs_appear_whole_or_not_at_all(tmp_path: Path, monkeypatch) 
         monkeypatch.setattr(fsafe.os, "replace", full)
     monkeypatch.undo()
     assert snapshot(tmp_path) == before
+    # a new output that fails with nothing to resume goes; one with a checkpoint stays
+    new = tmp_path / "new"
+    for keep in (False, True):
+        with (
+            pytest.raises(BbiError, match="no space left"),
+            fsafe.removed_on_error(new, True, unless=new / "state.json"),
+        ):
+            new.mkdir()
+            if keep:
+                (new / "state.json").write_text("{}")
+            raise OSError(errno.ENOSPC, "No space left on device", str(new / "x"))
+        assert new.exists() == keep
 
 
 # ---- 2. full and read-only disks ---------------------------------------------------------
