@@ -605,3 +605,36 @@ def test_ctrl_c_while_workers_start_prints_no_worker_tracebacks(delay: float) ->
     out, err = proc.communicate(timeout=60)
     assert "interrupted" in out, (out, err)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc")
+def test_sigterm_to_a_parallel_attack_keeps_the_previous_sweep(
+    attacked: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    import psutil
+
+    run = Path(shutil.copytree(attacked, tmp_path / "run"))
+    before = snapshot(run)
+    slow = ["--adversary", "surface", "--seeds", "8", "--budget", "8,16", "--strategy",
+            "random", "--n-bootstrap", "5000", "--n-permutations", "5000", "--quiet",
+            "--n-jobs", "2"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bbi.app.cli", "attack", str(run), *slow],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    workers: list = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers = [c for c in parent.children(recursive=True) if "loky" in " ".join(c.cmdline())]
+        if len(workers) >= 2:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None and workers, "the sweep ended before it could be stopped"
+    proc.terminate()
+    proc.communicate(timeout=60)
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"orphaned workers: {alive}"
+    assert snapshot(run) == before
