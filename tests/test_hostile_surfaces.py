@@ -143,6 +143,10 @@ def test_task_distill_out_over_a_run_or_user_files_is_refused(
     assert_one_line_error(res, "--out", "files bbi did not write", "--replace")
     res = invoke("distill", method, "zoo:student", "--run", run, "--out", run / "responses")
     assert_one_line_error(res, "--out", "run's own files")
+    # a command that fails after its checks leaves no new output directory behind
+    res = invoke("distill", method, "zoo:student", "--teacher", "openai:http://x/v1#m",
+                 "--out", run.parent / "new")  # fmt: skip
+    assert res.exit_code == 2 and not (run.parent / "new").exists(), res.output
     assert snapshot(run.parent) == before
 
 

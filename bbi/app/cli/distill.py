@@ -16,6 +16,7 @@ import typer
 from bbi.app.cli.params import path_value, text_value
 from bbi.config import KDSettings, LoraSettings
 from bbi.errors import BbiError
+from bbi.fsafe import removed_on_error
 from bbi.runstore import RunDir
 
 app = typer.Typer(
@@ -445,9 +446,10 @@ def _task_out(
     if run is not None:
         run.check_files()  # a missing or broken run file fails before any training
         check_new_alias(run, alias)
-    out = check_out(out or default_out(run, alias, method), f"distill-{method}", run=run,
-                    replace=replace)  # fmt: skip
-    return run, out
+    out = out or default_out(run, alias, method)
+    created = not out.exists()
+    out = check_out(out, f"distill-{method}", run=run, replace=replace)
+    return run, out, created
 
 
 def _print_table(record: dict) -> None:
@@ -509,11 +511,13 @@ def bird(
         task_weight=task_weight, cka_weight=cka_weight, cka_bank=cka_bank,
         cka_unbiased=cka_unbiased,
     )  # fmt: skip
-    run, out = _task_out(out, run_dir, alias, "bird", replace)
-    record = distill_bird(
-        student, settings, out, behaviour=safety_behaviour, groups=safety_groups(), run=run,
-        alias=alias, diagnose_only=diagnose, progress=progress,
-    )  # fmt: skip
+    run, out, created = _task_out(out, run_dir, alias, "bird", replace)
+    # A new output is removed if the command fails before the tuned teacher is saved.
+    with removed_on_error(out, created, unless=out / "teacher"):
+        record = distill_bird(
+            student, settings, out, behaviour=safety_behaviour, groups=safety_groups(), run=run,
+            alias=alias, diagnose_only=diagnose, progress=progress,
+        )  # fmt: skip
     if diagnose:
         typer.echo(json.dumps({k: record[k] for k in ("layers", "diagnostics")}, indent=2))
         return
@@ -559,6 +563,7 @@ def circuit(
         batch_size=batch_size, cka_weight=cka_weight, cka_bank=cka_bank,
         cka_unbiased=cka_unbiased,
     )  # fmt: skip
-    run, out = _task_out(out, run_dir, alias, "circuit", replace)
-    record = distill_circuit(student, settings, out, run=run, alias=alias, progress=progress)
+    run, out, created = _task_out(out, run_dir, alias, "circuit", replace)
+    with removed_on_error(out, created, unless=out / "teacher"):
+        record = distill_circuit(student, settings, out, run=run, alias=alias, progress=progress)
     _print_table(record)
