@@ -3,9 +3,12 @@
 
 On the command line a comma-separated ``key=value`` list
 (``--teacher-args device_map=auto,dtype=bfloat16``); in YAML a mapping
-(``teacher_args: {device_map: auto, dtype: bfloat16}``). Which keys a model takes depends on
-its spec's kind; an unknown key or a value of the wrong type is one error line naming the
-model and listing what it takes.
+(``teacher_args: {device_map: auto, dtype: bfloat16}``). Which keys a model takes is declared by
+its spec's backend (``BackendKind.args``, bbi.specs); an unknown key or a value of the wrong type is one error line naming the
+model and listing what it takes. Every number must be finite and within the range its
+backend declares (``BackendKind.ranges``): ``timeout=inf`` or ``price_input=1e308`` would
+otherwise fail deep in a library or write Infinity (not JSON) into the manifest. All of
+it is checked before any work, even when every response is cached.
 
 - ``hf:`` / ``zoo:``: ``device``, ``dtype``, ``device_map`` (``auto`` shards a teacher larger
   than one GPU over every visible device), ``attn_implementation`` (``sdpa``, ``eager``,
@@ -23,59 +26,13 @@ responses made under other settings are never reused.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from bbi.errors import BbiError
+from bbi.specs import ModelSpec, backend_kind
 
-_HF = {
-    "device": str,
-    "dtype": str,
-    "device_map": str,
-    "attn_implementation": str,
-    "quantization": str,
-}
-KIND_ARGS: dict[str, dict[str, type]] = {
-    "hf": _HF,
-    "zoo": _HF,
-    "vllm": {
-        "dtype": str,
-        "tensor_parallel_size": int,
-        "gpu_memory_utilization": float,
-        "max_model_len": int,
-        "quantization": str,
-        "enforce_eager": bool,
-        "allow_download": bool,
-        "seed": int,
-    },
-    "openai": {
-        "concurrency": int,
-        "timeout": float,
-        "max_retries": int,
-        "token_param": str,
-        "price_input": float,  # per million prompt tokens, for the manifest's cost
-        "price_output": float,
-    },
-}
-# Each number's range, checked with the rest before anything runs: ``timeout=inf`` or
-# ``price_input=1e308`` would otherwise fail deep in a library or write Infinity (not
-# JSON) into the manifest. Bounds are inclusive; ``None``: open.
-RANGES: dict[str, tuple[float | None, float | None]] = {
-    "concurrency": (1, 4096),
-    "timeout": (1e-3, 7 * 86400),
-    "max_retries": (0, 100),
-    "price_input": (0, 1e6),
-    "price_output": (0, 1e6),
-    "tensor_parallel_size": (1, 1024),
-    "gpu_memory_utilization": (1e-3, 1.0),
-    "max_model_len": (1, 2**31 - 1),
-    "seed": (0, 2**63 - 1),
-}
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps(:0)?)$")
-_HF_DTYPES = ("auto", "float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
 # Keys whose value changes the responses (mixed into the cache identity).
 OUTPUT_CHANGING = ("dtype", "quantization", "attn_implementation")
-QUANTIZATIONS = ("4bit", "8bit")
 
 
 def _typed(text: str) -> Any:
@@ -106,16 +63,16 @@ def parse_model_args(text: str | None, flag: str) -> dict[str, Any]:
     return out
 
 
-def check_model_args(spec: str, args: dict[str, Any] | None, where: str) -> dict[str, Any]:
+def check_model_args(
+    spec: str | ModelSpec, args: dict[str, Any] | None, where: str
+) -> dict[str, Any]:
     """``args`` validated for ``spec``'s kind (types coerced where lossless)."""
-    from bbi.specs import parse_spec
-
     if not args:
         return {}
     if not isinstance(args, dict):
         raise BbiError(f"{where}: expected a mapping of model arguments")
-    kind = parse_spec(spec).kind
-    allowed = KIND_ARGS.get(kind, {})
+    decl = backend_kind(spec)
+    kind, allowed = decl.name, decl.args
     out: dict[str, Any] = {}
     for key, value in args.items():
         if key not in allowed:
@@ -128,30 +85,43 @@ def check_model_args(spec: str, args: dict[str, Any] | None, where: str) -> dict
             value = float(value)
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):
             raise BbiError(f"{where}: {key} must be a {want.__name__}, got {value!r}")
-        if key == "quantization" and kind in ("hf", "zoo") and value not in QUANTIZATIONS:
-            raise BbiError(f"{where}: quantization must be one of {', '.join(QUANTIZATIONS)}")
-        _check_value(kind, key, value, where)
+        _check_number(key, value, decl.ranges.get(key), where)
         out[key] = value
+    if decl.check_args is not None:
+        decl.check_args(out, where)
     return out
 
 
-def _check_value(kind: str, key: str, value: Any, where: str) -> None:
-    """A value's range (numbers) or form (devices, dtypes), checked before any model loads."""
+def _check_number(
+    key: str, value: Any, bounds: tuple[float | None, float | None] | None, where: str
+) -> None:
+    """A number must be finite and within its backend's declared (inclusive) bounds."""
     if isinstance(value, float) and not math.isfinite(value):
         raise BbiError(f"{where}: {key} must be a finite number, got {value!r}")
-    lo, hi = RANGES.get(key, (None, None))
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if number and ((lo is not None and value < lo) or (hi is not None and value > hi)):
-        raise BbiError(f"{where}: {key} must be in [{lo:g}, {hi:g}], got {value!r}")
-    if kind in ("hf", "zoo") and key == "device":
-        if not _DEVICE_RE.match(value.strip().lower()):
-            raise BbiError(f"{where}: unknown device {value!r}; use auto, cpu, cuda, cuda:N or mps")
-        if value.strip().lower() != "auto":
-            from bbi.backends.hf import resolve_device  # availability: cuda on a CPU machine
+    if bounds is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    lo, hi = bounds
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        low = "-inf" if lo is None else f"{lo:g}"
+        high = "inf" if hi is None else f"{hi:g}"
+        raise BbiError(f"{where}: {key} must be in [{low}, {high}], got {value!r}")
 
-            resolve_device(value)
-    if kind in ("hf", "zoo") and key == "dtype" and value.strip().lower() not in _HF_DTYPES:
-        raise BbiError(f"{where}: unknown dtype {value!r}; use auto, float32, float16 or bfloat16")
+
+def run_defaults(settings: Any) -> dict[str, Any]:
+    """The load options a run gives every model (its GenerationSettings' device, dtype
+    and trust_remote_code)."""
+    return {
+        "device": settings.device,
+        "dtype": settings.dtype,
+        "trust_remote_code": settings.trust_remote_code,
+    }
+
+
+def load_options(args: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keywords a backend is created with: ``defaults`` (the run's, or an attack's
+    context) overlaid with the model's own arguments. The one place the run-wide device
+    and dtype meet a model's own ``device``/``dtype`` arguments."""
+    return {**(defaults or {}), **args}
 
 
 def output_identity(args: dict[str, Any]) -> dict[str, Any]:
@@ -160,10 +130,10 @@ def output_identity(args: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
-    "KIND_ARGS",
     "OUTPUT_CHANGING",
-    "RANGES",
     "check_model_args",
+    "load_options",
     "output_identity",
+    "run_defaults",
     "parse_model_args",
 ]

@@ -13,11 +13,13 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
+from filelock import FileLock
 
 from bbi.errors import BbiError
 from bbi.fsafe import check_regular, disk_error, read_regular_bytes
@@ -395,6 +397,42 @@ def check_alias(alias: str) -> str:
     return alias
 
 
+# A model name is also its file names' stem (with suffixes such as .replaced-TIME.jsonl,
+# within the 255 bytes file systems allow): one limit for both.
+MAX_MODEL_NAME = MAX_ALIAS
+_UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def check_model_name(name: str) -> str:
+    """A model name as users write it (``openai/gpt-4o``, ``Llama 3 8B``): any printable
+    text, kept verbatim in run.yaml; its file name is ``alias_file_stem(name)``."""
+    if not isinstance(name, str) or not name.strip():
+        raise BbiError(f"invalid model alias {name!r}: empty")
+    if len(name) > MAX_MODEL_NAME:
+        raise BbiError(
+            f"invalid model alias {name[:40]!r}...: longer than {MAX_MODEL_NAME} characters"
+        )
+    if not name.isprintable() or not _is_valid_unicode(name):
+        raise BbiError(f"invalid model alias {name!r}: control characters or invalid Unicode")
+    if any(part in {".", ".."} for part in re.split(r"[/\\]", name)):
+        raise BbiError(f"invalid model alias {name!r}: a path ('.' or '..' between slashes)")
+    alias_file_stem(name)
+    return name
+
+
+def alias_file_stem(alias: str) -> str:
+    """The file-name form of a model alias (responses/<stem>.jsonl, embeddings, attack/):
+    the alias itself when it is file-name safe, else every run of other characters
+    replaced by '_' (``openai/gpt-4o`` -> ``openai_gpt-4o``). Two aliases of one run may
+    not share a stem (RunDir refuses it)."""
+    if isinstance(alias, str) and ALIAS_RE.match(alias) and alias not in {".", ".."}:
+        return check_alias(alias)
+    if not isinstance(alias, str):
+        raise BbiError(f"invalid model alias {alias!r}")
+    stem = _UNSAFE_IN_FILE_NAME.sub("_", alias).lstrip(".") or "_"
+    return check_alias(stem)
+
+
 # responses/ALIAS.stale-TIME.jsonl (settings changed) and ALIAS.replaced-TIME.jsonl
 # (`bbi probe import --replace`) keep old responses; they are not models of the run.
 BACKUP_RE = re.compile(r"\.(stale|replaced)-\d+(-\d+)?$")
@@ -605,12 +643,13 @@ class RunDir:
             if p.exists() and not p.is_dir():
                 raise BbiError(f"{p}: is a file, expected the run's {name}/ directory")
 
-    def check_files(self) -> None:
+    def check_files(self, *, check_models: bool = True) -> None:
         """Read every file a command updates at its end (run.yaml, manifest.json,
-        results.json, similarity.jsonl): a damaged one fails before any work or write."""
+        results.json, similarity.jsonl): a damaged one fails before any work or write
+        (``check_models``: see :meth:`read_results`)."""
         self.config()
         self.manifest()
-        self.read_results()
+        self.read_results(check_models=check_models)
         if self.similarity_path.exists():
             for _ in read_jsonl(self.similarity_path, allow_torn_tail=True):
                 pass
@@ -656,7 +695,43 @@ class RunDir:
         return self.path / "attack"
 
     def responses_path(self, alias: str) -> Path:
-        return self.path / "responses" / f"{check_alias(alias)}.jsonl"
+        return self.path / "responses" / f"{alias_file_stem(alias)}.jsonl"
+
+    @staticmethod
+    def attack_point_name(adversary: str, strategy: Any, budget: Any, seed: Any) -> str:
+        """File name of one sweep point: ``<adversary>__<strategy>__q<budget>__s<seed>.json``
+        (the one place the pattern is spelt; a staging directory uses the same names)."""
+        return f"{adversary}__{strategy}__q{budget}__s{seed}.json"
+
+    def attack_point_path(
+        self, comparison: str, adversary: str, strategy: Any, budget: Any, seed: Any
+    ) -> Path:
+        """``attack/<comparison>/<adversary>__<strategy>__q<budget>__s<seed>.json``."""
+        return (
+            self.attack_dir / comparison / self.attack_point_name(adversary, strategy, budget, seed)
+        )
+
+    def attack_points(self, comparison: str) -> list[Path]:
+        """The point files of one comparison, sorted by name."""
+        return sorted((self.attack_dir / comparison).glob("*__*__q*__s*.json"))
+
+    # ---- locking -----------------------------------------------------------------
+    @contextmanager
+    def locked(self, path: Path) -> Iterator[None]:
+        """Hold the run's lock on ``path`` (a hidden ``.<name>.lock`` beside it) for a
+        read-modify-write: two commands updating one shared file (results.json,
+        manifest.json) each see the other's change instead of overwriting it. The write
+        itself stays atomic (temp file + rename), so readers never need the lock."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.lock_path(path))):
+            yield
+
+    @staticmethod
+    def lock_path(path: Path) -> Path:
+        """The lock file of ``path`` (see :meth:`locked`)."""
+        path = Path(path)
+        return path.parent / f".{path.name}.lock"
 
     # ---- config / manifest -------------------------------------------------------
     def config(self) -> dict:
@@ -678,19 +753,22 @@ class RunDir:
         return check_shape(read_json_object(self.manifest_path), MANIFEST_SHAPE, self.manifest_path)
 
     def update_manifest(self, **fields: Any) -> dict:
-        man = self.manifest()
-        for key, value in fields.items():
-            if isinstance(value, dict) and isinstance(man.get(key), dict):
-                man[key] = {**man[key], **value}
-            else:
-                man[key] = value
-        write_json(self.manifest_path, man)
+        """Merge ``fields`` into manifest.json (dicts one level deep), under its lock."""
+        with self.locked(self.manifest_path):
+            man = self.manifest()
+            for key, value in fields.items():
+                if isinstance(value, dict) and isinstance(man.get(key), dict):
+                    man[key] = {**man[key], **value}
+                else:
+                    man[key] = value
+            write_json(self.manifest_path, man)
         return man
 
     # ---- models ------------------------------------------------------------------
     def models(self) -> dict[str, dict]:
         """alias -> {"spec": str, "role": str}, from run.yaml, else inferred from responses/."""
         models = self._configured_models()
+        stems = {alias_file_stem(a) for a in models}
         for p in sorted((self.path / "responses").glob("*.jsonl")):
             alias = p.stem
             if alias.startswith(".") or BACKUP_RE.search(alias):
@@ -700,7 +778,7 @@ class RunDir:
                     f"{p}: not a model's responses (file names in responses/ are model "
                     "aliases: letters, digits, '_', '-', '.'); move it out of the run"
                 )
-            if alias not in models:
+            if alias not in stems:
                 role = (
                     "teacher"
                     if alias == "teacher"
@@ -720,12 +798,18 @@ class RunDir:
         if not isinstance(raw, dict):
             raise BbiError(f"{where}: 'models' must be a mapping of alias -> {{spec, role}}")
         models: dict[str, dict] = {}
+        stems: dict[str, str] = {}
         for alias, entry in raw.items():
-            if not isinstance(alias, str) or not ALIAS_RE.match(alias) or alias in {".", ".."}:
+            try:
+                stem = alias_file_stem(check_model_name(alias))
+            except BbiError as exc:
+                raise BbiError(f"{where}: models: {exc}") from None
+            if stem in stems:
                 raise BbiError(
-                    f"{where}: models: invalid model alias {alias!r} "
-                    "(use letters, digits, '_', '-', '.')"
+                    f"{where}: models {stems[stem]!r} and {alias!r} would share the file "
+                    f"responses/{stem}.jsonl; rename one"
                 )
+            stems[stem] = alias
             if not isinstance(entry, dict):
                 raise BbiError(f"{where}: models.{alias} must be a mapping with 'spec' and 'role'")
             spec = entry.get("spec")
@@ -820,8 +904,13 @@ class RunDir:
         return out.reset_index(drop=True)
 
     # ---- results -----------------------------------------------------------------
-    def read_results(self) -> dict:
-        """results.json (a fresh skeleton if absent); a damaged one is a BbiError."""
+    def read_results(self, *, check_models: bool = True) -> dict:
+        """results.json (a fresh skeleton if absent); a damaged one, or one written for
+        another run (:meth:`_check_results_belong`), is a BbiError.
+
+        ``check_models=False`` leaves out the models' fingerprints: a command that changes
+        a model records it in manifest.json first and in results.json last, and reads
+        results.json in between (it checked the whole file before its work began)."""
         if not self.results_path.exists():
             return {"schema_version": SCHEMA_VERSION, "run": self.name}
         res = check_shape(read_json_object(self.results_path), RESULTS_SHAPE, self.results_path)
@@ -837,17 +926,20 @@ class RunDir:
                 f"{self.results_path}: schema_version {version!r} is not the one this bbi "
                 f"reads ({SCHEMA_VERSION}); {hint}"
             )
-        self._check_results_belong(res)
+        self._check_results_belong(res, check_models=check_models)
         return res
 
-    def _check_results_belong(self, res: dict) -> None:
+    def _check_results_belong(self, res: dict, *, check_models: bool = True) -> None:
         """results.json must describe this run: its suite hash is the manifest's, its
-        suite count is suite.jsonl's, and its models' fingerprints are the manifest's (a
-        copy from another run is not)."""
+        suite count is suite.jsonl's, no comparison counts more prompts than the suite
+        has, and its models' fingerprints are the manifest's (a copy from another run is
+        not). Read through the typed records' fields (``SuiteSummary``, ``ModelEntry``,
+        ``ComparisonResult``); a field of another type is left to the typed readers."""
         why = None
         suite = res.get("suite") or {}
         man = self.manifest() if self.manifest_path.exists() else {}
-        have, want = suite.get("hash"), (man.get("suite") or {}).get("hash")
+        man_suite = man.get("suite") if isinstance(man.get("suite"), dict) else {}
+        have, want = suite.get("hash"), man_suite.get("hash")
         if isinstance(have, str) and isinstance(want, str) and have != want:
             why = f"its suite hash {have[:19]}... is not the manifest's {want[:19]}..."
         n = suite.get("n")
@@ -869,12 +961,12 @@ class RunDir:
                         break
                 if why is not None:
                     break
-        if why is None:
+        if why is None and check_models:
             models = man.get("models") or {}
             for alias, entry in (res.get("models") or {}).items():
                 mine = (models.get(alias) or {}).get("fingerprint")
-                theirs = entry.get("fingerprint")
-                if mine and theirs and mine != theirs:
+                theirs = entry.get("fingerprint") if isinstance(entry, dict) else None
+                if isinstance(mine, str) and isinstance(theirs, str) and mine != theirs:
                     why = f"model {alias!r} has another fingerprint than the manifest's"
                     break
         if why is not None:
@@ -884,13 +976,27 @@ class RunDir:
             )
 
     def update_results(self, key: str, value: Any) -> dict:
-        """Replace one top-level key of results.json atomically, keeping the others."""
-        res = self.read_results()
+        """Replace one top-level key of results.json atomically, keeping the others (under
+        the results lock, so a concurrent command's section is never lost)."""
+        with self.locked(self.results_path):
+            return self._set_results(self.read_results(check_models=False), key, value)
+
+    def _set_results(self, res: dict, key: str, value: Any) -> dict:
         res["schema_version"] = SCHEMA_VERSION
         res["run"] = self.name
         res[key] = value
         write_json(self.results_path, res)
         return res
+
+    def update_results_entry(self, section: str, name: str, value: Any) -> dict:
+        """Set ``results.json[section][name]`` keeping the section's other entries (e.g.
+        ``distill.<alias>``: two distillations into one run both stay recorded)."""
+        with self.locked(self.results_path):
+            res = self.read_results(check_models=False)
+            current = res.get(section)
+            entries = dict(current) if isinstance(current, dict) else {}
+            entries[name] = value
+            return self._set_results(res, section, entries)
 
     def write_json(self, relpath: str, obj: Any) -> Path:
         path = self.path / relpath

@@ -419,7 +419,7 @@ def serve(
     """
     import uvicorn
 
-    from bbi.backends import load_backend
+    from bbi.backends import check_device, load_backend
     from bbi.specs import parse_spec
 
     check_port(port)
@@ -430,10 +430,10 @@ def serve(
     if name is not None and not name.strip():
         raise BbiError("--name: empty model name; leave it out to use the spec")
     ms = parse_spec(spec)
-    if ms.kind in ("hf", "zoo"):
-        from bbi.backends.hf import resolve_device, resolve_dtype
-
-        resolve_dtype(dtype, resolve_device(device))
+    if not ms.can("serve"):
+        raise BbiError(f"cannot serve {ms}: {ms.kind}: models cannot be served")
+    if ms.can("torch_device"):
+        check_device(device, dtype)
     _check_port(host, port)
     backend = load_backend(
         ms,

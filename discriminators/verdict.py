@@ -36,7 +36,7 @@ import numpy as np
 from bbi import stats
 
 if TYPE_CHECKING:
-    from discriminators.attack import AttackConfig
+    from bbi.config import AttackSettings
 
 PRIMARY_WEIGHT = 0.5
 
@@ -251,7 +251,7 @@ def attack_verdict(
     adversaries: dict[str, Any],
     seed_means: dict[str, dict[tuple[str, int], np.ndarray]],
     categories: np.ndarray,
-    cfg: AttackConfig,
+    cfg: AttackSettings,
     seed: int,
 ) -> dict[str, Any]:
     """The declared primary analysis (``discriminators.verdict``); category findings are
@@ -280,7 +280,7 @@ def calibration(
     adversaries: dict[str, Any],
     seed_means: dict[str, dict[tuple[str, int], np.ndarray]],
     categories: np.ndarray,
-    cfg: AttackConfig,
+    cfg: AttackSettings,
     seed: int,
 ) -> dict[str, Any]:
     """The A/A check: the verdict's whole family at tolerance 0 must reject nothing."""

@@ -131,8 +131,10 @@ def write_outputs(
 ) -> None:
     """``results.json`` and ``table.md`` in ``out_dir`` (atomically), and with a run the
     student registered there (``bbi probe run`` answers it; the report shows the table)."""
-    write_json(out_dir / "results.json", record)
+    from bbi.results_schema import validated_distill
     from bbi.runstore import atomic_write_text
+
+    write_json(out_dir / "results.json", validated_distill(record))
 
     atomic_write_text(out_dir / "table.md", table_markdown(record["behaviour"]) + "\n")
     if run is not None and alias is not None:

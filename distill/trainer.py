@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bbi.config import LoraSettings
+from bbi.config import LoopSettings
 from bbi.errors import BbiError
 from bbi.runstore import atomic_write_text, write_json
 from distill.objectives import Objective, StepContext
@@ -352,7 +352,7 @@ def train(
     train_ds: Dataset,
     eval_ds: Dataset,
     *,
-    hp: LoraSettings,
+    hp: LoopSettings,
     accelerator: Any,
     collate: Any,
     ckpt_dir: Path,

@@ -323,7 +323,7 @@ def test_a_name_too_long_for_the_file_system_is_one_line(run: Path, tmp_path: Pa
 
 
 ATTACK = ["--adversary", "surface", "--seeds", "1", "--budget", "8", "--strategy", "random"]
-ATTACK += ["--test-queries", "1", "--n-bootstrap", "20", "--n-permutations", "20", "--quiet"]
+ATTACK += ["--test-queries", "1", "--n-bootstrap", "20", "--n-permutations", "20", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -622,7 +622,7 @@ def test_sigterm_to_a_parallel_attack_keeps_the_previous_sweep(
     run = Path(shutil.copytree(attacked, tmp_path / "run"))
     before = snapshot(run)
     slow = ["--adversary", "surface", "--seeds", "8", "--budget", "8,16", "--strategy",
-            "random", "--n-bootstrap", "5000", "--n-permutations", "5000", "--quiet",
+            "random", "--n-bootstrap", "5000", "--n-permutations", "5000", "--no-progress",
             "--n-jobs", "2"]  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "bbi.app.cli", "attack", str(run), *slow],
