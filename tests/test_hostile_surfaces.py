@@ -283,6 +283,32 @@ def test_a_failed_disk_leaves_no_half_applied_import(
     assert res.exit_code == 2 and not (tmp_path / "new").exists(), res.output
 
 
+def test_a_failed_disk_mid_import_of_several_models_changes_nothing(
+    run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """bbi.ingest imports several models as one unit: the second model's file failing
+    to land undoes the first's (and leaves run.yaml, manifest and results as they were)."""
+    from bbi.ingest import ImportedModel, RunImport, response_line
+
+    real = os.replace
+
+    def failing(src, dst, *a, **k):
+        if Path(dst).name == "b.jsonl" and ".keep-" not in Path(src).name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real(src, dst, *a, **k)
+
+    before = snapshot(run.parent)
+    job = RunImport(run)
+    for alias in ("a", "b"):
+        lines = [response_line(f"q{i}", 0, f"{alias}{i}") for i in range(10)]
+        job.add(ImportedModel(alias, "student", lines, tmp_path / f"{alias}.jsonl"))
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(BbiError, match="no space left"):
+        job.commit()
+    monkeypatch.setattr(os, "replace", real)
+    assert snapshot(run.parent) == before
+
+
 def test_a_full_disk_while_appending_keeps_the_file(tmp_path: Path, monkeypatch) -> None:
     from bbi.runstore import append_jsonl
 
