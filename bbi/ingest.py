@@ -3,8 +3,9 @@
 Reading a user's file (any shape, any column names) is ``probes.ingest``; this module
 takes validated response lines per model and lays them into the run as one unit: every
 check (the run's files, the suite, aliases and their file names, roles, prompt sets) is
-made before the first write, each file is replaced atomically, responses before
-run.yaml. It also splits a teacher imported with several samples per prompt into the
+made before the first write, each file is replaced atomically, and all of them change
+or none do (a full disk, a read-only file system or an interrupt leaves the run as it
+was: ``bbi.fsafe.all_or_nothing``). It also splits a teacher imported with several samples per prompt into the
 teacher and its A/A null (``NULL_ALIAS``), as ``bbi probe run`` would have generated
 them, and keeps results.json's ``suite`` and ``models`` up to date so reports show the
 suite hash of imported runs.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bbi.errors import BbiError
+from bbi.fsafe import all_or_nothing, read_regular_bytes
 from bbi.runstore import (
     ROLES,
     RunDir,
@@ -216,18 +218,41 @@ class RunImport:
                     f"prompt set of {m.alias!r} ({len(ids)} prompts) differs from "
                     f"{first.alias!r} ({len(ids_of[first.alias])} prompts)"
                 )
+        # Everything is valid: write. Each file is replaced atomically and all of them
+        # change or none do (bbi.fsafe.all_or_nothing): a full disk, a read-only file
+        # system or an interrupt leaves the run as it was (a new run: no directory).
+        src_hash: dict[Path, str | None] = {}
+        for m in self.models:  # read before any write (a FIFO source fails here)
+            if m.source not in src_hash:
+                src_hash[m.source] = _file_hash(m.source) if m.source.is_file() else None
+        created = run.path if self.is_new and not run.path.exists() else None
+        writes = []
+        shared = [run.suite_path, run.config_path, run.manifest_path, run.results_path]
+        touched = [*shared, run.lock_path(run.manifest_path), run.lock_path(run.results_path)]
+        for m in self.models:
+            path = run.responses_path(m.alias)
+            tmp = path.with_name(f".{path.stem}.import.tmp")
+            backup = backup_path(path, "replaced") if path.exists() else None
+            writes.append((m, path, tmp, backup))
+            touched += [path, tmp] + ([backup] if backup is not None else [])
+        with all_or_nothing([] if created else touched, created_dir=created):
+            self._write(writes, src_hash)
+        return {m.alias: len(m.lines) for m in self.models}
+
+    def _write(self, writes: list[tuple], src_hash: dict[Path, str | None]) -> None:
+        """The writes of :meth:`commit` (inside its all-or-nothing block): suite,
+        responses (each through a temp file), run.yaml, manifest, results."""
+        run = self.run
         run.path.mkdir(parents=True, exist_ok=True)
         if self.suite_records is not None and not self.has_suite:
             from bbi.probe_run import write_suite
 
             write_suite(run, self.suite_records)
-        for m in self.models:  # responses first: a crash before run.yaml leaves --replace
-            path = run.responses_path(m.alias)
-            tmp = path.with_name(f".{path.stem}.import.tmp")
+        for m, path, tmp, backup in writes:  # responses first, run.yaml after them
             tmp.unlink(missing_ok=True)
             append_jsonl(tmp, m.lines)
-            if path.exists():
-                os.replace(path, backup_path(path, "replaced"))
+            if backup is not None:
+                os.replace(path, backup)
             os.replace(tmp, path)
         cfg = dict(self.cfg)
         models = dict(cfg.get("models") or {})
@@ -244,11 +269,8 @@ class RunImport:
                 "n": len(self.suite_records),
             }
         run.write_config(cfg)
-        src_hash: dict[Path, str] = {}
         man_models = {}
         for m in self.models:
-            if m.source not in src_hash:
-                src_hash[m.source] = _file_hash(m.source) if m.source.is_file() else None
             man_models[m.alias] = {
                 "spec": models[m.alias]["spec"],
                 "role": m.role,
@@ -258,7 +280,6 @@ class RunImport:
             }
         run.update_manifest(models=man_models)
         record_suite_and_models(run)
-        return {m.alias: len(m.lines) for m in self.models}
 
 
 def record_suite_and_models(run: RunDir, name: str | None = None) -> None:
@@ -270,7 +291,8 @@ def record_suite_and_models(run: RunDir, name: str | None = None) -> None:
     records = run.suite().to_dict("records")
     cfg_suite = run.config().get("suite") or {}
     digest = _file_hash(run.suite_path)
-    res_suite = run.read_results().get("suite") or {}
+    # The models are recorded below (the manifest already has the imported ones).
+    res_suite = run.read_results(check_models=False).get("suite") or {}
     if res_suite.get("hash") != digest:
         run.update_results(
             "suite",
@@ -301,7 +323,7 @@ def similarity_todo(run: RunDir, imported: Sequence[str]) -> list[str]:
 
 
 def _file_hash(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return "sha256:" + hashlib.sha256(read_regular_bytes(path)).hexdigest()
 
 
 def import_responses(

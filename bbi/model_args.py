@@ -5,7 +5,10 @@ On the command line a comma-separated ``key=value`` list
 (``--teacher-args device_map=auto,dtype=bfloat16``); in YAML a mapping
 (``teacher_args: {device_map: auto, dtype: bfloat16}``). Which keys a model takes is declared by
 its spec's backend (``BackendKind.args``, bbi.specs); an unknown key or a value of the wrong type is one error line naming the
-model and listing what it takes.
+model and listing what it takes. Every number must be finite and within the range its
+backend declares (``BackendKind.ranges``): ``timeout=inf`` or ``price_input=1e308`` would
+otherwise fail deep in a library or write Infinity (not JSON) into the manifest. All of
+it is checked before any work, even when every response is cached.
 
 - ``hf:`` / ``zoo:``: ``device``, ``dtype``, ``device_map`` (``auto`` shards a teacher larger
   than one GPU over every visible device), ``attn_implementation`` (``sdpa``, ``eager``,
@@ -22,6 +25,7 @@ responses made under other settings are never reused.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from bbi.errors import BbiError
@@ -81,10 +85,26 @@ def check_model_args(
             value = float(value)
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):
             raise BbiError(f"{where}: {key} must be a {want.__name__}, got {value!r}")
+        _check_number(key, value, decl.ranges.get(key), where)
         out[key] = value
     if decl.check_args is not None:
         decl.check_args(out, where)
     return out
+
+
+def _check_number(
+    key: str, value: Any, bounds: tuple[float | None, float | None] | None, where: str
+) -> None:
+    """A number must be finite and within its backend's declared (inclusive) bounds."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BbiError(f"{where}: {key} must be a finite number, got {value!r}")
+    if bounds is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    lo, hi = bounds
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        low = "-inf" if lo is None else f"{lo:g}"
+        high = "inf" if hi is None else f"{hi:g}"
+        raise BbiError(f"{where}: {key} must be in [{low}, {high}], got {value!r}")
 
 
 def run_defaults(settings: Any) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from bbi.backends.base import GenerationConfig
 from bbi.config import GenerationSettings
 from bbi.console import Progress
 from bbi.errors import BbiError
+from bbi.fsafe import read_regular_bytes
 from bbi.hub import cache_root
 from bbi.results_schema import validated_models, validated_suite
 from bbi.runstore import (
@@ -38,6 +39,7 @@ from bbi.runstore import (
     backup_path,
     check_alias,
     read_jsonl,
+    read_text,
     suite_bytes,
     suite_hash,
 )
@@ -237,7 +239,7 @@ def select_limit(records: list[dict], limit: int | None) -> list[dict]:
 
 def write_suite(run: RunDir, records: Sequence[dict]) -> None:
     text = suite_bytes(list(records)).decode("utf-8")
-    if not run.suite_path.exists() or run.suite_path.read_text(encoding="utf-8") != text:
+    if not run.suite_path.exists() or read_text(run.suite_path) != text:
         atomic_write_text(run.suite_path, text)
     run._suite = None
 
@@ -478,7 +480,7 @@ def fresh_hint(path: Path) -> str:
 def check_run_conflicts(run: RunDir, models: list[ModelEntry], digest: str, n: int) -> None:
     """Refuse to mix a new suite or a new model into what an existing run already holds."""
     if run.suite_path.exists():
-        have = "sha256:" + hashlib.sha256(run.suite_path.read_bytes()).hexdigest()
+        have = "sha256:" + hashlib.sha256(read_regular_bytes(run.suite_path)).hexdigest()
         if have != digest:
             raise BbiError(
                 f"{run.path} already holds a different suite ({have[:19]}...) than this command "
@@ -552,7 +554,9 @@ def check_probe(
         raise BbiError(f"--run {path}: exists and is not a directory")
     if path.is_dir() and not fresh:
         existing = RunDir(path)
-        existing.check_files()  # some are written last: fail before the models run
+        # Some are written last: fail before the models run. The models' fingerprints are
+        # left out: this command records them again (an interrupted one left them apart).
+        existing.check_files(check_models=False)
         check_run_conflicts(existing, models, digest, len(records))
     return settings, records, digest
 
@@ -761,7 +765,7 @@ def summarize_similarity(run: RunDir, others: list[str], progress: bool = False)
     from bbi.similarity import compute_similarity, embedding_backend
     from bbi.stats import mean_ci
 
-    res = run.read_results().get("similarity", {})
+    res = run.read_results(check_models=False).get("similarity", {})  # models: recorded next
     for alias in others:
         df = pd.DataFrame(compute_similarity(run, alias, progress=progress))
         entry = {

@@ -22,6 +22,7 @@ import yaml
 from filelock import FileLock
 
 from bbi.errors import BbiError
+from bbi.fsafe import check_regular, disk_error, read_regular_bytes
 
 ROLES = ("teacher", "null", "student")
 # The fields of a probe-suite record, in canonical order (docs/run-directory.md).
@@ -37,6 +38,7 @@ SUITE_FIELDS = (
     "base_id",
 )
 ALIAS_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+MAX_ALIAS = 128
 SCHEMA_VERSION = 1
 
 
@@ -94,7 +96,7 @@ def _escape(ch: str) -> str:
 
 def _read_bytes(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular_bytes(path)  # a FIFO is refused, never blocks
     except FileNotFoundError:
         raise BbiError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -322,6 +324,28 @@ def _json_type(obj: Any) -> str:
     return "a number" if isinstance(obj, (int, float)) else type(obj).__name__
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (the last would win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key; SafeLoader words it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"duplicate key {key!r}", key_node.start_mark,
+                )  # fmt: skip
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_mapping(path: str | os.PathLike) -> dict:
     """A YAML file whose top level is a mapping; every problem is a one-line BbiError."""
     path = Path(path)
@@ -331,7 +355,7 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict:
         raise BbiError(f"config not found: {path}")
     text = read_text(path)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = exc.problem or exc.context or "syntax error"
@@ -363,6 +387,8 @@ def check_alias(alias: str) -> str:
     of the backups bbi keeps beside a model's responses (``ALIAS.stale-TIME``)."""
     if not isinstance(alias, str) or not ALIAS_RE.match(alias) or alias in {".", ".."}:
         raise BbiError(f"invalid model alias {alias!r}: use letters, digits, '_', '-', '.'")
+    if len(alias) > MAX_ALIAS:  # it names files (with suffixes); file systems stop at 255
+        raise BbiError(f"invalid model alias {alias[:20]!r}...: longer than {MAX_ALIAS} characters")
     if BACKUP_RE.search(alias):
         raise BbiError(
             f"invalid model alias {alias!r}: names ending in .stale-N or .replaced-N are "
@@ -371,7 +397,9 @@ def check_alias(alias: str) -> str:
     return alias
 
 
-MAX_MODEL_NAME = 200
+# A model name is also its file names' stem (with suffixes such as .replaced-TIME.jsonl,
+# within the 255 bytes file systems allow): one limit for both.
+MAX_MODEL_NAME = MAX_ALIAS
 _UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -381,7 +409,9 @@ def check_model_name(name: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise BbiError(f"invalid model alias {name!r}: empty")
     if len(name) > MAX_MODEL_NAME:
-        raise BbiError(f"invalid model alias {name[:40]!r}...: longer than {MAX_MODEL_NAME}")
+        raise BbiError(
+            f"invalid model alias {name[:40]!r}...: longer than {MAX_MODEL_NAME} characters"
+        )
     if not name.isprintable() or not _is_valid_unicode(name):
         raise BbiError(f"invalid model alias {name!r}: control characters or invalid Unicode")
     if any(part in {".", ".."} for part in re.split(r"[/\\]", name)):
@@ -434,10 +464,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     """
     path = Path(path)
     data = _encode_utf8(text, f"{path}: cannot write line")
+    try:
+        _atomic_write_bytes(path, data)
+    except OSError as exc:  # a full disk, a read-only file system: one line
+        raise (disk_error(exc, path) or exc) from None
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        tmp = path.parent / f".{path.name[:200]}.{secrets.token_hex(6)}.tmp"
         try:
             fd = os.open(tmp, flags, 0o666)
             break
@@ -527,18 +564,32 @@ def append_jsonl(path: Path, records: Iterable[dict]) -> int:
     path = Path(path)
     lines = [json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n" for rec in records]
     data = _encode_utf8("".join(lines), f"{path}: cannot append record")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Repair a torn tail first so the next record starts on its own line.
-    if path.exists() and path.stat().st_size > 0:
-        with path.open("rb") as fh:
-            fh.seek(-1, os.SEEK_END)
-            last = fh.read(1)
-        if last != b"\n":
-            _repair_tail(path)
-    with path.open("ab") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():  # never append through a link out of the run
+            raise BbiError(f"{path}: is a symbolic link; bbi appends only to its own files")
+        check_regular(path)
+        # Repair a torn tail first so the next record starts on its own line.
+        if path.exists() and path.stat().st_size > 0:
+            with path.open("rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                last = fh.read(1)
+            if last != b"\n":
+                _repair_tail(path)
+        size = path.stat().st_size if path.exists() else None
+        with path.open("ab") as fh:
+            try:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError:  # a full disk: cut what was appended, keep the file as it was
+                if size is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    os.truncate(path, size)
+                raise
+    except OSError as exc:
+        raise (disk_error(exc, path) or exc) from None
     return len(lines)
 
 
@@ -592,12 +643,13 @@ class RunDir:
             if p.exists() and not p.is_dir():
                 raise BbiError(f"{p}: is a file, expected the run's {name}/ directory")
 
-    def check_files(self) -> None:
+    def check_files(self, *, check_models: bool = True) -> None:
         """Read every file a command updates at its end (run.yaml, manifest.json,
-        results.json, similarity.jsonl): a damaged one fails before any work or write."""
+        results.json, similarity.jsonl): a damaged one fails before any work or write
+        (``check_models``: see :meth:`read_results`)."""
         self.config()
         self.manifest()
-        self.read_results()
+        self.read_results(check_models=check_models)
         if self.similarity_path.exists():
             for _ in read_jsonl(self.similarity_path, allow_torn_tail=True):
                 pass
@@ -672,8 +724,14 @@ class RunDir:
         itself stays atomic (temp file + rename), so readers never need the lock."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path.parent / f".{path.name}.lock")):
+        with FileLock(str(self.lock_path(path))):
             yield
+
+    @staticmethod
+    def lock_path(path: Path) -> Path:
+        """The lock file of ``path`` (see :meth:`locked`)."""
+        path = Path(path)
+        return path.parent / f".{path.name}.lock"
 
     # ---- config / manifest -------------------------------------------------------
     def config(self) -> dict:
@@ -846,8 +904,13 @@ class RunDir:
         return out.reset_index(drop=True)
 
     # ---- results -----------------------------------------------------------------
-    def read_results(self) -> dict:
-        """results.json (a fresh skeleton if absent); a damaged one is a BbiError."""
+    def read_results(self, *, check_models: bool = True) -> dict:
+        """results.json (a fresh skeleton if absent); a damaged one, or one written for
+        another run (:meth:`_check_results_belong`), is a BbiError.
+
+        ``check_models=False`` leaves out the models' fingerprints: a command that changes
+        a model records it in manifest.json first and in results.json last, and reads
+        results.json in between (it checked the whole file before its work began)."""
         if not self.results_path.exists():
             return {"schema_version": SCHEMA_VERSION, "run": self.name}
         res = check_shape(read_json_object(self.results_path), RESULTS_SHAPE, self.results_path)
@@ -863,13 +926,60 @@ class RunDir:
                 f"{self.results_path}: schema_version {version!r} is not the one this bbi "
                 f"reads ({SCHEMA_VERSION}); {hint}"
             )
+        self._check_results_belong(res, check_models=check_models)
         return res
+
+    def _check_results_belong(self, res: dict, *, check_models: bool = True) -> None:
+        """results.json must describe this run: its suite hash is the manifest's, its
+        suite count is suite.jsonl's, no comparison counts more prompts than the suite
+        has, and its models' fingerprints are the manifest's (a copy from another run is
+        not). Read through the typed records' fields (``SuiteSummary``, ``ModelEntry``,
+        ``ComparisonResult``); a field of another type is left to the typed readers."""
+        why = None
+        suite = res.get("suite") or {}
+        man = self.manifest() if self.manifest_path.exists() else {}
+        man_suite = man.get("suite") if isinstance(man.get("suite"), dict) else {}
+        have, want = suite.get("hash"), man_suite.get("hash")
+        if isinstance(have, str) and isinstance(want, str) and have != want:
+            why = f"its suite hash {have[:19]}... is not the manifest's {want[:19]}..."
+        n = suite.get("n")
+        if why is None and _is_count(n) and self.suite_path.exists():
+            lines = sum(1 for ln in _read_bytes(self.suite_path).split(b"\n") if ln.strip())
+            if lines != n:
+                why = f"it counts {n} prompts, suite.jsonl holds {lines}"
+        comparisons = (res.get("attack") or {}).get("comparisons") or {}
+        if why is None and comparisons and self.suite_path.exists():
+            splits = self.suite()["split"].value_counts()
+            for other, comp in comparisons.items():
+                for split in ("train", "test"):
+                    n_split = comp.get(f"n_{split}") if isinstance(comp, dict) else None
+                    if _is_count(n_split) and n_split > int(splits.get(split, 0)):
+                        why = (
+                            f"its comparison {other!r} counts {n_split} {split} prompts, the "
+                            f"suite has {int(splits.get(split, 0))}"
+                        )
+                        break
+                if why is not None:
+                    break
+        if why is None and check_models:
+            models = man.get("models") or {}
+            for alias, entry in (res.get("models") or {}).items():
+                mine = (models.get(alias) or {}).get("fingerprint")
+                theirs = entry.get("fingerprint") if isinstance(entry, dict) else None
+                if isinstance(mine, str) and isinstance(theirs, str) and mine != theirs:
+                    why = f"model {alias!r} has another fingerprint than the manifest's"
+                    break
+        if why is not None:
+            raise BbiError(
+                f"{self.results_path}: was not written for this run ({why}); move it aside "
+                "and rerun the commands that write it (bbi probe run, bbi attack)"
+            )
 
     def update_results(self, key: str, value: Any) -> dict:
         """Replace one top-level key of results.json atomically, keeping the others (under
         the results lock, so a concurrent command's section is never lost)."""
         with self.locked(self.results_path):
-            return self._set_results(self.read_results(), key, value)
+            return self._set_results(self.read_results(check_models=False), key, value)
 
     def _set_results(self, res: dict, key: str, value: Any) -> dict:
         res["schema_version"] = SCHEMA_VERSION
@@ -882,7 +992,7 @@ class RunDir:
         """Set ``results.json[section][name]`` keeping the section's other entries (e.g.
         ``distill.<alias>``: two distillations into one run both stay recorded)."""
         with self.locked(self.results_path):
-            res = self.read_results()
+            res = self.read_results(check_models=False)
             current = res.get(section)
             entries = dict(current) if isinstance(current, dict) else {}
             entries[name] = value

@@ -38,6 +38,9 @@ DEFAULT_MAX_TOKENS = GenerationConfig().max_new_tokens
 # Per-request limits (``bbi serve --max-prompt-chars / --max-tokens``).
 DEFAULT_MAX_PROMPT_CHARS = 32_000
 DEFAULT_MAX_TOKENS_CAP = 4096
+# Largest request body read (``--max-body-bytes``): far above a 32,000-character prompt
+# even with every character escaped, far below what would strain the server's memory.
+DEFAULT_MAX_BODY_BYTES = 1_048_576
 
 
 class Message(BaseModel):
@@ -136,13 +139,21 @@ def _error(
     )
 
 
-def check_limits(*, max_batch: int, max_n: int, max_prompt_chars: int, max_tokens: int) -> None:
+def check_limits(
+    *,
+    max_batch: int,
+    max_n: int,
+    max_prompt_chars: int,
+    max_tokens: int,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> None:
     """Server limits must be positive: a zero batch would fail every request."""
     for flag, value in (
         ("--max-batch", max_batch),
         ("max_n", max_n),
         ("--max-prompt-chars", max_prompt_chars),
         ("--max-tokens", max_tokens),
+        ("--max-body-bytes", max_body_bytes),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise BbiError(f"{flag} must be an integer >= 1, got {value!r}")
@@ -161,14 +172,101 @@ def _prompt_of(messages: list[Any]) -> str:
         )
     content = messages[0].content
     if isinstance(content, list):
-        content = "".join(
-            part.get("text", "")
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
+        texts = []
+        for i, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "text":
+                continue
+            text = part.get("text", "")
+            if not isinstance(text, str):
+                raise BbiError(f"messages[0].content[{i}].text must be a string")
+            texts.append(text)
+        content = "".join(texts)
     if not isinstance(content, str):
         raise BbiError("the user message has no text content")
     return content
+
+
+class BodyLimit:
+    """ASGI middleware: a request body above ``max_bytes`` is answered 413 before it is
+    read. A ``Content-Length`` above the cap is refused at once; a body without one
+    (chunked) is counted as it arrives and refused the moment it passes the cap."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, send: Any) -> None:
+        import json
+
+        body = json.dumps(
+            {
+                "error": {
+                    "message": f"request body too large: this server accepts at most "
+                    f"{self.max_bytes:,} bytes (bbi serve --max-body-bytes)",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": 413,
+                }
+            }
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = self.max_bytes + 1
+                if declared > self.max_bytes:
+                    return await self._refuse(send)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                return await self._refuse(send)
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+def _parse_request(body: bytes) -> ChatRequest:
+    """The request body as a ChatRequest; any problem a BbiError worded for the client
+    (not UTF-8, not JSON, nested too deeply, wrong fields)."""
+    from pydantic import ValidationError
+
+    from bbi.runstore import decode_text, parse_json
+
+    obj = parse_json(decode_text(body, "request body"), "request body")
+    if not isinstance(obj, dict):
+        raise BbiError("request body: expected a JSON object")
+    try:
+        return ChatRequest.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        raise BbiError(f"invalid request: {where}: {first.get('msg', 'bad value')}") from None
 
 
 def create_app(
@@ -179,14 +277,16 @@ def create_app(
     max_n: int = 64,
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
     max_tokens: int = DEFAULT_MAX_TOKENS_CAP,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> Any:
     """A FastAPI app serving ``backend`` under ``model_name``, with per-request limits."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
 
     check_limits(
-        max_batch=max_batch, max_n=max_n, max_prompt_chars=max_prompt_chars, max_tokens=max_tokens
-    )
+        max_batch=max_batch, max_n=max_n, max_prompt_chars=max_prompt_chars,
+        max_tokens=max_tokens, max_body_bytes=max_body_bytes,
+    )  # fmt: skip
 
     created = int(time.time())
 
@@ -199,6 +299,7 @@ def create_app(
             app.state.batcher.close()
 
     app = FastAPI(title=f"bbi serve: {model_name}", lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -213,8 +314,11 @@ def create_app(
             "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "bbi"}],
         }
 
-    @app.post("/v1/chat/completions")
-    async def chat(req: ChatRequest):
+    async def chat(request: Request):
+        try:  # parsed here, so every bad body gets the OpenAI error shape
+            req = _parse_request(await request.body())
+        except BbiError as exc:
+            return _error(400, str(exc))
         if req.model != model_name:
             return _error(
                 404,
@@ -286,6 +390,9 @@ def create_app(
             },
         }
 
+    # The module defers annotations; FastAPI must see the Request class itself.
+    chat.__annotations__["request"] = Request
+    app.post("/v1/chat/completions")(chat)
     return app
 
 
@@ -302,6 +409,7 @@ def serve(
     max_batch: int = 32,
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
     max_tokens: int = DEFAULT_MAX_TOKENS_CAP,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     announce: Callable[[str], None] | None = None,
 ) -> None:
     """Load ``spec`` and serve it until interrupted.
@@ -316,8 +424,11 @@ def serve(
 
     check_port(port)
     check_limits(
-        max_batch=max_batch, max_n=64, max_prompt_chars=max_prompt_chars, max_tokens=max_tokens
-    )
+        max_batch=max_batch, max_n=64, max_prompt_chars=max_prompt_chars,
+        max_tokens=max_tokens, max_body_bytes=max_body_bytes,
+    )  # fmt: skip
+    if name is not None and not name.strip():
+        raise BbiError("--name: empty model name; leave it out to use the spec")
     ms = parse_spec(spec)
     if not ms.can("serve"):
         raise BbiError(f"cannot serve {ms}: {ms.kind}: models cannot be served")
@@ -337,6 +448,7 @@ def serve(
         max_batch=max_batch,
         max_prompt_chars=max_prompt_chars,
         max_tokens=max_tokens,
+        max_body_bytes=max_body_bytes,
     )
     if announce is not None:
         announce(f"serving {ms} on http://{host}:{port}/v1")

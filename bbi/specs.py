@@ -94,7 +94,9 @@ class BackendKind:
     - ``parse(rest, spec)``: the text after ``name:`` (and the whole spec, for messages)
       to a :class:`ModelSpec`; ``format`` the reverse (default ``name:PATH[@REV][+lora:A]``);
     - ``args``: the per-model arguments it takes (name -> type; ``check_args(args, where)``
-      checks values further);
+      checks values further); ``ranges``: inclusive ``(low, high)`` bounds of its numeric
+      arguments (``None``: open), checked with the types before any work (every number
+      must also be finite);
     - ``capabilities``: a subset of :data:`CAPABILITIES`;
     - ``fingerprint(spec, *, trust_remote_code, allow_download)``: the identity of its
       weights for the response cache, computed without loading them where possible;
@@ -109,6 +111,9 @@ class BackendKind:
     parse: Callable[[str, str], ModelSpec]
     fingerprint: Callable[..., str]
     args: Mapping[str, type] = field(default_factory=lambda: MappingProxyType({}))
+    ranges: Mapping[str, tuple[float | None, float | None]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
     capabilities: frozenset[str] = frozenset({"generate"})
     examples: tuple[str, ...] = ()
     check_args: Callable[[dict[str, Any], str], None] | None = None
@@ -144,6 +149,9 @@ def _check_kind(name: str, item: Any) -> None:
         raise ValueError("every backend generates ('generate' capability)")
     if "weights" in item.capabilities and item.load_parts is None:
         raise ValueError("the 'weights' capability needs load_parts")
+    for key in item.ranges:
+        if item.args.get(key) not in (int, float):
+            raise ValueError(f"range for {key!r}, which is not a numeric argument")
 
 
 BACKENDS: Registry[BackendKind] = Registry(

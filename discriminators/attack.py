@@ -32,13 +32,14 @@ fields (``TIMING_FIELDS``). Adversaries that load models run here (``_IN_PROCESS
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,7 @@ def run_attack(
                 max_budget=max(sw.budgets),
             )
             # Many small fits: BLAS threads only oversubscribe the cores, so use one.
-            with threadpool_limits(limits=sweep.BLAS_THREADS):
+            with threadpool_limits(limits=sweep.BLAS_THREADS), _terminate_as_interrupt():
                 comp = _attack_comparison(
                     run, data, sw, adv_classes, progress, staging / alias_file_stem(other)
                 )
@@ -418,10 +419,89 @@ def _in_workers(name: str, adv: Any) -> bool:
 
 def _parallel(n_workers: int):
     """A joblib (loky) pool yielding results as tasks finish, so progress bars advance;
-    the caller files them by key, so their order never matters."""
-    from joblib import Parallel
+    the caller files them by key, so their order never matters. Workers die with this
+    process (see ``_worker_init``)."""
+    from joblib import Parallel, parallel_config
 
-    return Parallel(n_jobs=n_workers, backend="loky", return_as="generator_unordered")
+    _spawn_with_sigint_blocked()
+    with parallel_config(backend="loky", initializer=_worker_init):
+        return Parallel(n_jobs=n_workers, return_as="generator_unordered")
+
+
+def _spawn_with_sigint_blocked() -> None:
+    """Start loky's workers with SIGINT blocked (a child inherits the signal mask), so a
+    Ctrl-C while they start (importing, before ``_worker_init``) is never theirs to
+    report as a traceback; the parent still gets it at once. loky spawns workers on
+    demand, from whichever thread submits, so the wrap is around its spawn itself
+    (guarded: another loky version keeps its own behaviour)."""
+    import signal
+
+    try:
+        from joblib.externals.loky.backend import popen_loky_posix
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    popen = getattr(popen_loky_posix, "Popen", None)
+    launch = getattr(popen, "_launch", None)
+    if (
+        launch is None
+        or getattr(launch, "_bbi_wrapped", False)
+        or not hasattr(signal, "pthread_sigmask")
+    ):
+        return
+
+    def blocked_launch(self: Any, *args: Any, **kwargs: Any) -> Any:
+        from multiprocessing import resource_tracker
+
+        # Started first: when it starts, it unblocks SIGINT in this thread (Python 3.11).
+        resource_tracker.ensure_running()
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            return launch(self, *args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    blocked_launch._bbi_wrapped = True  # type: ignore[attr-defined]
+    popen._launch = blocked_launch
+
+
+def _worker_init() -> None:
+    """In each worker: Ctrl-C is the parent's to handle (it stops the pool, so workers
+    print no tracebacks of their own), and a watchdog ends the worker within a second
+    of the parent's death, however it died (SIGTERM, SIGKILL): no orphaned workers."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # blocked while starting (see _parallel)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="bbi-parent-watch", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM to a sweep behaves like Ctrl-C: the sweep stops, joblib ends its workers
+    and the staging directory is removed (the previous sweep stays as it was)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _dump(path: Path, obj: Any) -> str:

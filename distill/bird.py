@@ -263,8 +263,9 @@ def probe_predictions(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    folds = min(5, int(np.bincount(y).min()))
-    if folds < 2:
+    counts = np.bincount(y)
+    folds = min(5, int(counts[counts > 0].min())) if (counts > 0).sum() > 1 else 0
+    if folds < 2:  # one class (a small config): a probe can only predict the majority
         return np.full_like(y, np.bincount(y).argmax())
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
@@ -272,10 +273,15 @@ def probe_predictions(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
 
 
 def fit_probe(x: np.ndarray, y: np.ndarray) -> Any:
+    """A linear probe; with one class in ``y`` (a small config) the majority predictor,
+    since logistic regression needs two."""
+    from sklearn.dummy import DummyClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    if len(np.unique(y)) < 2:
+        return DummyClassifier(strategy="most_frequent").fit(x, y)
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x, y)
 
 

@@ -226,17 +226,21 @@ def default_out(run: RunDir | None, alias: str, method: str) -> Path:
     return run.path / "models" / alias if run is not None else Path("distilled") / method
 
 
-def check_out(out: Path) -> None:
-    """An output directory is new, empty, or an earlier output of these commands (a rerun
-    replaces its results and reuses its tuned teacher); anything else is refused."""
-    from bbi.errors import BbiError
+def check_out(
+    out: Path, kind: str = "distill", *, run: RunDir | None = None, replace: bool = False
+) -> Path:
+    """An output directory is new, empty, or an earlier output of the same command (bbi's
+    marker names ``kind``: a rerun replaces its results and reuses its tuned teacher).
+    A run directory, a run's own files and the user's files are refused (with
+    ``replace`` they are moved aside as ``OUT.replaced-<time>``); a symbolic link inside
+    is refused. Creates and marks ``out``; returns it."""
+    from bbi.fsafe import check_output_dir, prepare_output_dir
 
-    if not out.exists() or (out / "results.json").exists() or (out / "teacher").exists():
-        return
-    if not out.is_dir():
-        raise BbiError(f"--out {out}: is a file; give a directory")
-    if any(out.iterdir()):
-        raise BbiError(f"--out {out}: exists and is not a bbi distill output; choose another")
+    out = check_output_dir(
+        out, kind, replace=replace, run_path=run.path if run is not None else None
+    )
+    prepare_output_dir(out, kind, replace=replace)
+    return out
 
 
 def cached_info(out: Path, identity: dict) -> dict | None:

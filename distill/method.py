@@ -26,6 +26,7 @@ from typing import Any
 from bbi.chat import format_prompt
 from bbi.config import LoraSettings
 from bbi.errors import BbiError
+from bbi.fsafe import check_output_dir, prepare_output_dir, removed_on_error, staged_files
 from bbi.results_schema import validated_distill
 from bbi.runstore import RunDir, check_alias, write_json
 from distill.data import Collator, DistillDataset, distillation_pairs, split_eval
@@ -38,7 +39,13 @@ from distill.student import (
     student_spec,
     target_modules_of,
 )
-from distill.trainer import CHECKPOINT_DIR, METRICS_FILE, read_checkpoint_state, train
+from distill.trainer import (
+    CHECKPOINT_DIR,
+    METRICS_FILE,
+    check_steps,
+    read_checkpoint_state,
+    train,
+)
 
 PROVENANCE_FILE = "bbi_distill.json"
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -96,6 +103,7 @@ def distil(
     dtype: str = "float32",
     progress: bool = True,
     sample_weights: SampleWeights | None = None,
+    replace: bool = False,
 ) -> DistillResult:
     """Run one distillation method end to end (see the module docstring).
 
@@ -103,6 +111,8 @@ def distil(
     ``(weights, summary)`` with a summary recorded as the record's ``guide``. Attack-guided
     data (``hp.guide``) is such a function, made by the application layer from the run's
     train-split leaks (``bbi.app.guide``): distillation itself never runs an attack.
+    ``out`` must be new, empty or this method's own earlier output (bbi's marker);
+    ``replace`` lets it replace another directory, kept as ``OUT.replaced-<time>``.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -117,14 +127,19 @@ def distil(
     if full and dtype == "float16":
         raise BbiError("--full trains the weights themselves: use --dtype float32 or bfloat16")
     check_alias(alias)
+    check_steps(save_every_steps, eval_every_steps, stop_after_steps)
     teacher_alias = teacher_alias or run.teacher_alias()
     models = run.models()
     if alias == teacher_alias or models.get(alias, {}).get("role") in ("teacher", "null"):
         raise BbiError(f"alias {alias!r} is taken by a teacher model; choose another --alias")
+    run.check_files()  # the files registering the student updates: damaged ones fail now
+    check_new_alias(run, alias)
     base_spec = normalize_base_spec(student or pick_student_spec(run))
     out_dir = (
         Path(out) if out is not None else run.path / ("models" if full else "adapters") / alias
     )
+    kind = f"distill-{'full' if full else 'lora'}"
+    check_output_dir(out_dir, kind, run_path=run.path, replace=replace)
     ckpt = out_dir / CHECKPOINT_DIR
     if resume:
         read_checkpoint_state(ckpt)  # fail before loading anything
@@ -157,34 +172,41 @@ def distil(
         if isinstance(weights, tuple):
             weights, guide = weights
     objective = make_objective(tokenizer, base_spec)
+    created = accelerator.is_main_process and not out_dir.exists()
+    if accelerator.is_main_process:
+        prepare_output_dir(out_dir, kind, replace=replace)
+    accelerator.wait_for_everyone()
     set_seed(hp.seed)  # adapter init, dropout: a function of the seed alone
     model = make_trainable(model, hp, full)
-    outcome = train(
-        model,
-        objective,
-        train_ds,
-        eval_ds,
-        hp=hp,
-        accelerator=accelerator,
-        collate=Collator(tokenizer.pad_token_id),
-        ckpt_dir=ckpt,
-        identity={
-            "method": method,
-            "finetune": "full" if full else "lora",
-            "base": base_spec,
-            "base_fingerprint": base_fingerprint,
-            "dtype": dtype,
-            "teacher": teacher_alias,
-        },
-        resume=resume,
-        save_every_steps=save_every_steps,
-        stop_after_steps=stop_after_steps,
-        eval_every_steps=eval_every_steps,
-        metrics_path=out_dir / METRICS_FILE,
-        sample_weights=weights,
-        progress=progress,
-        desc=f"distill {alias}",
-    )
+    # A new output left with nothing to resume (a full disk, Ctrl-C before the first
+    # checkpoint) is removed: no partial adapters/ALIAS directory stays behind.
+    with removed_on_error(out_dir, created, unless=ckpt / "state.json"):
+        outcome = train(
+            model,
+            objective,
+            train_ds,
+            eval_ds,
+            hp=hp,
+            accelerator=accelerator,
+            collate=Collator(tokenizer.pad_token_id),
+            ckpt_dir=ckpt,
+            identity={
+                "method": method,
+                "finetune": "full" if full else "lora",
+                "base": base_spec,
+                "base_fingerprint": base_fingerprint,
+                "dtype": dtype,
+                "teacher": teacher_alias,
+            },
+            resume=resume,
+            save_every_steps=save_every_steps,
+            stop_after_steps=stop_after_steps,
+            eval_every_steps=eval_every_steps,
+            metrics_path=out_dir / METRICS_FILE,
+            sample_weights=weights,
+            progress=progress,
+            desc=f"distill {alias}",
+        )
     spec = student_spec(base_spec, out_dir, full)
     result = DistillResult(alias=alias, spec=spec, out_dir=out_dir, completed=outcome.completed)
     if not outcome.completed:
@@ -227,8 +249,9 @@ def distil(
     }
     result.record = record = validated_distill(record)
     if accelerator.is_main_process:
-        save_student(outcome.model, tokenizer, out_dir, save_function=accelerator.save)
-        write_json(out_dir / PROVENANCE_FILE, {**record, "train_data": state["train_data"]})
+        with staged_files(out_dir) as stage:  # the student appears whole or not at all
+            save_student(outcome.model, tokenizer, stage, save_function=accelerator.save)
+            write_json(stage / PROVENANCE_FILE, {**record, "train_data": state["train_data"]})
         register(run, alias, spec, record)
     accelerator.wait_for_everyone()
     return result
@@ -305,6 +328,25 @@ def guide_source(run: RunDir, base_spec: str, guide_from: str | None) -> str:
     )
 
 
+def check_new_alias(run: RunDir, alias: str) -> None:
+    """A distilled student needs an alias of its own: one the run does not hold yet, or
+    one an earlier distillation registered (a rerun replaces it). The base student's or
+    a teacher's alias would be re-pointed at the new model."""
+    check_alias(alias)
+    models = run.models()
+    if alias not in models:
+        return
+    entry = models[alias]
+    distilled = run.read_results().get("distill") or {}
+    if entry.get("role") == "student" and alias in distilled:
+        return
+    raise BbiError(
+        f"--alias {alias!r}: already names the run's {entry.get('role')} "
+        f"({entry.get('spec') or 'imported responses'}); a distilled student needs its own "
+        "alias: choose another --alias"
+    )
+
+
 def register(run: RunDir, alias: str, spec: str, record: dict) -> None:
     """Record the result and add the new student to run.yaml (``bbi probe`` answers it next)."""
     run.update_results_entry("distill", alias, record)
@@ -319,6 +361,7 @@ __all__ = [
     "DistillResult",
     "PROVENANCE_FILE",
     "check_launch",
+    "check_new_alias",
     "distil",
     "guide_source",
     "pick_student_spec",

@@ -107,10 +107,20 @@ def _arg(description: str) -> Any:
     return Field(..., description=description, json_schema_extra={"argument": True})
 
 
+REPLACE_HELP = (
+    "Let --out replace a directory bbi did not write, or another kind of bbi output "
+    "(the old one is kept as OUT.replaced-<time>)."
+)
+
+
 class Options(BaseModel):
-    """Base of the run options: unknown keys refused."""
+    """Base of the run options: unknown keys refused; ``replace`` (``--replace``) lets
+    the output replace a directory that is not this method's own earlier output (bbi
+    keeps the old one as ``OUT.replaced-<time>``; without it such a directory is refused)."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    replace: bool = Field(False, description=REPLACE_HELP)
 
 
 class RunOptions(Options):
@@ -231,6 +241,7 @@ def _loop_kwargs(o: RunOptions) -> dict[str, Any]:
         save_every_steps=o.save_every_steps, eval_every_steps=o.eval_every_steps,
         stop_after_steps=o.stop_after_steps, resume=o.resume,
         mixed_precision=o.mixed_precision, dtype=o.dtype, progress=o.progress,
+        replace=o.replace,
     )  # fmt: skip
 
 
@@ -269,7 +280,7 @@ def run_wda(settings: WDASettings, options: WDAOptions) -> MethodOutput:
         RunDir(options.run_dir), settings=settings, teacher_alias=options.teacher_alias,
         teacher_spec=options.teacher_spec, alias=options.alias, out=options.out,
         resume=options.resume, stop_after_steps=options.stop_after_steps,
-        progress=options.progress,
+        progress=options.progress, replace=options.replace,
     )  # fmt: skip
     if not rec["completed"]:
         return MethodOutput(
@@ -282,16 +293,23 @@ def run_wda(settings: WDASettings, options: WDAOptions) -> MethodOutput:
     return MethodOutput(spec=rec["spec"], notes=notes, result=rec)
 
 
-def _task_out(options: TaskOptions, method: str) -> tuple[Any, Path]:
+def _task_out(options: TaskOptions, method: str) -> tuple[Any, Path, bool]:
+    """The run (if any), the checked and marked output directory, and whether this
+    command created it. The run's files are read and the alias checked first: a damaged
+    run.yaml, or an alias that names the run's own base student or teacher, fails before
+    any training; the output must be new, empty or this method's own (``--replace``)."""
     from bbi.runstore import RunDir
     from distill.experiment import check_out, default_out
+    from distill.method import check_new_alias
 
     run = RunDir(options.run) if options.run is not None else None
     if run is not None:
-        run.models()  # a missing or broken run.yaml fails before any training
+        run.check_files()  # a missing or broken run file fails before any training
+        check_new_alias(run, options.alias)
     out = options.out or default_out(run, options.alias, method)
-    check_out(out)
-    return run, out
+    created = not out.exists()
+    out = check_out(out, f"distill-{method}", run=run, replace=options.replace)
+    return run, out, created
 
 
 def _table_output(record: dict) -> MethodOutput:
@@ -308,13 +326,16 @@ def run_bird(
     """``bbi distill bird``: the table (mean over seeds with CIs) and the student's spec."""
     import json
 
+    from bbi.fsafe import removed_on_error
     from distill.bird import distill_bird
 
-    run, out = _task_out(options, "bird")
-    record = distill_bird(
-        options.student, settings, out, behaviour=behaviour, groups=groups, run=run,
-        alias=options.alias, diagnose_only=options.diagnose, progress=options.progress,
-    )  # fmt: skip
+    run, out, created = _task_out(options, "bird")
+    # A new output is removed if the command fails before the tuned teacher is saved.
+    with removed_on_error(out, created, unless=out / "teacher"):
+        record = distill_bird(
+            options.student, settings, out, behaviour=behaviour, groups=groups, run=run,
+            alias=options.alias, diagnose_only=options.diagnose, progress=options.progress,
+        )  # fmt: skip
     if options.diagnose:
         shown = {k: record[k] for k in ("layers", "diagnostics")}
         return MethodOutput(stdout=json.dumps(shown, indent=2), result=record)
@@ -323,12 +344,15 @@ def run_bird(
 
 def run_circuit(settings: CircuitSettings, options: TaskOptions) -> MethodOutput:
     """``bbi distill circuit``: the table (mean over seeds with CIs) and the student's spec."""
+    from bbi.fsafe import removed_on_error
     from distill.circuit import distill_circuit
 
-    run, out = _task_out(options, "circuit")
-    record = distill_circuit(
-        options.student, settings, out, run=run, alias=options.alias, progress=options.progress
-    )
+    run, out, created = _task_out(options, "circuit")
+    with removed_on_error(out, created, unless=out / "teacher"):
+        record = distill_circuit(
+            options.student, settings, out, run=run, alias=options.alias,
+            progress=options.progress,
+        )  # fmt: skip
     return _table_output(record)
 
 
@@ -390,6 +414,7 @@ __all__ = [
     "KDOptions",
     "MethodOutput",
     "Options",
+    "REPLACE_HELP",
     "RunOptions",
     "TaskOptions",
     "WDAOptions",

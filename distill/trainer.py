@@ -53,7 +53,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bbi.config import LoopSettings
 from bbi.errors import BbiError
-from bbi.runstore import write_json
+from bbi.runstore import atomic_write_text, write_json
 from distill.objectives import Objective, StepContext
 
 FORMAT_VERSION = 2
@@ -159,6 +159,9 @@ def save_checkpoint(
 
     tmp = ckpt.with_name(ckpt.name + ".tmp")
     if accelerator.is_main_process:
+        for p in (tmp, ckpt, ckpt.with_name(ckpt.name + ".old")):
+            if p.is_symlink():  # never write (or delete) through a link out of the output
+                raise BbiError(f"{p}: is a symbolic link; bbi never writes through one: remove it")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
@@ -181,6 +184,33 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
 
 
+def _metrics_lines(path: Path, resume_step: int) -> list[str]:
+    """metrics.jsonl's lines up to the checkpoint's step; a torn last line (a kill) is
+    dropped, any other damage is a BbiError naming the line."""
+    from bbi.runstore import read_text
+
+    lines = read_text(path).split("\n")
+    kept = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            if i == len(lines):  # unterminated: what a kill mid-append leaves
+                break
+            rec = None
+        step = rec.get("step", 0) if isinstance(rec, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise BbiError(
+                f"{path}:{i}: damaged metrics line (expected a JSON object with an integer "
+                "'step'); restore the file, or train again without --resume"
+            )
+        if step <= resume_step:
+            kept.append(line)
+    return kept
+
+
 def read_checkpoint_state(ckpt: Path) -> dict:
     """The saved state.json; a missing checkpoint is a user error (nothing to resume)."""
     path = ckpt / "state.json"
@@ -194,7 +224,36 @@ def read_checkpoint_state(ckpt: Path) -> dict:
         raise BbiError(f"{path}: cannot read checkpoint state ({exc})") from None
     if not isinstance(state, dict):
         raise BbiError(f"{path}: invalid checkpoint state (expected a JSON object)")
+    for key, kind in _STATE_FIELDS.items():
+        value = state.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            raise BbiError(
+                f"{path}: damaged checkpoint state ({key!r} missing or of the wrong type); "
+                "restore it, or train again without --resume"
+            )
     return state
+
+
+# What the loop reads from a saved state before anything else checks it.
+_STATE_FIELDS: dict[str, Any] = {
+    "global_step": int,
+    "epoch": int,
+    "micro_in_epoch": int,
+    "epoch_loss_sum": (int, float),
+    "epoch_loss_steps": int,
+    "train_loss_per_epoch": list,
+    "eval_loss_per_epoch": list,
+}
+
+
+def check_steps(save_every_steps: int, eval_every_steps: int, stop_after_steps: int | None) -> None:
+    """The step options, checked before any model loads."""
+    if save_every_steps < 0:
+        raise BbiError(f"--save-every-steps must be >= 0 (got {save_every_steps})")
+    if eval_every_steps < 0:
+        raise BbiError(f"--eval-every-steps must be >= 0 (got {eval_every_steps})")
+    if stop_after_steps is not None and stop_after_steps < 1:
+        raise BbiError(f"--stop-after-steps must be >= 1 (got {stop_after_steps})")
 
 
 def check_compatible(saved: dict, expected: dict) -> None:
@@ -275,11 +334,8 @@ class _Metrics:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept: list[str] = []
         if resume_step is not None and self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                with contextlib.suppress(json.JSONDecodeError):
-                    if json.loads(line).get("step", 0) <= resume_step:
-                        kept.append(line)
-        self.path.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
+            kept = _metrics_lines(self.path, resume_step)
+        atomic_write_text(self.path, "".join(x + "\n" for x in kept))
 
     def write(self, **record: Any) -> None:
         if self.path is not None:
@@ -325,12 +381,7 @@ def train(
     """
     from transformers import get_linear_schedule_with_warmup
 
-    if save_every_steps < 0:
-        raise BbiError(f"--save-every-steps must be >= 0 (got {save_every_steps})")
-    if eval_every_steps < 0:
-        raise BbiError(f"--eval-every-steps must be >= 0 (got {eval_every_steps})")
-    if stop_after_steps is not None and stop_after_steps < 1:
-        raise BbiError(f"--stop-after-steps must be >= 1 (got {stop_after_steps})")
+    check_steps(save_every_steps, eval_every_steps, stop_after_steps)
     if len(train_ds) == 0:
         raise BbiError("no training examples")
     if sample_weights is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bbi.errors import BbiError
+from bbi.fsafe import check_regular
 from bbi.runstore import (
     MAX_NESTING,
     SUITE_FIELDS,
@@ -65,6 +66,7 @@ def read_rows(path: str | Path) -> list[Row]:
     if path.is_dir():
         rows = _read_datasets_dir(path)
     else:
+        check_regular(path)  # a FIFO or device is refused, never read (it would block)
         suffix = path.suffix.lower()
         if suffix in (".jsonl", ".ndjson"):
             rows = _read_jsonl(path)

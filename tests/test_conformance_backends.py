@@ -74,6 +74,27 @@ def test_args_are_typed_and_unknown_keys_refused(kind: BackendKind):
 
 
 @pytest.mark.parametrize("kind", NAMES, indirect=True)
+def test_numbers_are_finite_and_in_their_declared_range(kind: BackendKind):
+    spec = kind.examples[0]
+    for key, (lo, hi) in kind.ranges.items():
+        assert kind.args[key] in (int, float), key  # ranges bound numeric arguments
+        for bad in ([lo - 1] if lo is not None else []) + ([hi + 1] if hi is not None else []):
+            bad = kind.args[key](bad) if kind.args[key] is int else float(bad)
+            with pytest.raises(BbiError, match=f"{key} must be in"):
+                check_model_args(spec, {key: bad}, "x")
+        inside = lo if lo is not None else hi
+        if inside is not None:
+            assert check_model_args(spec, {key: kind.args[key](inside)}, "x") == {
+                key: kind.args[key](inside)
+            }
+    for key, typ in kind.args.items():
+        if typ is float:  # never Infinity or NaN (not JSON, overflows in libraries)
+            for bad in (float("inf"), float("nan")):
+                with pytest.raises(BbiError, match=f"{key} must be a finite number"):
+                    check_model_args(spec, {key: bad}, "x")
+
+
+@pytest.mark.parametrize("kind", NAMES, indirect=True)
 def test_fingerprint_is_stable(kind: BackendKind, micro_zoo: Path):
     spec = _cheap_spec(kind, micro_zoo)
     first = spec_fingerprint(spec)

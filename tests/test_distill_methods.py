@@ -161,3 +161,52 @@ def test_loop_fields_declared_once_and_recorded_alone():
     assert set(WDASettings().loop("align").model_dump()) == loop  # no LoRA or guide fields
     assert set(BirdSettings().loop(1).model_dump()) == loop
     assert WDASettings().lr == 5e-4 and BirdSettings().epochs == 8 and LoraSettings().lr == 2e-4
+
+
+def test_every_command_takes_replace_with_help(example_plugin):
+    """--replace is an option of every generated command: built-ins and plug-ins (whose
+    options derive from distill.methods.Options) declare it; the application layer adds
+    it for a method whose options model does not."""
+    for name in METHODS.names():
+        text = _help("distill", name)
+        assert "--replace" in text and "OUT.replaced-<time>" in text, name
+
+
+def test_replace_for_a_method_whose_options_do_not_declare_it(tmp_path):
+    """A method with a plain options model: an existing directory of the user's files is
+    refused, and moved aside (never deleted) with --replace, before the method runs."""
+    from pathlib import Path
+
+    from pydantic import BaseModel
+
+    from bbi.config import LoopSettings
+    from distill.methods import MethodOutput
+
+    class PlainOptions(BaseModel):
+        out: Path
+
+    ran: list[Path] = []
+
+    def run(settings, options):
+        ran.append(options.out)
+        return MethodOutput(stdout="done")
+
+    METHODS.register(
+        "plain_out",
+        DistillMethod("plain_out", "A method with plain options.", LoopSettings, PlainOptions, run),
+    )
+    try:
+        assert "--replace" in _help("distill", "plain_out")
+        out = tmp_path / "mine"
+        out.mkdir()
+        (out / "README.md").write_text("my notes\n")
+        res = runner.invoke(_cli(), ["distill", "plain_out", "--out", str(out)])
+        assert res.exit_code == 2 and "--replace" in res.output and not ran, res.output
+        assert (out / "README.md").read_text() == "my notes\n"
+        res = runner.invoke(_cli(), ["distill", "plain_out", "--out", str(out), "--replace"])
+        assert res.exit_code == 0 and ran == [out], res.output
+        kept = [p for p in tmp_path.iterdir() if p.name.startswith("mine.replaced-")]
+        assert len(kept) == 1 and (kept[0] / "README.md").read_text() == "my notes\n"
+    finally:
+        METHODS.unregister("plain_out")
+        _cli()

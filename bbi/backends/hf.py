@@ -294,6 +294,8 @@ def load_hf_parts(
     kw = dict(
         revision=spec.revision, local_files_only=local_only, trust_remote_code=trust_remote_code
     )
+    from safetensors import SafetensorError
+
     try:
         cfg = AutoConfig.from_pretrained(name, **kw)
         tok_src = name
@@ -320,7 +322,7 @@ def load_hf_parts(
         raise
     except (OSError, ValueError, KeyError, ImportError, pickle.UnpicklingError) as exc:
         raise _wrap_load_error(exc, name, local is not None, local_only) from None
-    except RuntimeError as exc:  # a damaged archive, weights that do not fit the config
+    except (RuntimeError, SafetensorError) as exc:  # a damaged archive or safetensors
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BbiError(f"cannot load model {name!r}: {first}") from None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from types import MappingProxyType
 from typing import Any
 
@@ -35,13 +36,29 @@ HF_ARGS = MappingProxyType(
     }
 )
 QUANTIZATIONS = ("4bit", "8bit")
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps(:0)?)$")
+HF_DTYPES = ("auto", "float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
 
 
 def check_hf_args(args: dict[str, Any], where: str) -> None:
-    """Values a transformers model refuses at load time, refused before it."""
+    """Values a transformers model refuses at load time, refused before it (and before
+    any work: ``device=bogus`` fails even when every response is cached)."""
     q = args.get("quantization")
     if q is not None and q not in QUANTIZATIONS:
         raise BbiError(f"{where}: quantization must be one of {', '.join(QUANTIZATIONS)}")
+    device = args.get("device")
+    if device is not None:
+        if not DEVICE_RE.match(device.strip().lower()):
+            raise BbiError(
+                f"{where}: unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps"
+            )
+        if device.strip().lower() != "auto":
+            from bbi.backends.hf import resolve_device  # availability: cuda on a CPU machine
+
+            resolve_device(device)
+    dtype = args.get("dtype")
+    if dtype is not None and dtype.strip().lower() not in HF_DTYPES:
+        raise BbiError(f"{where}: unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16")
 
 
 def parse_hf(rest: str, spec: str) -> ModelSpec:
@@ -178,6 +195,14 @@ VLLM = BackendKind(
             "seed": int,
         }
     ),
+    ranges=MappingProxyType(
+        {
+            "tensor_parallel_size": (1, 1024),
+            "gpu_memory_utilization": (1e-3, 1.0),
+            "max_model_len": (1, 2**31 - 1),
+            "seed": (0, 2**63 - 1),
+        }
+    ),
     capabilities=frozenset({"generate", "serve"}),
     examples=("vllm:org/name", "vllm:org/name@v1"),
 )
@@ -223,6 +248,16 @@ OPENAI = BackendKind(
             "price_output": float,
         }
     ),
+    # A price of 1e308 would make the manifest's cost Infinity (not JSON).
+    ranges=MappingProxyType(
+        {
+            "concurrency": (1, 4096),
+            "timeout": (1e-3, 7 * 86400),
+            "max_retries": (0, 100),
+            "price_input": (0, 1e6),
+            "price_output": (0, 1e6),
+        }
+    ),
     capabilities=frozenset({"generate", "serve"}),
     examples=("openai:http://127.0.0.1:8000/v1#my-model",),
 )
@@ -230,6 +265,7 @@ OPENAI = BackendKind(
 __all__ = [
     "HF",
     "HF_ARGS",
+    "HF_DTYPES",
     "OPENAI",
     "VLLM",
     "adapter_fingerprint",

@@ -111,6 +111,7 @@ def distill_wda(
     resume: bool = False,
     stop_after_steps: int | None = None,
     progress: bool = True,
+    replace: bool = False,
 ) -> dict[str, Any]:
     """Run the selected phases, save the student (``hf:OUT``), register it; the record.
 
@@ -120,10 +121,12 @@ def distill_wda(
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from bbi.fsafe import check_output_dir, prepare_output_dir, staged_files
     from distill.kd import teacher_model_spec
-    from distill.method import register
+    from distill.method import check_new_alias, register
     from distill.objectives.energy import ResidualEnergy
     from distill.student import load_model, student_spec
+    from distill.trainer import check_steps
     from distill.wda import student as wda_student
 
     t_start = time.perf_counter()
@@ -132,9 +135,15 @@ def distill_wda(
     teacher_alias = teacher_alias or run.teacher_alias()
     if alias == teacher_alias:
         raise BbiError(f"alias {alias!r} is the teacher's; choose another --alias")
+    check_steps(0, 0, stop_after_steps)
+    run.check_files()
+    check_new_alias(run, alias)
     t_spec = teacher_model_spec(run, teacher_alias, teacher_spec)
     out_dir = Path(out) if out is not None else run.path / "models" / alias
+    check_output_dir(out_dir, "distill-wda", run_path=run.path, replace=replace)
     done_path = out_dir / PHASES_FILE
+    if resume and not done_path.exists() and not (out_dir / "phases").is_dir():
+        raise BbiError(f"--resume: no checkpoint in {out_dir} (nothing to resume)")
     done: dict[str, Any] = read_json_object(done_path) if resume and done_path.exists() else {}
     if not resume and done_path.exists():
         raise BbiError(f"{out_dir} holds an earlier WDA run; pass --resume or another --out")
@@ -156,6 +165,7 @@ def distill_wda(
     if not set(lm_train.prompt_ids).isdisjoint(lm_eval.prompt_ids):
         raise RuntimeError("held-out prompts leaked into training data")
 
+    prepare_output_dir(out_dir, "distill-wda", replace=replace)
     set_seed(hp.seed)
     model = wda_student.transplant(
         teacher, _attention_config(hp, teacher), teacher_scale=1.0, wda_scale=1.0, seed=hp.seed
@@ -270,8 +280,9 @@ def distill_wda(
         return {"completed": False, "out_dir": out_dir.as_posix(), "phases": rows}
     wda_student.set_teacher_scale(model, 0.0)
     wda_student.drop_teacher(model)  # the saved student is teacher-free
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tok.save_pretrained(out_dir)
+    with staged_files(out_dir) as staging:  # the student appears whole or not at all
+        model.save_pretrained(staging, safe_serialization=True)
+        tok.save_pretrained(staging)
     spec = student_spec(t_spec, out_dir, True)
     record = {
         "spec": spec,

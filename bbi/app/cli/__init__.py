@@ -42,6 +42,16 @@ class _BbiGroup(TyperGroup):
             # not caught by typer's main loop; print the one line and exit via typer.Exit.
             click.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None
+        except OSError as exc:
+            # A full disk, a read-only file system, a name too long for the file system:
+            # the medium's problem, one line (the writes themselves leave nothing torn).
+            from bbi.fsafe import disk_error
+
+            err = disk_error(exc)
+            if err is None:
+                raise
+            click.echo(f"error: {err}", err=True)
+            raise typer.Exit(code=2) from None
 
     def main(
         self,

@@ -64,13 +64,65 @@ NEEDS: dict[str, Callable[[Any, Any, Any], Any]] = {
 }
 
 
-def run_method(name: str, settings: Any, options: Any) -> Any:
-    """Run method ``name`` with its needs supplied; print its output; return it."""
+REPLACE_PARAM = "replace"
+
+
+def _check_run(options: Any) -> None:
+    """A run directory that does not exist is one line before any heavy import (a
+    method's run function imports torch and its models)."""
+    from bbi.runstore import RunDir
+
+    for field in ("run_dir", "run"):
+        value = getattr(options, field, None)
+        if value is not None:
+            RunDir(value)
+
+
+def _guard_foreign_output(out: Any, replace: bool) -> None:
+    """For a method whose options take no ``replace`` (a plug-in's own options model): an
+    existing, non-empty ``out`` that bbi did not write (no bbi output marker) is refused,
+    or with ``--replace`` moved aside as ``OUT.replaced-<time>`` before the method runs."""
+    from pathlib import Path
+
+    from bbi.fsafe import backup_dir, find_link, marker_kind
+
+    if out is None:
+        return
+    out = Path(out)
+    if out.is_symlink():
+        raise BbiError(f"--out {out}: is a symbolic link; give the directory itself")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if marker_kind(out) is not None:
+        link = find_link(out)
+        if link is not None:
+            raise BbiError(
+                f"--out {out}: holds a symbolic link ({link}); bbi never writes through one: "
+                "remove it"
+            )
+        return
+    if not replace:
+        raise BbiError(
+            f"--out {out}: is a directory with files bbi did not write; choose another "
+            f"directory, or pass --replace to replace it (the old one is kept as "
+            f"{out.name}.replaced-<time>)"
+        )
+    out.rename(backup_dir(out))
+
+
+def run_method(name: str, settings: Any, options: Any, *, replace: bool = False) -> Any:
+    """Run method ``name`` with its needs supplied; print its output; return it.
+
+    ``replace`` is the ``--replace`` of a method whose options do not declare it."""
     from bbi.app.cli.outputs import check_output_dir
     from distill.methods import get_method
 
     method = get_method(name)
-    check_output_dir(getattr(options, "out", None), "--out")  # before any training
+    _check_run(options)
+    out = getattr(options, "out", None)
+    check_output_dir(out, "--out")  # before any training
+    if REPLACE_PARAM not in method.options.model_fields:
+        _guard_foreign_output(out, replace)
     unknown = [n for n in method.needs if n not in NEEDS]
     if unknown:
         raise BbiError(
@@ -87,14 +139,33 @@ def run_method(name: str, settings: Any, options: Any) -> Any:
     return output
 
 
+def _replace_parameter() -> inspect.Parameter:
+    """``--replace`` for a method whose options model does not declare it."""
+    from distill.methods import REPLACE_HELP
+
+    return inspect.Parameter(
+        REPLACE_PARAM,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(False, "--replace/--no-replace", help=REPLACE_HELP),
+        annotation=bool,
+    )
+
+
 def make_command(name: str) -> Callable[..., None]:
     """The typer command of method ``name``: its options, its settings, ``--config``."""
     from distill.methods import get_method
 
     method = get_method(name)
-    opt_params = model_parameters(method.options)
+    # Every command takes --replace: a method's options declare it (distill.methods.Options
+    # does); for one that does not, the application layer guards the output itself.
+    own_replace = REPLACE_PARAM in method.options.model_fields
+    extra = [] if own_replace else [_replace_parameter()]
+    # --replace is listed last among the run options (it is inherited from Options).
+    opt_params = sorted(model_parameters(method.options), key=lambda p: p.name == REPLACE_PARAM)
     set_params = settings_parameters(method.settings)
-    clash = {p.name for p in opt_params} & ({p.name for p in set_params} | {CONFIG_PARAM})
+    clash = {p.name for p in [*opt_params, *extra]} & (
+        {p.name for p in set_params} | {CONFIG_PARAM}
+    )
     if clash:
         raise BbiError(
             f"distillation method {name!r}: options clash with settings: {sorted(clash)}"
@@ -110,12 +181,17 @@ def make_command(name: str) -> Callable[..., None]:
             options = method.options(**{n: kwargs[n] for n in opt_names})
         except ValidationError as exc:
             raise BbiError(format_error(exc, "", flags=True)) from None
-        run_method(name, settings, options)
+        run_method(name, settings, options, replace=kwargs.get(REPLACE_PARAM, False))
 
     command.__name__ = f"distill_{name}"
     command.__doc__ = method.help + (f"\n\n{method.doc}" if method.doc else "")
     command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [*opt_params, config_parameter(method.settings, f"{name}'s settings"), *set_params]
+        [
+            *opt_params,
+            *extra,
+            config_parameter(method.settings, f"{name}'s settings"),
+            *set_params,
+        ]
     )
     return command
 

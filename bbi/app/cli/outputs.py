@@ -6,21 +6,15 @@ minutes to hours; these turn an unusable path into one ``error:`` line up front.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from bbi.errors import BbiError
+from bbi.fsafe import check_writable_parent
 
 
 def _writable_ancestor(path: Path, flag: str) -> None:
     """The nearest existing ancestor of ``path`` must be a writable directory."""
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if ancestor.exists() and not ancestor.is_dir():
-        raise BbiError(f"{flag} {path}: {ancestor} is a file, not a directory")
-    if ancestor.is_dir() and not os.access(ancestor, os.W_OK | os.X_OK):
-        raise BbiError(f"{flag} {path}: cannot write in {ancestor} (permission denied)")
+    check_writable_parent(path, flag)
 
 
 def check_output_file(path: Path, flag: str, example: str = "out.jsonl") -> None:

@@ -33,6 +33,11 @@ def serve_command(
     max_tokens: int = typer.Option(
         None, help="Most tokens one request may generate; more: HTTP 400 (default 4096)."
     ),
+    max_body_bytes: int = typer.Option(
+        None,
+        help="Largest request body, in bytes, refused (HTTP 413) before it is read "
+        "(default 1048576).",
+    ),
 ) -> None:
     """Serve SPEC over /v1/models and /v1/chat/completions (n, max_tokens, temperature,
     top_p, seed, stop). A request's seed fixes its output regardless of batching."""
@@ -41,7 +46,11 @@ def serve_command(
     # Unset limits keep bbi.serve's defaults (importing it here would slow every command).
     limits: dict[str, Any] = {
         k: v
-        for k, v in (("max_prompt_chars", max_prompt_chars), ("max_tokens", max_tokens))
+        for k, v in (
+            ("max_prompt_chars", max_prompt_chars),
+            ("max_tokens", max_tokens),
+            ("max_body_bytes", max_body_bytes),
+        )
         if v is not None
     }
     serve(

@@ -65,7 +65,7 @@ def run(settings: SmoothSFTSettings, options: SmoothOptions) -> MethodOutput:
         out=o.out, full=o.full, save_every_steps=o.save_every_steps,
         eval_every_steps=o.eval_every_steps, stop_after_steps=o.stop_after_steps,
         resume=o.resume, mixed_precision=o.mixed_precision, dtype=o.dtype,
-        progress=o.progress,
+        progress=o.progress, replace=o.replace,
     )  # fmt: skip
     if not result.completed:
         return MethodOutput(notes=["stopped early; continue with --resume"], result=result)
