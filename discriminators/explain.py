@@ -392,6 +392,9 @@ def phrase(f: dict[str, Any], other: str, teacher: str) -> str:
     if ratio is None:
         more = f["direction"] == "other"
         return f"{'more' if more else 'fewer'} {noun} ({rates})"
+    if round(100 * abs(ratio - 1)) == 0:  # equal means: the rule wins prompt by prompt
+        more = f["direction"] == "other"
+        return f"{'more' if more else 'fewer'} {noun} than {teacher}'s on most prompts where they differ ({rates})"
     if f["key"] in ("surface:words", "surface:chars"):
         word = "longer" if ratio > 1 else "shorter"
         change = (ratio - 1) if ratio > 1 else (1 - ratio)

@@ -16,7 +16,7 @@ from bbi.runstore import RunDir, append_jsonl
 from discriminators import synthetic
 from discriminators.attack import run_attack
 from discriminators.comparison import comparison_from_paired
-from discriminators.explain import explain_comparison, train_selection
+from discriminators.explain import explain_comparison, phrase, train_selection
 from reports import charts
 from reports.explain import highlight
 from reports.model import load_report
@@ -211,6 +211,27 @@ def test_report_shows_what_gives_it_away(attacked):
     assert "p = <" not in html and "p = <" not in md
     # The verdict says why, in the summary's words.
     assert 'data-why="student"' in html and f"Why: {rec['summary'][:20]}" in md
+
+
+def test_equal_means_never_read_as_zero_percent():
+    """A count whose means round to the same value but that wins prompt by prompt is named
+    by its direction, not as '0% fewer'."""
+    f = {
+        "key": "surface:lines",
+        "label": "non-empty lines",
+        "binary": False,
+        "direction": "teacher",
+        "ratio": 9.1 / 9.2 + 0.01,
+        "test": {"teacher": 9.2, "other": 9.1},
+    }
+    text = phrase(f, "vicuna-13b", "gpt-3.5")
+    assert "0%" not in text
+    assert (
+        text
+        == "fewer non-empty lines than gpt-3.5's on most prompts where they differ (9.1 vs 9.2 per answer)"
+    )
+    f["ratio"] = 0.9
+    assert phrase(f, "vicuna-13b", "gpt-3.5").startswith("10% fewer non-empty lines")
 
 
 def test_p_values_read_as_relations():
