@@ -298,6 +298,26 @@ class KDSettings(LoraSettings):
         le=1_000_000,
         description="Max tokens of an on-policy sample (default: the run's generation setting).",
     )
+    kl_chunk: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Response tokens per chunk of the KD loss: each chunk's logits are made, "
+        "used and dropped (recomputed for the gradient), so memory does not grow with "
+        "vocabulary x length (0: all at once).",
+    )
+    teacher_logits: Literal["model", "cache"] = Field(
+        "model",
+        description="model: run the teacher beside the student at every step; cache: run it "
+        "once over the data, keep its top-k log-probabilities on disk, train without it.",
+    )
+    top_k: int = Field(
+        64,
+        ge=1,
+        le=65_536,
+        description="Teacher log-probabilities kept per token with --teacher-logits cache "
+        "(the rest of the mass is one tail bucket).",
+    )
 
     @field_validator("beta", "temperature", "lambda_on_policy")
     @classmethod

@@ -28,7 +28,7 @@ from bbi.config import LoraSettings
 from bbi.errors import BbiError
 from bbi.results_schema import validated_distill
 from bbi.runstore import RunDir, check_alias, write_json
-from distill.data import Collator, DistillDataset, distillation_pairs, split_eval
+from distill.data import DistillDataset, distillation_pairs, split_eval
 from distill.objectives import Objective
 from distill.student import (
     load_student,
@@ -157,16 +157,17 @@ def distil(
         if isinstance(weights, tuple):
             weights, guide = weights
     objective = make_objective(tokenizer, base_spec)
+    loop_train_ds, loop_eval_ds = objective.datasets(train_ds, eval_ds, accelerator)
     set_seed(hp.seed)  # adapter init, dropout: a function of the seed alone
     model = make_trainable(model, hp, full)
     outcome = train(
         model,
         objective,
-        train_ds,
-        eval_ds,
+        loop_train_ds,
+        loop_eval_ds,
         hp=hp,
         accelerator=accelerator,
-        collate=Collator(tokenizer.pad_token_id),
+        collate=objective.collator(tokenizer.pad_token_id),
         ckpt_dir=ckpt,
         identity={
             "method": method,
