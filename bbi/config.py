@@ -266,8 +266,8 @@ class LoraSettings(GuideSettings, LoopSettings, AdapterSettings):
     the order adapter, loop, guide (the order results.json records them in)."""
 
 
-KD_LOSSES = ("forward_kl", "reverse_kl", "jsd")
-KDLoss = Literal["forward_kl", "reverse_kl", "jsd"]
+KD_LOSSES = ("forward_kl", "reverse_kl", "jsd", "uld")
+KDLoss = Literal["forward_kl", "reverse_kl", "jsd", "uld"]
 
 
 class KDSettings(LoraSettings):
@@ -278,7 +278,10 @@ class KDSettings(LoraSettings):
     takes this model)."""
 
     loss: KDLoss = Field(
-        "forward_kl", description="forward_kl = KL(teacher||student), reverse_kl, or jsd."
+        "forward_kl",
+        description="forward_kl = KL(teacher||student), reverse_kl, jsd, or uld (universal "
+        "logit distillation: cross-entropy + sorted-probability distance; works across "
+        "tokenizers).",
     )
     beta: float = Field(
         0.5, ge=0.0, le=1.0, description="jsd mixture weight: 0 = forward KL, 1 = reverse KL."
@@ -297,6 +300,12 @@ class KDSettings(LoraSettings):
         ge=1,
         le=1_000_000,
         description="Max tokens of an on-policy sample (default: the run's generation setting).",
+    )
+    uld_weight: float = Field(
+        1.0,
+        ge=0.0,
+        le=1000.0,
+        description="Weight of the ULD distance next to the CE (--loss uld).",
     )
     kl_chunk: int = Field(
         0,
@@ -319,7 +328,7 @@ class KDSettings(LoraSettings):
         "(the rest of the mass is one tail bucket).",
     )
 
-    @field_validator("beta", "temperature", "lambda_on_policy")
+    @field_validator("beta", "temperature", "lambda_on_policy", "uld_weight")
     @classmethod
     def _check_kd_finite(cls, v: float, info: Any) -> float:
         return _finite(v, info.field_name)

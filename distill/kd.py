@@ -18,6 +18,7 @@ from bbi.errors import BbiError
 from bbi.runstore import RunDir
 from distill.method import DistillResult, distil
 from distill.objectives.kd import KD, CachedKD
+from distill.objectives.uld import ULD
 from distill.student import check_same_vocabulary, load_model
 
 TEACHER_CACHE_DIR = "cache/teacher"
@@ -75,6 +76,8 @@ def distill_kd(
     teacher_alias = teacher_alias or run.teacher_alias()
     t_spec = teacher_model_spec(run, teacher_alias, teacher_spec)
     max_new = hp.max_new_tokens or _run_max_new_tokens(run)
+    if hp.loss == "uld" and hp.teacher_logits != "model":
+        raise BbiError("--loss uld compares full distributions: use --teacher-logits model")
 
     def make_cached(tokenizer: Any, base_spec: str) -> CachedKD:
         from bbi.fingerprint import spec_fingerprint
@@ -95,6 +98,10 @@ def distill_kd(
             progress=bool(options.get("progress", False)),
         )
 
+    def make_uld(tokenizer: Any, base_spec: str) -> ULD:
+        teacher, t_tok, t_fp = load_model(t_spec, dtype)
+        return ULD(teacher, t_tok, hp, teacher_spec=t_spec, teacher_fingerprint=t_fp)
+
     def make_objective(tokenizer: Any, base_spec: str) -> KD:
         teacher, t_tok, t_fp = load_model(t_spec, dtype)
         check_same_vocabulary(tokenizer, t_tok, base_spec, t_spec)
@@ -111,7 +118,11 @@ def distill_kd(
     return distil(
         run,
         method="kd",
-        make_objective=make_cached if hp.teacher_logits == "cache" else make_objective,
+        make_objective=make_uld
+        if hp.loss == "uld"
+        else make_cached
+        if hp.teacher_logits == "cache"
+        else make_objective,
         hp=hp,
         teacher_alias=teacher_alias,
         alias=alias,

@@ -201,3 +201,84 @@ def test_cached_kd_refuses_on_policy(kd_run):
 
     with pytest.raises(BbiError, match="on-policy"):
         _kd(kd_run, teacher_logits="cache", lambda_on_policy=0.5)
+
+
+# ---------------------------------------------------------------------------------------
+# across tokenizers: --loss uld
+# ---------------------------------------------------------------------------------------
+def test_uld_distance_ignores_which_token_is_which_and_vocabulary_size():
+    from distill.objectives.uld import uld_distance
+
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(6, 40, generator=g)
+    perm = t[:, torch.randperm(40, generator=g)]
+    padded = torch.cat([perm, torch.full((6, 25), -1e4)], dim=-1)  # 25 tokens of no mass
+    torch.testing.assert_close(uld_distance(padded, t), torch.zeros(6), atol=1e-6, rtol=0)
+    other = torch.randn(6, 40, generator=g)
+    assert (uld_distance(other, t) > 0.05).all()
+    assert (uld_distance(other, t) <= 2.0).all()  # an L1 distance of two distributions
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer_student(tmp_path_factory, synthetic_corpus) -> str:
+    """A tiny Qwen2 model on a byte-level BPE tokenizer trained here (not the zoo's)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    root = tmp_path_factory.mktemp("other_tok") / "student"
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=420, special_tokens=["<pad>", "<eos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )  # fmt: skip
+    texts = [f"{it['prompt']} {it['reference']}" for it in synthetic_corpus(2, 12)]
+    tk.train_from_iterator(texts, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>")
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=512,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None,
+    )  # fmt: skip
+    Qwen2ForCausalLM(cfg).save_pretrained(root)
+    tok.save_pretrained(root)
+    return f"hf:{root}"
+
+
+def test_uld_distils_across_tokenizers(kd_run, other_tokenizer_student):
+    from bbi.errors import BbiError
+    from distill.student import load_model
+
+    _, s_tok, _ = load_model(other_tokenizer_student)
+    _, t_tok, _ = load_model("zoo:teacher")
+    assert s_tok.get_vocab() != t_tok.get_vocab()
+    with pytest.raises(BbiError, match="shared vocabulary"):
+        _kd(kd_run, student=other_tokenizer_student, alias="kl", epochs=1)
+    res = _kd(kd_run, student=other_tokenizer_student, loss="uld", full=True, lr=1e-2)
+    assert res.completed and res.record["objective"]["name"] == "kd_uld"
+    ev = res.record["eval_loss_per_epoch"]
+    assert ev[-1] < 0.8 * ev[0], ev
+    assert kd_run.models()["student_kd"]["spec"] == res.spec
+
+
+def test_uld_batch_pairs_each_model_with_its_own_tokens(kd_run, other_tokenizer_student):
+    """The teacher sees its own tokenization of the same text, the student its own."""
+    from distill.data import DistillDataset, distillation_pairs
+    from distill.objectives.uld import TeacherTokensDataset, TwoTokenizerCollator
+    from distill.student import load_model
+
+    _, s_tok, _ = load_model(other_tokenizer_student)
+    _, t_tok, _ = load_model("zoo:teacher")
+    ds = DistillDataset(distillation_pairs(kd_run).head(4), s_tok, 64)
+    both = TeacherTokensDataset(ds, t_tok, 128)
+    batch = TwoTokenizerCollator(s_tok.pad_token_id, t_tok.pad_token_id)(
+        [both[i] for i in range(4)]
+    )
+    for i, (_, response) in enumerate(ds.texts):
+        s_resp = batch["labels"][i][batch["labels"][i] != -100].tolist()
+        t_resp = batch["teacher_labels"][i][batch["teacher_labels"][i] != -100].tolist()
+        assert s_tok.decode(s_resp, skip_special_tokens=True).strip() == response.strip()
+        assert t_tok.decode(t_resp, skip_special_tokens=True).strip() == response.strip()
+    assert both.fingerprint() == ds.fingerprint()
