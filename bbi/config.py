@@ -307,6 +307,13 @@ class KDSettings(LoraSettings):
         le=1000.0,
         description="Weight of the ULD distance next to the CE (--loss uld).",
     )
+    corpus_prompts: int = Field(
+        0,
+        ge=0,
+        le=10_000_000,
+        description="Also train on N prompts of the suite builders' training corpus (never a "
+        "suite prompt), answered by the teacher like the probe (0: the train split only).",
+    )
     kl_chunk: int = Field(
         0,
         ge=0,

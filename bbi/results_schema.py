@@ -456,6 +456,7 @@ class LoopDistill(DistillBase):
     metrics: str | None = None
     loss_tokens: Any = None
     guide: Any = None
+    n_corpus_prompts: int = 0  # training-corpus prompts beyond the train split
 
 
 class WdaDistill(DistillBase):

@@ -96,6 +96,7 @@ def distil(
     dtype: str = "float32",
     progress: bool = True,
     sample_weights: SampleWeights | None = None,
+    extra_pairs: Any = None,
 ) -> DistillResult:
     """Run one distillation method end to end (see the module docstring).
 
@@ -131,6 +132,9 @@ def distil(
 
     # Data first: a run without usable teacher responses fails before any model loads.
     pairs = distillation_pairs(run, teacher_alias)
+    n_corpus = 0
+    if extra_pairs is not None and len(extra_pairs):
+        pairs, n_corpus = with_extra_pairs(run, pairs, extra_pairs)
     train_pairs, eval_pairs = split_eval(pairs, hp.eval_fraction, hp.seed)
     if train_pairs.empty:
         raise BbiError(f"{run.path}: no training pairs left after holding out the eval set")
@@ -226,6 +230,8 @@ def distil(
         "loss_tokens": state.get("loss_tokens"),
         "guide": guide,
     }
+    if n_corpus:  # prompts beyond the train split (records without them are unchanged)
+        record["n_corpus_prompts"] = n_corpus
     result.record = record = validated_distill(record)
     if accelerator.is_main_process:
         save_student(outcome.model, tokenizer, out_dir, save_function=accelerator.save)
@@ -233,6 +239,27 @@ def distil(
         register(run, alias, spec, record)
     accelerator.wait_for_everyone()
     return result
+
+
+def with_extra_pairs(run: RunDir, pairs: Any, extra: Any) -> tuple[Any, int]:
+    """The train split's pairs plus ``extra`` ones (more prompts for the teacher to teach,
+    e.g. the builders' training corpus): refused if any extra prompt is one of the run's
+    suite prompts (test or train) or reuses a prompt id. Returns (pairs, extra prompt count)."""
+    import pandas as pd
+
+    prompts = set(run.suite()["prompt"].astype(str))
+    leaked = sorted(set(extra["prompt"].astype(str)) & prompts)
+    if leaked:
+        raise BbiError(
+            f"{len(leaked)} extra distillation prompt(s) are prompts of the run's suite "
+            f"(e.g. {leaked[0][:60]!r}); distillation data must never hold a suite prompt"
+        )
+    clash = set(extra["prompt_id"]) & set(pairs["prompt_id"])
+    if clash:
+        raise BbiError(f"extra distillation prompts reuse suite prompt ids (e.g. {min(clash)})")
+    both = pd.concat([pairs, extra[list(pairs.columns)]], ignore_index=True)
+    both = both.sort_values(["prompt_id", "sample"], kind="stable").reset_index(drop=True)
+    return both, int(extra["prompt_id"].nunique())
 
 
 def check_launch(accelerator: Any, grad_accum: int) -> None:
@@ -321,6 +348,7 @@ __all__ = [
     "PROVENANCE_FILE",
     "check_launch",
     "distil",
+    "with_extra_pairs",
     "guide_source",
     "pick_student_spec",
     "register",

@@ -282,3 +282,48 @@ def test_uld_batch_pairs_each_model_with_its_own_tokens(kd_run, other_tokenizer_
         assert s_tok.decode(s_resp, skip_special_tokens=True).strip() == response.strip()
         assert t_tok.decode(t_resp, skip_special_tokens=True).strip() == response.strip()
     assert both.fingerprint() == ds.fingerprint()
+
+
+# ---------------------------------------------------------------------------------------
+# more data: the builders' training corpus (--corpus-prompts)
+# ---------------------------------------------------------------------------------------
+def test_corpus_prompts_add_data_and_never_a_suite_prompt(kd_run):
+    import pandas as pd
+
+    from bbi.app.corpus import corpus_pairs, corpus_records
+    from bbi.errors import BbiError
+    from distill.method import with_extra_pairs
+    from probes import default_suite
+
+    cfg = kd_run.config()
+    cfg["generation"] = {**(cfg.get("generation") or {}), "max_new_tokens": 16}
+    kd_run.write_config(cfg)
+    suite_prompts = set(kd_run.suite()["prompt"]) | {r["prompt"] for r in default_suite()}
+    records = corpus_records(kd_run, 30, seed=0)
+    assert len(records) == 30 and len({r["category"] for r in records}) == 10
+    assert not {r["prompt"] for r in records} & suite_prompts
+
+    extra = corpus_pairs(kd_run, 30, seed=0)
+    assert len(extra) == 30 and set(extra["split"]) == {"train"}
+    assert not set(extra["prompt"]) & suite_prompts
+    again = corpus_pairs(kd_run, 30, seed=0)  # answered from the response cache
+    pd.testing.assert_frame_equal(extra, again)
+
+    base = _kd(kd_run, alias="base", epochs=1)
+    more = _kd(kd_run, alias="more", epochs=1, extra_pairs=extra)
+    assert more.record["n_corpus_prompts"] == 30 and "n_corpus_prompts" not in base.record
+    assert more.record["n_train_prompts"] + more.record["n_eval_prompts"] == (
+        base.record["n_train_prompts"] + base.record["n_eval_prompts"] + 30
+    )
+    assert more.record["loss_tokens"] > base.record["loss_tokens"]
+
+    leak = extra.head(2).copy()
+    leak.loc[leak.index[0], "prompt"] = kd_run.suite()["prompt"].iloc[-1]  # a test prompt
+    with pytest.raises(BbiError, match="never hold a suite prompt"):
+        with_extra_pairs(kd_run, distillation_pairs_of(kd_run), leak)
+
+
+def distillation_pairs_of(run):
+    from distill.data import distillation_pairs
+
+    return distillation_pairs(run)
