@@ -7,6 +7,11 @@ needs the teacher's weights (an ``hf:`` or ``zoo:`` spec; an API or imported tea
 none) and a tokenizer with the student's vocabulary. Data, loop, checkpoints, outputs and
 registration are the shared ones (``distill.method``): the teacher's TRAIN-split prompts
 and responses of the run; the test split is never used.
+
+Settings select the variants for real pairs (docs/distillation-at-scale.md): ``kl_chunk``
+(the loss in chunks of positions), ``teacher_logits="cache"`` (the teacher's top-k
+log-probabilities computed once and trained from without the teacher, ``CachedKD``),
+``loss="uld"`` (another tokenizer, ``distill.objectives.uld``).
 """
 
 from __future__ import annotations

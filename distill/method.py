@@ -232,6 +232,8 @@ def distil(
     }
     if n_corpus:  # prompts beyond the train split (records without them are unchanged)
         record["n_corpus_prompts"] = n_corpus
+    if objective.stats():  # e.g. on-policy sampling time, the teacher cache
+        record["objective_stats"] = objective.stats()
     result.record = record = validated_distill(record)
     if accelerator.is_main_process:
         save_student(outcome.model, tokenizer, out_dir, save_function=accelerator.save)

@@ -185,6 +185,8 @@ def test_cached_kd_trains_without_the_teacher_and_resumes_its_cache(kd_run, monk
     # Cached: the teacher is never loaded again, and training is the same.
     res2 = _kd(kd_run, alias="s2", **flags)
     assert loads == ["zoo:teacher"]
+    assert res.record["objective_stats"]["cache_shards_computed"] >= len(shards) + 1
+    assert res2.record["objective_stats"]["cache_shards_computed"] == 0
     assert res2.record["eval_loss_per_epoch"] == ev
 
     # A lost shard (an interrupted build) is recomputed alone, to the same numbers.

@@ -66,6 +66,10 @@ class Objective:
         """Extra numbers for the step's metrics line (reset after each call)."""
         return {}
 
+    def stats(self) -> dict[str, Any]:
+        """Totals for the distill record (e.g. time spent sampling); default: none."""
+        return {}
+
     def datasets(self, train_ds: Any, eval_ds: Any, accelerator: Any) -> tuple[Any, Any]:
         """The datasets the loop draws from (default: as given). An objective whose
         signal is data, e.g. a teacher's cached log-probabilities, attaches it here; the

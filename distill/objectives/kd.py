@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,7 @@ class KD(Objective):
         self.teacher_spec, self.teacher_fingerprint = teacher_spec, teacher_fingerprint
         self._autocast: Any = contextlib.nullcontext
         self._on = self._off = 0
+        self._generate_s, self._samples = 0.0, 0
 
     def setup(self, accelerator: Any) -> None:
         self.teacher.to(accelerator.device)
@@ -234,6 +236,7 @@ class KD(Objective):
             )
         )
         was_training = gen_model.training
+        t0 = time.perf_counter()
         gen_model.eval()
         cuda = [device] if device.type == "cuda" else []
         try:
@@ -252,6 +255,8 @@ class KD(Objective):
                 )
         finally:
             gen_model.train(was_training)
+            self._generate_s += time.perf_counter() - t0
+            self._samples += len(prompt_len)
         examples = []
         for i, n in enumerate(prompt_len):
             gen = out[i, width:].tolist()
@@ -261,6 +266,13 @@ class KD(Objective):
             prompt = ids[i, :n].tolist()
             examples.append({"input_ids": prompt + gen, "labels": [IGNORE_INDEX] * n + gen})
         return {k: v.to(device) for k, v in Collator(self.pad_id)(examples).items()}
+
+    def stats(self) -> dict[str, Any]:
+        """On-policy runs: wall time spent sampling (HF ``generate``), for its share of
+        the training time (``train_time_s`` in the record)."""
+        if self.lambda_on_policy <= 0.0:
+            return {}
+        return {"generate_s": self._generate_s, "on_policy_samples": self._samples}
 
     def step_metrics(self) -> dict[str, Any]:
         if self.lambda_on_policy <= 0.0 or not (self._on + self._off):
@@ -378,6 +390,9 @@ class CachedKD(Objective):
         ids, lp, tail = (np.concatenate([p[j] for p in parts]) for j in range(3))
         edges = np.concatenate([[0], np.cumsum(mask.sum(dim=1).cpu().numpy())])
         return [(ids[a:b], lp[a:b], tail[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+    def stats(self) -> dict[str, Any]:
+        return {"teacher_cache": self.cache_dirs, "cache_shards_computed": self.shards_computed}
 
     def collator(self, pad_id: int) -> Any:
         from distill.teacher_cache import SignalCollator
