@@ -3,10 +3,10 @@ the chunked loss (``--kl-chunk``) and the cached top-k teacher (``--teacher-logi
 
 Two tiny random Llama models (hidden 64, 2 layers) share a 150,000-token vocabulary, so
 the output layer dominates as in a real Qwen/Llama pair. Each configuration runs in its
-own process; the number reported is the step's peak resident memory above the memory held
-before it (models, batch, and for the cache its rows: ``ru_maxrss`` high-water mark minus
-the resident size just before the step), and the step's wall time (forward + backward,
-median of ``--repeats``). On a CUDA machine ``--device cuda`` reports
+own process (large allocations served by mmap, so freed memory leaves the resident set).
+Reported: the first step's peak resident memory above what the process held just before
+it (models, batch, and for the cache its rows; ``ru_maxrss`` minus the resident size), and
+the step's wall time (forward + backward, median of ``--repeats`` after the first). On a CUDA machine ``--device cuda`` reports
 ``torch.cuda.max_memory_allocated`` instead.
 
     python benchmarks/bench_kd_memory.py [--vocab 150000] [--batch 2] [--length 512]
@@ -106,7 +106,7 @@ def one(mode: str, chunk: int, args: argparse.Namespace) -> dict:
         "kl_chunk": chunk,
         "peak_step_mib": round(peak, 1),
         "step_s": round(sorted(times[1:])[len(times[1:]) // 2], 3),
-        "loss": float(sums.sum() / counts.sum()),
+        "loss": float(sums.detach().sum() / counts.sum()),
     }
 
 
@@ -134,7 +134,13 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--one", mode, str(chunk)]
         for flag in ("vocab", "batch", "length", "top_k", "repeats", "device"):
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-        res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        # Large blocks straight from mmap, returned on free: glibc's adaptive threshold would
+        # otherwise serve chunk-sized blocks from a fragmenting heap, and the resident size
+        # would measure the allocator instead of the live tensors.
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+        res = json.loads(
+            subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+        )
         print(
             f"{res['mode']:8} {res['kl_chunk']:>8} {res['peak_step_mib']:>10.1f} "
             f"{res['step_s']:>8.3f} {res['loss']:>10.5f}"
