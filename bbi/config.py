@@ -307,6 +307,11 @@ class KDSettings(LoraSettings):
         le=1000.0,
         description="Weight of the ULD distance next to the CE (--loss uld).",
     )
+    on_policy_sampler: Literal["generate", "backend"] = Field(
+        "generate",
+        description="How on-policy samples are drawn: generate (HF generate) or backend "
+        "(bbi's generation path: KV cache, finished rows dropped, one seeded sampler per row).",
+    )
     corpus_prompts: int = Field(
         0,
         ge=0,

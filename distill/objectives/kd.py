@@ -142,6 +142,7 @@ class KD(Objective):
         self.loss, self.beta = settings.loss, settings.beta
         self.temperature = settings.temperature
         self.lambda_on_policy = settings.lambda_on_policy
+        self.sampler = settings.on_policy_sampler
         self.max_new_tokens, self.max_length = int(max_new_tokens), settings.max_length
         self.kl_chunk = settings.kl_chunk
         self.pad_id, self.eos_id = pad_id, eos_id
@@ -240,32 +241,58 @@ class KD(Objective):
         gen_model.eval()
         cuda = [device] if device.type == "cuda" else []
         try:
-            with torch.no_grad(), torch.random.fork_rng(devices=cuda):
-                torch.manual_seed(seed)
-                out = gen_model.generate(
-                    input_ids=inp,
-                    attention_mask=attn,
-                    do_sample=True,
-                    temperature=self.temperature,
-                    top_k=0,
-                    top_p=1.0,
-                    max_new_tokens=budget,
-                    pad_token_id=self.pad_id,
-                    eos_token_id=self.eos_id,
-                )
+            if self.sampler == "backend":
+                gens = self._backend_samples(gen_model, ids, prompt_len, budget, seed)
+            else:
+                with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+                    torch.manual_seed(seed)
+                    out = gen_model.generate(
+                        input_ids=inp,
+                        attention_mask=attn,
+                        do_sample=True,
+                        temperature=self.temperature,
+                        top_k=0,
+                        top_p=1.0,
+                        max_new_tokens=budget,
+                        pad_token_id=self.pad_id,
+                        eos_token_id=self.eos_id,
+                    )
+                gens = [out[i, width:].tolist() for i in range(len(prompt_len))]
         finally:
             gen_model.train(was_training)
             self._generate_s += time.perf_counter() - t0
             self._samples += len(prompt_len)
         examples = []
         for i, n in enumerate(prompt_len):
-            gen = out[i, width:].tolist()
+            gen = gens[i]
             if self.eos_id is not None and self.eos_id in gen:
                 gen = gen[: gen.index(self.eos_id) + 1]
             gen = gen[: max(self.max_length - n, 1)] or [self.eos_id or self.pad_id]
             prompt = ids[i, :n].tolist()
             examples.append({"input_ids": prompt + gen, "labels": [IGNORE_INDEX] * n + gen})
         return {k: v.to(device) for k, v in Collator(self.pad_id)(examples).items()}
+
+    def _backend_samples(
+        self, model: Any, ids: torch.Tensor, prompt_len: list[int], budget: int, seed: int
+    ) -> list[list[int]]:
+        """The student's samples through bbi's generation path (``bbi.backends.hf``:
+        KV cache, finished rows dropped, output layer on the last position, one seeded
+        sampler per row) instead of HF ``generate``."""
+        from bbi.backends.hf import decode_rows
+        from distill.objectives import accepts_logits_to_keep
+
+        encoded = [ids[i, :n].tolist() for i, n in enumerate(prompt_len)]
+        return decode_rows(
+            model,
+            encoded,
+            [(seed + i) % 2**31 for i in range(len(encoded))],
+            pad_id=self.pad_id,
+            eos_ids=[self.eos_id] if self.eos_id is not None else [],
+            max_new_tokens=budget,
+            temperature=self.temperature,
+            device=ids.device,
+            keeps_logits=accepts_logits_to_keep(model),
+        )
 
     def stats(self) -> dict[str, Any]:
         """On-policy runs: wall time spent sampling (HF ``generate``), for its share of
