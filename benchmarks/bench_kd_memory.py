@@ -5,7 +5,8 @@ Two tiny random Llama models (hidden 64, 2 layers) share a 150,000-token vocabul
 the output layer dominates as in a real Qwen/Llama pair. Each configuration runs in its
 own process (large allocations served by mmap, so freed memory leaves the resident set).
 Reported: the first step's peak resident memory above what the process held just before
-it (models, batch, and for the cache its rows; ``ru_maxrss`` minus the resident size), and
+it (models, batch, and for the cache its rows; the high-water mark ``VmHWM``, reset just
+before the step, minus the resident size then), and
 the step's wall time (forward + backward, median of ``--repeats`` after the first). On a CUDA machine ``--device cuda`` reports
 ``torch.cuda.max_memory_allocated`` instead.
 
@@ -30,7 +31,21 @@ def _rss_mib() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _maxrss_mib() -> float:
+def _reset_peak() -> None:
+    """Reset the process's resident high-water mark (Linux >= 4.0), so the peak read after
+    the step is the step's own, not the setup's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def _peak_mib() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -88,6 +103,7 @@ def one(mode: str, chunk: int, args: argparse.Namespace) -> dict:
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated() / 2**20
         else:
+            _reset_peak()
             before = _rss_mib()
         t0 = time.perf_counter()
         sums, counts = objective.token_losses(student, batch)
@@ -97,9 +113,7 @@ def one(mode: str, chunk: int, args: argparse.Namespace) -> dict:
         times.append(time.perf_counter() - t0)
         if r == 0:
             peak = (
-                torch.cuda.max_memory_allocated() / 2**20
-                if device.type == "cuda"
-                else _maxrss_mib()
+                torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _peak_mib()
             ) - before
     return {
         "mode": mode,
@@ -118,12 +132,17 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--only", nargs="*", default=None, help="MODE:CHUNK pairs to run (default: all)"
+    )
     ap.add_argument("--one", nargs=2, metavar=("MODE", "CHUNK"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one(args.one[0], int(args.one[1]), args)))
         return
     configs = [("model", 0), ("model", 128), ("model", 32), ("cache", 0), ("cache", 128)]
+    if args.only:
+        configs = [(m, int(c)) for m, c in (x.split(":") for x in args.only)]
     tokens = args.batch * (args.length - args.length // 8)
     print(
         f"vocab {args.vocab}, batch {args.batch} x {args.length} tokens "
