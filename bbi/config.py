@@ -266,8 +266,8 @@ class LoraSettings(GuideSettings, LoopSettings, AdapterSettings):
     the order adapter, loop, guide (the order results.json records them in)."""
 
 
-KD_LOSSES = ("forward_kl", "reverse_kl", "jsd")
-KDLoss = Literal["forward_kl", "reverse_kl", "jsd"]
+KD_LOSSES = ("forward_kl", "reverse_kl", "jsd", "uld")
+KDLoss = Literal["forward_kl", "reverse_kl", "jsd", "uld"]
 
 
 class KDSettings(LoraSettings):
@@ -278,7 +278,10 @@ class KDSettings(LoraSettings):
     takes this model)."""
 
     loss: KDLoss = Field(
-        "forward_kl", description="forward_kl = KL(teacher||student), reverse_kl, or jsd."
+        "forward_kl",
+        description="forward_kl = KL(teacher||student), reverse_kl, jsd, or uld (universal "
+        "logit distillation: cross-entropy + sorted-probability distance; works across "
+        "tokenizers).",
     )
     beta: float = Field(
         0.5, ge=0.0, le=1.0, description="jsd mixture weight: 0 = forward KL, 1 = reverse KL."
@@ -298,8 +301,46 @@ class KDSettings(LoraSettings):
         le=1_000_000,
         description="Max tokens of an on-policy sample (default: the run's generation setting).",
     )
+    uld_weight: float = Field(
+        1.0,
+        ge=0.0,
+        le=1000.0,
+        description="Weight of the ULD distance next to the CE (--loss uld).",
+    )
+    on_policy_sampler: Literal["generate", "backend"] = Field(
+        "generate",
+        description="How on-policy samples are drawn: generate (HF generate) or backend "
+        "(bbi's generation path: KV cache, finished rows dropped, one seeded sampler per row).",
+    )
+    corpus_prompts: int = Field(
+        0,
+        ge=0,
+        le=10_000_000,
+        description="Also train on N prompts of the suite builders' training corpus (never a "
+        "suite prompt), answered by the teacher like the probe (0: the train split only).",
+    )
+    kl_chunk: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Response tokens per chunk of the KD loss: each chunk's logits are made, "
+        "used and dropped (recomputed for the gradient), so memory does not grow with "
+        "vocabulary x length (0: all at once).",
+    )
+    teacher_logits: Literal["model", "cache"] = Field(
+        "model",
+        description="model: run the teacher beside the student at every step; cache: run it "
+        "once over the data, keep its top-k log-probabilities on disk, train without it.",
+    )
+    top_k: int = Field(
+        64,
+        ge=1,
+        le=65_536,
+        description="Teacher log-probabilities kept per token with --teacher-logits cache "
+        "(the rest of the mass is one tail bucket).",
+    )
 
-    @field_validator("beta", "temperature", "lambda_on_policy")
+    @field_validator("beta", "temperature", "lambda_on_policy", "uld_weight")
     @classmethod
     def _check_kd_finite(cls, v: float, info: Any) -> float:
         return _finite(v, info.field_name)

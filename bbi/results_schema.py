@@ -456,6 +456,8 @@ class LoopDistill(DistillBase):
     metrics: str | None = None
     loss_tokens: Any = None
     guide: Any = None
+    n_corpus_prompts: int = 0  # training-corpus prompts beyond the train split
+    objective_stats: dict[str, Any] | None = None  # the objective's totals (sampling time...)
 
 
 class WdaDistill(DistillBase):

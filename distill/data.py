@@ -112,6 +112,7 @@ class DistillDataset(Dataset):
         self.examples: list[dict[str, list[int]]] = []
         self.prompt_ids: list[str] = []
         self.categories: list[str] = []
+        self.texts: list[tuple[str, str]] = []  # (prompt, response), for other tokenizers
         self.n_skipped = 0
         has_cat = "category" in pairs.columns
         for rec in pairs.itertuples(index=False):
@@ -122,6 +123,7 @@ class DistillDataset(Dataset):
             self.examples.append(enc)
             self.prompt_ids.append(rec.prompt_id)
             self.categories.append(str(rec.category) if has_cat else "")
+            self.texts.append((str(rec.prompt), str(rec.response)))
 
     def __len__(self) -> int:
         return len(self.examples)

@@ -7,6 +7,11 @@ needs the teacher's weights (an ``hf:`` or ``zoo:`` spec; an API or imported tea
 none) and a tokenizer with the student's vocabulary. Data, loop, checkpoints, outputs and
 registration are the shared ones (``distill.method``): the teacher's TRAIN-split prompts
 and responses of the run; the test split is never used.
+
+Settings select the variants for real pairs (docs/distillation-at-scale.md): ``kl_chunk``
+(the loss in chunks of positions), ``teacher_logits="cache"`` (the teacher's top-k
+log-probabilities computed once and trained from without the teacher, ``CachedKD``),
+``loss="uld"`` (another tokenizer, ``distill.objectives.uld``).
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ from bbi.config import GenerationSettings, KDSettings
 from bbi.errors import BbiError
 from bbi.runstore import RunDir
 from distill.method import DistillResult, distil
-from distill.objectives.kd import KD
+from distill.objectives.kd import KD, CachedKD
+from distill.objectives.uld import ULD
 from distill.student import check_same_vocabulary, load_model
+
+TEACHER_CACHE_DIR = "cache/teacher"
+"""Where ``--teacher-logits cache`` keeps the teacher's top-k log-probabilities in a run."""
 
 
 def teacher_model_spec(run: RunDir, teacher_alias: str, teacher_spec: str | None = None) -> str:
@@ -72,6 +81,31 @@ def distill_kd(
     teacher_alias = teacher_alias or run.teacher_alias()
     t_spec = teacher_model_spec(run, teacher_alias, teacher_spec)
     max_new = hp.max_new_tokens or _run_max_new_tokens(run)
+    if hp.loss == "uld" and hp.teacher_logits != "model":
+        raise BbiError("--loss uld compares full distributions: use --teacher-logits model")
+
+    def make_cached(tokenizer: Any, base_spec: str) -> CachedKD:
+        from bbi.fingerprint import spec_fingerprint
+
+        def load_teacher() -> Any:
+            teacher, t_tok, _ = load_model(t_spec, dtype)
+            check_same_vocabulary(tokenizer, t_tok, base_spec, t_spec)
+            return teacher
+
+        return CachedKD(
+            load_teacher,
+            hp,
+            cache_root=run.path / TEACHER_CACHE_DIR,
+            vocab=len(tokenizer),
+            pad_id=tokenizer.pad_token_id,
+            teacher_spec=t_spec,
+            teacher_fingerprint=spec_fingerprint(t_spec),
+            progress=bool(options.get("progress", False)),
+        )
+
+    def make_uld(tokenizer: Any, base_spec: str) -> ULD:
+        teacher, t_tok, t_fp = load_model(t_spec, dtype)
+        return ULD(teacher, t_tok, hp, teacher_spec=t_spec, teacher_fingerprint=t_fp)
 
     def make_objective(tokenizer: Any, base_spec: str) -> KD:
         teacher, t_tok, t_fp = load_model(t_spec, dtype)
@@ -89,7 +123,11 @@ def distill_kd(
     return distil(
         run,
         method="kd",
-        make_objective=make_objective,
+        make_objective=make_uld
+        if hp.loss == "uld"
+        else make_cached
+        if hp.teacher_logits == "cache"
+        else make_objective,
         hp=hp,
         teacher_alias=teacher_alias,
         alias=alias,
@@ -98,4 +136,4 @@ def distill_kd(
     )
 
 
-__all__ = ["distill_kd", "teacher_model_spec"]
+__all__ = ["TEACHER_CACHE_DIR", "distill_kd", "teacher_model_spec"]

@@ -29,7 +29,7 @@ from bbi.errors import BbiError
 from bbi.fsafe import check_output_dir, prepare_output_dir, removed_on_error, staged_files
 from bbi.results_schema import validated_distill
 from bbi.runstore import RunDir, check_alias, write_json
-from distill.data import Collator, DistillDataset, distillation_pairs, split_eval
+from distill.data import DistillDataset, distillation_pairs, split_eval
 from distill.objectives import Objective
 from distill.student import (
     load_student,
@@ -104,6 +104,7 @@ def distil(
     progress: bool = True,
     sample_weights: SampleWeights | None = None,
     replace: bool = False,
+    extra_pairs: Any = None,
 ) -> DistillResult:
     """Run one distillation method end to end (see the module docstring).
 
@@ -146,6 +147,9 @@ def distil(
 
     # Data first: a run without usable teacher responses fails before any model loads.
     pairs = distillation_pairs(run, teacher_alias)
+    n_corpus = 0
+    if extra_pairs is not None and len(extra_pairs):
+        pairs, n_corpus = with_extra_pairs(run, pairs, extra_pairs)
     train_pairs, eval_pairs = split_eval(pairs, hp.eval_fraction, hp.seed)
     if train_pairs.empty:
         raise BbiError(f"{run.path}: no training pairs left after holding out the eval set")
@@ -181,14 +185,15 @@ def distil(
     # A new output left with nothing to resume (a full disk, Ctrl-C before the first
     # checkpoint) is removed: no partial adapters/ALIAS directory stays behind.
     with removed_on_error(out_dir, created, unless=ckpt / "state.json"):
+        loop_train_ds, loop_eval_ds = objective.datasets(train_ds, eval_ds, accelerator)
         outcome = train(
             model,
             objective,
-            train_ds,
-            eval_ds,
+            loop_train_ds,
+            loop_eval_ds,
             hp=hp,
             accelerator=accelerator,
-            collate=Collator(tokenizer.pad_token_id),
+            collate=objective.collator(tokenizer.pad_token_id),
             ckpt_dir=ckpt,
             identity={
                 "method": method,
@@ -247,6 +252,10 @@ def distil(
         "loss_tokens": state.get("loss_tokens"),
         "guide": guide,
     }
+    if n_corpus:  # prompts beyond the train split (records without them are unchanged)
+        record["n_corpus_prompts"] = n_corpus
+    if objective.stats():  # e.g. on-policy sampling time, the teacher cache
+        record["objective_stats"] = objective.stats()
     result.record = record = validated_distill(record)
     if accelerator.is_main_process:
         with staged_files(out_dir) as stage:  # the student appears whole or not at all
@@ -255,6 +264,27 @@ def distil(
         register(run, alias, spec, record)
     accelerator.wait_for_everyone()
     return result
+
+
+def with_extra_pairs(run: RunDir, pairs: Any, extra: Any) -> tuple[Any, int]:
+    """The train split's pairs plus ``extra`` ones (more prompts for the teacher to teach,
+    e.g. the builders' training corpus): refused if any extra prompt is one of the run's
+    suite prompts (test or train) or reuses a prompt id. Returns (pairs, extra prompt count)."""
+    import pandas as pd
+
+    prompts = set(run.suite()["prompt"].astype(str))
+    leaked = sorted(set(extra["prompt"].astype(str)) & prompts)
+    if leaked:
+        raise BbiError(
+            f"{len(leaked)} extra distillation prompt(s) are prompts of the run's suite "
+            f"(e.g. {leaked[0][:60]!r}); distillation data must never hold a suite prompt"
+        )
+    clash = set(extra["prompt_id"]) & set(pairs["prompt_id"])
+    if clash:
+        raise BbiError(f"extra distillation prompts reuse suite prompt ids (e.g. {min(clash)})")
+    both = pd.concat([pairs, extra[list(pairs.columns)]], ignore_index=True)
+    both = both.sort_values(["prompt_id", "sample"], kind="stable").reset_index(drop=True)
+    return both, int(extra["prompt_id"].nunique())
 
 
 def check_launch(accelerator: Any, grad_accum: int) -> None:
@@ -363,6 +393,7 @@ __all__ = [
     "check_launch",
     "check_new_alias",
     "distil",
+    "with_extra_pairs",
     "guide_source",
     "pick_student_spec",
     "register",

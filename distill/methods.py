@@ -15,8 +15,9 @@ adapter, ``full``: every weight). Three different questions, not three names for
 
 ``needs`` names what only the application layer can give (it wires the sibling
 packages together, distillation imports none of them): ``sample_weights`` (attack-guided
-data from ``discriminators.leak``, when the settings ask for a guide) and ``behaviour``
-/ ``groups`` (``probes``' safety behaviour for BIRD's table).
+data from ``discriminators.leak``, when the settings ask for a guide), ``corpus_pairs``
+(the teacher's answers to ``probes``' training-corpus prompts, ``--corpus-prompts``) and
+``behaviour`` / ``groups`` (``probes``' safety behaviour for BIRD's table).
 """
 
 from __future__ import annotations
@@ -259,14 +260,19 @@ def run_lora(
     return _loop_output(result)
 
 
-def run_kd(settings: KDSettings, options: KDOptions, sample_weights: Any = None) -> MethodOutput:
+def run_kd(
+    settings: KDSettings,
+    options: KDOptions,
+    sample_weights: Any = None,
+    corpus_pairs: Any = None,
+) -> MethodOutput:
     """``bbi distill kd``: token-level KD from the teacher's weights."""
     from bbi.runstore import RunDir
     from distill.kd import distill_kd
 
     result = distill_kd(
         RunDir(options.run_dir), settings=settings, teacher_spec=options.teacher_spec,
-        sample_weights=sample_weights, **_loop_kwargs(options),
+        sample_weights=sample_weights, extra_pairs=corpus_pairs, **_loop_kwargs(options),
     )  # fmt: skip
     return _loop_output(result)
 
@@ -372,7 +378,7 @@ KD = DistillMethod(
     settings=KDSettings,
     options=KDOptions,
     run=run_kd,
-    needs=("sample_weights",),
+    needs=("sample_weights", "corpus_pairs"),
     doc="LoRA or --full; prints the new model spec and registers it in run.yaml. Needs the "
     "teacher's weights (hf: or zoo: spec) and the student's vocabulary.",
 )

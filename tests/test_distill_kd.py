@@ -300,7 +300,9 @@ def test_cli_kd_user_errors_are_one_line(kd_run, tmp_path):
         assert out.exit_code == 2 and len(lines) == 1 and "Traceback" not in out.output, out.output
         return lines[0]
 
-    assert "--loss: Input should be 'forward_kl', 'reverse_kl' or 'jsd'" in fails("--loss", "x")
+    assert "--loss: Input should be 'forward_kl', 'reverse_kl', 'jsd' or 'uld'" in fails(
+        "--loss", "x"
+    )
     assert "--beta: Input should be less than or equal to 1" in fails("--beta", "2")
     assert "--lambda-on-policy" in fails("--lambda-on-policy", "-0.5")
     assert "--temperature" in fails("--temperature", "0")

@@ -78,8 +78,12 @@ def _distil(run: RunDir, cfg: RunConfig, method: str, progress: bool) -> str:
         from distill.kd import distill_kd as fn
     else:
         from distill.lora import distill_lora as fn
+    from bbi.app.corpus import corpus_pairs
     from bbi.app.guide import guide_weights_for
 
+    extra = {}
+    if getattr(settings, "corpus_prompts", 0):
+        extra["extra_pairs"] = corpus_pairs(run, settings.corpus_prompts, settings.seed)
     res = fn(
         run,
         student=cfg.student,
@@ -89,6 +93,7 @@ def _distil(run: RunDir, cfg: RunConfig, method: str, progress: bool) -> str:
         full=d.full,
         progress=progress,
         sample_weights=guide_weights_for(run, settings, cfg.student),
+        **extra,
     )
     _mark(run, f"distill:{alias}", key, t0, spec=res.spec)
     return res.spec

@@ -389,6 +389,82 @@ def _apply_adapter(model: Any, adapter: str, local_only: bool) -> tuple[Any, Any
 
 
 # ----------------------------------------------------------------------------- backend
+@torch.inference_mode()
+def decode_rows(
+    model: Any,
+    encoded: list[list[int]],
+    seeds: list[int],
+    *,
+    pad_id: int,
+    eos_ids: list[int],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    do_sample: bool = True,
+    device: torch.device | None = None,
+    keeps_logits: bool = False,
+    stop: Any = None,
+) -> list[list[int]]:
+    """The new token ids of each prompt (EOS included when drawn): prefill left-padded
+    prompts, then decode with the KV cache, dropping rows from the batch (and the cache)
+    as soon as they hit EOS or ``stop(row)``. Row i depends only on (prompt i, seeds[i]):
+    the generation path of ``HFBackend``, usable on a model being trained (on-policy
+    distillation samples through it)."""
+    from transformers import DynamicCache
+
+    dev = device or next(model.parameters()).device
+    kw = {"logits_to_keep": 1} if keeps_logits else {}
+
+    def forward(ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            **kw,
+        )
+        return out.logits[:, -1, :].float()
+
+    width = max(len(e) for e in encoded)
+    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for r, e in enumerate(encoded):
+        if e:
+            ids[r, width - len(e) :] = torch.tensor(e, dtype=torch.long)
+            mask[r, width - len(e) :] = 1
+    ids, mask = ids.to(dev), mask.to(dev)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    logits = forward(ids, mask, pos)
+    next_pos = pos[:, -1] + 1
+    sampler = SeededSampler(temperature, top_p, seeds, width) if do_sample else None
+    rows: list[list[int]] = [[] for _ in encoded]
+    active = list(range(len(encoded)))  # original row of each batch row
+    eos = set(eos_ids)
+    for step in range(max_new_tokens):
+        if sampler is not None:
+            tok = sampler.sample(logits, [seeds[r] for r in active], step)
+        else:
+            tok = logits.argmax(-1)
+        keep = []
+        for j, (r, t) in enumerate(zip(active, tok.tolist(), strict=True)):
+            rows[r].append(t)
+            if t not in eos and not (stop is not None and stop(rows[r])):
+                keep.append(j)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(active):
+            sel = torch.tensor(keep, device=dev)
+            cache.batch_select_indices(sel)
+            mask, tok, next_pos = mask[sel], tok[sel], next_pos[sel]
+            active = [active[j] for j in keep]
+        mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+        logits = forward(tok[:, None], mask, next_pos[:, None])
+        next_pos = next_pos + 1
+    return rows
+
+
 class HFBackend:
     """A transformers causal LM behind the Backend protocol."""
 
@@ -484,71 +560,25 @@ class HFBackend:
                 results[i] = g
         return results  # type: ignore[return-value]
 
-    @torch.inference_mode()
     def _generate_batch(
         self, encoded: list[list[int]], config: BbiGenerationConfig, seeds: list[int]
     ) -> list[Generation]:
-        """Prefill left-padded prompts, then decode with the KV cache, dropping rows from
-        the batch (and the cache) as soon as they hit EOS or a stop string."""
-        from transformers import DynamicCache
-
-        dev = self.device
-        width = max(len(e) for e in encoded)
-        ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for r, e in enumerate(encoded):
-            if e:
-                ids[r, width - len(e) :] = torch.tensor(e, dtype=torch.long)
-                mask[r, width - len(e) :] = 1
-        ids, mask = ids.to(dev), mask.to(dev)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
-        logits = self._forward(ids, mask, pos, cache)
-        next_pos = pos[:, -1] + 1
-        sampler = (
-            SeededSampler(config.temperature, config.top_p, seeds, width)
-            if config.do_sample
-            else None
+        """Prefill left-padded prompts, then decode with the KV cache (``decode_rows``)."""
+        rows = decode_rows(
+            self.model,
+            encoded,
+            seeds,
+            pad_id=self.pad_id,
+            eos_ids=self.eos_ids,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            do_sample=config.do_sample,
+            device=self.device,
+            keeps_logits=self._keeps_logits,
+            stop=(lambda row: self._has_stop(row, config.stop)) if config.stop else None,
         )
-        rows: list[list[int]] = [[] for _ in encoded]
-        active = list(range(len(encoded)))  # original row of each batch row
-        eos = set(self.eos_ids)
-        for step in range(config.max_new_tokens):
-            if sampler is not None:
-                tok = sampler.sample(logits, [seeds[r] for r in active], step)
-            else:
-                tok = logits.argmax(-1)
-            keep = []
-            for j, (r, t) in enumerate(zip(active, tok.tolist(), strict=True)):
-                rows[r].append(t)
-                if t not in eos and not (config.stop and self._has_stop(rows[r], config.stop)):
-                    keep.append(j)
-            if not keep or step == config.max_new_tokens - 1:
-                break
-            if len(keep) < len(active):
-                sel = torch.tensor(keep, device=dev)
-                cache.batch_select_indices(sel)
-                mask, tok, next_pos = mask[sel], tok[sel], next_pos[sel]
-                active = [active[j] for j in keep]
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-            logits = self._forward(tok[:, None], mask, next_pos[:, None], cache)
-            next_pos = next_pos + 1
         return [self._finish(row, config) for row in rows]
-
-    def _forward(
-        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any
-    ) -> torch.Tensor:
-        """Next-token logits (float32) of the last position of each row."""
-        kw = {"logits_to_keep": 1} if self._keeps_logits else {}
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=pos,
-            past_key_values=cache,
-            use_cache=True,
-            **kw,
-        )
-        return out.logits[:, -1, :].float()
 
     def _has_stop(self, row: list[int], stops: tuple[str, ...]) -> bool:
         text = self._decode(row)
@@ -681,6 +711,7 @@ def load_hf_weights(
 
 
 __all__ = [
+    "decode_rows",
     "HFBackend",
     "SeededSampler",
     "dir_fingerprint",

@@ -66,6 +66,22 @@ class Objective:
         """Extra numbers for the step's metrics line (reset after each call)."""
         return {}
 
+    def stats(self) -> dict[str, Any]:
+        """Totals for the distill record (e.g. time spent sampling); default: none."""
+        return {}
+
+    def datasets(self, train_ds: Any, eval_ds: Any, accelerator: Any) -> tuple[Any, Any]:
+        """The datasets the loop draws from (default: as given). An objective whose
+        signal is data, e.g. a teacher's cached log-probabilities, attaches it here; the
+        examples, their order and their fingerprints stay the given ones."""
+        return train_ds, eval_ds
+
+    def collator(self, pad_id: int) -> Any:
+        """Turns a list of examples into a batch (default: ``distill.data.Collator``)."""
+        from distill.data import Collator
+
+        return Collator(pad_id)
+
 
 def response_logits(
     model: Any, batch: dict[str, torch.Tensor]

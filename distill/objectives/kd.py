@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,8 +39,10 @@ import torch.nn.functional as F
 
 from bbi.config import KD_LOSSES as LOSSES
 from bbi.config import KDLoss, KDSettings
+from bbi.errors import BbiError
 from distill.data import IGNORE_INDEX, Collator
 from distill.objectives import Objective, StepContext, response_logits
+from distill.objectives.chunked import chunked_rows, response_rows
 
 
 def generalized_jsd(
@@ -60,6 +65,10 @@ def generalized_jsd(
     return beta * kl_t + (1.0 - beta) * kl_s
 
 
+def _beta(loss: KDLoss, beta: float) -> float:
+    return {"forward_kl": 0.0, "reverse_kl": 1.0}.get(loss, beta)
+
+
 def divergence(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -69,10 +78,43 @@ def divergence(
 ) -> torch.Tensor:
     """Per-position divergence between softened student and teacher distributions
     (``loss`` is one of ``bbi.config.KD_LOSSES``, checked there)."""
-    b = {"forward_kl": 0.0, "reverse_kl": 1.0}.get(loss, beta)
     s = F.log_softmax(student_logits.float() / temperature, dim=-1)
     t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    return generalized_jsd(s, t, b)
+    return generalized_jsd(s, t, _beta(loss, beta))
+
+
+# A log-probability standing for "no mass": exp() of it is exactly 0 in float32, and
+# unlike -inf it never makes 0 * inf = nan inside the divergence.
+NO_MASS = -1.0e4
+
+
+def topk_divergence(
+    student_logits: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    teacher_tail: torch.Tensor,
+    loss: KDLoss,
+    beta: float,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Per-position divergence against a teacher known by its top-k only.
+
+    The teacher gives, per position, the log-probabilities of its k most likely tokens
+    (``teacher_ids``, ``teacher_logprobs``, already softened by ``temperature``) and the
+    log of the rest of its mass (``teacher_tail``). Both distributions are coarsened the
+    same way, to k + 1 outcomes (the k tokens, and "any other token" as one bucket), and
+    the divergence is taken between the coarsened ones. The approximation, stated: this is
+    the exact divergence of the coarsened distributions, and for the KLs never more than
+    the full-vocabulary divergence (data processing); it differs from it only by how the
+    two spread their tail mass over the other tokens.
+    """
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    ids = teacher_ids.long()
+    s_top = s.gather(-1, ids)
+    s_tail = s.scatter(-1, ids, float("-inf")).logsumexp(-1, keepdim=True)
+    s_c = torch.cat([s_top, s_tail], dim=-1).clamp(min=NO_MASS)
+    t_c = torch.cat([teacher_logprobs.float(), teacher_tail.float()[..., None]], dim=-1)
+    return generalized_jsd(s_c, t_c.clamp(min=NO_MASS), _beta(loss, beta))
 
 
 class KD(Objective):
@@ -100,11 +142,14 @@ class KD(Objective):
         self.loss, self.beta = settings.loss, settings.beta
         self.temperature = settings.temperature
         self.lambda_on_policy = settings.lambda_on_policy
+        self.sampler = settings.on_policy_sampler
         self.max_new_tokens, self.max_length = int(max_new_tokens), settings.max_length
+        self.kl_chunk = settings.kl_chunk
         self.pad_id, self.eos_id = pad_id, eos_id
         self.teacher_spec, self.teacher_fingerprint = teacher_spec, teacher_fingerprint
         self._autocast: Any = contextlib.nullcontext
         self._on = self._off = 0
+        self._generate_s, self._samples = 0.0, 0
 
     def setup(self, accelerator: Any) -> None:
         self.teacher.to(accelerator.device)
@@ -122,6 +167,8 @@ class KD(Objective):
     def token_losses(
         self, model: Any, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kl_chunk:
+            return self._chunked_token_losses(model, batch)
         s_logits, _, mask = response_logits(model, batch)
         with torch.no_grad(), self._autocast():
             t_logits, _, _ = response_logits(self.teacher, batch)
@@ -131,6 +178,27 @@ class KD(Objective):
         per_token[mask] = divergence(
             s_logits[mask][:, :v], t_logits[mask][:, :v], self.loss, self.beta, self.temperature
         )
+        return per_token.sum(dim=1), mask.sum(dim=1)
+
+    def _chunked_token_losses(
+        self, model: Any, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same loss, ``kl_chunk`` response tokens at a time (``objectives.chunked``)."""
+        s_rows, s_head, mask = response_rows(model, batch)
+        with torch.no_grad(), self._autocast():
+            t_rows, t_head, _ = response_rows(self.teacher, batch)
+
+        def per_row(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            s_logits = s_head(s) if s_head is not None else s
+            with torch.no_grad(), self._autocast():
+                t_logits = t_head(t) if t_head is not None else t
+            v = min(s_logits.size(-1), t_logits.size(-1))
+            return divergence(
+                s_logits[:, :v], t_logits[:, :v], self.loss, self.beta, self.temperature
+            )
+
+        per_token = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+        per_token[mask] = chunked_rows(per_row, s_rows, t_rows, chunk=self.kl_chunk)
         return per_token.sum(dim=1), mask.sum(dim=1)
 
     # ---- on-policy sampling ----------------------------------------------------------
@@ -169,33 +237,69 @@ class KD(Objective):
             )
         )
         was_training = gen_model.training
+        t0 = time.perf_counter()
         gen_model.eval()
         cuda = [device] if device.type == "cuda" else []
         try:
-            with torch.no_grad(), torch.random.fork_rng(devices=cuda):
-                torch.manual_seed(seed)
-                out = gen_model.generate(
-                    input_ids=inp,
-                    attention_mask=attn,
-                    do_sample=True,
-                    temperature=self.temperature,
-                    top_k=0,
-                    top_p=1.0,
-                    max_new_tokens=budget,
-                    pad_token_id=self.pad_id,
-                    eos_token_id=self.eos_id,
-                )
+            if self.sampler == "backend":
+                gens = self._backend_samples(gen_model, ids, prompt_len, budget, seed)
+            else:
+                with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+                    torch.manual_seed(seed)
+                    out = gen_model.generate(
+                        input_ids=inp,
+                        attention_mask=attn,
+                        do_sample=True,
+                        temperature=self.temperature,
+                        top_k=0,
+                        top_p=1.0,
+                        max_new_tokens=budget,
+                        pad_token_id=self.pad_id,
+                        eos_token_id=self.eos_id,
+                    )
+                gens = [out[i, width:].tolist() for i in range(len(prompt_len))]
         finally:
             gen_model.train(was_training)
+            self._generate_s += time.perf_counter() - t0
+            self._samples += len(prompt_len)
         examples = []
         for i, n in enumerate(prompt_len):
-            gen = out[i, width:].tolist()
+            gen = gens[i]
             if self.eos_id is not None and self.eos_id in gen:
                 gen = gen[: gen.index(self.eos_id) + 1]
             gen = gen[: max(self.max_length - n, 1)] or [self.eos_id or self.pad_id]
             prompt = ids[i, :n].tolist()
             examples.append({"input_ids": prompt + gen, "labels": [IGNORE_INDEX] * n + gen})
         return {k: v.to(device) for k, v in Collator(self.pad_id)(examples).items()}
+
+    def _backend_samples(
+        self, model: Any, ids: torch.Tensor, prompt_len: list[int], budget: int, seed: int
+    ) -> list[list[int]]:
+        """The student's samples through bbi's generation path (``bbi.backends.hf``:
+        KV cache, finished rows dropped, output layer on the last position, one seeded
+        sampler per row) instead of HF ``generate``."""
+        from bbi.backends.hf import decode_rows
+        from distill.objectives import accepts_logits_to_keep
+
+        encoded = [ids[i, :n].tolist() for i, n in enumerate(prompt_len)]
+        return decode_rows(
+            model,
+            encoded,
+            [(seed + i) % 2**31 for i in range(len(encoded))],
+            pad_id=self.pad_id,
+            eos_ids=[self.eos_id] if self.eos_id is not None else [],
+            max_new_tokens=budget,
+            temperature=self.temperature,
+            device=ids.device,
+            keeps_logits=accepts_logits_to_keep(model),
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """On-policy runs: wall time spent sampling (HF ``generate``), for its share of
+        the training time (``train_time_s`` in the record)."""
+        if self.lambda_on_policy <= 0.0:
+            return {}
+        return {"generate_s": self._generate_s, "on_policy_samples": self._samples}
 
     def step_metrics(self) -> dict[str, Any]:
         if self.lambda_on_policy <= 0.0 or not (self._on + self._off):
@@ -205,4 +309,153 @@ class KD(Objective):
         return out
 
 
-__all__ = ["KD", "LOSSES", "divergence", "generalized_jsd"]
+class CachedKD(Objective):
+    """Token-level KD from the teacher's cached top-k log-probabilities (``--teacher-logits
+    cache``): the teacher runs once, before training, over the examples of the train and
+    held-out sets whose cache is missing (``distill.teacher_cache``), and is dropped before
+    the first step. The loss is ``topk_divergence`` (top-k plus one tail bucket, its
+    approximation stated there), for training and for the held-out eval alike."""
+
+    name = "kd"
+
+    def __init__(
+        self,
+        load_teacher: Callable[[], Any],
+        settings: KDSettings,
+        *,
+        cache_root: Path,
+        vocab: int,
+        pad_id: int = 0,
+        teacher_spec: str = "",
+        teacher_fingerprint: str = "",
+        progress: bool = False,
+    ):
+        if settings.lambda_on_policy > 0:
+            raise BbiError(
+                "--teacher-logits cache scores fixed data; on-policy samples "
+                "(--lambda-on-policy) need the teacher model (--teacher-logits model)"
+            )
+        self.load_teacher = load_teacher
+        self.loss, self.beta = settings.loss, settings.beta
+        self.temperature, self.top_k = settings.temperature, settings.top_k
+        self.kl_chunk, self.batch_size = settings.kl_chunk, settings.batch_size
+        self.cache_root, self.vocab, self.pad_id = Path(cache_root), int(vocab), pad_id
+        self.teacher_spec, self.teacher_fingerprint = teacher_spec, teacher_fingerprint
+        self.progress = progress
+        self.shards_computed = 0
+        self.cache_dirs: list[str] = []
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "teacher": self.teacher_spec,
+            "teacher_fingerprint": self.teacher_fingerprint,
+            "teacher_logits": "cache",
+            "top_k": self.top_k,
+        }
+
+    def datasets(self, train_ds: Any, eval_ds: Any, accelerator: Any) -> tuple[Any, Any]:
+        import gc
+
+        from distill.teacher_cache import TeacherCache, TeacherSignalDataset, cache_key
+
+        caches = [
+            TeacherCache(
+                self.cache_root
+                / cache_key(
+                    self.teacher_fingerprint, ds.fingerprint(), self.top_k, self.temperature,
+                    self.vocab,
+                ),
+                len(ds),
+            )
+            for ds in (train_ds, eval_ds)
+        ]  # fmt: skip
+        teacher = None
+        for cache, ds in zip(caches, (train_ds, eval_ds), strict=True):
+            if cache.complete():
+                continue
+            if accelerator.is_main_process:  # one process scores, the others wait
+                if teacher is None:
+                    teacher = self.load_teacher().eval().requires_grad_(False)
+                    teacher.to(accelerator.device)
+                self.shards_computed += cache.build(
+                    lambda examples, t=teacher: self._teacher_rows(t, examples, accelerator),
+                    ds,
+                    batch_size=self.batch_size,
+                    meta={
+                        "teacher": self.teacher_spec,
+                        "teacher_fingerprint": self.teacher_fingerprint,
+                        "data": ds.fingerprint(),
+                        "top_k": self.top_k,
+                        "temperature": self.temperature,
+                        "vocab": self.vocab,
+                    },
+                    progress=self.progress,
+                )
+            accelerator.wait_for_everyone()
+        del teacher  # trained without it
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.cache_dirs = [c.root.as_posix() for c in caches]
+        return tuple(
+            TeacherSignalDataset(ds, c.load())
+            for c, ds in zip(caches, (train_ds, eval_ds), strict=True)
+        )  # type: ignore[return-value]
+
+    def _teacher_rows(self, teacher: Any, examples: list[dict], accelerator: Any) -> list[Any]:
+        from distill.teacher_cache import topk_rows
+
+        batch = {k: v.to(accelerator.device) for k, v in Collator(self.pad_id)(examples).items()}
+        with torch.no_grad(), accelerator.autocast():
+            rows, head, mask = response_rows(teacher, batch)
+            chunk = self.kl_chunk or rows.size(0) or 1
+            parts = []
+            for i in range(0, rows.size(0), chunk):
+                logits = head(rows[i : i + chunk]) if head is not None else rows[i : i + chunk]
+                parts.append(topk_rows(logits[:, : self.vocab], self.top_k, self.temperature))
+        ids, lp, tail = (np.concatenate([p[j] for p in parts]) for j in range(3))
+        edges = np.concatenate([[0], np.cumsum(mask.sum(dim=1).cpu().numpy())])
+        return [(ids[a:b], lp[a:b], tail[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+    def stats(self) -> dict[str, Any]:
+        return {"teacher_cache": self.cache_dirs, "cache_shards_computed": self.shards_computed}
+
+    def collator(self, pad_id: int) -> Any:
+        from distill.teacher_cache import SignalCollator
+
+        return SignalCollator(pad_id)
+
+    def token_losses(
+        self, model: Any, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kl_chunk:
+            s_rows, s_head, mask = response_rows(model, batch)
+        else:
+            s_logits, _, mask = response_logits(model, batch)
+            s_rows, s_head = s_logits[mask], None
+        start = batch["teacher_tail"].size(1) - mask.size(1)
+        t_ids = batch["teacher_ids"][:, start:][mask]
+        t_lp = batch["teacher_logprobs"][:, start:][mask]
+        t_tail = batch["teacher_tail"][:, start:][mask]
+
+        def per_row(
+            s: torch.Tensor, ids: torch.Tensor, lp: torch.Tensor, tail: torch.Tensor
+        ) -> torch.Tensor:
+            s_logits = s_head(s) if s_head is not None else s
+            return topk_divergence(s_logits, ids, lp, tail, self.loss, self.beta, self.temperature)
+
+        per_token = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+        per_token[mask] = chunked_rows(per_row, s_rows, t_ids, t_lp, t_tail, chunk=self.kl_chunk)
+        return per_token.sum(dim=1), mask.sum(dim=1)
+
+
+__all__ = [
+    "KD",
+    "LOSSES",
+    "CachedKD",
+    "NO_MASS",
+    "divergence",
+    "generalized_jsd",
+    "topk_divergence",
+]

@@ -56,9 +56,23 @@ def _groups(method: Any, settings: Any, options: Any) -> Any:
     return safety_groups()
 
 
+def _corpus_pairs(method: Any, settings: Any, options: Any) -> Any:
+    from bbi.app.corpus import corpus_pairs
+    from bbi.runstore import RunDir
+
+    n = getattr(settings, "corpus_prompts", 0)
+    if not n:
+        return None
+    return corpus_pairs(
+        RunDir(options.run_dir), n, settings.seed, getattr(options, "teacher_alias", None),
+        progress=getattr(options, "progress", False),
+    )  # fmt: skip
+
+
 # What the application layer can give a method (``DistillMethod.needs``).
 NEEDS: dict[str, Callable[[Any, Any, Any], Any]] = {
     "sample_weights": _sample_weights,
+    "corpus_pairs": _corpus_pairs,
     "behaviour": _behaviour,
     "groups": _groups,
 }
