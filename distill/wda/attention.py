@@ -137,7 +137,9 @@ class WDAConfig:
         if self.kernel not in ("sine", "triangle"):
             raise ValueError(f"kernel must be 'sine' or 'triangle', not {self.kernel!r}")
         if self.route_schedule not in ("fixed", "doubling"):
-            raise ValueError(f"route_schedule must be 'fixed' or 'doubling', not {self.route_schedule!r}")
+            raise ValueError(
+                f"route_schedule must be 'fixed' or 'doubling', not {self.route_schedule!r}"
+            )
         if self.temperature <= 0 or self.distance_scale <= 0 or self.route_chunk < 1:
             raise ValueError("temperature, distance_scale and route_chunk must be positive")
         if self.window is not None and self.window <= 0:
@@ -413,10 +415,8 @@ class WaveDensityAttention(nn.Module):
 
         # the cache describes the state before the next position (realigned index n_b)
         n_real = torch.where(has, S - first, torch.zeros_like(first))
-        if cfg.route_schedule == "fixed":
-            c_next = n_real // R
-        else:
-            c_next = doubling_chunk_of(n_real, R)
+        fixed = cfg.route_schedule == "fixed"
+        c_next = n_real // R if fixed else doubling_chunk_of(n_real, R)
         rows = torch.arange(B, device=x.device)
         new_cache = WDACache(
             kv=k[..., None] * v,
