@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.wda import WaveDensityAttention, WDACache, WDAConfig
+from distill.wda import WaveDensityAttention, WDACache, WDAConfig, longconv
 from distill.wda.attention import triangle
 from distill.wda.longconv import (
     doubling_boundary,
@@ -244,14 +244,16 @@ def test_doubling_conv_gradients():
     assert torch.autograd.gradcheck(lambda a, b: doubling_conv(a, b, R), (sig, dens))
 
 
-def test_blocked_masks_equal_masks_with_gradients():
-    model = make()
+@pytest.mark.parametrize("kernel", ["sine", "triangle"])
+def test_lean_masks_equal_masks_with_gradients(kernel: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(longconv, "_BLOCK", 16)  # 4 blocks of distances, recomputed
+    model = make(kernel=kernel)
     d = torch.arange(50)
     ref = model.wave_masks(d)
     (ref * torch.linspace(-1, 1, 50)).sum().backward()
     grads = [p.grad.clone() for p in (model.freqs, model.amps, model.phases)]
     model.zero_grad()
-    blocked = model.wave_masks_blocked(d, block=16)  # 4 recomputed blocks
+    blocked = model.wave_masks_lean(d)
     (blocked * torch.linspace(-1, 1, 50)).sum().backward()
     assert_same_across_lengths(blocked, ref)
     for p, ref_grad in zip((model.freqs, model.amps, model.phases), grads, strict=True):

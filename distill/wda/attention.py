@@ -91,13 +91,13 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from distill.wda.longconv import (
     doubling_boundary,
     doubling_chunk_of,
     doubling_conv,
     doubling_starts,
+    wave_bank,
 )
 
 EPS = 1e-8  # the formula's denominator epsilon
@@ -234,22 +234,18 @@ class WaveDensityAttention(nn.Module):
         # M_hm(d) = sum_w a_hmw phi(phase_hmw(d))
         return (self.amps.to(dtype)[..., None] * waves).sum(dim=2)
 
-    def wave_masks_blocked(
-        self, dist: Tensor, dtype: torch.dtype = torch.float32, block: int = 1024
-    ) -> Tensor:
-        """``wave_masks`` in blocks of distances, each recomputed in the backward pass.
+    def wave_masks_lean(self, dist: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """``wave_masks`` with O(H M L) memory: blocks of distances, a fused backward.
 
-        The waves [H, M, W, L] are W times the bank's size; autograd would keep them (and
-        their phases) for every distance. Recomputing them per block keeps the long path's
-        memory at O(H M L).
+        Autograd through ``wave_masks`` keeps the [H, M, W, L] phases and waves, W times the
+        bank, for every distance; the long path recomputes them (``longconv.WaveBank``).
         """
-        if not (torch.is_grad_enabled() and self.freqs.requires_grad) or dist.numel() <= block:
-            return self.wave_masks(dist, dtype)
-        parts = [
-            checkpoint(self.wave_masks, dist[i : i + block], dtype, use_reentrant=False)
-            for i in range(0, dist.numel(), block)
-        ]
-        return torch.cat(parts, dim=-1)
+        u = dist.to(dtype) / self.config.distance_scale
+        feats = torch.stack([u, u.sqrt()], dim=-1)  # [L, 2]
+        return wave_bank(
+            self.freqs.to(dtype), self.amps.to(dtype), self.phases.to(dtype), feats,
+            self.config.kernel,
+        )  # fmt: skip
 
     def route(self, pooled: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Gate MLP on pooled states [N, D] -> (top-k indices, weights [N, H, k], logits)."""
@@ -389,7 +385,7 @@ class WaveDensityAttention(nn.Module):
         if cfg.route_schedule == "doubling":
             # one kernel per doubling chunk, an exactly causal dyadic FFT convolution
             dist = torch.arange(S, device=x.device)
-            bank = self.wave_masks_blocked(dist, work)
+            bank = self.wave_masks_lean(dist, work)
             dens = self.density(bank, idx[:, :C].flatten(0, 1), val[:, :C].flatten(0, 1), dist)
             y = doubling_conv(sig, dens.view(B, C, H, S), R)
         else:

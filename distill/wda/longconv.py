@@ -32,6 +32,7 @@ densities are kept for it (the spectra are recomputed, so memory stays O(S)).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -123,18 +124,23 @@ def _conv_backward(
         if c >= C or s >= e:
             break
         n = _padded(2 * e, 1)
-        # g restricted to the chunk, at its place in [0, e)
-        f_g = torch.fft.rfft(torch.nn.functional.pad(g[..., s:e], (s, 0)), n=n)
+        # g' = g on the chunk, g'_u = g_{s+u}; a correlation with g' at lag m gives the
+        # result at j = s + m, i.e. index m mod n (no wrap: n >= 2e)
+        f_g = torch.fft.rfft(g[..., s:e], n=n)
         if g_x is not None:
-            # grad sig_j = sum_{i in [s, e)} D_c(i - j) g_i = sum_t D_c(t) g_{t + j}
+            # grad sig_j = sum_{i in [s, e)} D_c(i - j) g_i = sum_t D_c(t) g'_{t + j - s}
             f_k = torch.fft.rfft(ker[:, c, :, : min(e, L)], n=n)[:, :, None]
-            g_x[..., :e] += torch.fft.irfft(f_k.conj() * f_g, n=n)[..., :e]
+            r = torch.fft.irfft(f_k.conj() * f_g, n=n)
+            g_x[..., :s] += r[..., n - s :]
+            g_x[..., s:e] += r[..., : e - s]
         if g_k is not None:
-            # grad D_c(d) = sum_{i in [s, e)} <g_i, sig_{i-d}> = sum_t <sig_t, g_{t + d}>
+            # grad D_c(d) = sum_{i in [s, e)} <g_i, sig_{i-d}> = sum_t <sig_t, g'_{t + d - s}>
             f_x = torch.fft.rfft(xs[..., :e], n=n)
-            corr = torch.fft.irfft((f_x.conj() * f_g).sum(2), n=n)  # [B, H, n]
+            corr = torch.fft.irfft(torch.einsum("bhef,bhef->bhf", f_x.conj(), f_g), n=n)
             d = min(e, L)
-            g_k[:, c, :, :d] += corr[..., :d]
+            g_k[:, c, :, : min(s, d)] += corr[..., n - s : n - s + min(s, d)]
+            if d > s:
+                g_k[:, c, :, s:d] += corr[..., : d - s]
     return g_x, g_k
 
 
@@ -171,7 +177,7 @@ class DoublingConv(torch.autograd.Function):
         g = grad.permute(0, 2, 3, 1)
         g_x = torch.zeros_like(xs) if need[0] else None
         g_k = torch.zeros_like(dens) if need[1] else None
-        for hs in _head_groups(H, 4 * B * E * S):
+        for hs in _head_groups(H, B * E * S):
             gx, gk = _conv_backward(
                 xs[:, hs].contiguous(), dens[:, :, hs], g[:, hs].contiguous(), ctx.chunk, need
             )
@@ -180,6 +186,65 @@ class DoublingConv(torch.autograd.Function):
             if g_k is not None and gk is not None:
                 g_k[:, :, hs] = gk
         return (None if g_x is None else g_x.permute(0, 3, 1, 2), g_k, None)
+
+
+def _phi(phase: Tensor, kernel: str) -> tuple[Tensor, Tensor]:
+    """phi(phase) and phi'(phase) for the sine or the triangle wave (sin's period and phase)."""
+    if kernel == "sine":
+        return torch.sin(phase), torch.cos(phase)
+    u = phase / (2 * math.pi) + 0.25
+    frac = u - torch.floor(u + 0.5)
+    return 4 * frac.abs() - 1, (2 / math.pi) * torch.sign(frac)
+
+
+class WaveBank(torch.autograd.Function):
+    """M_hm(d) = sum_w a_hmw phi(2 pi (f_hmw1 p1(d) + f_hmw2 p2(d)) + theta_hmw): [H, M, L].
+
+    The same values as ``WaveDensityAttention.wave_masks``, evaluated in blocks of
+    distances with a hand-written backward that recomputes the phases: autograd would keep
+    the [H, M, W, L] phases and waves (W times the bank) for every distance.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, freqs: Tensor, amps: Tensor, phases: Tensor, feats: Tensor, kernel: str
+    ) -> Tensor:
+        ctx.save_for_backward(freqs, amps, phases, feats)
+        ctx.kernel = kernel
+        parts = []
+        for i in range(0, feats.shape[0], _BLOCK):
+            phase = _phase(freqs, phases, feats[i : i + _BLOCK])
+            wave, _ = _phi(phase, kernel)
+            parts.append(torch.einsum("hmw,hmwl->hml", amps, wave))
+        return torch.cat(parts, dim=-1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:
+        freqs, amps, phases, feats = ctx.saved_tensors
+        g_amp = torch.zeros_like(amps)
+        g_lin = freqs.new_zeros(*amps.shape, 3)  # d/d(f1, f2, theta) without the amplitude
+        lin = torch.cat([2 * math.pi * feats, torch.ones_like(feats[:, :1])], dim=1)  # [L, 3]
+        for i in range(0, feats.shape[0], _BLOCK):
+            phase = _phase(freqs, phases, feats[i : i + _BLOCK])
+            wave, slope = _phi(phase, kernel=ctx.kernel)
+            g = grad[..., i : i + _BLOCK]
+            g_amp += torch.einsum("hml,hmwl->hmw", g, wave)
+            g_lin += torch.einsum("hmwl,hmlc->hmwc", slope, g[..., None] * lin[i : i + _BLOCK])
+        g_lin = g_lin * amps[..., None]
+        return g_lin[..., :2], g_amp, g_lin[..., 2], None, None
+
+
+_BLOCK = 2048  # distances per block of the wave bank
+
+
+def _phase(freqs: Tensor, phases: Tensor, feats: Tensor) -> Tensor:
+    # phase_hmwl = 2 pi (f_hmw1 p1_l + f_hmw2 p2_l) + theta_hmw
+    return 2 * math.pi * torch.einsum("hmwc,lc->hmwl", freqs, feats) + phases[..., None]
+
+
+def wave_bank(freqs: Tensor, amps: Tensor, phases: Tensor, feats: Tensor, kernel: str) -> Tensor:
+    """The mask bank [H, M, L] at features ``feats`` [L, 2] = (p1, p2) (see :class:`WaveBank`)."""
+    return WaveBank.apply(freqs, amps, phases, feats, kernel)
 
 
 def doubling_conv(sig: Tensor, dens: Tensor, chunk: int) -> Tensor:
