@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-_BUDGET = 1 << 22  # elements per head group of the FFT work arrays (bounds peak memory)
+_BUDGET = 1 << 20  # elements per head group of the FFT work arrays (bounds peak memory)
 
 
 def doubling_starts(n: int, chunk: int) -> list[int]:
@@ -103,7 +103,8 @@ def _conv_forward(xs: Tensor, ker: Tensor, chunk: int) -> Tensor:
         f_ker = torch.fft.rfft(ker[..., :size], n=size)[:, cid]  # [B, n, H, F]
         f_ker = f_ker.permute(0, 2, 1, 3)[:, :, None]  # [B, H, 1, n, F]
         left = xs.view(B, H, E, n, size)[..., :half]
-        part = torch.fft.irfft(torch.fft.rfft(left, n=size) * f_ker, n=size)[..., half:]
+        spec = torch.fft.rfft(left, n=size).mul_(f_ker)
+        part = torch.fft.irfft(spec, n=size)[..., half:]
         y.view(B, H, E, n, size)[..., half:] += part
         size *= 2
     return y
@@ -127,20 +128,21 @@ def _conv_backward(
         # g' = g on the chunk, g'_u = g_{s+u}; a correlation with g' at lag m gives the
         # result at j = s + m, i.e. index m mod n (no wrap: n >= 2e)
         f_g = torch.fft.rfft(g[..., s:e], n=n)
-        if g_x is not None:
-            # grad sig_j = sum_{i in [s, e)} D_c(i - j) g_i = sum_t D_c(t) g'_{t + j - s}
-            f_k = torch.fft.rfft(ker[:, c, :, : min(e, L)], n=n)[:, :, None]
-            r = torch.fft.irfft(f_k.conj() * f_g, n=n)
-            g_x[..., :s] += r[..., n - s :]
-            g_x[..., s:e] += r[..., : e - s]
         if g_k is not None:
             # grad D_c(d) = sum_{i in [s, e)} <g_i, sig_{i-d}> = sum_t <sig_t, g'_{t + d - s}>
             f_x = torch.fft.rfft(xs[..., :e], n=n)
             corr = torch.fft.irfft(torch.einsum("bhef,bhef->bhf", f_x.conj(), f_g), n=n)
+            del f_x
             d = min(e, L)
             g_k[:, c, :, : min(s, d)] += corr[..., n - s : n - s + min(s, d)]
             if d > s:
                 g_k[:, c, :, s:d] += corr[..., : d - s]
+        if g_x is not None:
+            # grad sig_j = sum_{i in [s, e)} D_c(i - j) g_i = sum_t D_c(t) g'_{t + j - s}
+            f_k = torch.fft.rfft(ker[:, c, :, : min(e, L)], n=n)[:, :, None]
+            r = torch.fft.irfft(f_g.mul_(f_k.conj()), n=n)
+            g_x[..., :s] += r[..., n - s :]
+            g_x[..., s:e] += r[..., : e - s]
     return g_x, g_k
 
 
@@ -234,7 +236,7 @@ class WaveBank(torch.autograd.Function):
         return g_lin[..., :2], g_amp, g_lin[..., 2], None, None
 
 
-_BLOCK = 2048  # distances per block of the wave bank
+_BLOCK = 512  # distances per block of the wave bank
 
 
 def _phase(freqs: Tensor, phases: Tensor, feats: Tensor) -> Tensor:
