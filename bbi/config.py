@@ -324,7 +324,7 @@ class WDASettings(LoopSettings):
     )
     route_chunk: int = Field(64, ge=1, le=1_000_000, description="Tokens per routing chunk.")
     route_schedule: Literal["fixed", "doubling"] = Field(
-        "fixed",
+        "doubling",
         description="Routing chunks: fixed (every route_chunk tokens) or doubling "
         "(R, 2R, 4R, ...: the long-context path, cost ~ S log S).",
     )

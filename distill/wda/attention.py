@@ -38,11 +38,19 @@ Decisions (each one tested in ``tests/test_wda_attention.py``):
 - Density D(d) = sigmoid(alpha K(d)), K(d) = sum_m w_m M_m(d), per (batch, head, chunk);
   optional Gaussian window exp(-d^2 / (2 sigma^2)) with an ABSOLUTE ``window`` sigma in
   tokens, off by default (the reference's always-on window was tied to L / 4).
+- Routing schedule (``route_schedule``): "fixed" cuts a chunk every R tokens (the
+  original layer, cost ~ S^2 log S / R, see below); "doubling" cuts [0, R), [R, 2R),
+  [2R, 4R), ..., so S tokens get 1 + ceil(log2(S / R)) decisions and the mixing is one
+  exactly causal dyadic FFT convolution, O(S log S log(S / R)) time and O(S) memory
+  (``distill/wda/longconv.py`` has its derivation). Up to 3R tokens both schedules cut the
+  same chunks; the WDAConfig default stays "fixed" so that saved students keep their
+  function, while ``bbi distill wda`` defaults to "doubling" (docs/wda.md: measured).
 - Mixing, per head: k_j = sigmoid(W_k x_j), q_i = sigmoid(W_q x_i) (one scalar per head,
   biased), v_j = W_v x_j, and
       ctx_i = sum_{j<=i} D(i-j) k_j v_j / (sum_{j<=i} D(i-j) k_j + 1e-8).
   Numerator and denominator are computed together on the stacked signal [k_j v_j, k_j]
-  (fp32; fp64 for fp64 inputs). Each routing chunk c = [s, e) has its own kernel D_c and
+  (fp32; fp64 for fp64 inputs). Fixed schedule: each routing chunk c = [s, e) has its
+  own kernel D_c and
   keeps only its own outputs, split in two exact parts: the prefix j < s as a causal FFT
   convolution of sig[0, s) with D_c (rfft/irfft, zero-padded to a power of two
   >= s + e, so linear, not circular), and the chunk itself, s <= j <= i, as a direct
