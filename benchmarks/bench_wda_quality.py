@@ -7,10 +7,10 @@ the tests' synthetic corpus (``tests/conftest.py``'s builder, ``--items`` per ca
 up to 96 new tokens), then runs ``bbi distill wda`` on copies of that run with
 ``--route-schedule fixed`` and ``doubling``, same seed, same data, same steps, and prints
 the teacher-free student's held-out cross-entropy after every phase. The micro teacher's
-texts are 10-40 tokens, so the routing chunks are 4 tokens: a 30-token text gets 8 routing
-decisions from ``fixed`` and 4 from ``doubling`` ([0,4), [4,8), [8,16), [16,32)), the
-ratio of a 512-token text at the default 64-token chunks. (With 64-token chunks the two
-schedules are the same function up to 192 tokens.)
+texts are 13-45 tokens (median 20), so the routing chunks are 4 tokens: a 20-token text
+gets 5 routing decisions from ``fixed`` and 4 from ``doubling`` ([0,4), [4,8), [8,16),
+[16,32)), a 45-token text 12 and 5. (With the default 64-token chunks the two schedules
+are the same function up to 192 tokens.)
 """
 
 from __future__ import annotations
