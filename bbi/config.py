@@ -364,6 +364,11 @@ class WDASettings(LoopSettings):
         "sine", description="Wave kernel: sine or triangle."
     )
     route_chunk: int = Field(64, ge=1, le=1_000_000, description="Tokens per routing chunk.")
+    route_schedule: Literal["fixed", "doubling"] = Field(
+        "doubling",
+        description="Routing chunks: fixed (every route_chunk tokens) or doubling "
+        "(R, 2R, 4R, ...: the long-context path, cost ~ S log S).",
+    )
     distance_scale: float = Field(512.0, gt=0.0, description="Distance scale of the waves.")
     content_rank: int = Field(0, ge=0, le=4096, description="Rank of the content term (0: off).")
     # Phases: teacher-on alignment, detachment, teacher-free CE (LR bursts), SFT.

@@ -1,15 +1,20 @@
 """WDA attention vs the teacher's SDPA attention: forward + backward time and peak memory.
 
-Run: python benchmarks/bench_wda.py [--lengths 256,1024,4096,16384] [--repeats 3]
+Run: python benchmarks/bench_wda.py [--lengths 256,1024,4096,8192,16384] [--repeats 3]
+                                    [--fixed-max 4096]
 
 One attention layer at SmolLM2-135M's size (hidden 576, 9 heads, head dim 64), batch 1,
-fp32 on the CPU, side by side in one process: SDPA is
+fp32 on the CPU, side by side in one run: SDPA is
 ``torch.nn.functional.scaled_dot_product_attention`` with the causal flag (what the HF
 Llama layer calls) plus the q/k/v/o projections; WDA is
 ``distill.wda.attention.WaveDensityAttention`` at the default settings (24 masks x 8
-waves, top-4 routing, 64-token routing chunks). Time: median over ``repeats`` of one
-forward + backward of sum(output); memory: peak resident memory growth of a fresh child
-process per (method, length), since torch's CPU allocator has no peak counter.
+waves, top-4 routing, 64-token routing chunks) with each routing schedule: ``fixed``
+(a decision every 64 tokens, cost ~ S^2 log S / 64; skipped above ``--fixed-max``, it
+needs ~10 GiB at 8k) and ``doubling`` (chunks 64, 128, 256, ...: the long-context path).
+Time: median over ``repeats`` of one forward + backward of sum(output); memory: peak
+resident memory growth of a fresh child process per (method, length), since torch's CPU
+allocator has no peak counter. The cells of one length run back to back, so the ratios
+WDA / SDPA compare runs made under the same machine load.
 """
 
 from __future__ import annotations
@@ -33,10 +38,11 @@ def _layer(method: str):
     import torch
 
     torch.manual_seed(0)
-    if method == "wda":
+    if method.startswith("wda"):
         from distill.wda.attention import WaveDensityAttention, WDAConfig
 
-        return WaveDensityAttention(WDAConfig(hidden_size=D, num_heads=H))
+        schedule = method.split("-", 1)[1]
+        return WaveDensityAttention(WDAConfig(hidden_size=D, num_heads=H, route_schedule=schedule))
 
     class SDPA(torch.nn.Module):
         def __init__(self) -> None:
@@ -76,7 +82,8 @@ def measure(method: str, length: int, repeats: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lengths", default="256,1024,4096,16384")
+    ap.add_argument("--lengths", default="256,1024,4096,8192,16384")
+    ap.add_argument("--fixed-max", type=int, default=4096, help="longest S for WDA fixed")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -87,12 +94,15 @@ def main() -> None:
     lengths = [int(x) for x in args.lengths.split(",")]
     print(f"python {platform.python_version()}, cpus {os.cpu_count()}, "
           f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
-    print("\n| S | SDPA fwd+bwd s | WDA fwd+bwd s | WDA / SDPA time | SDPA peak MiB | "
-          "WDA peak MiB |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("\n| S | SDPA s | WDA fixed s | WDA doubling s | fixed / SDPA | doubling / SDPA | "
+          "SDPA MiB | fixed MiB | doubling MiB | doubling / SDPA MiB |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in lengths:
-        res = {}
-        for method in ("sdpa", "wda"):
+        res: dict[str, dict | None] = {}
+        for method in ("sdpa", "wda-fixed", "wda-doubling"):
+            if method == "wda-fixed" and s > args.fixed_max:
+                res[method] = None
+                continue
             out = subprocess.run(
                 [sys.executable, __file__, "--child", f"{method}:{s}",
                  "--repeats", str(args.repeats)],
@@ -103,14 +113,19 @@ def main() -> None:
                 print(f"{method} S={s} failed: {out.stderr.strip().splitlines()[-1:]}")
                 continue
             res[method] = json.loads(out.stdout.strip().splitlines()[-1])
-        a, w = res.get("sdpa"), res.get("wda")
-        ratio = f"{w['s'] / a['s']:.2f}" if a and w else "-"
-        print(
-            f"| {s} | {a['s']:.3f} | {w['s']:.3f} | {ratio} | {a['peak_mib']:.0f} | "
-            f"{w['peak_mib']:.0f} |"
-            if a and w
-            else f"| {s} | {a and round(a['s'], 3)} | {w and round(w['s'], 3)} | - | - | - |"
-        )
+        a, f, d = res["sdpa"], res["wda-fixed"], res["wda-doubling"]
+
+        def cell(r: dict | None, key: str, fmt: str) -> str:
+            return format(r[key], fmt) if r else "-"
+
+        def ratio(r: dict | None, key: str, a: dict | None = a) -> str:
+            return f"{r[key] / a[key]:.2f}" if r and a else "-"
+
+        print(f"| {s} | {cell(a, 's', '.3f')} | {cell(f, 's', '.3f')} | {cell(d, 's', '.3f')} | "
+              f"{ratio(f, 's')} | {ratio(d, 's')} | {cell(a, 'peak_mib', '.0f')} | "
+              f"{cell(f, 'peak_mib', '.0f')} | {cell(d, 'peak_mib', '.0f')} | "
+              f"{ratio(d, 'peak_mib')} |", flush=True)  # fmt: skip
+    print(f"load at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

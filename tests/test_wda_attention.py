@@ -14,8 +14,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.wda import WaveDensityAttention, WDACache, WDAConfig
+from distill.wda import WaveDensityAttention, WDACache, WDAConfig, longconv
 from distill.wda.attention import triangle
+from distill.wda.longconv import (
+    doubling_boundary,
+    doubling_chunk_of,
+    doubling_conv,
+    doubling_starts,
+)
 
 D, H, M, W, R = 32, 4, 8, 4, 16
 
@@ -104,18 +110,40 @@ def test_routing_stats_shows_collapse():
 # ---------------------------------------------------------------- causality, maths
 
 
-@pytest.mark.parametrize("content_rank", [0, 2])
-def test_causal_across_chunk_boundaries(content_rank: int):
-    model = make(content_rank=content_rank)
+@pytest.mark.parametrize(("content_rank", "schedule"), [(0, "fixed"), (2, "fixed"), (0, "doubling"), (2, "doubling")])  # fmt: skip
+def test_causal_across_chunk_boundaries(content_rank: int, schedule: str):
+    model = make(content_rank=content_rank, route_schedule=schedule)
     x = inputs(s=80)
     with torch.no_grad():
         y = model(x)
-        for t in (1, 15, 16, 17, 40, 79):
+        for t in (1, 15, 16, 17, 32, 40, 64, 79):
             x2 = x.clone()
             x2[:, t] += 3.0 * torch.randn(2, D)
             y2 = model(x2)
             assert torch.allclose(y2[:, :t], y[:, :t], atol=1e-6, rtol=0), t
             assert not torch.allclose(y2[:, t], y[:, t], atol=1e-3), t
+
+
+def test_doubling_path_is_causal_at_length():
+    """The long path over many dyadic levels (S = 700, R = 16: blocks up to 1024): a large
+    change of the future leaves the past exactly as it was (leak 0; allowed <= 1e-5 relative)."""
+    model = make(route_schedule="doubling")
+    x = inputs(b=1, s=700)
+    with torch.no_grad():
+        y = model(x)
+        for t in (17, 256, 511, 512, 699):
+            x2 = x.clone()
+            x2[:, t:] = 10.0 * torch.randn(1, 700 - t, D)
+            leak = (model(x2)[:, :t] - y[:, :t]).abs().max() / y[:, :t].abs().max()
+            assert leak <= 1e-5, (t, float(leak))
+
+
+def chunk_starts(cfg: WDAConfig, length: int) -> list[int]:
+    """Starts of the routing chunks covering positions 0..length-1, written out."""
+    R = cfg.route_chunk
+    if cfg.route_schedule == "fixed":
+        return list(range(0, length, R))
+    return [0] + [R * 2**c for c in range(length) if R * 2**c < length]
 
 
 def naive_forward(
@@ -134,12 +162,13 @@ def naive_forward(
     phase = 2 * math.pi * (f[..., 0:1] * p1 + f[..., 1:2] * p2) + p["phases"][..., None]
     phi = torch.sin if cfg.kernel == "sine" else triangle
     masks = (p["amps"][..., None] * phi(phase)).sum(2)  # [H, M, S]
-    # routing of chunk c on the mean of x_j, j < cR (the start vector for c = 0)
-    n_chunks = -(-S // cfg.route_chunk)
+    # routing of chunk c on the mean of x_j before its start (the start vector for c = 0)
+    starts = chunk_starts(cfg, S)
+    n_chunks = len(starts)
     routing = torch.zeros(B, n_chunks, cfg.num_heads, cfg.num_masks, dtype=torch.float64)
     for b in range(B):
         for c in range(n_chunks):
-            s = c * cfg.route_chunk
+            s = starts[c]
             pooled = x[b, :s].mean(0) if s else p["start"]
             for h in range(cfg.num_heads):
                 hid = F.gelu(pooled @ p["gate_w1"][h] + p["gate_b1"][h])
@@ -165,7 +194,7 @@ def naive_forward(
     ctx = torch.zeros_like(v)
     for b in range(B):
         for i in range(S):
-            c = i // cfg.route_chunk
+            c = max(n for n, s in enumerate(starts) if s <= i)
             num = torch.zeros(cfg.num_heads, Hd, dtype=torch.float64)
             den = torch.zeros(cfg.num_heads, dtype=torch.float64)
             for j in range(i + 1):
@@ -177,15 +206,58 @@ def naive_forward(
     return linear("o_proj", o.flatten(2)), routing
 
 
-@pytest.mark.parametrize(("kernel", "window"), [("sine", None), ("triangle", None), ("sine", 8.0)])
-def test_fft_path_equals_naive_double_loop(kernel: str, window: float | None):
-    model = make(kernel=kernel, window=window)
-    x = inputs(s=40)  # chunks [0,16), [16,32), [32,40): two of them use the FFT prefix
+@pytest.mark.parametrize(
+    ("kernel", "window", "schedule"),
+    [("sine", None, "fixed"), ("triangle", None, "fixed"), ("sine", 8.0, "fixed"),
+     ("sine", None, "doubling"), ("triangle", 8.0, "doubling")],
+)  # fmt: skip
+def test_fft_path_equals_naive_double_loop(kernel: str, window: float | None, schedule: str):
+    model = make(kernel=kernel, window=window, route_schedule=schedule)
+    # fixed: chunks [0,16), [16,32), [32,40); doubling: [0,16), [16,32), [32,64) with
+    # dyadic blocks of 32 and 64 (positions padded to 64)
+    x = inputs(s=40 if schedule == "fixed" else 45)
     with torch.no_grad():
         y = model(x)
     ref, routing = naive_forward(model, x)
     assert torch.allclose(model.last_routing.double(), routing, atol=1e-6)
     assert torch.allclose(y.double(), ref, atol=1e-5, rtol=0)
+
+
+def test_doubling_chunks_route_once_per_doubling():
+    model = make(route_schedule="doubling")
+    model(inputs(s=80))  # chunks [0,16), [16,32), [32,64), [64,80): 4 decisions, not 5
+    assert model.last_routing is not None and model.last_routing.shape == (2, 4, H, M)
+    model(inputs(s=16))
+    assert model.last_routing.shape == (2, 1, H, M)
+    assert doubling_starts(100, 16) == [0, 16, 32, 64]
+    pos = torch.arange(130)
+    assert torch.equal(doubling_chunk_of(pos, 16), torch.tensor([max(n for n, s in enumerate([0, 16, 32, 64, 128]) if s <= p) for p in range(130)]))  # fmt: skip
+    assert pos[doubling_boundary(pos, 16)].tolist() == [0, 16, 32, 64, 128]
+
+
+def test_doubling_conv_gradients():
+    """The convolution's hand-written backward against finite differences (fp64)."""
+    g = torch.Generator().manual_seed(0)
+    S, R = 13, 2  # chunks [0,2), [2,4), [4,8), [8,16); dyadic blocks up to 16
+    sig = torch.randn(1, S, 2, 2, dtype=torch.float64, generator=g, requires_grad=True)
+    dens = torch.rand(1, 4, 2, S, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: doubling_conv(a, b, R), (sig, dens))
+
+
+@pytest.mark.parametrize("kernel", ["sine", "triangle"])
+def test_lean_masks_equal_masks_with_gradients(kernel: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(longconv, "_BLOCK", 16)  # 4 blocks of distances, recomputed
+    model = make(kernel=kernel)
+    d = torch.arange(50)
+    ref = model.wave_masks(d)
+    (ref * torch.linspace(-1, 1, 50)).sum().backward()
+    grads = [p.grad.clone() for p in (model.freqs, model.amps, model.phases)]
+    model.zero_grad()
+    blocked = model.wave_masks_lean(d)
+    (blocked * torch.linspace(-1, 1, 50)).sum().backward()
+    assert_same_across_lengths(blocked, ref)
+    for p, ref_grad in zip((model.freqs, model.amps, model.phases), grads, strict=True):
+        torch.testing.assert_close(p.grad, ref_grad, rtol=1e-5, atol=1e-5)
 
 
 def test_triangle_wave():
@@ -200,18 +272,19 @@ def test_triangle_wave():
 # ------------------------------------------------------------------------ decoding
 
 
-@pytest.mark.parametrize("content_rank", [0, 2])
-def test_incremental_decoding_matches_full_forward(content_rank: int):
-    model = make(content_rank=content_rank).eval()
-    x = inputs(s=50)
+@pytest.mark.parametrize(("content_rank", "schedule"), [(0, "fixed"), (2, "fixed"), (2, "doubling")])  # fmt: skip
+def test_incremental_decoding_matches_full_forward(content_rank: int, schedule: str):
+    model = make(content_rank=content_rank, route_schedule=schedule).eval()
+    x = inputs(s=70 if schedule == "doubling" else 50)
+    S = x.shape[1]
     with torch.no_grad():
         full = model(x)
         out, cache = model(x[:, :21], return_cache=True)
         outs = [out]
-        for t in range(21, 50):  # crosses the chunk boundaries at 32 and 48
+        for t in range(21, S):  # crosses the boundaries at 32 and 48 (doubling: 32, 64)
             out, cache = model(x[:, t : t + 1], cache=cache, return_cache=True)
             outs.append(out)
-        assert isinstance(cache, WDACache) and cache.seen == 50
+        assert isinstance(cache, WDACache) and cache.seen == S
         assert torch.allclose(torch.cat(outs, 1), full, atol=1e-5, rtol=0)
         # several new tokens in one call, and decoding from an empty cache
         _, cache = model(x[:, :30], return_cache=True)
@@ -220,8 +293,9 @@ def test_incremental_decoding_matches_full_forward(content_rank: int):
         assert torch.allclose(model(x[:, :20], cache=cache), full[:, :20], atol=1e-5, rtol=0)
 
 
-def test_decoding_with_left_padding():
-    model = make(content_rank=2).eval()
+@pytest.mark.parametrize("schedule", ["fixed", "doubling"])
+def test_decoding_with_left_padding(schedule: str):
+    model = make(content_rank=2, route_schedule=schedule).eval()
     x = inputs(s=45)
     mask = torch.ones(2, 45, dtype=torch.long)
     mask[1, :7] = 0  # row 1 is left-padded, as HF batched generation does
@@ -265,9 +339,9 @@ def test_absolute_distance_ignores_max_length():
             short(inputs(s=130))
 
 
-@pytest.mark.parametrize("content_rank", [0, 2])
-def test_left_padding_equals_unpadded(content_rank: int):
-    model = make(content_rank=content_rank)
+@pytest.mark.parametrize(("content_rank", "schedule"), [(0, "fixed"), (2, "fixed"), (2, "doubling")])  # fmt: skip
+def test_left_padding_equals_unpadded(content_rank: int, schedule: str):
+    model = make(content_rank=content_rank, route_schedule=schedule)
     real = inputs(b=1, s=40)
     junk = 5.0 * inputs(b=1, s=7, seed=9)  # padded positions hold garbage: it must not matter
     x = torch.cat([torch.cat([junk, real], 1), inputs(b=1, s=47, seed=3)], 0)
@@ -290,9 +364,9 @@ def _optim_imported() -> None:
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
 
 
-@pytest.mark.parametrize("kernel", ["sine", "triangle"])
-def test_trains_with_finite_gradients(kernel: str, _optim_imported: None):
-    model = make(kernel=kernel, content_rank=2)
+@pytest.mark.parametrize(("kernel", "schedule"), [("sine", "fixed"), ("triangle", "fixed"), ("sine", "doubling")])  # fmt: skip
+def test_trains_with_finite_gradients(kernel: str, schedule: str, _optim_imported: None):
+    model = make(kernel=kernel, content_rank=2, route_schedule=schedule)
     x = inputs(s=48)
     target = torch.roll(x, 1, dims=1)  # copy the previous token: needs the distance kernel
     target[:, 0] = 0

@@ -38,11 +38,19 @@ Decisions (each one tested in ``tests/test_wda_attention.py``):
 - Density D(d) = sigmoid(alpha K(d)), K(d) = sum_m w_m M_m(d), per (batch, head, chunk);
   optional Gaussian window exp(-d^2 / (2 sigma^2)) with an ABSOLUTE ``window`` sigma in
   tokens, off by default (the reference's always-on window was tied to L / 4).
+- Routing schedule (``route_schedule``): "fixed" cuts a chunk every R tokens (the
+  original layer, cost ~ S^2 log S / R, see below); "doubling" cuts [0, R), [R, 2R),
+  [2R, 4R), ..., so S tokens get 1 + ceil(log2(S / R)) decisions and the mixing is one
+  exactly causal dyadic FFT convolution, O(S log S log(S / R)) time and O(S) memory
+  (``distill/wda/longconv.py`` has its derivation). Up to 3R tokens both schedules cut the
+  same chunks; the WDAConfig default stays "fixed" so that saved students keep their
+  function, while ``bbi distill wda`` defaults to "doubling" (docs/wda.md: measured).
 - Mixing, per head: k_j = sigmoid(W_k x_j), q_i = sigmoid(W_q x_i) (one scalar per head,
   biased), v_j = W_v x_j, and
       ctx_i = sum_{j<=i} D(i-j) k_j v_j / (sum_{j<=i} D(i-j) k_j + 1e-8).
   Numerator and denominator are computed together on the stacked signal [k_j v_j, k_j]
-  (fp32; fp64 for fp64 inputs). Each routing chunk c = [s, e) has its own kernel D_c and
+  (fp32; fp64 for fp64 inputs). Fixed schedule: each routing chunk c = [s, e) has its
+  own kernel D_c and
   keeps only its own outputs, split in two exact parts: the prefix j < s as a causal FFT
   convolution of sig[0, s) with D_c (rfft/irfft, zero-padded to a power of two
   >= s + e, so linear, not circular), and the chunk itself, s <= j <= i, as a direct
@@ -92,6 +100,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distill.wda.longconv import (
+    doubling_boundary,
+    doubling_chunk_of,
+    doubling_conv,
+    doubling_starts,
+    wave_bank,
+)
+
 EPS = 1e-8  # the formula's denominator epsilon
 ACTIVE = 1e-6  # a routing weight above this counts as an active mask
 
@@ -113,6 +129,9 @@ class WDAConfig:
     window: float | None = None  # Gaussian window sigma in tokens; None = off
     gate_hidden: int = 128
     route_chunk: int = 64
+    # "fixed": a routing decision every route_chunk tokens (cost ~ S^2 log S / R);
+    # "doubling": chunks [0, R), [R, 2R), [2R, 4R), ... (cost ~ S log S log(S / R))
+    route_schedule: Literal["fixed", "doubling"] = "fixed"
     learned_start: bool = True
     content_rank: int = 0  # 0 = no content branch
     content_mix: float = 0.15
@@ -125,6 +144,10 @@ class WDAConfig:
             raise ValueError(f"top_k must be in [1, num_masks={self.num_masks}]")
         if self.kernel not in ("sine", "triangle"):
             raise ValueError(f"kernel must be 'sine' or 'triangle', not {self.kernel!r}")
+        if self.route_schedule not in ("fixed", "doubling"):
+            raise ValueError(
+                f"route_schedule must be 'fixed' or 'doubling', not {self.route_schedule!r}"
+            )
         if self.temperature <= 0 or self.distance_scale <= 0 or self.route_chunk < 1:
             raise ValueError("temperature, distance_scale and route_chunk must be positive")
         if self.window is not None and self.window <= 0:
@@ -218,6 +241,19 @@ class WaveDensityAttention(nn.Module):
         waves = torch.sin(phase) if self.config.kernel == "sine" else triangle(phase)
         # M_hm(d) = sum_w a_hmw phi(phase_hmw(d))
         return (self.amps.to(dtype)[..., None] * waves).sum(dim=2)
+
+    def wave_masks_lean(self, dist: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """``wave_masks`` with O(H M L) memory: blocks of distances, a fused backward.
+
+        Autograd through ``wave_masks`` keeps the [H, M, W, L] phases and waves, W times the
+        bank, for every distance; the long path recomputes them (``longconv.WaveBank``).
+        """
+        u = dist.to(dtype) / self.config.distance_scale
+        feats = torch.stack([u, u.sqrt()], dim=-1)  # [L, 2]
+        return wave_bank(
+            self.freqs.to(dtype), self.amps.to(dtype), self.phases.to(dtype), feats,
+            self.config.kernel,
+        )  # fmt: skip
 
     def route(self, pooled: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Gate MLP on pooled states [N, D] -> (top-k indices, weights [N, H, k], logits)."""
@@ -329,12 +365,19 @@ class WaveDensityAttention(nn.Module):
 
         xr, mr, kr, vr = rel(x), rel(m), rel(k), rel(v)
 
-        # causal chunked routing: chunk c routes on the mean of real x_j, j < cR
-        C, Cp = -(-S // R), S // R + 1  # chunks used; +1 so the next position's chunk exists
-        pad = Cp * R - S
-        xm = F.pad(xr.to(work) * mr[..., None], (0, 0, 0, pad))
-        chunk_sum = xm.view(B, Cp, R, D).sum(dim=2)
-        chunk_cnt = F.pad(mr, (0, pad)).view(B, Cp, R).sum(dim=2)
+        # causal chunked routing: chunk c routes on the mean of real x_j before its start
+        xm = xr.to(work) * mr[..., None]
+        if cfg.route_schedule == "fixed":  # chunk c = [cR, (c+1)R)
+            C, Cp = -(-S // R), S // R + 1  # chunks used; +1 so the next position's exists
+            pad = Cp * R - S
+            chunk_sum = F.pad(xm, (0, 0, 0, pad)).view(B, Cp, R, D).sum(dim=2)
+            chunk_cnt = F.pad(mr, (0, pad)).view(B, Cp, R).sum(dim=2)
+        else:  # doubling: [0, R), [R, 2R), [2R, 4R), ...
+            starts = doubling_starts(S, R)  # chunks covering positions 0..S
+            C, Cp = len(doubling_starts(S - 1, R)), len(starts)
+            bounds = list(zip(starts, [*starts[1:], S + 1], strict=True))
+            chunk_sum = torch.stack([xm[:, s:e].sum(dim=1) for s, e in bounds], dim=1)
+            chunk_cnt = torch.stack([mr[:, s:e].sum(dim=1) for s, e in bounds], dim=1)
         # exclusive prefix over chunks: sum_{c' < c} (sequential, as the decoder adds them)
         route_sum = torch.cat([chunk_sum.new_zeros(B, 1, D), chunk_sum.cumsum(1)[:, :-1]], 1)
         route_cnt = torch.cat([chunk_cnt.new_zeros(B, 1), chunk_cnt.cumsum(1)[:, :-1]], 1)
@@ -344,33 +387,17 @@ class WaveDensityAttention(nn.Module):
             idx[:, :C], val[:, :C], logits.view(B, Cp, H, -1)[:, :C], chunk_cnt[:, :C] > 0
         )
 
-        # ctx_i = sum_{j<=i} D_c(i-j) k_j v_j / (sum_{j<=i} D_c(i-j) k_j + eps), c = chunk(i).
-        # Split j <= i into the chunk's own positions (a direct R x R triangular sum) and
-        # the prefix j < cR (one causal FFT convolution of the prefix with D_c). Neither part
-        # reads a position > i, so the result is causal bit for bit, not just up to FFT
-        # round-off (an FFT over the whole sequence smears ~1e-6 of the future into the past).
-        dist = torch.arange(C * R, device=x.device)
-        bank = self.wave_masks(dist, work)
-        dens = self.density(bank, idx[:, :C].flatten(0, 1), val[:, :C].flatten(0, 1), dist)
-        dens = dens.view(B, C, H, C * R)  # D_c(d), d < C*R
+        # ctx_i = sum_{j<=i} D_c(i-j) k_j v_j / (sum_{j<=i} D_c(i-j) k_j + eps), c = chunk(i),
+        # on the stacked signal [k_j v_j, k_j]
         sig = torch.cat([kr[..., None] * vr, kr[..., None]], dim=-1)  # [B, S, H, Hd+1]
-        sig = F.pad(sig, (0, 0, 0, 0, 0, C * R - S))  # [B, C*R, H, Hd+1]
-        # within-chunk: y_i += sum_{s_c <= j <= i} D_c(i - j) sig_j
-        lag = torch.arange(R, device=x.device)
-        lag = lag[:, None] - lag[None, :]  # i - j
-        toeplitz = dens[..., :R][..., lag.clamp_min(0)] * (lag >= 0)  # [B, C, H, R, R]
-        y = torch.einsum("bchij,bcjhe->bcihe", toeplitz, sig.view(B, C, R, H, Hd + 1))
-        y = y.reshape(B, C * R, H, Hd + 1)
-        # prefix: y_i += sum_{j < s_c} D_c(i - j) sig_j, zero-padded FFT, n >= s_c + e_c
-        sig_t = sig.permute(0, 2, 3, 1)  # [B, H, Hd+1, C*R]
-        cross = [torch.zeros_like(y[:, :R])]
-        for c in range(1, C):
-            s, e = c * R, (c + 1) * R
-            n = 1 << (s + e - 1).bit_length()
-            f_sig = torch.fft.rfft(sig_t[..., :s], n=n)
-            f_den = torch.fft.rfft(dens[:, c, :, :e], n=n)[:, :, None]
-            cross.append(torch.fft.irfft(f_sig * f_den, n=n)[..., s:e].permute(0, 3, 1, 2))
-        y = (y + torch.cat(cross, dim=1))[:, :S]
+        if cfg.route_schedule == "doubling":
+            # one kernel per doubling chunk, an exactly causal dyadic FFT convolution
+            dist = torch.arange(S, device=x.device)
+            bank = self.wave_masks_lean(dist, work)
+            dens = self.density(bank, idx[:, :C].flatten(0, 1), val[:, :C].flatten(0, 1), dist)
+            y = doubling_conv(sig, dens.view(B, C, H, S), R)
+        else:
+            y, bank = self._mix_fixed(sig, idx[:, :C], val[:, :C])
         ctx = y[..., :Hd] / (y[..., Hd:].clamp_min(0) + EPS)
         ctx = ctx * mr[..., None, None]
 
@@ -392,7 +419,8 @@ class WaveDensityAttention(nn.Module):
 
         # the cache describes the state before the next position (realigned index n_b)
         n_real = torch.where(has, S - first, torch.zeros_like(first))
-        c_next = n_real // R
+        fixed = cfg.route_schedule == "fixed"
+        c_next = n_real // R if fixed else doubling_chunk_of(n_real, R)
         rows = torch.arange(B, device=x.device)
         new_cache = WDACache(
             kv=k[..., None] * v,
@@ -409,6 +437,38 @@ class WaveDensityAttention(nn.Module):
             bank=bank[..., :S],
         )
         return out, new_cache
+
+    def _mix_fixed(self, sig: Tensor, idx: Tensor, val: Tensor) -> tuple[Tensor, Tensor]:
+        """Mixing with a kernel per fixed R-chunk: (y [B, S, H, Hd+1], mask bank [H, M, C*R]).
+
+        Split j <= i into the chunk's own positions (a direct R x R triangular sum) and the
+        prefix j < cR (one causal FFT convolution of the prefix with D_c). Neither part
+        reads a position > i, so the result is causal bit for bit, not just up to FFT
+        round-off (an FFT over the whole sequence smears ~1e-6 of the future into the past).
+        """
+        B, S, H, E = sig.shape
+        R, C, Hd = self.config.route_chunk, idx.shape[1], E - 1
+        dist = torch.arange(C * R, device=sig.device)
+        bank = self.wave_masks(dist, sig.dtype)
+        dens = self.density(bank, idx.flatten(0, 1), val.flatten(0, 1), dist)
+        dens = dens.view(B, C, H, C * R)  # D_c(d), d < C*R
+        sig = F.pad(sig, (0, 0, 0, 0, 0, C * R - S))  # [B, C*R, H, Hd+1]
+        # within-chunk: y_i += sum_{s_c <= j <= i} D_c(i - j) sig_j
+        lag = torch.arange(R, device=sig.device)
+        lag = lag[:, None] - lag[None, :]  # i - j
+        toeplitz = dens[..., :R][..., lag.clamp_min(0)] * (lag >= 0)  # [B, C, H, R, R]
+        y = torch.einsum("bchij,bcjhe->bcihe", toeplitz, sig.view(B, C, R, H, Hd + 1))
+        y = y.reshape(B, C * R, H, Hd + 1)
+        # prefix: y_i += sum_{j < s_c} D_c(i - j) sig_j, zero-padded FFT, n >= s_c + e_c
+        sig_t = sig.permute(0, 2, 3, 1)  # [B, H, Hd+1, C*R]
+        cross = [torch.zeros_like(y[:, :R])]
+        for c in range(1, C):
+            s, e = c * R, (c + 1) * R
+            n = 1 << (s + e - 1).bit_length()
+            f_sig = torch.fft.rfft(sig_t[..., :s], n=n)
+            f_den = torch.fft.rfft(dens[:, c, :, :e], n=n)[:, :, None]
+            cross.append(torch.fft.irfft(f_sig * f_den, n=n)[..., s:e].permute(0, 3, 1, 2))
+        return (y + torch.cat(cross, dim=1))[:, :S], bank
 
     def _decode(self, x: Tensor, m: Tensor, cache: WDACache) -> tuple[Tensor, WDACache]:
         """New tokens one at a time, each a direct O(T) sum over the cached past."""
@@ -441,7 +501,10 @@ class WaveDensityAttention(nn.Module):
             raise ValueError(f"position {int(p.max())} >= max_seq_len {cfg.max_seq_len}")
 
         # at a chunk boundary the finished chunk joins the routing prefix and we re-route
-        boundary = started & (p % R == 0)
+        if cfg.route_schedule == "fixed":
+            boundary = started & (p % R == 0)
+        else:
+            boundary = started & doubling_boundary(p, R)
         b1 = boundary[:, None]
         route_sum = torch.where(b1, cache.route_sum + cache.chunk_sum, cache.route_sum)
         route_count = torch.where(

@@ -57,6 +57,7 @@ def _attention_config(settings: WDASettings, teacher: Any) -> Any:
         kernel=settings.kernel,
         distance_scale=settings.distance_scale,
         route_chunk=settings.route_chunk,
+        route_schedule=settings.route_schedule,
         content_rank=settings.content_rank,
     )
 
