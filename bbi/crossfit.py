@@ -99,8 +99,8 @@ def ternary_p(n_plus: int, n_minus: int, n: int, eps0: float, gamma: float = GAM
     lo = 0.0 if m == 0 else float(sps.beta.ppf(a, m, n - m + 1))
     hi = 1.0 if m == n else float(sps.beta.ppf(1 - a, m + 1, n - m))
     lo = max(lo, max(0.0, -eps0))  # below -eps0 no null distribution exists
-    if lo > hi:
-        return 1.0
+    if lo > hi:  # no null distribution fits the data's tie rate: the sup is over nothing
+        return float(gamma)
     rs = np.linspace(lo, hi, _GRID)
     tails = _tail(n, need, eps0, rs)
     j = int(np.argmax(tails))
