@@ -205,6 +205,10 @@ class Verdict(_Model):
     at_budget: int | None = None
     gray_box: dict[str, str] = Field(default_factory=dict)
     calibration: Calibration | None = None
+    # The cross-fitted stacked adversary that decides (discriminators.verdict_cf) and the
+    # sweep's own A/A check, kept beside it.
+    crossfit: dict[str, Any] | None = None
+    sweep_calibration: Calibration | None = None
 
 
 class Example(_Model):

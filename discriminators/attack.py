@@ -79,6 +79,7 @@ from discriminators.evaluate import (
     summarise,
 )
 from discriminators.verdict import attack_verdict, calibration, sequential_curve
+from discriminators.verdict_cf import adopt_crossfit, crossfit_verdict
 
 _DEFAULTS = AttackSettings()  # every default of a sweep is stated once, in bbi.config
 # Detail files of a sweep in progress: <run>/.attack-staging-<pid>-<random>/<comparison>/.
@@ -461,9 +462,22 @@ def _attack_comparison(
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
     test_cats = data.test["category"].astype(str).to_numpy()
-    verdict = attack_verdict(adversaries, seed_means, test_cats, cfg, full_seed)
+    eps_stars = 0.0 if data.role == "null" else cfg.epsilon  # A/A stars test eps_c = 0
+    verdict = attack_verdict(adversaries, seed_means, test_cats, cfg, full_seed, eps_stars)
     if data.role == "null":
         verdict["calibration"] = calibration(adversaries, seed_means, test_cats, cfg, full_seed)
+    # The decision: the cross-fitted stack on every response (discriminators.verdict_cf).
+    primary = crossfit_verdict(
+        data,
+        cfg.adversaries,
+        cfg.adversary_params,
+        cfg.epsilon,
+        cfg.alpha,
+        cfg.n_bootstrap,
+        full_seed,
+        context=_context(run, other, cfg),
+    )
+    verdict = adopt_crossfit(verdict, primary)
     examples = examples_by_category(data, examples_margin, cfg.n_examples)
     return {
         "reference": "teacher",

@@ -253,12 +253,15 @@ def attack_verdict(
     categories: np.ndarray,
     cfg: AttackConfig,
     seed: int,
+    eps0: float | None = None,
 ) -> dict[str, Any]:
-    """The declared primary analysis (``discriminators.verdict``); category findings are
+    """The sweep's select-then-confirm analysis (``discriminators.verdict``) at tolerance
+    ``eps0`` (default ``cfg.epsilon``; an A/A comparison passes 0); category findings are
     written back into each adversary's ``per_category`` so every table shows the
     family-wise (not per-adversary) significance."""
+    eps0 = cfg.epsilon if eps0 is None else float(eps0)
     upper, excluded = _verdict_inputs(adversaries)
-    out = decide(seed_means, upper, categories, cfg, cfg.epsilon, excluded, seed=seed)
+    out = decide(seed_means, upper, categories, cfg, eps0, excluded, seed=seed)
     # Adversaries that read the teacher beyond its samples spend queries outside q.
     out["gray_box"] = {
         n: a["notes"]
@@ -271,7 +274,7 @@ def attack_verdict(
             "p": row["p"],
             "p_holm": row["p_holm"],
             "significant": row["significant"],
-            "h0": f"eps <= {cfg.epsilon:g}",
+            "h0": f"eps <= {eps0:g}",
         }
     return out
 

@@ -220,4 +220,22 @@ def crossfit_verdict(
     return res
 
 
-__all__ = ["PRIMARY_WEIGHT", "crossfit_verdict", "decide_crossfit"]
+def adopt_crossfit(sweep: dict[str, Any], cf: dict[str, Any]) -> dict[str, Any]:
+    """The verdict record: the cross-fit analysis ``cf`` decides (status, text, categories
+    named, the A/A calibration); the sweep's select-then-confirm record stays beside it
+    (``primary``, ``categories``: descriptive of the sweep's points, its own family) and
+    its A/A check moves to ``sweep_calibration``."""
+    out = dict(sweep)
+    out["crossfit"] = cf
+    for key in ("status", "indistinguishable", "text", "distinguishable_in", "family_size"):
+        out[key] = cf[key]
+    out["plan"] = f"{cf['plan']}. Beside it, descriptive: {sweep.get('plan', '')}"
+    out["broken_by"] = "stack" if cf["primary"]["rejected"] else None
+    if "calibration" in cf:
+        if sweep.get("calibration") is not None:
+            out["sweep_calibration"] = sweep["calibration"]
+        out["calibration"] = cf["calibration"]
+    return out
+
+
+__all__ = ["PRIMARY_WEIGHT", "adopt_crossfit", "crossfit_verdict", "decide_crossfit"]

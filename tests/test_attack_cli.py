@@ -119,7 +119,9 @@ def test_planted_category_is_flagged_and_only_it(attacked):
     assert verdict["status"] == "distinguishable", verdict["text"]
     assert verdict["distinguishable_in"] == ["style_format"]
     assert "style_format" in verdict["text"] and "mmd" not in verdict["text"]
-    assert verdict["family_size"] == 1 + 3 * len(per)
+    # The deciding family: the cross-fitted stack overall and per category.
+    assert verdict["family_size"] == 1 + len(per)
+    assert verdict["crossfit"]["responses"] == 2 * verdict["crossfit"]["n_prompts"]
 
 
 def test_aa_comparison_covers_zero_and_is_not_broken(attacked):
@@ -142,7 +144,10 @@ def test_known_advantage_is_recovered_within_ci(attacked):
     eps = comp["adversaries"]["surface"]["eps"]
     assert eps["ci"][0] <= 0.8 <= eps["ci"][1]
     assert comp["verdict"]["status"] == "distinguishable"
-    assert comp["verdict"]["broken_by"] in ("surface", "tfidf", "pairwise")
+    # The deciding adversary is the cross-fitted stack over them; its interval is the
+    # one of the test that decided.
+    assert comp["verdict"]["broken_by"] == "stack"
+    assert comp["verdict"]["crossfit"]["primary"]["lower"] > comp["verdict"]["epsilon"]
     k4 = next(
         p
         for p in comp["adversaries"]["surface"]["curves"]["random"]
