@@ -209,6 +209,8 @@ class Verdict(_Model):
     # sweep's own A/A check, kept beside it.
     crossfit: dict[str, Any] | None = None
     sweep_calibration: Calibration | None = None
+    # The one declared anytime-valid "stop as soon as told apart" test.
+    sequential: dict[str, Any] | None = None
 
 
 class Example(_Model):

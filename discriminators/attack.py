@@ -78,7 +78,12 @@ from discriminators.evaluate import (
     run_point,
     summarise,
 )
-from discriminators.verdict import attack_verdict, calibration, sequential_curve
+from discriminators.verdict import (
+    attack_verdict,
+    calibration,
+    declared_sequential,
+    sequential_curve,
+)
 from discriminators.verdict_cf import adopt_crossfit, crossfit_verdict
 
 _DEFAULTS = AttackSettings()  # every default of a sweep is stated once, in bbi.config
@@ -410,6 +415,7 @@ def _attack_comparison(
     adversaries: dict[str, Any] = {}
     seed_means: dict[str, dict[tuple[str, int], np.ndarray]] = {}
     examples_margin: dict[str, dict[str, float]] = {}
+    full_d: dict[str, np.ndarray] = {}  # full-budget point, one seed: the sequential test
     # With workers, the points of the prepared adversaries come back here and are written
     # below, in the serial order; the others run here.
     done: dict[str, dict[tuple[str, int, int], PointResult]] = {}
@@ -456,9 +462,15 @@ def _attack_comparison(
                 for strat in cfg.strategies
                 for q in cfg.budgets
             }
+            one_purchase = {
+                (strat, q): points[(strat, full_seed, q)].d
+                for strat in cfg.strategies
+                for q in cfg.budgets
+            }
             adversaries[name]["sequential"] = sequential_curve(
-                seed_means[name], cfg.strategies[0], cfg.alpha, seed=full_seed
+                one_purchase, cfg.strategies[0], cfg.alpha, seed=full_seed
             )
+            full_d[name] = full_res.d
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
     test_cats = data.test["category"].astype(str).to_numpy()
@@ -478,6 +490,7 @@ def _attack_comparison(
         context=_context(run, other, cfg),
     )
     verdict = adopt_crossfit(verdict, primary)
+    verdict["sequential"] = declared_sequential(full_d, max_q, cfg.alpha, seed=full_seed)
     examples = examples_by_category(data, examples_margin, cfg.n_examples)
     return {
         "reference": "teacher",
