@@ -196,3 +196,22 @@ def test_crossfit_aa_size():
     se = np.sqrt(ALPHA * (1 - ALPHA) / reps)
     assert rej / reps <= ALPHA + 2 * se
     assert rej_any / reps <= ALPHA + 2 * se
+
+
+@pytest.mark.slow
+def test_refit_randomization_p(tmp_path):
+    """The exact alternative: the whole nested cross-fit redone per relabelling."""
+    from discriminators.crossfit import refit_p
+
+    run = synthetic.make_run(
+        tmp_path,
+        n_per_category=6,
+        categories=synthetic.CATEGORIES[:4],
+        students={"student": {"categories": list(synthetic.CATEGORIES[:4]), "rate": 0.9}},
+    )
+    with threadpool_limits(limits=1):
+        for other, small in (("student", True), ("teacher_null", False)):
+            prompts, items = comparison_items(load_comparison(run, other))
+            p = refit_p([get_adversary("surface")], items, prompts["category"], 19, n_folds=3)
+            assert 0.05 <= p <= 1.0
+            assert (p == 0.05) == small
