@@ -215,3 +215,23 @@ def test_refit_randomization_p(tmp_path):
             p = refit_p([get_adversary("surface")], items, prompts["category"], 19, n_folds=3)
             assert 0.05 <= p <= 1.0
             assert (p == 0.05) == small
+
+
+def test_declared_sequential_bills_every_response():
+    from discriminators.verdict import declared_sequential
+
+    strong = np.ones(100)
+    res = declared_sequential({"surface": strong, "tfidf": np.zeros(100)}, 400, ALPHA)
+    alone = stats.betting_test(strong, 0.0, ALPHA / 2)["n_to_reject"]
+    assert res["by"] == "surface" and res["n_to_reject"] == alone
+    assert res["queries"] == 400 + 2 * alone  # the purchase plus two per test prompt read
+    # Under the null it stops (anywhere) at most alpha of the time, over the whole family.
+    rng = np.random.default_rng(3)
+    stops = [
+        declared_sequential(
+            {a: rng.choice([-1.0, 0.0, 1.0], 200) for a in ("x", "y", "z")}, 100, ALPHA, seed=i
+        )["queries"]
+        is not None
+        for i in range(300)
+    ]
+    assert np.mean(stops) <= ALPHA + 2 * np.sqrt(ALPHA * (1 - ALPHA) / 300)
