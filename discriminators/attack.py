@@ -479,17 +479,21 @@ def _attack_comparison(
     if data.role == "null":
         verdict["calibration"] = calibration(adversaries, seed_means, test_cats, cfg, full_seed)
     # The decision: the cross-fitted stack on every response (discriminators.verdict_cf).
-    primary = crossfit_verdict(
-        data,
-        cfg.adversaries,
-        cfg.adversary_params,
-        cfg.epsilon,
-        cfg.alpha,
-        cfg.n_bootstrap,
-        full_seed,
-        context=_context(run, other, cfg),
-    )
-    verdict = adopt_crossfit(verdict, primary)
+    try:
+        primary = crossfit_verdict(
+            data,
+            cfg.adversaries,
+            cfg.adversary_params,
+            cfg.epsilon,
+            cfg.alpha,
+            cfg.n_bootstrap,
+            full_seed,
+            context=_context(run, other, cfg),
+        )
+    except BbiError as exc:  # too few prompts to cross-fit: the sweep's record decides
+        verdict["crossfit"] = {"skipped": str(exc)}
+    else:
+        verdict = adopt_crossfit(verdict, primary)
     verdict["sequential"] = declared_sequential(full_d, max_q, cfg.alpha, seed=full_seed)
     examples = examples_by_category(data, examples_margin, cfg.n_examples)
     return {

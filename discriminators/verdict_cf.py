@@ -178,6 +178,7 @@ def crossfit_verdict(
     used, skipped = crossfit_adversaries(adversary_names, make)
     prompts, items = comparison_items(data)
     cats = prompts["category"].astype(str).to_numpy()
+    n_folds = min(n_folds, len(cats) // 2)  # at least two prompts per fold
     cf = crossfit(used, items, cats, n_folds, seed)
     rule_name, rule_d = max(cf.rules.items(), key=lambda kv: (kv[1].mean(), kv[0]))
     plan = (
