@@ -201,8 +201,10 @@ def crossfit(
     n = len(cats)
     if len(items) != 2 * n:
         raise BbiError(f"{len(items)} items for {n} prompts (expected 2 per prompt)")
-    if n < 2 * n_folds:
-        raise BbiError(f"cross-fitting {n_folds} folds needs at least {2 * n_folds} prompts")
+    if n_folds < 2 or n < 2 * n_folds:
+        raise BbiError(
+            f"cross-fitting needs at least 2 folds of 2 prompts; {n} prompts, {n_folds} folds"
+        )
     folds = stats.stratified_folds(cats, n_folds, seed)
     for adv in adversaries:  # label-free featurisation, cached by item id
         if hasattr(adv, "prepare"):
