@@ -36,7 +36,6 @@ from pydantic import (
 
 from bbi.errors import BbiError
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _SEED_MAX = 2**31 - 1
 
@@ -162,51 +161,64 @@ class GenerationSettings(Section):
             raise ValueError("stop strings must be non-empty")
         return v
 
-    def generation_config(self, seed: int | None = None) -> Any:
-        """The backend-level GenerationConfig (with an optional per-model seed)."""
-        from bbi.backends.base import GenerationConfig
-
-        return GenerationConfig(
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            stop=tuple(self.stop),
-            batch_size=self.batch_size,
-            seed=self.seed if seed is None else seed,
-        )
-
 
 # ---- distillation ------------------------------------------------------------------------
 
 
-class LoraSettings(Section):
-    """Everything that shapes a LoRA adapter; a resumed run must match it exactly."""
+class LoopSettings(Section):
+    """The one training loop's settings (``distill.trainer.train``), declared once: every
+    method's settings compose them, and a method whose default differs re-declares only
+    that field (with its own default) on its own model."""
 
-    rank: int = Field(16, ge=1, le=4096)
-    alpha: float = Field(32.0, gt=0.0)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] | None = None
-    epochs: int = Field(2, ge=1, le=10_000)
-    lr: float = Field(2e-4, gt=0.0, le=10.0)
-    batch_size: int = Field(16, ge=1, le=100_000)
-    grad_accum: int = Field(1, ge=1, le=100_000)
-    max_length: int = Field(256, ge=2, le=1_000_000)
-    eval_fraction: float = Field(0.05, ge=0.0, lt=1.0)
-    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    max_grad_norm: float = Field(1.0, gt=0.0)
-    seed: int = Field(0, ge=0, le=_SEED_MAX)
-    # Attack-guided data (discriminators.leak): sample examples by their train-split leak.
-    guide: Literal["none", "category", "prompt"] = "none"
-    guide_mix: float = Field(0.5, ge=0.0, le=1.0)
-    guide_adversary: str = Field("tfidf", min_length=1)
-    guide_folds: int = Field(5, ge=2, le=100)
-    # The student whose leaks are measured (None: the run's student with the base spec).
-    guide_from: str | None = Field(None, min_length=1)
+    epochs: int = Field(2, ge=1, le=10_000, description="Passes over the train split.")
+    lr: float = Field(
+        2e-4, gt=0.0, le=10.0, description="Peak learning rate (linear warmup and decay)."
+    )
+    batch_size: int = Field(
+        16, ge=1, le=100_000, description="Examples per micro-batch per process."
+    )
+    grad_accum: int = Field(1, ge=1, le=100_000, description="Micro-batches per optimizer step.")
+    max_length: int = Field(256, ge=2, le=1_000_000, description="Max tokens of prompt + response.")
+    eval_fraction: float = Field(
+        0.05,
+        ge=0.0,
+        lt=1.0,
+        description="Fraction of TRAIN prompts held out for eval (test is never used).",
+    )
+    warmup_ratio: float = Field(
+        0.03, ge=0.0, lt=1.0, description="Fraction of steps spent warming up."
+    )
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
+    seed: int = Field(
+        0, ge=0, le=_SEED_MAX, description="Seed: init, data order, dropout, eval split."
+    )
 
-    @field_validator("alpha", "lr", "weight_decay", "max_grad_norm", "guide_mix")
+    @field_validator("lr", "weight_decay", "max_grad_norm", check_fields=False)
     @classmethod
-    def _check_finite(cls, v: float, info: Any) -> float:
+    def _check_loop_finite(cls, v: float, info: Any) -> float:
+        return _finite(v, info.field_name)
+
+    def loop_settings(self, **changes: Any) -> LoopSettings:
+        """Only the loop's fields (what the trainer records and a resume must match),
+        with ``changes`` applied."""
+        fields = {k: getattr(self, k) for k in LoopSettings.model_fields}
+        return LoopSettings(**{**fields, **changes})
+
+
+class AdapterSettings(Section):
+    """The LoRA adapter's shape (unused with full fine-tuning)."""
+
+    rank: int = Field(16, ge=1, le=4096, description="LoRA rank r.")
+    alpha: float = Field(32.0, gt=0.0, description="LoRA alpha; scale = alpha / rank.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: list[str] | None = Field(
+        None, description="LoRA module names (default: q/k/v/o + MLP projections)."
+    )
+
+    @field_validator("alpha")
+    @classmethod
+    def _check_alpha(cls, v: float, info: Any) -> float:
         return _finite(v, info.field_name)
 
     @field_validator("target_modules")
@@ -217,17 +229,75 @@ class LoraSettings(Section):
         return v
 
 
+class GuideSettings(Section):
+    """Attack-guided data: sample examples by their train-split leak (computed by the
+    application layer with ``discriminators.leak``, handed to the loop as sample weights)."""
+
+    guide: Literal["none", "category", "prompt"] = Field(
+        "none",
+        description="Attack-guided data: none, or spend training where a train-split attack "
+        "tells the student apart, per category or prompt.",
+    )
+    guide_mix: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of sampling that follows the leak; the rest is uniform.",
+    )
+    guide_adversary: str = Field(
+        "tfidf", min_length=1, description="Adversary cross-fitted on train prompts to score leaks."
+    )
+    guide_folds: int = Field(5, ge=2, le=100, description="Cross-fitting folds over train prompts.")
+    guide_from: str | None = Field(
+        None,
+        min_length=1,
+        description="Student alias whose leaks are scored (default: the run's student with the base spec).",
+    )
+
+    @field_validator("guide_mix")
+    @classmethod
+    def _check_mix(cls, v: float, info: Any) -> float:
+        return _finite(v, info.field_name)
+
+
+class LoraSettings(GuideSettings, LoopSettings, AdapterSettings):
+    """``bbi distill lora``: supervised fine-tuning (the SFT objective) on the teacher's
+    responses, as a LoRA adapter or fully; a resumed run must match it exactly. Fields in
+    the order adapter, loop, guide (the order results.json records them in)."""
+
+
+KD_LOSSES = ("forward_kl", "reverse_kl", "jsd")
+KDLoss = Literal["forward_kl", "reverse_kl", "jsd"]
+
+
 class KDSettings(LoraSettings):
     """White-box KD (``bbi distill kd``): the LoRA/loop settings, inherited so each default
     is stated once, plus the divergence and on-policy sampling (GKD; TRL's conventions:
-    ``jsd`` with beta 0 is forward KL(teacher||student), with beta 1 reverse KL)."""
+    ``jsd`` with beta 0 is forward KL(teacher||student), with beta 1 reverse KL). The one
+    place the divergence's defaults and its name are checked (``distill.objectives.kd``
+    takes this model)."""
 
-    loss: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
-    beta: float = Field(0.5, ge=0.0, le=1.0)
-    temperature: float = Field(1.0, gt=0.0, le=100.0)
-    lambda_on_policy: float = Field(0.0, ge=0.0, le=1.0)
-    # None: the run's generation max_new_tokens (what the probe will ask of the student).
-    max_new_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    loss: KDLoss = Field(
+        "forward_kl", description="forward_kl = KL(teacher||student), reverse_kl, or jsd."
+    )
+    beta: float = Field(
+        0.5, ge=0.0, le=1.0, description="jsd mixture weight: 0 = forward KL, 1 = reverse KL."
+    )
+    temperature: float = Field(
+        1.0, gt=0.0, le=100.0, description="Softens both distributions (and on-policy sampling)."
+    )
+    lambda_on_policy: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Probability a step trains on the student's own samples (GKD).",
+    )
+    max_new_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Max tokens of an on-policy sample (default: the run's generation setting).",
+    )
 
     @field_validator("beta", "temperature", "lambda_on_policy")
     @classmethod
@@ -238,41 +308,65 @@ class KDSettings(LoraSettings):
 WDA_PHASES = ("align", "detach", "free", "sft")
 
 
-class WDASettings(Section):
+class WDASettings(LoopSettings):
     """``bbi distill wda``: the Wave-Density-Attention student and its four phases
-    (docs/wda.md). Phase lengths are epochs over the run's train-split data; 0 skips."""
+    (docs/wda.md). Phase lengths are epochs over the run's train-split data; 0 skips.
+    The loop's fields are :class:`LoopSettings`' (WDA's own defaults re-declared here);
+    ``epochs`` is per phase instead."""
 
+    epochs: ClassVar[int] = 1  # not a setting: each phase has its own epochs
     # The attention (distill.wda.attention.WDAConfig).
-    masks: int = Field(24, ge=2, le=512)
-    waves: int = Field(8, ge=1, le=256)
-    top_k: int = Field(4, ge=1, le=512)
-    kernel: Literal["sine", "triangle"] = "sine"
-    route_chunk: int = Field(64, ge=1, le=1_000_000)
-    distance_scale: float = Field(512.0, gt=0.0)
-    content_rank: int = Field(0, ge=0, le=4096)
+    masks: int = Field(24, ge=2, le=512, description="Wave masks per head.")
+    waves: int = Field(8, ge=1, le=256, description="Waves per mask.")
+    top_k: int = Field(4, ge=1, le=512, description="Masks routed per chunk (real sparse top-k).")
+    kernel: Literal["sine", "triangle"] = Field(
+        "sine", description="Wave kernel: sine or triangle."
+    )
+    route_chunk: int = Field(64, ge=1, le=1_000_000, description="Tokens per routing chunk.")
+    distance_scale: float = Field(512.0, gt=0.0, description="Distance scale of the waves.")
+    content_rank: int = Field(0, ge=0, le=4096, description="Rank of the content term (0: off).")
     # Phases: teacher-on alignment, detachment, teacher-free CE (LR bursts), SFT.
     phases: list[Literal["align", "detach", "free", "sft"]] = Field(
-        default_factory=lambda: list(WDA_PHASES)
+        default_factory=lambda: list(WDA_PHASES), description="Phases to run, in order."
     )
-    align_epochs: int = Field(1, ge=0, le=10_000)
-    detach_epochs: int = Field(1, ge=0, le=10_000)
-    free_epochs: int = Field(1, ge=0, le=10_000)
-    sft_epochs: int = Field(1, ge=0, le=10_000)
-    energy_weight: float = Field(0.02, ge=0.0, le=1e6)
-    kl_weight: float = Field(0.0, ge=0.0, le=1e6)  # off by default: not part of the method
-    align_temperature: float = Field(0.1, gt=0.0, le=100.0)
-    temperature: float = Field(0.1, gt=0.0, le=100.0)  # after alignment
-    lr: float = Field(5e-4, gt=0.0, le=10.0)
+    align_epochs: int = Field(1, ge=0, le=10_000, description="Epochs of teacher-on alignment.")
+    detach_epochs: int = Field(
+        1, ge=0, le=10_000, description="Epochs of detachment (teacher scale -> 0)."
+    )
+    free_epochs: int = Field(
+        1, ge=0, le=10_000, description="Epochs per teacher-free LR-burst stage."
+    )
+    sft_epochs: int = Field(1, ge=0, le=10_000, description="Epochs of instruction SFT.")
+    energy_weight: float = Field(
+        0.02, ge=0.0, le=1e6, description="Residual-energy loss weight in alignment."
+    )
+    # off by default: not part of the method
+    kl_weight: float = Field(
+        0.0, ge=0.0, le=1e6, description="Optional logit KL to the teacher (0: off)."
+    )
+    align_temperature: float = Field(
+        0.1, gt=0.0, le=100.0, description="Routing temperature during alignment."
+    )
+    temperature: float = Field(
+        0.1, gt=0.0, le=100.0, description="Routing temperature after alignment."
+    )
+    lr: float = Field(
+        5e-4, gt=0.0, le=10.0, description="Peak learning rate (linear warmup and decay)."
+    )
     # LR multiplier of each teacher-free stage (free_epochs each), e.g. [2.0, 1.0, 1.5, 1.0].
-    bursts: list[float] = Field(default_factory=lambda: [2.0])
-    batch_size: int = Field(8, ge=1, le=100_000)
-    grad_accum: int = Field(1, ge=1, le=100_000)
-    max_length: int = Field(160, ge=8, le=1_000_000)
-    eval_fraction: float = Field(0.1, gt=0.0, lt=1.0)
-    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    max_grad_norm: float = Field(1.0, gt=0.0)
-    seed: int = Field(0, ge=0, le=_SEED_MAX)
+    bursts: list[float] = Field(
+        default_factory=lambda: [2.0], description="LR multiplier of each teacher-free stage."
+    )
+    batch_size: int = Field(
+        8, ge=1, le=100_000, description="Examples per micro-batch per process."
+    )
+    max_length: int = Field(160, ge=8, le=1_000_000, description="Max tokens of prompt + response.")
+    eval_fraction: float = Field(
+        0.1,
+        gt=0.0,
+        lt=1.0,
+        description="Fraction of TRAIN prompts held out for eval (test is never used).",
+    )
 
     @field_validator("bursts")
     @classmethod
@@ -296,42 +390,56 @@ class WDASettings(Section):
             raise ValueError(f"top_k {self.top_k} exceeds masks {self.masks}")
         return self
 
-    def loop(self, phase: str, lr_mult: float = 1.0) -> LoraSettings:
+    def loop(self, phase: str, lr_mult: float = 1.0) -> LoopSettings:
         """The shared loop's settings for one phase (full fine-tuning)."""
-        return LoraSettings(
-            epochs=max(getattr(self, f"{phase}_epochs"), 1),
-            lr=self.lr * lr_mult,
-            batch_size=self.batch_size,
-            grad_accum=self.grad_accum,
-            max_length=self.max_length,
-            eval_fraction=self.eval_fraction,
-            warmup_ratio=self.warmup_ratio,
-            weight_decay=self.weight_decay,
-            max_grad_norm=self.max_grad_norm,
-            seed=self.seed,
+        return self.loop_settings(
+            epochs=max(getattr(self, f"{phase}_epochs"), 1), lr=self.lr * lr_mult
         )
 
 
-class TaskDistillSettings(Section):
+class TaskDistillSettings(LoopSettings):
     """What ``bbi distill bird`` and ``bbi distill circuit`` share: a method trained
-    beside its controls on a small generated task, each arm over several seeds."""
+    beside its controls on a small generated task, each arm over several seeds. The
+    loop's fields are :class:`LoopSettings`' with the task defaults; ``seeds`` replaces
+    ``seed``, and there is no weight decay (it would move weights a gradient mask keeps
+    fixed) nor an eval split (the task has its own held-out split)."""
 
-    teacher: str = Field("zoo:teacher", min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    epochs: int = Field(3, ge=1, le=10_000)
-    lr: float = Field(1e-3, gt=0.0, le=10.0)
-    batch_size: int = Field(32, ge=2, le=100_000)
-    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
-    max_grad_norm: float = Field(1.0, gt=0.0)
+    seed: ClassVar[int] = 0
+    eval_fraction: ClassVar[float] = 0.0
+    weight_decay: ClassVar[float] = 0.0
+    grad_accum: ClassVar[int] = 1
+
+    teacher: str = Field(
+        "zoo:teacher", min_length=1, description="Teacher model spec, tuned on the task first."
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2], description="Seeds; each arm runs once per seed."
+    )
+    epochs: int = Field(3, ge=1, le=10_000, description="Passes over the train split.")
+    lr: float = Field(
+        1e-3, gt=0.0, le=10.0, description="Peak learning rate (linear warmup and decay)."
+    )
+    batch_size: int = Field(
+        32, ge=2, le=100_000, description="Examples per micro-batch per process."
+    )
+    warmup_ratio: float = Field(
+        0.05, ge=0.0, lt=1.0, description="Fraction of steps spent warming up."
+    )
     # Teacher tuning on the task's teacher split (cached next to the output).
-    teacher_epochs: int = Field(3, ge=0, le=10_000)
-    teacher_lr: float = Field(1e-3, gt=0.0, le=10.0)
+    teacher_epochs: int = Field(
+        3, ge=0, le=10_000, description="Epochs of teacher tuning on the task."
+    )
+    teacher_lr: float = Field(1e-3, gt=0.0, le=10.0, description="Learning rate of teacher tuning.")
     # CKA: weight of (1 - CKA), rows of earlier batches kept to enlarge the CKA batch,
     # and the unbiased minibatch estimator as an option.
-    cka_weight: float = Field(0.5, ge=0.0, le=1e6)
-    cka_bank: int = Field(96, ge=0, le=1_000_000)
-    cka_unbiased: bool = False
-    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    cka_weight: float = Field(0.5, ge=0.0, le=1e6, description="Weight of (1 - CKA) in the loss.")
+    cka_bank: int = Field(
+        96, ge=0, le=1_000_000, description="Rows of earlier batches added to each CKA batch."
+    )
+    cka_unbiased: bool = Field(False, description="Use the unbiased minibatch CKA estimator.")
+    confidence: float = Field(
+        0.95, gt=0.0, lt=1.0, description="Confidence level of the table's intervals."
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -340,21 +448,16 @@ class TaskDistillSettings(Section):
             raise ValueError("give at least one seed, each once, in [0, 2**31 - 1]")
         return v
 
-    @field_validator("lr", "teacher_lr", "cka_weight", "max_grad_norm")
+    @field_validator("teacher_lr", "cka_weight")
     @classmethod
     def _check_finite(cls, v: float, info: Any) -> float:
         return _finite(v, info.field_name)
 
-    def loop(self, seed: int, teacher: bool = False) -> LoraSettings:
-        """The shared loop's settings for one training (full or masked fine-tuning;
-        no weight decay, which would move weights a gradient mask keeps fixed)."""
-        return LoraSettings(
+    def loop(self, seed: int, teacher: bool = False) -> LoopSettings:
+        """The shared loop's settings for one training (full or masked fine-tuning)."""
+        return self.loop_settings(
             epochs=max(self.teacher_epochs, 1) if teacher else self.epochs,
             lr=self.teacher_lr if teacher else self.lr,
-            batch_size=self.batch_size,
-            warmup_ratio=self.warmup_ratio,
-            weight_decay=0.0,
-            max_grad_norm=self.max_grad_norm,
             seed=seed,
         )
 
@@ -367,20 +470,30 @@ class CircuitSettings(TaskDistillSettings):
     scores, matched-head CKA on a gradient-masked circuit, against CE-only and a random
     circuit of the same size."""
 
-    template: Literal["contains", "is_in"] = "contains"
-    min_boxes: int = Field(3, ge=2, le=20)
-    max_boxes: int = Field(5, ge=2, le=20)
-    n_train: int = Field(2048, ge=8, le=10_000_000)
-    n_teacher_train: int = Field(4096, ge=8, le=10_000_000)
+    max_length: ClassVar[int] = 256  # not used: the task's sequences are short
+
+    template: Literal["contains", "is_in"] = Field(
+        "contains", description="Task template: contains or is_in."
+    )
+    min_boxes: int = Field(3, ge=2, le=20, description="Fewest boxes per example.")
+    max_boxes: int = Field(5, ge=2, le=20, description="Most boxes per example.")
+    n_train: int = Field(2048, ge=8, le=10_000_000, description="Student training examples.")
+    n_teacher_train: int = Field(4096, ge=8, le=10_000_000, description="Teacher tuning examples.")
     teacher_epochs: int = Field(2, ge=0, le=10_000)
-    teacher_queries: int = Field(4, ge=1, le=64)  # supervised answers per tuning sequence
-    n_scan: int = Field(256, ge=8, le=10_000_000)
-    n_ablation: int = Field(256, ge=8, le=10_000_000)
-    n_eval: int = Field(512, ge=8, le=10_000_000)
-    heads_fraction: float = Field(0.25, gt=0.0, le=1.0)
-    score: Literal["accuracy", "logprob"] = "accuracy"
+    teacher_queries: int = Field(
+        4, ge=1, le=64, description="Supervised answers per teacher tuning sequence."
+    )
+    n_scan: int = Field(256, ge=8, le=10_000_000, description="Examples of the head scan.")
+    n_ablation: int = Field(256, ge=8, le=10_000_000, description="Examples of the mean ablation.")
+    n_eval: int = Field(512, ge=8, le=10_000_000, description="Held-out evaluation examples.")
+    heads_fraction: float = Field(
+        0.25, gt=0.0, le=1.0, description="Share of student heads in the circuit."
+    )
+    score: Literal["accuracy", "logprob"] = Field(
+        "accuracy", description="Head score for ablations: accuracy or logprob."
+    )
     arms: list[Literal["none", "ce", "circuit", "random"]] = Field(
-        default_factory=lambda: list(CIRCUIT_ARMS)
+        default_factory=lambda: list(CIRCUIT_ARMS), description="Arms to train (circuit required)."
     )
 
     @model_validator(mode="after")
@@ -400,27 +513,39 @@ class BirdSettings(TaskDistillSettings):
     set of its own safety data, with and without (1 - CKA) to an aligned teacher's layer;
     held-out prompts ask for requests the student's data never shows."""
 
-    teacher_kind: Literal["causal", "classifier"] = "causal"
-    teacher_layer: str = Field("auto", min_length=1)  # a module name, or auto (scan)
-    student_layer: str = Field("auto", min_length=1)
-    pool: Literal["last", "mean"] = "last"
+    teacher_kind: Literal["causal", "classifier"] = Field(
+        "causal", description="causal (a generative teacher) or classifier (a safety classifier)."
+    )
+    teacher_layer: str = Field(
+        "auto", min_length=1, description="Guiding layer name, or auto (scan)."
+    )
+    student_layer: str = Field(
+        "auto", min_length=1, description="Guided layer name, or auto (scan)."
+    )
+    pool: Literal["last", "mean"] = Field("last", description="Prompt pooling: last token or mean.")
     # The reference's weights: 0.1 CE + 0.9 (1 - CKA); the task-only arm keeps 0.1 CE.
-    task_weight: float = Field(0.1, gt=0.0, le=1e6)
+    task_weight: float = Field(0.1, gt=0.0, le=1e6, description="Weight of the student's task CE.")
     cka_weight: float = Field(0.9, ge=0.0, le=1e6)
     epochs: int = Field(8, ge=1, le=10_000)
     lr: float = Field(5e-4, gt=0.0, le=10.0)
     teacher_lr: float = Field(5e-4, gt=0.0, le=10.0)
     n_teacher_train: int = Field(1024, ge=8, le=10_000_000)
     n_train: int = Field(128, ge=8, le=10_000_000)
-    n_calibration: int = Field(192, ge=8, le=10_000_000)
+    n_calibration: int = Field(192, ge=8, le=10_000_000, description="Calibration examples.")
     n_eval: int = Field(320, ge=8, le=10_000_000)
     # Requests (acts / questions) held out for the test split and for calibration.
-    heldout_fraction: float = Field(0.3, gt=0.0, lt=1.0)
-    calibration_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    split_seed: int = Field(0, ge=0, le=_SEED_MAX)
-    max_length: int = Field(160, ge=8, le=1_000_000)
-    max_new_tokens: int = Field(12, ge=1, le=4096)
-    arms: list[Literal["none", "task", "bird"]] = Field(default_factory=lambda: list(BIRD_ARMS))
+    heldout_fraction: float = Field(
+        0.3, gt=0.0, lt=1.0, description="Share of requests held out for test."
+    )
+    calibration_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Share of requests held out for calibration."
+    )
+    split_seed: int = Field(0, ge=0, le=_SEED_MAX, description="Seed of the request split.")
+    max_length: int = Field(160, ge=8, le=1_000_000, description="Max tokens of prompt + response.")
+    max_new_tokens: int = Field(12, ge=1, le=4096, description="Max tokens of a generated answer.")
+    arms: list[Literal["none", "task", "bird"]] = Field(
+        default_factory=lambda: list(BIRD_ARMS), description="Arms to train (bird required)."
+    )
 
     @model_validator(mode="after")
     def _splits(self) -> BirdSettings:
@@ -429,9 +554,6 @@ class BirdSettings(TaskDistillSettings):
         if "bird" not in self.arms or len(set(self.arms)) != len(self.arms):
             raise ValueError("arms: include 'bird', each arm once")
         return self
-
-
-DISTILL_METHODS = ("lora", "kd")
 
 
 class PipelineDistill(Section):
@@ -468,21 +590,42 @@ DEFAULT_ADVERSARIES = ("surface", "tfidf", "embed", "pairwise")
 
 class AttackSettings(Section):
     """The adversary sweep: ``attack:`` of ``bbi run``, and the flags of ``bbi attack``
-    (``discriminators.attack.AttackConfig.from_settings`` turns it into a sweep)."""
+    (``discriminators.attack.run_attack`` runs it as it is)."""
 
-    adversaries: list[str] = Field(default_factory=lambda: list(DEFAULT_ADVERSARIES))
-    budgets: list[int] = Field(default_factory=lambda: list(DEFAULT_BUDGETS))
-    strategies: list[str] = Field(default_factory=lambda: list(DEFAULT_STRATEGIES))
-    seeds: int = Field(5, ge=1, le=MAX_SEEDS)
-    test_queries: list[int] = Field(default_factory=lambda: [1, 4, 16])
-    epsilon: float = Field(0.1, gt=0.0, lt=1.0)
-    alpha: float = Field(0.05, gt=0.0, lt=1.0)
-    n_bootstrap: int = Field(1000, ge=MIN_RESAMPLES, le=MAX_RESAMPLES)
-    n_permutations: int = Field(1000, ge=MIN_RESAMPLES, le=MAX_RESAMPLES)
-    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    adversaries: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ADVERSARIES), description="Adversaries."
+    )
+    budgets: list[int] = Field(
+        default_factory=lambda: list(DEFAULT_BUDGETS),
+        description="Query budgets q (one query = one prompt to one model; q//2 train prompts).",
+    )
+    strategies: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_STRATEGIES),
+        description="Acquisition strategies: random, stratified, disagreement, bandit.",
+    )
+    seeds: int = Field(5, ge=1, le=MAX_SEEDS, description="Number of seeds, 0..N-1.")
+    test_queries: list[int] = Field(
+        default_factory=lambda: [1, 4, 16],
+        description="k: responses of the unknown model combined per decision.",
+    )
+    epsilon: float = Field(0.1, gt=0.0, lt=1.0, description="Advantage bound for the verdict.")
+    alpha: float = Field(0.05, gt=0.0, lt=1.0, description="Significance level (Holm).")
+    n_bootstrap: int = Field(
+        1000, ge=MIN_RESAMPLES, le=MAX_RESAMPLES, description="Bootstrap resamples."
+    )
+    n_permutations: int = Field(
+        1000, ge=MIN_RESAMPLES, le=MAX_RESAMPLES, description="Permutations."
+    )
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Adversary hyperparameters: {adversary: {name: value}}."
+    )
     # Worker processes for the sweep's points (1: serial, -1: all cores); results are
     # identical to the serial sweep's except wall-clock times.
-    n_jobs: int = 1
+    n_jobs: int = Field(
+        1,
+        description="Worker processes for the sweep (-1: all cores); the results are those "
+        "of the serial sweep, except wall-clock times.",
+    )
 
     FLAG_NAMES: ClassVar[dict[str, str]] = {
         "adversaries": "--adversary",

@@ -3,8 +3,8 @@
 
 On the command line a comma-separated ``key=value`` list
 (``--teacher-args device_map=auto,dtype=bfloat16``); in YAML a mapping
-(``teacher_args: {device_map: auto, dtype: bfloat16}``). Which keys a model takes depends on
-its spec's kind; an unknown key or a value of the wrong type is one error line naming the
+(``teacher_args: {device_map: auto, dtype: bfloat16}``). Which keys a model takes is declared by
+its spec's backend (``BackendKind.args``, bbi.specs); an unknown key or a value of the wrong type is one error line naming the
 model and listing what it takes.
 
 - ``hf:`` / ``zoo:``: ``device``, ``dtype``, ``device_map`` (``auto`` shards a teacher larger
@@ -25,39 +25,10 @@ from __future__ import annotations
 from typing import Any
 
 from bbi.errors import BbiError
+from bbi.specs import ModelSpec, backend_kind
 
-_HF = {
-    "device": str,
-    "dtype": str,
-    "device_map": str,
-    "attn_implementation": str,
-    "quantization": str,
-}
-KIND_ARGS: dict[str, dict[str, type]] = {
-    "hf": _HF,
-    "zoo": _HF,
-    "vllm": {
-        "dtype": str,
-        "tensor_parallel_size": int,
-        "gpu_memory_utilization": float,
-        "max_model_len": int,
-        "quantization": str,
-        "enforce_eager": bool,
-        "allow_download": bool,
-        "seed": int,
-    },
-    "openai": {
-        "concurrency": int,
-        "timeout": float,
-        "max_retries": int,
-        "token_param": str,
-        "price_input": float,  # per million prompt tokens, for the manifest's cost
-        "price_output": float,
-    },
-}
 # Keys whose value changes the responses (mixed into the cache identity).
 OUTPUT_CHANGING = ("dtype", "quantization", "attn_implementation")
-QUANTIZATIONS = ("4bit", "8bit")
 
 
 def _typed(text: str) -> Any:
@@ -88,16 +59,16 @@ def parse_model_args(text: str | None, flag: str) -> dict[str, Any]:
     return out
 
 
-def check_model_args(spec: str, args: dict[str, Any] | None, where: str) -> dict[str, Any]:
+def check_model_args(
+    spec: str | ModelSpec, args: dict[str, Any] | None, where: str
+) -> dict[str, Any]:
     """``args`` validated for ``spec``'s kind (types coerced where lossless)."""
-    from bbi.specs import parse_spec
-
     if not args:
         return {}
     if not isinstance(args, dict):
         raise BbiError(f"{where}: expected a mapping of model arguments")
-    kind = parse_spec(spec).kind
-    allowed = KIND_ARGS.get(kind, {})
+    decl = backend_kind(spec)
+    kind, allowed = decl.name, decl.args
     out: dict[str, Any] = {}
     for key, value in args.items():
         if key not in allowed:
@@ -110,10 +81,27 @@ def check_model_args(spec: str, args: dict[str, Any] | None, where: str) -> dict
             value = float(value)
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):
             raise BbiError(f"{where}: {key} must be a {want.__name__}, got {value!r}")
-        if key == "quantization" and kind in ("hf", "zoo") and value not in QUANTIZATIONS:
-            raise BbiError(f"{where}: quantization must be one of {', '.join(QUANTIZATIONS)}")
         out[key] = value
+    if decl.check_args is not None:
+        decl.check_args(out, where)
     return out
+
+
+def run_defaults(settings: Any) -> dict[str, Any]:
+    """The load options a run gives every model (its GenerationSettings' device, dtype
+    and trust_remote_code)."""
+    return {
+        "device": settings.device,
+        "dtype": settings.dtype,
+        "trust_remote_code": settings.trust_remote_code,
+    }
+
+
+def load_options(args: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keywords a backend is created with: ``defaults`` (the run's, or an attack's
+    context) overlaid with the model's own arguments. The one place the run-wide device
+    and dtype meet a model's own ``device``/``dtype`` arguments."""
+    return {**(defaults or {}), **args}
 
 
 def output_identity(args: dict[str, Any]) -> dict[str, Any]:
@@ -122,9 +110,10 @@ def output_identity(args: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
-    "KIND_ARGS",
     "OUTPUT_CHANGING",
     "check_model_args",
+    "load_options",
     "output_identity",
+    "run_defaults",
     "parse_model_args",
 ]

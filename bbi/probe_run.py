@@ -22,10 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
+from bbi.backends.base import GenerationConfig
 from bbi.config import GenerationSettings
+from bbi.console import Progress
 from bbi.errors import BbiError
+from bbi.hub import cache_root
+from bbi.results_schema import validated_models, validated_suite
 from bbi.runstore import (
     ROLES,
     RunDir,
@@ -33,12 +37,11 @@ from bbi.runstore import (
     atomic_write_text,
     backup_path,
     check_alias,
-    iter_jsonl,
-    printable,
     read_jsonl,
     suite_bytes,
     suite_hash,
 )
+from bbi.specs import ModelSpec, parse_spec
 
 NULL_ALIAS = "teacher_null"
 NULL_SEED_OFFSET = 1_000_003  # the A/A resample draws from an independent seed stream
@@ -47,12 +50,17 @@ NULL_SEED_OFFSET = 1_000_003  # the A/A resample draws from an independent seed 
 @dataclass
 class ModelEntry:
     """One model of a run: its alias, spec, role (teacher / null / student) and its own
-    arguments (bbi.model_args: placement, kernels, API limits; validated for its kind)."""
+    arguments (bbi.model_args: placement, kernels, API limits; validated for its kind).
+
+    ``spec`` is recorded as given; ``model`` is that spec parsed, once, here: the
+    fingerprint, the backend pool and the loader all take it, so a probe never re-parses.
+    """
 
     alias: str
     spec: str
     role: str = "student"
     args: dict = field(default_factory=dict)
+    model: ModelSpec = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_alias(self.alias)
@@ -60,6 +68,7 @@ class ModelEntry:
             raise BbiError(
                 f"unknown role {self.role!r} for {self.alias!r} (use one of {', '.join(ROLES)})"
             )
+        self.model = parse_spec(self.spec)  # syntax, kind and zoo names: pure string work
 
 
 def with_load_args(fingerprint: str, args: dict) -> str:
@@ -81,14 +90,10 @@ ProbeSettings = GenerationSettings
 
 def backend_options(entry: ModelEntry, settings: ProbeSettings) -> dict[str, Any]:
     """The keywords a model's backend is created with: the run's device, dtype and
-    trust_remote_code, the model's own arguments winning."""
-    args = dict(entry.args)
-    return {
-        "device": args.pop("device", settings.device),
-        "dtype": args.pop("dtype", settings.dtype),
-        "trust_remote_code": settings.trust_remote_code,
-        **args,
-    }
+    trust_remote_code, the model's own arguments winning (bbi.model_args.load_options)."""
+    from bbi.model_args import load_options, run_defaults
+
+    return load_options(entry.args, run_defaults(settings))
 
 
 def model_fingerprint(entry: ModelEntry, settings: ProbeSettings) -> str:
@@ -96,7 +101,7 @@ def model_fingerprint(entry: ModelEntry, settings: ProbeSettings) -> str:
     from bbi.fingerprint import spec_fingerprint
 
     fp = spec_fingerprint(
-        entry.spec,
+        entry.model,
         trust_remote_code=settings.trust_remote_code,
         allow_download=entry.args.get("allow_download") is True,
     )
@@ -118,21 +123,19 @@ class BackendPool:
         self._users: dict[str, int] = {}
 
     @staticmethod
-    def key(spec: str, options: dict[str, Any]) -> str:
-        from bbi.specs import parse_spec
-
+    def key(spec: str | ModelSpec, options: dict[str, Any]) -> str:
         try:
             canonical = str(parse_spec(spec))
         except BbiError:
-            canonical = spec
+            canonical = str(spec)
         return json.dumps([canonical, options], sort_keys=True, default=repr)
 
-    def reserve(self, spec: str, options: dict[str, Any]) -> None:
+    def reserve(self, spec: str | ModelSpec, options: dict[str, Any]) -> None:
         """Announce one more model that will use (and then release) this backend."""
         k = self.key(spec, options)
         self._users[k] = self._users.get(k, 0) + 1
 
-    def get(self, spec: str, options: dict[str, Any]) -> Any:
+    def get(self, spec: str | ModelSpec, options: dict[str, Any]) -> Any:
         k = self.key(spec, options)
         if k not in self._live:
             if self._factory is not None:
@@ -142,7 +145,7 @@ class BackendPool:
             self._live[k] = factory(spec, **options)
         return self._live[k]
 
-    def release(self, spec: str, options: dict[str, Any]) -> None:
+    def release(self, spec: str | ModelSpec, options: dict[str, Any]) -> None:
         """One user is done; the backend is closed after its last reserved user."""
         k = self.key(spec, options)
         self._users[k] = self._users.get(k, 1) - 1
@@ -239,15 +242,11 @@ def write_suite(run: RunDir, records: Sequence[dict]) -> None:
     run._suite = None
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("BBI_CACHE_DIR", Path.home() / ".cache" / "bbi"))
-
-
 class GlobalCache:
     """Append-only per-model content cache shared across runs."""
 
     def __init__(self, fingerprint: str, gen_key: str):
-        self.path = _cache_dir() / "generations" / fingerprint[:24] / f"{gen_key[:16]}.jsonl"
+        self.path = cache_root() / "generations" / fingerprint[:24] / f"{gen_key[:16]}.jsonl"
         self._data: dict[str, dict] | None = None
 
     def get_all(self) -> dict[str, dict]:
@@ -316,7 +315,7 @@ def probe_model(
         append_jsonl(path, lines)
 
     base_seed = settings.seed + (NULL_SEED_OFFSET if entry.role == "null" else 0)
-    gen = settings.generation_config(seed=base_seed)
+    gen = GenerationConfig.of(settings, seed=base_seed)
     gen_key = gen.cache_key()
     wanted = _expected(entry, records, settings)
     keyed = [
@@ -366,9 +365,9 @@ def probe_model(
     if todo:
         options = backend_options(entry, settings)
         if backends is not None:
-            backend = backends.get(entry.spec, options)
+            backend = backends.get(entry.model, options)
         else:
-            backend = (backend_factory or load_backend)(entry.spec, **options)
+            backend = (backend_factory or load_backend)(entry.model, **options)
         usage_before = getattr(backend, "usage", None)
         usage_before = dict(usage_before) if isinstance(usage_before, dict) else {}
         stats["chat_format"] = getattr(backend, "chat_format", None)
@@ -463,15 +462,13 @@ def environment_info() -> dict:
     return {"versions": versions, "git_sha": sha}
 
 
-def _same_spec(a: str | None, b: str) -> bool:
-    from bbi.specs import parse_spec
-
+def _same_spec(a: str | None, b: ModelSpec) -> bool:
     if not a:
         return False
     try:
-        return str(parse_spec(a)) == str(parse_spec(b))
+        return str(parse_spec(a)) == str(b)
     except BbiError:
-        return a == b
+        return False
 
 
 def fresh_hint(path: Path) -> str:
@@ -499,7 +496,7 @@ def check_run_conflicts(run: RunDir, models: list[ModelEntry], digest: str, n: i
             )
         if old is None:
             continue
-        if old.get("role") != entry.role or not _same_spec(old.get("spec"), entry.spec):
+        if old.get("role") != entry.role or not _same_spec(old.get("spec"), entry.model):
             raise BbiError(
                 f"alias {entry.alias!r} in {run.path} already holds {old.get('role')} responses "
                 f"of {old.get('spec') or 'an unknown model'}, not {entry.spec}: name the model "
@@ -534,8 +531,6 @@ def check_probe(
     conflicts with what it already holds. Returns (settings, the records to probe,
     their suite hash).
     """
-    from bbi.specs import parse_spec
-
     settings = GenerationSettings.parse(
         settings.model_dump() if isinstance(settings, GenerationSettings) else settings,
         "generation",
@@ -546,8 +541,6 @@ def check_probe(
     aliases = [m.alias for m in models]
     if len(set(aliases)) != len(aliases):
         raise BbiError(f"duplicate model aliases: {aliases}")
-    for m in models:
-        parse_spec(m.spec)  # syntax, kind and zoo names: pure string work
     records = select_limit(suite_records, settings.limit)
     if not records:
         raise BbiError("the suite is empty")
@@ -575,18 +568,14 @@ def models_of_run(
 
     run = RunDir(run_path, must_exist=True)
     cfg = run.config()
-    models = [
-        ModelEntry(
-            alias,
-            str(m["spec"]),
-            str(m.get("role") or "student"),
-            check_model_args(
-                str(m["spec"]), m.get("args"), f"{run.config_path}: models.{alias}.args"
-            ),
-        )
-        for alias, m in run.models().items()
-        if m.get("spec") and not is_imported(str(m["spec"]))
-    ]
+    models = []
+    for alias, m in run.models().items():
+        if not m.get("spec") or is_imported(str(m["spec"])):
+            continue
+        entry = ModelEntry(alias, str(m["spec"]), str(m.get("role") or "student"))
+        where = f"{run.config_path}: models.{alias}.args"
+        entry.args = check_model_args(entry.model, m.get("args"), where)
+        models.append(entry)
     if not any(m.role == "teacher" for m in models):
         raise BbiError(f"{run.config_path}: no teacher with a model spec; pass --teacher SPEC")
     gen = GenerationSettings.parse(cfg.get("generation") or {}, f"{run.config_path}: generation")
@@ -668,7 +657,7 @@ def run_probe(
     pool = BackendPool()
     order = _backend_order(models, settings)
     for entry in order:
-        pool.reserve(entry.spec, backend_options(entry, settings))
+        pool.reserve(entry.model, backend_options(entry, settings))
     with Progress(*columns, disable=not progress, transient=False) as bar:
         try:
             for entry in order:
@@ -684,7 +673,7 @@ def run_probe(
                         backends=pool,
                     )
                 finally:
-                    pool.release(entry.spec, backend_options(entry, settings))
+                    pool.release(entry.model, backend_options(entry, settings))
                 lay_out()
                 man_models[entry.alias] = {
                     k: st[k] for k in ("spec", "role", "fingerprint", "chat_format", "seed")
@@ -714,13 +703,17 @@ def run_probe(
         )
         timings["similarity"] = {"wall_s": round(time.perf_counter() - t0, 3)}
     timings["probe_total_s"] = round(time.perf_counter() - started, 3)
-    run.update_results("suite", suite_summary(records, digest, suite_name, of=len(suite_records)))
+    run.update_results(
+        "suite", validated_suite(suite_summary(records, digest, suite_name, of=len(suite_records)))
+    )
     run.update_results(
         "models",
-        {
-            a: {**m, "fingerprint": man_models.get(a, {}).get("fingerprint")}
-            for a, m in merged.items()
-        },
+        validated_models(
+            {
+                a: {**m, "fingerprint": man_models.get(a, {}).get("fingerprint")}
+                for a, m in merged.items()
+            }
+        ),
     )
     return run.update_manifest(
         models=man_models,
@@ -734,7 +727,7 @@ def _backend_order(models: list[ModelEntry], settings: ProbeSettings) -> list[Mo
     them: a shared backend is then never held while another model is loaded."""
     groups: dict[str, list[ModelEntry]] = {}
     for m in models:
-        groups.setdefault(BackendPool.key(m.spec, backend_options(m, settings)), []).append(m)
+        groups.setdefault(BackendPool.key(m.model, backend_options(m, settings)), []).append(m)
     return [m for group in groups.values() for m in group]
 
 
@@ -785,136 +778,3 @@ def summarize_similarity(run: RunDir, others: list[str], progress: bool = False)
         res[alias] = entry
     run.update_results("similarity", res)
     return res
-
-
-def import_responses(
-    run_path: str | os.PathLike,
-    alias: str,
-    role: str,
-    source: str | os.PathLike,
-    suite_records: list[dict] | None = None,
-    spec: str | None = None,
-    replace: bool = False,
-) -> dict:
-    """Bring responses produced elsewhere into a run (schema: docs/run-directory.md).
-
-    Validates the whole file and its fit with the run (suite, roles, prompt sets, an
-    alias already in use) before anything is written; the run's files then change as a
-    unit of atomic replacements. ``replace`` allows re-importing an alias (the old file
-    is kept as ``responses/ALIAS.replaced-<time>.jsonl``).
-    """
-    check_alias(alias)
-    if role not in ROLES:
-        raise BbiError(f"unknown role {role!r} (use one of {', '.join(ROLES)})")
-    src = Path(source)
-    if src.is_dir():
-        raise BbiError(f"{src}: is a directory, expected a responses file (JSONL)")
-    if not src.is_file():
-        raise BbiError(f"responses file not found: {src}")
-    path0 = Path(run_path)
-    if path0.exists() and not path0.is_dir():
-        raise BbiError(f"--run {path0}: exists and is not a directory")
-    run = RunDir(path0, must_exist=False)
-    cfg = run.config() if path0.is_dir() else {}
-    if path0.is_dir():
-        run.check_files()  # damaged run files fail here, not after the responses are written
-    has_suite = run.suite_path.exists()
-    if suite_records is not None:
-        digest = suite_hash(suite_records)
-        if (
-            has_suite
-            and digest != "sha256:" + hashlib.sha256(run.suite_path.read_bytes()).hexdigest()
-        ):
-            raise BbiError(
-                f"--suite differs from the suite {run.path} already holds: import into another "
-                "--run, or leave --suite out to use the run's suite"
-            )
-        suite_ids = {r["id"] for r in suite_records}
-    elif has_suite:
-        suite_ids = set(run.suite().index)
-    else:
-        raise BbiError(f"{run.path} has no suite yet: pass --suite FILE (or 'default')")
-    existing = run.models() if path0.is_dir() else {}
-    if alias in existing and not replace:
-        old = existing[alias]
-        raise BbiError(
-            f"alias {alias!r} in {run.path} already holds {old.get('role')} responses of "
-            f"{old.get('spec') or 'an unknown model'}: choose another --alias, or --replace "
-            "(the old file is kept beside it)"
-        )
-    teachers = [a for a, m in existing.items() if m.get("role") == "teacher" and a != alias]
-    if role == "teacher" and teachers:
-        raise BbiError(f"{run.path} already has the teacher {teachers[0]!r}; a run has one teacher")
-    lines: list[dict] = []
-    seen: set[tuple[str, int]] = set()
-    for i, rec in iter_jsonl(src):
-        where = f"{src}:{i}"
-        if "prompt_id" not in rec or not isinstance(rec["prompt_id"], str):
-            raise BbiError(f"{where}: missing field 'prompt_id'")
-        if "text" not in rec or not isinstance(rec["text"], str):
-            raise BbiError(f"{where}: missing field 'text' (a string)")
-        if rec["prompt_id"] not in suite_ids:
-            raise BbiError(f"{where}: prompt_id {rec['prompt_id']!r} is not in the run's suite")
-        sample = rec.get("sample", 0)
-        if not isinstance(sample, int) or isinstance(sample, bool) or not 0 <= sample < 2**31:
-            raise BbiError(f"{where}: field 'sample' must be a non-negative integer")
-        fr = rec.get("finish_reason", "stop")
-        if fr not in ("stop", "length"):
-            raise BbiError(f"{where}: field 'finish_reason' must be 'stop' or 'length'")
-        n_tok = rec.get("n_tokens")
-        if n_tok is None:
-            n_tok = len(rec["text"].split())
-        if not isinstance(n_tok, int) or isinstance(n_tok, bool) or not 0 <= n_tok < 2**62:
-            raise BbiError(f"{where}: field 'n_tokens' must be a non-negative integer")
-        if (rec["prompt_id"], sample) in seen:
-            raise BbiError(
-                f"{where}: duplicate response for ({rec['prompt_id']!r}, sample {sample})"
-            )
-        seen.add((rec["prompt_id"], sample))
-        lines.append(
-            {
-                "prompt_id": rec["prompt_id"],
-                "sample": sample,
-                "text": rec["text"],
-                "n_tokens": n_tok,
-                "finish_reason": fr,
-                "cache_key": rec.get("cache_key", "imported"),
-            }
-        )
-    if not lines:
-        raise BbiError(f"{src}: no responses")
-    ids = {p for p, s in seen if s == 0}
-    for other in existing:
-        if other == alias or not run.responses_path(other).exists():
-            continue
-        theirs = set(run.responses(other).query("sample == 0")["prompt_id"])
-        if theirs and theirs != ids:
-            raise BbiError(
-                f"prompt set of {alias!r} ({len(ids)} prompts) differs from {other!r} ({len(theirs)} prompts)"
-            )
-    # Everything is valid: write (each file atomically; responses before run.yaml, so a
-    # crash in between leaves an alias that `bbi probe import --replace` can redo).
-    run.path.mkdir(parents=True, exist_ok=True)
-    if suite_records is not None and not has_suite:
-        write_suite(run, suite_records)
-    path = run.responses_path(alias)
-    tmp = path.with_name(f".{alias}.import.tmp")
-    tmp.unlink(missing_ok=True)
-    append_jsonl(tmp, lines)
-    if path.exists():
-        os.replace(path, backup_path(path, "replaced"))
-    os.replace(tmp, path)
-    models = dict(cfg.get("models") or {})
-    models[alias] = {"spec": spec or f"imported:{printable(src.name)}", "role": role}
-    run.write_config({**cfg, "models": models})
-    run.update_manifest(
-        models={
-            alias: {
-                "spec": models[alias]["spec"],
-                "role": role,
-                "imported_from": printable(src),
-                "fingerprint": "sha256:" + hashlib.sha256(src.read_bytes()).hexdigest(),
-            }
-        }
-    )
-    return {"alias": alias, "n": len(lines)}

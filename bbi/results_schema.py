@@ -1,4 +1,9 @@
-"""The typed, versioned schema of results.json's ``attack`` and ``similarity`` sections.
+"""The typed, versioned schema of the records bbi writes in a run directory.
+
+results.json's ``attack`` (with its sweep ``config``) and ``similarity`` sections, each
+``distill.<alias>`` record (a union by method), the per-point attack files
+(``attack/<comparison>/<adversary>__<strategy>__q<budget>__s<seed>.json``) and the
+report's JSON summary.
 
 ``bbi attack`` builds its section, validates it here and writes the validated dump; the
 report and the test fixtures read through the same models, so a field means one thing
@@ -13,9 +18,19 @@ Field meanings are in docs/statistics.md and docs/run-directory.md.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from bbi.errors import BbiError
 
@@ -218,6 +233,44 @@ class Example(_Model):
     scores: dict[str, float]
 
 
+def _not_bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError("expected a number, got a boolean")
+    return v
+
+
+# A number as written: an int stays an int, a float a float (the dump keeps its bytes).
+Number = Annotated[int | float, BeforeValidator(_not_bool)]
+
+
+class AttackConfigRecord(_Model):
+    """The sweep that produced the attack results (``attack.config``, and each
+    comparison's ``config``): budgets q, strategies, seeds, k values, the verdict's eps
+    and alpha, adversaries, resampling counts. Fields are in the order they are written;
+    a key this bbi does not know is kept as written (a newer sweep option)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    budgets: list[int] = Field(default_factory=list)
+    strategies: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=list)
+    test_queries: list[int] = Field(default_factory=list)
+    epsilon: Number | None = None
+    alpha: Number | None = None
+    adversaries: list[str] = Field(default_factory=list)
+    n_bootstrap: int | None = None
+    n_permutations: int | None = None
+    threshold_folds: int | None = None
+    n_examples: int | None = None
+    blas_threads: int | None = None
+    adversary_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    statistics: str | None = None  # how the numbers were computed, in words
+
+    def as_dict(self) -> dict[str, Any]:
+        """The recorded keys only (the report's methods table lists them)."""
+        return self.dump()
+
+
 class ComparisonResult(_Model):
     reference: str
     role: str
@@ -226,7 +279,8 @@ class ComparisonResult(_Model):
     adversaries: dict[str, AdversaryResult]
     verdict: Verdict
     examples: dict[str, list[Example]] = Field(default_factory=dict)
-    config: dict[str, Any] = Field(default_factory=dict)  # the sweep that produced it
+    config: AttackConfigRecord | None = None  # the sweep that produced it
+    explain: dict[str, Any] | None = None  # what gives it away (bbi.explain_schema)
 
 
 class DeltaAdversary(_Model):
@@ -270,7 +324,7 @@ class AttackSection(_Model):
     """results.json["attack"]."""
 
     schema_version: int = ATTACK_SCHEMA_VERSION
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: AttackConfigRecord = Field(default_factory=AttackConfigRecord)
     comparisons: dict[str, ComparisonResult] = Field(default_factory=dict)
     deltas: dict[str, DistillDelta] = Field(default_factory=dict)
 
@@ -283,6 +337,458 @@ class Similarity(_Model):
     overall: Estimate | None = None
     test: Estimate | None = None
     per_category: dict[str, Estimate] = Field(default_factory=dict)
+
+
+class AttackPoint(_Model):
+    """One sweep point, ``attack/<comparison>/<adversary>__<strategy>__q<budget>__s<seed>.json``
+    (file name: ``bbi.runstore.RunDir.attack_point_name``). ``model`` is the alias of the
+    model compared with the teacher (``reference``); the statistics are those of
+    ``discriminators.evaluate.run_point``, kept as written."""
+
+    model_config = ConfigDict(extra="allow")
+
+    adversary: str
+    kind: Literal["pointwise", "pairwise", "test"]
+    budget: int = Field(gt=0)
+    seed: int
+    queries: Queries
+    strategy: str
+    comparison: str
+    model: str
+    reference: str
+    compute_s: float | None = None
+    acquisition_s: float | None = None
+    threshold: float | None = None
+    kept_fraction: float | None = None
+    eps: dict[str, Any] | None = None
+    auroc: dict[str, Any] | None = None
+    eps_k: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    per_category: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    two_sample: TwoSample | None = None
+    mean_margin: float | None = None
+    notes: str | None = None
+
+
+class _Record(BaseModel):
+    # Records carry provenance beyond the typed fields (kept as written).
+    model_config = ConfigDict(extra="allow")
+
+
+# ---- suite and models: written by `bbi probe run` -----------------------------------------
+
+
+class SuiteSummary(_Record):
+    """results.json["suite"]: which prompts the run's numbers are about."""
+
+    name: str | None = None
+    hash: str
+    n: int = Field(ge=0)
+    n_train: int = Field(ge=0)
+    n_test: int = Field(ge=0)
+    categories: list[str]
+    subset_of: int | None = None  # a stratified --limit subset of a suite this large
+
+
+class ModelEntry(_Record):
+    """results.json["models"][alias]: the model's spec, role and weights fingerprint."""
+
+    spec: str | None = None
+    role: Literal["teacher", "null", "student"]
+    fingerprint: str | None = None
+
+
+_MODELS = TypeAdapter(dict[str, ModelEntry])
+
+
+def validated_suite(suite: dict[str, Any]) -> dict[str, Any]:
+    """results.json["suite"] as ``bbi probe run`` writes it, checked; returned unchanged."""
+    try:
+        SuiteSummary.model_validate(suite)
+    except ValidationError as exc:  # a writer bug, not a user error
+        raise RuntimeError(f"suite summary does not follow the schema: {exc}") from exc
+    return suite
+
+
+def validated_models(models: dict[str, Any]) -> dict[str, Any]:
+    """results.json["models"], checked; returned unchanged."""
+    try:
+        _MODELS.validate_python(models)
+    except ValidationError as exc:  # a writer bug, not a user error
+        raise RuntimeError(f"models section does not follow the schema: {exc}") from exc
+    return models
+
+
+# ---- distill.<alias>: one record per distilled student, a union by method -----------------
+
+
+class DistillBase(_Record):
+    """What every distilled student records: its spec (what ``bbi probe`` loads), the
+    method, the student it started from and the teacher."""
+
+    spec: str
+    method: str
+    finetune: str | None = None
+    base: str | None = None
+    base_fingerprint: str | None = None
+    teacher: str | None = None
+    model_dir: str | None = None
+    seed: int | None = None
+    time_s: float | None = None
+
+
+class LoopDistill(DistillBase):
+    """``bbi distill lora|kd`` (and methods on the same loop): ``distill.method.distil``."""
+
+    objective: Any = None
+    adapter_dir: str | None = None
+    n_train_examples: int
+    n_eval_examples: int
+    n_train_prompts: int
+    n_eval_prompts: int
+    n_skipped_too_long: int = 0
+    eval_loss_per_epoch: list[float] = Field(default_factory=list)
+    train_loss: float | None = None
+    train_loss_per_epoch: list[float] = Field(default_factory=list)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    target_modules: Any = None
+    steps: int | None = None
+    num_processes: int | None = None
+    mixed_precision: str | None = None
+    chat_format: str | None = None
+    train_time_s: float | None = None
+    train_cpu_s: float | None = None
+    tokens_per_s: float | None = None
+    resumed: bool = False
+    metrics: str | None = None
+    loss_tokens: Any = None
+    guide: Any = None
+
+
+class WdaDistill(DistillBase):
+    """``bbi distill wda``: the phases run (each with its losses) and the loop settings."""
+
+    method: Literal["wda"]
+    phases: list[dict[str, Any]] = Field(default_factory=list)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    n_train_examples: int
+    n_eval_examples: int
+    n_train_prompts: int
+    n_eval_prompts: int
+    resumed: bool = False
+    completed: bool = True
+
+
+class BehaviourCellRecord(BaseModel):
+    """One arm x metric of a behaviour table: seed mean, its interval, per-seed values."""
+
+    model_config = ConfigDict(extra="allow")
+
+    mean: float | None = None
+    ci: tuple[float, float] | None = None
+    p: float | None = None
+    per_seed: list[float] = Field(default_factory=list)
+
+
+class BehaviourTableRecord(_Record):
+    """``distill.experiment.summarise``: a method beside its controls, over seeds."""
+
+    version: int
+    method: str
+    controls: list[str] = Field(default_factory=list)
+    arms: list[str]
+    metrics: list[str]
+    higher_is_better: dict[str, bool] = Field(default_factory=dict)
+    seeds: list[int | str]
+    confidence: float = Field(gt=0, lt=1)
+    rows: dict[str, dict[str, BehaviourCellRecord]]
+    deltas: dict[str, dict[str, BehaviourCellRecord]] = Field(default_factory=dict)
+
+
+class TaskDistill(DistillBase):
+    """``bbi distill bird|circuit``: a behaviour table over seeds and the method's facts."""
+
+    method: str | None = None  # "bird" | "circuit"; the table records it too
+    behaviour: BehaviourTableRecord
+    arms: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    diagnostics: dict[str, float] = Field(default_factory=dict)  # bird
+    layers: dict[str, Any] = Field(default_factory=dict)  # bird
+    teacher_accuracy: float | None = None  # circuit
+    student_accuracy: float | None = None  # circuit
+    circuit: dict[str, Any] = Field(default_factory=dict)  # circuit: k, of, heads, ...
+
+
+def _distill_kind(v: Any) -> str:
+    """wda; a task experiment (a behaviour table: bird, circuit); else the one loop."""
+    get = v.get if isinstance(v, dict) else lambda k: getattr(v, k, None)
+    if get("method") == "wda":
+        return "wda"
+    return (
+        "task" if get("behaviour") is not None or get("method") in ("bird", "circuit") else "loop"
+    )
+
+
+DistillRecord = Annotated[
+    Annotated[LoopDistill, Tag("loop")]
+    | Annotated[WdaDistill, Tag("wda")]
+    | Annotated[TaskDistill, Tag("task")],
+    Discriminator(_distill_kind),
+]
+_DISTILL = TypeAdapter(DistillRecord)
+
+
+def validated_distill(record: dict[str, Any]) -> dict[str, Any]:
+    """What a distillation writes as ``distill.<alias>``: checked against its method's
+    model and returned unchanged (the record's keys and values are written as built)."""
+    try:
+        _DISTILL.validate_python(record)
+    except ValidationError as exc:  # a writer bug, not a user error
+        raise RuntimeError(f"distill record does not follow the schema: {exc}") from exc
+    return record
+
+
+def validated_point(record: dict[str, Any]) -> dict[str, Any]:
+    """A sweep point as ``bbi attack`` writes it, checked; returned unchanged."""
+    try:
+        AttackPoint.model_validate(record)
+    except ValidationError as exc:  # a writer bug, not a user error
+        raise RuntimeError(f"attack point does not follow the schema: {exc}") from exc
+    return record
+
+
+# ---- reading distill records for the report ------------------------------------------------
+# A report is written at any stage of a run and from hand-edited files: a distill record
+# is read field by field, and a field of the wrong type reads as absent (the report shows
+# a gap, or "not available") instead of failing the whole report.
+
+
+def _num(x: Any) -> float | None:
+    """A finite number, or None for anything else (bools, strings, NaN, inf)."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _int(x: Any) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
+
+
+def _text(x: Any) -> str | None:
+    return x if isinstance(x, str) and x else None
+
+
+def _obj(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def _ci(x: Any) -> tuple[float, float] | None:
+    if isinstance(x, list | tuple) and len(x) == 2:
+        lo, hi = _num(x[0]), _num(x[1])
+        if lo is not None and hi is not None:
+            return (min(lo, hi), max(lo, hi))
+    return None
+
+
+def _strings(x: Any) -> list[str]:
+    return list(dict.fromkeys(m for m in x if isinstance(m, str))) if isinstance(x, list) else []
+
+
+def _table(x: Any) -> dict[str, dict[str, Any]]:
+    """label -> metric -> cell; rows that are not objects are left out, cells that are
+    not objects read as None."""
+    return {
+        str(label): {str(m): (c if isinstance(c, dict) else None) for m, c in row.items()}
+        for label, row in _obj(x).items()
+        if isinstance(row, dict)
+    }
+
+
+LenientFloat = Annotated[float | None, BeforeValidator(_num)]
+LenientInt = Annotated[int | None, BeforeValidator(_int)]
+LenientText = Annotated[str | None, BeforeValidator(_text)]
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class BehaviourCell(_View):
+    mean: LenientFloat = None
+    ci: Annotated[tuple[float, float] | None, BeforeValidator(_ci)] = None
+    p: LenientFloat = None
+    per_seed: Annotated[
+        list[float],
+        BeforeValidator(
+            lambda x: [v for v in map(_num, x) if v is not None] if isinstance(x, list) else []
+        ),
+    ] = Field(default_factory=list)
+
+
+BehaviourRows = Annotated[dict[str, dict[str, BehaviourCell | None]], BeforeValidator(_table)]
+
+
+class BehaviourView(_View):
+    """A behaviour table as the report reads it (see BehaviourTableRecord)."""
+
+    version: LenientInt = None
+    method: LenientText = None
+    # None when the file has no list of metrics (the rows then say which there are)
+    metrics: Annotated[
+        list[str] | None, BeforeValidator(lambda x: _strings(x) if isinstance(x, list) else None)
+    ] = None
+    arms: Annotated[list[str], BeforeValidator(_strings)] = Field(default_factory=list)
+    rows: BehaviourRows = Field(default_factory=dict)
+    deltas: BehaviourRows = Field(default_factory=dict)
+    higher_is_better: Annotated[
+        dict[str, bool],
+        BeforeValidator(lambda x: {str(m): v for m, v in _obj(x).items() if isinstance(v, bool)}),
+    ] = Field(default_factory=dict)
+    seeds: Annotated[
+        list[int | str],
+        BeforeValidator(
+            lambda x: (
+                [s for s in x if isinstance(s, int | str) and not isinstance(s, bool)]
+                if isinstance(x, list)
+                else []
+            )
+        ),
+    ] = Field(default_factory=list)
+    confidence: Annotated[
+        float | None,
+        BeforeValidator(lambda x: c if (c := _num(x)) is not None and 0 < c < 1 else None),
+    ] = None
+
+
+class CircuitView(_View):
+    k: LenientInt = None
+    of: LenientInt = None
+    heads: Annotated[
+        list[tuple[int, int]],
+        BeforeValidator(
+            lambda x: (
+                [
+                    (h[0], h[1])
+                    for h in x
+                    if isinstance(h, list | tuple)
+                    and len(h) == 2
+                    and all(_int(v) is not None for v in h)
+                ]
+                if isinstance(x, list)
+                else []
+            )
+        ),
+    ] = Field(default_factory=list)
+
+
+class TaskDistillView(_View):
+    """A ``distill.<alias>`` record with a behaviour table, as the report reads it."""
+
+    method: LenientText = None
+    spec: LenientText = None
+    base: LenientText = None
+    teacher: LenientText = None
+    time_s: LenientFloat = None
+    seed: LenientInt = None
+    behaviour: Annotated[
+        BehaviourView | None, BeforeValidator(lambda x: x if isinstance(x, dict) else None)
+    ] = None
+    diagnostics: Annotated[
+        dict[str, float],
+        BeforeValidator(
+            lambda x: {
+                str(k): v for k, v in ((k, _num(v)) for k, v in _obj(x).items()) if v is not None
+            }
+        ),
+    ] = Field(default_factory=dict)
+    layers: Annotated[
+        dict[str, str],
+        BeforeValidator(
+            lambda x: {
+                k: v
+                for k, v in _obj(x).items()
+                if k in ("teacher", "student") and isinstance(v, str)
+            }
+        ),
+    ] = Field(default_factory=dict)
+    teacher_accuracy: LenientFloat = None
+    student_accuracy: LenientFloat = None
+    circuit: Annotated[CircuitView, BeforeValidator(_obj)] = Field(default_factory=CircuitView)
+
+
+def read_task_distill(section: Any) -> dict[str, TaskDistillView]:
+    """alias -> the records of ``results.json["distill"]`` that carry a behaviour table
+    (``bbi distill bird|circuit``); LoRA/KD/WDA records have none."""
+    return {
+        str(alias): TaskDistillView.model_validate(rec)
+        for alias, rec in _obj(section).items()
+        if isinstance(rec, dict) and "behaviour" in rec
+    }
+
+
+# ---- report.json: the report's machine-readable summary ---------------------------------
+
+REPORT_SCHEMA_VERSION = 1
+EstimateDict = dict[str, Any] | None  # Estimate.as_dict(): value, ci, n (+ p, p_holm, ...)
+
+
+class SummaryVerdict(_Model):
+    status: str
+    epsilon: float | None
+    broken_by: str | None
+    at_budget: int | None
+    confirmed_eps: EstimateDict
+    confirmed_by: str | None
+    distinguishable_in: list[str]
+    text: str | None
+
+
+class SummaryComparison(_Model):
+    role: str
+    spec: str | None
+    verdict: SummaryVerdict
+    similarity: EstimateDict
+    similarity_overall: EstimateDict
+    adversaries: dict[str, dict[str, Any]]
+    categories: dict[str, dict[str, Any]]
+    explain: dict[str, Any] | None = None  # what gives it away (bbi.explain_schema)
+
+
+class SummaryDistillation(_Model):
+    base: str
+    method: str | None
+    status: str
+    reading: str
+    similarity: dict[str, EstimateDict]
+    adversaries: dict[str, dict[str, Any]]
+    skipped: dict[str, str]
+
+
+class ReportSummary(_Model):
+    """``bbi report --format json``: what CI pipelines and dashboards read."""
+
+    schema_version: Literal[1]
+    run: str
+    suite: dict[str, Any]
+    teacher: str | None
+    epsilon: float | None
+    alpha: float | None
+    indistinguishable: bool | None
+    null_calibration: dict[str, Any] | None
+    comparisons: dict[str, SummaryComparison]
+    distillation: dict[str, SummaryDistillation]
+    notes: list[str]
+    task_distillation: dict[str, dict[str, Any]] | None = None  # bird/circuit students
+    sections: dict[str, Any] | None = None  # report sections from plug-ins
+
+
+def validated_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """The report summary, checked against ReportSummary; returned unchanged."""
+    try:
+        ReportSummary.model_validate(summary)
+    except ValidationError as exc:  # a writer bug, not a user error
+        raise RuntimeError(f"report summary does not follow the schema: {exc}") from exc
+    return summary
 
 
 def _error(exc: ValidationError, where: str) -> BbiError:
@@ -340,6 +846,24 @@ def validated_attack(section: dict[str, Any]) -> dict[str, Any]:
 __all__ = [
     "ATTACK_SCHEMA_VERSION",
     "AdversaryResult",
+    "AttackConfigRecord",
+    "AttackPoint",
+    "BehaviourTableRecord",
+    "DistillRecord",
+    "LoopDistill",
+    "TaskDistill",
+    "WdaDistill",
+    "REPORT_SCHEMA_VERSION",
+    "ReportSummary",
+    "read_task_distill",
+    "validated_summary",
+    "TaskDistillView",
+    "ModelEntry",
+    "SuiteSummary",
+    "validated_distill",
+    "validated_models",
+    "validated_suite",
+    "validated_point",
     "AttackSection",
     "Calibration",
     "CategoryFinding",

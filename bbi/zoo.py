@@ -9,9 +9,14 @@ smaller, less-trained Qwen2-architecture student, both fitted on (prompt, refere
 pairs in the plain ``User: ...\\nAssistant: ...`` format with an EOS after each answer.
 Both are saved with ``save_pretrained`` so any transformers tool loads them.
 
-The corpus comes from a provider (``set_corpus_provider``) because core must not import
-the probes package; the CLI registers ``probes.training_corpus``. Builds are atomic
-(temp dir + rename) under a file lock, so concurrent processes build once.
+The corpus comes from the ``bbi.zoo_corpus`` hook (:data:`CORPUS`) because core must not
+import the probes package: bbi's own ``pyproject.toml`` fills it by entry point with
+``probes.training_corpus``, so a library user of ``zoo:`` needs no CLI import. Builds are
+atomic (temp dir + rename) under a file lock (``bbi.hub.locked_build``), so concurrent
+processes build once.
+
+``BACKEND`` declares the ``zoo:`` backend (bbi.specs): its spec grammar, arguments,
+capabilities and fingerprint.
 
 Cache: ``$BBI_CACHE_DIR`` (default ``~/.cache/bbi``) ``/zoo/<version>-<config>/``.
 Config: ``BBI_ZOO_CONFIG`` = ``default`` | ``micro`` (tests), or the ``config`` argument.
@@ -24,24 +29,30 @@ import json
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bbi import smollm2
+from bbi.backends.kinds import HF_ARGS, adapter_fingerprint, check_hf_args
 from bbi.errors import BbiError
+from bbi.hub import cache_root, check_build_record, digest, file_sha256, locked_build
+from bbi.registry import hook
+from bbi.specs import BackendKind, ModelSpec, split_adapter
 
 ZOO_VERSION = "v1"
 # Zoo models made from the SmolLM2 GGUF file rather than trained here (bbi/smollm2.py).
-SMOLLM2_MODELS = ("smollm2", "smollm2-pruned")
+SMOLLM2_MODELS = tuple(smollm2.MODELS)
+ZOO_MODELS_BUILT = ("teacher", "student")  # what a zoo.json records
+ZOO_MODELS = (*ZOO_MODELS_BUILT, *SMOLLM2_MODELS)
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 
 CorpusProvider = Callable[[int, int], list[dict]]
-_corpus_provider: CorpusProvider | None = None
+# fn(seed, per_category) -> [{prompt, reference, category}]; filled by entry point.
+CORPUS = hook("bbi.zoo_corpus", "zoo corpus provider")
 
 
 @dataclass(frozen=True)
@@ -166,14 +177,15 @@ CONFIGS: dict[str, ZooConfig] = {
 
 
 # ----------------------------------------------------------------------------- config/cache
-def set_corpus_provider(fn: CorpusProvider | None) -> None:
-    """Register fn(seed, per_category) -> [{prompt, reference, category}] for zoo builds."""
-    global _corpus_provider
-    _corpus_provider = fn
-
-
-def has_corpus_provider() -> bool:
-    return _corpus_provider is not None
+def corpus_provider() -> CorpusProvider:
+    """The registered corpus provider (the first of ``bbi.zoo_corpus``); BbiError if none."""
+    names = CORPUS.names()
+    if not names:
+        raise BbiError(
+            "no zoo corpus provider is registered: install bbi with its probes package "
+            "(entry point group bbi.zoo_corpus), or pass corpus= to build_zoo"
+        )
+    return CORPUS.get(names[0])
 
 
 def get_config(config: str | ZooConfig | None = None) -> ZooConfig:
@@ -186,16 +198,9 @@ def get_config(config: str | ZooConfig | None = None) -> ZooConfig:
     return CONFIGS[name]
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("BBI_CACHE_DIR") or Path.home() / ".cache" / "bbi").expanduser()
-
-
 def zoo_dir(config: str | ZooConfig | None = None) -> Path:
     cfg = get_config(config)
     return cache_root() / "zoo" / f"{ZOO_VERSION}-{cfg.name}"
-
-
-ZOO_MODELS_BUILT = ("teacher", "student")  # what a zoo.json records
 
 
 def is_built(config: str | ZooConfig | None = None) -> bool:
@@ -210,24 +215,6 @@ def read_info(config: str | ZooConfig | None = None) -> dict:
     return check_build_record(path, ZOO_MODELS_BUILT, "bbi zoo build --force")
 
 
-def check_build_record(path: Path, names: tuple[str, ...], rebuild: str) -> dict:
-    """A build record (zoo.json, smollm2.json) whose ``models.<name>.fingerprint`` are strings;
-    a damaged one is a one-line error that says how to rebuild."""
-    from bbi.runstore import read_json_object
-
-    try:
-        info = read_json_object(path)
-        models = info.get("models")
-        if not isinstance(models, dict) or not all(
-            isinstance(models.get(n), dict) and isinstance(models[n].get("fingerprint"), str)
-            for n in names
-        ):
-            raise BbiError(f"{path}: expected models.<name>.fingerprint for {', '.join(names)}")
-    except BbiError as exc:
-        raise BbiError(f"damaged zoo build record ({exc}); rebuild with `{rebuild}`") from None
-    return info
-
-
 def model_path(
     name: str, config: str | ZooConfig | None = None, *, build: bool = True, progress: bool = True
 ) -> Path:
@@ -235,13 +222,9 @@ def model_path(
 
     The SmolLM2 models (``bbi.smollm2``) do not depend on the zoo config.
     """
-    from bbi.specs import ZOO_MODELS
-
     if name not in ZOO_MODELS:
         raise BbiError(f"unknown zoo model {name!r}; the zoo has: " + ", ".join(ZOO_MODELS))
     if name in SMOLLM2_MODELS:
-        from bbi import smollm2
-
         return smollm2.model_path(name, build=build, progress=progress)
     if not is_built(config):
         if not build:
@@ -253,8 +236,6 @@ def model_path(
 def fingerprint(name: str, config: str | ZooConfig | None = None) -> str:
     """Fingerprint of a zoo model: hash of its config and weights file (from zoo.json)."""
     if name in SMOLLM2_MODELS:
-        from bbi import smollm2
-
         return smollm2.fingerprint(name)
     return read_info(config)["models"][name]["fingerprint"]
 
@@ -262,12 +243,7 @@ def fingerprint(name: str, config: str | ZooConfig | None = None) -> str:
 # ----------------------------------------------------------------------------- corpus
 def _load_corpus(cfg: ZooConfig, corpus: list[dict] | None) -> list[dict]:
     if corpus is None:
-        if _corpus_provider is None:
-            raise BbiError(
-                "no zoo corpus provider is registered: build the zoo with "
-                "`bbi zoo build` (which uses the probes package's training corpus)"
-            )
-        corpus = _corpus_provider(cfg.corpus_seed, cfg.per_category)
+        corpus = corpus_provider()(cfg.corpus_seed, cfg.per_category)
     items = []
     for rec in corpus:
         prompt, ref = rec.get("prompt"), rec.get("reference")
@@ -461,24 +437,13 @@ def build_zoo(
     progress: bool = True,
 ) -> Path:
     """Train and cache the zoo pair (once; concurrent callers wait on a file lock)."""
-    from filelock import FileLock
-
     cfg = get_config(config)
     final = zoo_dir(cfg)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(final.parent / f".{final.name}.lock")):
-        if (final / "zoo.json").is_file() and not force:
-            return final
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-        try:
-            _build_into(tmp, cfg, corpus, progress)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return final
+    return locked_build(
+        final,
+        lambda: not force and (final / "zoo.json").is_file(),
+        lambda tmp: _build_into(tmp, cfg, corpus, progress),
+    )
 
 
 def _build_into(out: Path, cfg: ZooConfig, corpus: list[dict] | None, progress: bool) -> None:
@@ -498,11 +463,11 @@ def _build_steps(
     out: Path, cfg: ZooConfig, corpus: list[dict] | None, progress: bool, t0: float
 ) -> None:
     import torch
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
     from transformers import GenerationConfig
 
-    from bbi.backends.hf import file_sha256
     from bbi.chat import PLAIN_FORMAT, plain_prompt, response_suffix
+    from bbi.console import Progress
 
     items = _load_corpus(cfg, corpus)
     train_items, eval_items = _split(items, cfg)
@@ -581,7 +546,33 @@ def load_zoo_backend(
     **_: Any,
 ) -> Any:
     """An HF backend on a zoo model (built on first use), with an optional LoRA adapter."""
-    from bbi.backends.hf import HFBackend, _digest, load_hf_parts
+    from bbi.backends.hf import HFBackend
+
+    model, tok, dev, fp = load_zoo_weights(
+        spec,
+        device=device,
+        dtype=dtype,
+        zoo_config=zoo_config,
+        progress=progress,
+        device_map=device_map,
+        attn_implementation=attn_implementation,
+        quantization=quantization,
+    )
+    return HFBackend(model, tok, name=str(spec), fingerprint=fp, device=dev)
+
+
+def load_zoo_weights(
+    spec: ModelSpec,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    zoo_config: str | None = None,
+    progress: bool = True,
+    **placement: Any,
+) -> tuple[Any, Any, Any, str]:
+    """The ``weights`` capability of ``zoo:``: (model, tokenizer, device, fingerprint),
+    building the zoo on first use."""
+    from bbi.backends.hf import load_hf_parts
 
     path = model_path(spec.name_or_path, zoo_config, progress=progress)
     model, tok, dev, parts = load_hf_parts(
@@ -591,11 +582,40 @@ def load_zoo_backend(
         trust_remote_code=False,
         allow_download=False,
         base_path=str(path),
-        device_map=device_map,
-        attn_implementation=attn_implementation,
-        quantization=quantization,
+        **placement,
     )
     fp = fingerprint(spec.name_or_path, zoo_config)
     if spec.adapter:
-        fp = _digest({"zoo": fp, "adapter": parts["adapter"]})
-    return HFBackend(model, tok, name=str(spec), fingerprint=fp, device=dev)
+        fp = digest({"zoo": fp, "adapter": parts["adapter"]})
+    return model, tok, dev, fp
+
+
+# ----------------------------------------------------------------------------- declaration
+def parse_zoo(rest: str, spec: str) -> ModelSpec:
+    """``NAME[+lora:ADAPTER]`` with NAME one of :data:`ZOO_MODELS`."""
+    base, adapter = split_adapter(rest, spec)
+    if base not in ZOO_MODELS:
+        raise BbiError(f"unknown zoo model {base!r}; the zoo has: " + ", ".join(ZOO_MODELS))
+    return ModelSpec("zoo", base, adapter=adapter)
+
+
+def fingerprint_zoo(ms: ModelSpec, **_: Any) -> str:
+    """The zoo model's recorded fingerprint (the zoo is built on first use)."""
+    model_path(ms.name_or_path)
+    fp = fingerprint(ms.name_or_path)
+    if not ms.adapter:
+        return fp
+    return digest({"zoo": fp, "adapter": adapter_fingerprint(ms.adapter)})
+
+
+BACKEND = BackendKind(
+    name="zoo",
+    load=load_zoo_backend,
+    load_parts=load_zoo_weights,
+    parse=parse_zoo,
+    fingerprint=fingerprint_zoo,
+    args=HF_ARGS,
+    check_args=check_hf_args,
+    capabilities=frozenset({"generate", "score", "weights", "torch_device", "serve"}),
+    examples=("zoo:teacher", "zoo:student+lora:./adapter", "zoo:smollm2-pruned"),
+)

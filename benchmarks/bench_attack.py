@@ -40,14 +40,15 @@ def _synthetic(path: Path):
 
 
 def sweep(run, compare: str, adversaries: list[str]) -> dict:
-    from discriminators.attack import AttackConfig, load_comparison, run_attack
+    from bbi.config import AttackSettings
+    from discriminators.attack import load_comparison, run_attack
 
     out = {}
     if any(a in ("embed", "pairwise_embed", "mmd") for a in adversaries):
         t0 = time.perf_counter()
         load_comparison(run, compare, embeddings=True)
         out["embeddings_s"] = time.perf_counter() - t0
-    cfg = AttackConfig(adversaries=adversaries)  # defaults: 7 budgets x 3 strategies x 5 seeds
+    cfg = AttackSettings(adversaries=adversaries)  # defaults: 7 budgets x 3 strategies x 5 seeds
     t0, c0 = time.perf_counter(), time.process_time()
     res = run_attack(run, cfg, compare=[compare])
     out["sweep_s"] = time.perf_counter() - t0
@@ -63,8 +64,9 @@ def efficiency(run, compare: str, adversaries: list[str], seeds: int = 5) -> dic
     import pandas as pd
     from threadpoolctl import threadpool_limits
 
+    from bbi.config import AttackSettings
     from discriminators import get_adversary
-    from discriminators.attack import AttackConfig, Evaluator, comparison_from_paired, run_point
+    from discriminators.attack import Evaluator, comparison_from_paired, run_point
 
     paired = run.paired(compare)
     from bbi.similarity import embeddings_for, prompt_embeddings
@@ -75,7 +77,7 @@ def efficiency(run, compare: str, adversaries: list[str], seeds: int = 5) -> dic
         "prompt": prompt_embeddings(run),
     }
     grid = [20, 40, 80, 160, 320, 640, 1280, 2560]
-    cfg = AttackConfig(test_queries=[1], n_bootstrap=50, n_permutations=500)
+    cfg = AttackSettings(test_queries=[1], n_bootstrap=50, n_permutations=500)
     found: dict[str, int | None] = {}
     medians: dict[str, list[float]] = {}
     for name in [*adversaries, "mmd"]:

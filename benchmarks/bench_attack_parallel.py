@@ -70,10 +70,11 @@ def _cpu_all() -> float:
 
 
 def sweep(path: Path, compare: str, adversaries: list[str], n_jobs: int) -> dict[str, float]:
+    from bbi.config import AttackSettings
     from bbi.runstore import RunDir
-    from discriminators.attack import AttackConfig, run_attack
+    from discriminators.attack import run_attack
 
-    cfg = AttackConfig(adversaries=adversaries, n_jobs=n_jobs)  # the default sweep
+    cfg = AttackSettings(adversaries=adversaries, n_jobs=n_jobs)  # the default sweep
     t0, c0, a0 = time.perf_counter(), time.process_time(), _cpu_all()
     run_attack(RunDir(path), cfg, compare=[compare])
     return {

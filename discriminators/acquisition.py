@@ -47,6 +47,15 @@ Strategies
     Beta(1 + successes, 1 + failures) posterior; every purchase in a round samples the
     posteriors and buys a random unbought prompt of the arg-max category. The aim: spend
     queries where artifacts are learnable, unlike stratified's equal split.
+
+Registry and parameters
+-----------------------
+``STRATEGIES`` (``bbi.registry``, entry-point group ``bbi.strategies``) names every
+strategy; a plug-in is a ``Strategy`` subclass whose ``name`` is its registered name (the
+name also seeds its generator). Parameters are explicit ``__init__`` keywords, given as
+``--param NAME.KEY=VALUE`` and checked by ``check_strategy_params`` before any work
+(``disagreement``: ``n_committee``, ``alpha``; both adaptive strategies:
+``seed_prompts_per_category``, ``min_seed_round``).
 """
 
 from __future__ import annotations
@@ -54,17 +63,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.base import BaseEstimator
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import Interval
 
 from bbi.errors import BbiError
+from bbi.registry import Registry
+from discriminators.base import check_estimator_params
 from discriminators.surface import surface_features
 from discriminators.tfidf import hashed_counts
 
@@ -134,11 +148,18 @@ class Oracle:
         return [self.pool.teacher[i] for i in idx], [self.pool.other[i] for i in idx]
 
 
-class Strategy:
-    """Produces an anytime purchase order of pool indices (see the module docstring)."""
+class Strategy(BaseEstimator):
+    """Produces an anytime purchase order of pool indices (see the module docstring).
+
+    Like an adversary, a strategy lists its parameters as explicit ``__init__`` keywords
+    (``get_params``/``clone`` work) with optional sklearn-style ``_parameter_constraints``,
+    so ``--param NAME.KEY=VALUE`` is checked (``check_strategy_params``) before any work.
+    ``order`` must buy through the oracle and depend only on ``rng`` and what it bought.
+    """
 
     name: ClassVar[str] = ""
     adaptive: ClassVar[bool] = False
+    _parameter_constraints: ClassVar[dict[str, list]] = {}
 
     def order(
         self, pool: Pool, n_prompts: int, rng: np.random.Generator, oracle: Oracle
@@ -249,14 +270,18 @@ def _round_sizes(n0: int, n_prompts: int, growth: float = 0.5):
 
 class _AdaptiveStrategy(Strategy):
     adaptive = True
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "seed_prompts_per_category": [Interval(Integral, 1, None, closed="left")],
+        "min_seed_round": [Interval(Integral, 2, None, closed="left")],
+    }
 
     def __init__(self, seed_prompts_per_category: int = 2, min_seed_round: int = 10):
-        self.seed_per_cat = seed_prompts_per_category
-        self.min_seed = min_seed_round
+        self.seed_prompts_per_category = seed_prompts_per_category
+        self.min_seed_round = min_seed_round
 
     def order(self, pool, n_prompts, rng, oracle):
         n_cats = len(set(pool.categories.tolist()))
-        n0 = min(n_prompts, max(self.min_seed, self.seed_per_cat * n_cats))
+        n0 = min(n_prompts, max(self.min_seed_round, self.seed_prompts_per_category * n_cats))
         model = _ResponseModel(int(rng.integers(2**31)))
         bought: list[int] = []
         sizes = _round_sizes(n0, n_prompts)
@@ -292,9 +317,20 @@ class _AdaptiveStrategy(Strategy):
 
 class DisagreementStrategy(_AdaptiveStrategy):
     name = "disagreement"
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        **_AdaptiveStrategy._parameter_constraints,
+        "n_committee": [Interval(Integral, 2, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="neither")],
+    }
 
-    def __init__(self, n_committee: int = 8, alpha: float = 1.0, **kw):
-        super().__init__(**kw)
+    def __init__(
+        self,
+        n_committee: int = 8,
+        alpha: float = 1.0,
+        seed_prompts_per_category: int = 2,
+        min_seed_round: int = 10,
+    ):
+        super().__init__(seed_prompts_per_category, min_seed_round)
         self.n_committee = n_committee
         self.alpha = alpha
 
@@ -366,25 +402,68 @@ class BanditStrategy(_AdaptiveStrategy):
         self._reward(pool, pick, p[0::2] - p[1::2])
 
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    s.name: s for s in (RandomStrategy, StratifiedStrategy, DisagreementStrategy, BanditStrategy)
-}
+def _check_strategy(name: str, item: Any) -> None:
+    """The protocol's shape, checked when a registered strategy loads (built-in or not)."""
+    if not (isinstance(item, type) and issubclass(item, Strategy)):
+        raise TypeError(f"{item!r} is not a subclass of discriminators.acquisition.Strategy")
+    if item.name != name:
+        raise TypeError(f"{item.__name__}.name is {item.name!r}, registered as {name!r}")
+    if item.order is Strategy.order:
+        raise TypeError(f"{item.__name__} does not implement order")
+    item._get_param_names()  # sklearn refuses *args/**kwargs in __init__: clone needs names
 
 
-def get_strategy(name: str) -> Strategy:
+# Every acquisition strategy, by name; plug-ins by entry point in group ``bbi.strategies``.
+STRATEGIES: Registry[type[Strategy]] = Registry(
+    "acquisition strategy",
+    "bbi.strategies",
+    builtins={
+        "random": "discriminators.acquisition:RandomStrategy",
+        "stratified": "discriminators.acquisition:StratifiedStrategy",
+        "disagreement": "discriminators.acquisition:DisagreementStrategy",
+        "bandit": "discriminators.acquisition:BanditStrategy",
+    },
+    check=_check_strategy,
+)
+
+
+def known_strategies() -> list[str]:
+    """Every registered strategy name (built-ins first, in their declared order)."""
+    return STRATEGIES.names()
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    """The class of strategy ``name``; an unknown name is a BbiError listing the known."""
+    return STRATEGIES.get(name)
+
+
+def check_strategy_params(name: str, params: dict[str, Any], flag: str = "--param") -> None:
+    """Validate parameters of strategy ``name`` before any work, exactly as an adversary's
+    (``discriminators.base.check_estimator_params``): one BbiError line naming the flag."""
+    check_estimator_params(strategy_class(name), "strategy", name, params, flag)
+
+
+def get_strategy(name: str, **params: Any) -> Strategy:
+    """A configured instance of strategy ``name``."""
+    cls = strategy_class(name)
     try:
-        return STRATEGIES[name]()
-    except KeyError:
-        raise BbiError(
-            f"unknown acquisition strategy {name!r}; known: {', '.join(STRATEGIES)}"
-        ) from None
+        return cls(**params)
+    except TypeError as exc:
+        raise BbiError(f"strategy {name!r}: bad parameters ({exc})") from None
 
 
 def acquisition_order(
-    strategy: str | Strategy, pool: Pool, budget: int, seed: int
+    strategy: str | Strategy,
+    pool: Pool,
+    budget: int,
+    seed: int,
+    params: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, Oracle]:
-    """Purchase order for the largest budget; prefixes give every smaller budget."""
-    strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
+    """Purchase order for the largest budget; prefixes give every smaller budget.
+
+    ``params`` configure a strategy given by name (``--param NAME.KEY=VALUE``).
+    """
+    strat = get_strategy(strategy, **(params or {})) if isinstance(strategy, str) else strategy
     n_prompts = prompts_for_budget(budget)
     if n_prompts > len(pool):
         raise BbiError(
@@ -393,7 +472,7 @@ def acquisition_order(
         )
     oracle = Oracle(pool, budget)
     rng = np.random.default_rng([seed, sum(map(ord, strat.name))])
-    order = strat.order(pool, n_prompts, rng, oracle)
+    order = np.asarray(strat.order(pool, n_prompts, rng, oracle), dtype=int)
     if len(set(order.tolist())) != len(order) or len(order) != n_prompts:
         raise RuntimeError(f"strategy {strat.name} produced an invalid order")
     return order, oracle

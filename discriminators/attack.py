@@ -7,8 +7,9 @@ on the bought items only, threshold from cross-validated *train* predictions, sc
 the fixed full test split). With ``k`` test queries the adversary sums log-odds over
 groups of k test prompts -> eps(q, k). The pieces: ``discriminators.comparison`` (loading),
 ``discriminators.evaluate`` (one point, summaries), ``discriminators.verdict`` (the
-declared primary analysis), ``discriminators.deltas`` (distilled vs base), and this module
-(configuration and the sweep). Each point is written to
+declared primary analysis), ``discriminators.deltas`` (distilled vs base),
+``discriminators.sweep`` (what the one settings type ``bbi.config.AttackSettings`` implies,
+and the checks against the registries) and this module (the sweep). Each point is written to
 ``attack/<comparison>/<adversary>__<strategy>__q<budget>__s<seed>.json``; the aggregate
 goes to ``results.json["attack"]`` (docs/run-directory.md).
 
@@ -31,7 +32,6 @@ fields (``TIMING_FIELDS``). Adversaries that load models run here (``_IN_PROCESS
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
 import shutil
@@ -39,7 +39,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,23 +46,19 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from bbi.config import MAX_RESAMPLES, MAX_SEEDS, MIN_RESAMPLES, AttackSettings
+from bbi.config import AttackSettings
 from bbi.errors import BbiError
-from bbi.results_schema import ATTACK_SCHEMA_VERSION, validated_attack
-from bbi.runstore import RunDir, append_jsonl, write_json
+from bbi.results_schema import ATTACK_SCHEMA_VERSION, validated_attack, validated_point
+from bbi.runstore import RunDir, alias_file_stem, append_jsonl, write_json
+from discriminators import sweep
 from discriminators.acquisition import (
-    STRATEGIES,
+    Strategy,
     acquisition_order,
+    get_strategy,
     prompts_for_budget,
     revealed_for_budget,
 )
-from discriminators.base import (
-    REGISTRY,
-    adversary_class,
-    check_params,
-    get_adversary,
-    known_adversaries,
-)
+from discriminators.base import adversary_class, get_adversary
 from discriminators.comparison import (
     ComparisonData,
     comparison_from_paired,
@@ -78,6 +73,7 @@ from discriminators.evaluate import (
     run_point,
     summarise,
 )
+from discriminators.explain import explain_for_attack
 from discriminators.verdict import (
     attack_verdict,
     calibration,
@@ -86,7 +82,6 @@ from discriminators.verdict import (
 )
 from discriminators.verdict_cf import adopt_crossfit, crossfit_verdict
 
-_DEFAULTS = AttackSettings()  # every default of a sweep is stated once, in bbi.config
 # Detail files of a sweep in progress: <run>/.attack-staging-<pid>-<random>/<comparison>/.
 STAGING_PREFIX = ".attack-staging-"
 # The record fields (per-point json and results.json["attack"]) that measure wall-clock
@@ -97,112 +92,6 @@ TIMING_FIELDS = frozenset({"acquisition_s", "compute_s", "prepare_s"})
 # process would cost more than it saves. Any adversary that requires a "backend" runs here
 # too, and so does one whose class sets ``parallel_points = False``.
 _IN_PROCESS = frozenset({"encoder", "judge", "likelihood"})
-
-
-@dataclass
-class AttackConfig:
-    """Everything that defines a sweep; recorded verbatim in results.json."""
-
-    budgets: list[int] = field(default_factory=lambda: list(_DEFAULTS.budgets))
-    strategies: list[str] = field(default_factory=lambda: list(_DEFAULTS.strategies))
-    seeds: list[int] = field(default_factory=lambda: list(range(_DEFAULTS.seeds)))
-    test_queries: list[int] = field(default_factory=lambda: list(_DEFAULTS.test_queries))
-    epsilon: float = _DEFAULTS.epsilon
-    alpha: float = _DEFAULTS.alpha
-    adversaries: list[str] = field(default_factory=lambda: list(_DEFAULTS.adversaries))
-    n_bootstrap: int = _DEFAULTS.n_bootstrap
-    n_permutations: int = _DEFAULTS.n_permutations
-    threshold_folds: int = 2
-    n_examples: int = 3
-    blas_threads: int = 1
-    n_jobs: int = _DEFAULTS.n_jobs  # worker processes (-1: all cores); not recorded
-    adversary_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    backend_options: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_settings(cls, settings: AttackSettings, **extra: Any) -> AttackConfig:
-        """The sweep described by a validated ``attack:`` config section (or CLI flags)."""
-        return cls(
-            budgets=list(settings.budgets),
-            strategies=list(settings.strategies),
-            seeds=list(range(settings.seeds)),
-            test_queries=list(settings.test_queries),
-            epsilon=settings.epsilon,
-            alpha=settings.alpha,
-            adversaries=list(settings.adversaries),
-            n_bootstrap=settings.n_bootstrap,
-            n_permutations=settings.n_permutations,
-            n_jobs=settings.n_jobs,
-            adversary_params={k: dict(v) for k, v in settings.params.items()},
-            **extra,
-        )
-
-    def validate(self) -> None:
-        if not self.budgets:
-            raise BbiError("give at least one budget")
-        if any(int(q) < 4 for q in self.budgets):
-            raise BbiError("every budget must be >= 4 queries (2 train prompts x 2 models)")
-        self.budgets = sorted({int(q) for q in self.budgets})
-        for s in self.strategies:
-            if s not in STRATEGIES:
-                raise BbiError(
-                    f"unknown acquisition strategy {s!r}; known: {', '.join(STRATEGIES)}"
-                )
-        for a in self.adversaries:
-            adversary_class(a)
-        if not self.seeds:
-            raise BbiError("give at least one seed")
-        if not self.test_queries or any(int(k) < 1 for k in self.test_queries):
-            raise BbiError("test queries k must be >= 1")
-        self.test_queries = sorted({int(k) for k in self.test_queries} | {1})
-        if not 0 < self.epsilon < 1:
-            raise BbiError(f"--epsilon must be in (0, 1), got {self.epsilon}")
-        if not 0 < self.alpha < 1:
-            raise BbiError(f"--alpha must be in (0, 1), got {self.alpha}")
-        for flag, n in (
-            ("--n-bootstrap", self.n_bootstrap),
-            ("--n-permutations", self.n_permutations),
-        ):
-            if not MIN_RESAMPLES <= n <= MAX_RESAMPLES:
-                raise BbiError(f"{flag} must be in {MIN_RESAMPLES}..{MAX_RESAMPLES:,}, got {n}")
-        if self.n_permutations < math.ceil(1 / self.alpha):
-            raise BbiError(
-                f"--n-permutations {self.n_permutations} cannot give p < --alpha {self.alpha:g} "
-                f"(the smallest p is 1/(1 + n)); use at least {math.ceil(1 / self.alpha)}"
-            )
-        if len(self.seeds) > MAX_SEEDS:
-            raise BbiError(f"--seeds must be <= {MAX_SEEDS}, got {len(self.seeds)}")
-        if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int):
-            raise BbiError(f"--n-jobs must be an integer, got {self.n_jobs!r}")
-        if self.n_jobs < 1 and self.n_jobs != -1:
-            raise BbiError(f"--n-jobs must be >= 1 or -1 (all cores), got {self.n_jobs}")
-        self._validate_adversary_params()
-
-    def _validate_adversary_params(self) -> None:
-        """Every ``--param NAME.KEY=VALUE`` names an attacked adversary and a valid value."""
-        if not isinstance(self.adversary_params, dict):
-            raise BbiError("adversary_params must map adversary names to parameter mappings")
-        for name, params in self.adversary_params.items():
-            keys = list(params) if isinstance(params, dict) else []
-            where = f"--param {name}.{keys[0]}" if keys else f"--param {name}"
-            if not isinstance(params, dict):
-                raise BbiError(f"{where}: expected a mapping of parameter names to values")
-            if name not in known_adversaries():
-                raise BbiError(
-                    f"{where}: unknown adversary {name!r}; known: {', '.join(sorted(REGISTRY))}"
-                )
-            if name not in self.adversaries:
-                raise BbiError(
-                    f"{where}: adversary {name!r} is not attacked "
-                    f"(--adversary {','.join(self.adversaries)})"
-                )
-            check_params(name, params)
-
-    def as_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("backend_options", None)  # may hold endpoints/keys; never written
-        out.pop("n_jobs", None)  # how the sweep ran, not what it measured
-        return out
 
 
 # ---- the sweep ---------------------------------------------------------------------------
@@ -216,49 +105,73 @@ def _default_comparisons(run: RunDir) -> list[str]:
     return sorted(others, key=lambda a: (models[a].get("role") != "null", others.index(a)))
 
 
-def _context(run: RunDir, other: str, cfg: AttackConfig) -> dict[str, Any]:
+class _Sweep:
+    """One sweep in progress: its settings, what is derived from them (``sweep``), and the
+    run's backend options (never recorded: they may hold endpoints or keys)."""
+
+    def __init__(self, settings: AttackSettings, backend_options: dict[str, Any] | None):
+        self.settings = settings
+        self.budgets = sweep.budgets(settings)
+        self.seeds = sweep.seeds(settings)
+        self.full_seed = sweep.full_seed(settings)
+        self.strategies = list(settings.strategies)
+        self.adversaries = list(settings.adversaries)
+        self.adversary_params = sweep.adversary_params(settings)
+        self.strategy_params = sweep.strategy_params(settings)
+        self.backend_options = dict(backend_options or {})
+        self.n_jobs = settings.n_jobs
+
+    def strategy(self, name: str) -> Strategy:
+        return get_strategy(name, **self.strategy_params.get(name, {}))
+
+    def adversary(self, name: str, context: dict[str, Any] | None = None) -> Any:
+        return get_adversary(name, context=context, **self.adversary_params.get(name, {}))
+
+
+def _context(run: RunDir, other: str, sw: _Sweep) -> dict[str, Any]:
     """What adversaries with a ``context`` keyword receive (see discriminators.base)."""
     return {
         "run": run,
         "teacher": run.teacher_alias(),
         "other": other,
-        "backend_options": cfg.backend_options,
-        "seed": 0 if 0 in cfg.seeds else cfg.seeds[0],
+        "backend_options": sw.backend_options,
+        "seed": sw.full_seed,
     }
 
 
 def run_attack(
     run: RunDir,
-    cfg: AttackConfig,
+    settings: AttackSettings,
     compare: Sequence[str] | None = None,
     progress: Callable[[str, int], Any] | None = None,
+    backend_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the sweep for each comparison, write attack/ files and results.json["attack"].
+    """Run the sweep ``settings`` for each comparison, write attack/ files and
+    results.json["attack"].
 
     ``progress(description, total)`` may return an object with ``advance()``; the CLI
-    passes a rich progress bar, tests pass nothing. All detail files are staged and
-    published together with results.json at the end, so a failed or killed sweep
-    changes nothing in the run directory.
+    passes a rich progress bar, tests pass nothing. ``backend_options`` reach adversaries
+    that load models (never recorded). All detail files are staged and published
+    together with results.json at the end, so a failed or killed sweep changes nothing in
+    the run directory.
     """
-    cfg.validate()
+    sweep.check_sweep(settings)
+    sw = _Sweep(settings, backend_options)
+    record = sweep.config_record(settings)
     comparisons = list(compare) if compare else _default_comparisons(run)
     if not comparisons:
         raise BbiError(f"{run.path}: no model besides the teacher to compare")
-    adv_classes = {a: adversary_class(a) for a in cfg.adversaries}
-    need_emb = any(
-        "embeddings" in get_adversary(a, **cfg.adversary_params.get(a, {})).requires()
-        for a in cfg.adversaries
-    )
+    adv_classes = {a: adversary_class(a) for a in sw.adversaries}
+    need_emb = any("embeddings" in sw.adversary(a).requires() for a in sw.adversaries)
     results = run.read_results().get("attack") or {}
     # Comparisons attacked earlier are kept, unless an older bbi wrote them (other schema).
     kept = results.get("schema_version") == ATTACK_SCHEMA_VERSION
     all_comparisons = dict(results.get("comparisons") or {}) if kept else {}
     for other in comparisons:
         # Check every comparison and adversary before any expensive work (embeddings, fits).
-        load_comparison(run, other, max_budget=max(cfg.budgets))
-        for name in cfg.adversaries:
-            params = cfg.adversary_params.get(name, {})
-            get_adversary(name, context=_context(run, other, cfg), **params).preflight()
+        load_comparison(run, other, max_budget=max(sw.budgets))
+        for name in sw.adversaries:
+            sw.adversary(name, context=_context(run, other, sw)).preflight()
     _remove_stale_staging(run)
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=run.path))
     try:
@@ -268,21 +181,24 @@ def run_attack(
                 other,
                 embeddings=need_emb,
                 progress=progress is not None,
-                max_budget=max(cfg.budgets),
+                max_budget=max(sw.budgets),
             )
             # Many small fits: BLAS threads only oversubscribe the cores, so use one.
-            with threadpool_limits(limits=cfg.blas_threads):
-                comp = _attack_comparison(run, data, cfg, adv_classes, progress, staging / other)
+            with threadpool_limits(limits=sweep.BLAS_THREADS):
+                comp = _attack_comparison(
+                    run, data, sw, adv_classes, progress, staging / alias_file_stem(other)
+                )
             # Comparisons kept from earlier invocations may have used another config.
-            comp["config"] = cfg.as_json()
+            comp["config"] = dict(record)
             all_comparisons[other] = comp
         value = validated_attack({
-            "config": {**cfg.as_json(), "statistics": STATS_NOTE},
+            "config": {**record, "statistics": STATS_NOTE},
             "comparisons": all_comparisons,
             # Recomputed from the detail files of every comparison (this sweep's staged
             # ones, earlier ones from attack/), so they always match "comparisons".
             "deltas": distill_deltas(
-                run, all_comparisons, cfg, {other: staging / other for other in comparisons}
+                run, all_comparisons, settings,
+                {other: staging / alias_file_stem(other) for other in comparisons},
             ),
         })  # fmt: skip
         _publish(run, staging, comparisons, value)
@@ -301,7 +217,7 @@ def _publish(run: RunDir, staging: Path, comparisons: Sequence[str], value: dict
     moved: list[str] = []
     installed: list[str] = []
     try:
-        for other in comparisons:
+        for other in map(alias_file_stem, comparisons):
             src, dst = staging / other, run.attack_dir / other
             if dst.exists():
                 os.replace(dst, previous / other)
@@ -347,17 +263,16 @@ STATS_NOTE = (
 )
 
 
-def _attack_comparison(
-    run, data: ComparisonData, cfg: AttackConfig, adv_classes, progress, out_dir: Path
-):
+def _attack_comparison(run, data: ComparisonData, sw: _Sweep, adv_classes, progress, out_dir: Path):
     """One comparison's sweep; its detail files go to ``out_dir`` (a fresh staging dir)."""
     other = data.other
-    ev = Evaluator(data, cfg)
-    max_q = max(cfg.budgets)
-    full_strategy, full_seed = cfg.strategies[0], (0 if 0 in cfg.seeds else cfg.seeds[0])
+    teacher = run.teacher_alias()
+    ev = Evaluator(data, sw.settings)
+    max_q = max(sw.budgets)
+    full_strategy, full_seed = sw.strategies[0], sw.full_seed
 
     # Worker processes, each taking whole (strategy, seed) groups; 1: the serial sweep.
-    n_workers = min(_workers(cfg.n_jobs), len(cfg.strategies) * len(cfg.seeds))
+    n_workers = min(_workers(sw.n_jobs), len(sw.strategies) * len(sw.seeds))
     # Inputs of worker tasks, written once instead of pickled into every task; inside the
     # staging dir, so a failed sweep's go with it (only staging/<comparison>/ is published).
     scratch = (
@@ -368,9 +283,7 @@ def _attack_comparison(
 
     # 1. Acquisition orders (shared by all adversaries).
     bar = (
-        progress(f"{other}: acquisition", len(cfg.strategies) * len(cfg.seeds))
-        if progress
-        else None
+        progress(f"{other}: acquisition", len(sw.strategies) * len(sw.seeds)) if progress else None
     )
     orders: dict[tuple[str, int], np.ndarray] = {}
     acq_time: dict[str, float] = {}
@@ -382,17 +295,17 @@ def _attack_comparison(
         # The workers compute the orders while this process prepares the adversaries that
         # run there (step 2): all of their (adversary, strategy, seed) groups then go out
         # in one stream, so no worker idles at the end of each adversary.
-        acquiring = _Background(_acquire_in_workers, data, cfg, max_q, n_workers, bar)
+        acquiring = _Background(_acquire_in_workers, data, sw, max_q, n_workers, bar)
         for name, cls in adv_classes.items():
-            context = _context(run, other, cfg)
-            adv = get_adversary(name, context=context, **cfg.adversary_params.get(name, {}))
+            context = _context(run, other, sw)
+            adv = sw.adversary(name, context=context)
             if _in_workers(name, adv):
                 prepared_s[name] = _prepare(adv, cls, all_items)
                 files[name] = _dump(scratch / f"adversary-{len(files)}.pkl", adv)
             del adv  # the workers load their own copies
         acquired = acquiring.result()
-    for strat in cfg.strategies:
-        for seed in cfg.seeds:
+    for strat in sw.strategies:
+        for seed in sw.seeds:
             if acquired is not None:
                 order, revealed, seconds = acquired[(strat, seed)]
                 acq_time[strat] = acq_time.get(strat, 0.0) + seconds
@@ -401,7 +314,7 @@ def _attack_comparison(
                 orders[(strat, seed)] = order
                 continue
             t0 = time.perf_counter()
-            order, oracle = acquisition_order(strat, data.pool, max_q, seed)
+            order, oracle = acquisition_order(sw.strategy(strat), data.pool, max_q, seed)
             acq_time[strat] = acq_time.get(strat, 0.0) + time.perf_counter() - t0
             if oracle.revealed > max_q:
                 raise RuntimeError("acquisition revealed more responses than the budget")
@@ -410,7 +323,7 @@ def _attack_comparison(
                 bar.advance()
 
     # 2. Points.
-    n_points = len(cfg.adversaries) * len(cfg.strategies) * len(cfg.seeds) * len(cfg.budgets)
+    n_points = len(sw.adversaries) * len(sw.strategies) * len(sw.seeds) * len(sw.budgets)
     bar = progress(f"{other}: adversaries", n_points) if progress else None
     adversaries: dict[str, Any] = {}
     seed_means: dict[str, dict[tuple[str, int], np.ndarray]] = {}
@@ -421,18 +334,18 @@ def _attack_comparison(
     done: dict[str, dict[tuple[str, int, int], PointResult]] = {}
     if files:
         shared = _dump(scratch / "comparison.pkl", (data, ev))
-        done = _points_in_workers(shared, files, orders, cfg, n_workers, bar)
+        done = _points_in_workers(shared, files, orders, sw, n_workers, bar)
     for name, cls in adv_classes.items():
         if name in done:
             prepare_s = prepared_s[name]
         else:
-            context = _context(run, other, cfg)
-            adv = get_adversary(name, context=context, **cfg.adversary_params.get(name, {}))
+            context = _context(run, other, sw)
+            adv = sw.adversary(name, context=context)
             prepare_s = _prepare(adv, cls, all_items)
         points: dict[tuple[str, int, int], PointResult] = {}
-        for strat in cfg.strategies:
-            for seed in cfg.seeds:
-                for q in cfg.budgets:
+        for strat in sw.strategies:
+            for seed in sw.seeds:
+                for q in sw.budgets:
                     if name in done:
                         res = done[name][(strat, seed, q)]
                     else:
@@ -442,10 +355,14 @@ def _attack_comparison(
                     res.record.update(
                         strategy=strat,
                         comparison=other,
-                        reference="teacher",
-                        acquisition_s=acq_time[strat] / len(cfg.seeds),
+                        model=other,
+                        reference=teacher,
+                        acquisition_s=acq_time[strat] / len(sw.seeds),
                     )
-                    write_json(out_dir / f"{name}__{strat}__q{q}__s{seed}.json", res.record)
+                    write_json(
+                        out_dir / RunDir.attack_point_name(name, strat, q, seed),
+                        validated_point(res.record),
+                    )
                     points[(strat, seed, q)] = res
                     if bar and name not in done:
                         bar.advance()
@@ -455,55 +372,59 @@ def _attack_comparison(
             append_jsonl(path, full_res.scores)
             for rec in full_res.scores:
                 examples_margin.setdefault(rec["prompt_id"], {})[name] = rec["margin"]
-        adversaries[name] = summarise(name, cls, points, full_res, cfg, prepare_s)
+        adversaries[name] = summarise(name, cls, points, full_res, sw.settings, prepare_s)
         if cls.kind != "test":
             seed_means[name] = {
-                (strat, q): np.mean([points[(strat, s, q)].d for s in cfg.seeds], axis=0)
-                for strat in cfg.strategies
-                for q in cfg.budgets
+                (strat, q): np.mean([points[(strat, s, q)].d for s in sw.seeds], axis=0)
+                for strat in sw.strategies
+                for q in sw.budgets
             }
             one_purchase = {
                 (strat, q): points[(strat, full_seed, q)].d
-                for strat in cfg.strategies
-                for q in cfg.budgets
+                for strat in sw.strategies
+                for q in sw.budgets
             }
             adversaries[name]["sequential"] = sequential_curve(
-                one_purchase, cfg.strategies[0], cfg.alpha, seed=full_seed
+                one_purchase, sw.strategies[0], sw.settings.alpha, seed=full_seed
             )
             full_d[name] = full_res.d
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
     test_cats = data.test["category"].astype(str).to_numpy()
-    eps_stars = 0.0 if data.role == "null" else cfg.epsilon  # A/A stars test eps_c = 0
-    verdict = attack_verdict(adversaries, seed_means, test_cats, cfg, full_seed, eps_stars)
+    settings = sw.settings
+    eps_stars = 0.0 if data.role == "null" else settings.epsilon  # A/A stars test eps_c = 0
+    verdict = attack_verdict(adversaries, seed_means, test_cats, settings, full_seed, eps_stars)
     if data.role == "null":
-        verdict["calibration"] = calibration(adversaries, seed_means, test_cats, cfg, full_seed)
+        verdict["calibration"] = calibration(
+            adversaries, seed_means, test_cats, settings, full_seed
+        )
     # The decision: the cross-fitted stack on every response (discriminators.verdict_cf).
     try:
         primary = crossfit_verdict(
             data,
-            cfg.adversaries,
-            cfg.adversary_params,
-            cfg.epsilon,
-            cfg.alpha,
-            cfg.n_bootstrap,
+            sw.adversaries,
+            sw.adversary_params,
+            settings.epsilon,
+            settings.alpha,
+            settings.n_bootstrap,
             full_seed,
-            context=_context(run, other, cfg),
+            context=_context(run, other, sw),
         )
     except BbiError as exc:  # too few prompts to cross-fit: the sweep's record decides
         verdict["crossfit"] = {"skipped": str(exc)}
     else:
         verdict = adopt_crossfit(verdict, primary)
-    verdict["sequential"] = declared_sequential(full_d, max_q, cfg.alpha, seed=full_seed)
-    examples = examples_by_category(data, examples_margin, cfg.n_examples)
+    verdict["sequential"] = declared_sequential(full_d, max_q, settings.alpha, seed=full_seed)
+    examples = examples_by_category(data, examples_margin, sweep.N_EXAMPLES)
     return {
-        "reference": "teacher",
+        "reference": teacher,
         "role": data.role,
         "n_train": int(len(data.train)),
         "n_test": int(len(data.test)),
         "adversaries": adversaries,
         "verdict": verdict,
         "examples": examples,
+        "explain": explain_for_attack(data, teacher, sw.settings, adversaries, examples_margin),
     }
 
 
@@ -591,23 +512,25 @@ class _Background(threading.Thread):
         return self._value
 
 
-def _acquire_task(strat: str, pool, max_q: int, seed: int, blas_threads: int):
-    with threadpool_limits(limits=blas_threads):
+def _acquire_task(strat: str, strategy: Strategy, pool, max_q: int, seed: int):
+    """One acquisition order in a worker; the configured strategy travels by value, so a
+    strategy registered only in this process (not by entry point) works there too."""
+    with threadpool_limits(limits=sweep.BLAS_THREADS):
         t0 = time.perf_counter()
-        order, oracle = acquisition_order(strat, pool, max_q, seed)
+        order, oracle = acquisition_order(strategy, pool, max_q, seed)
         return strat, seed, order, oracle.revealed, time.perf_counter() - t0
 
 
 def _acquire_in_workers(
-    data: ComparisonData, cfg: AttackConfig, max_q: int, n_workers: int, bar
+    data: ComparisonData, sw: _Sweep, max_q: int, n_workers: int, bar
 ) -> dict[tuple[str, int], tuple[np.ndarray, int, float]]:
     """(strategy, seed) -> (order, revealed, seconds): one task per pair."""
     from joblib import delayed
 
     tasks = [
-        delayed(_acquire_task)(strat, data.pool, max_q, seed, cfg.blas_threads)
-        for strat in cfg.strategies
-        for seed in cfg.seeds
+        delayed(_acquire_task)(strat, sw.strategy(strat), data.pool, max_q, seed)
+        for strat in sw.strategies
+        for seed in sw.seeds
     ]
     out: dict[tuple[str, int], tuple[np.ndarray, int, float]] = {}
     for strat, seed, order, revealed, seconds in _parallel(n_workers)(tasks):
@@ -626,14 +549,13 @@ def _points_task(
     seed: int,
     budgets: list[int],
     full_q: int | None,
-    blas_threads: int,
 ) -> tuple[str, str, int, list[PointResult]]:
     """One (adversary, strategy, seed): its points at every budget, in the serial sweep's
     order, on a fresh copy of the adversary as ``prepare`` left it (so no point depends on
     which group the worker ran before)."""
     data, ev = _shared(shared)
     adv = _load(adv_path)
-    with threadpool_limits(limits=blas_threads):
+    with threadpool_limits(limits=sweep.BLAS_THREADS):
         out = []
         for q in budgets:
             bought = order[: prompts_for_budget(q)]
@@ -642,14 +564,14 @@ def _points_task(
 
 
 def _points_in_workers(
-    shared: str, files: dict[str, str], orders, cfg: AttackConfig, n_workers: int, bar
+    shared: str, files: dict[str, str], orders, sw: _Sweep, n_workers: int, bar
 ) -> dict[str, dict[tuple[str, int, int], PointResult]]:
     """adversary -> (strategy, seed, budget) -> point, for the prepared adversaries in
     ``files``: one task per (adversary, strategy, seed)."""
     from joblib import delayed
 
-    full_strategy, full_seed = cfg.strategies[0], (0 if 0 in cfg.seeds else cfg.seeds[0])
-    max_q = max(cfg.budgets)
+    full_strategy, full_seed = sw.strategies[0], sw.full_seed
+    max_q = max(sw.budgets)
     tasks = [
         delayed(_points_task)(
             shared,
@@ -658,17 +580,16 @@ def _points_in_workers(
             orders[(strat, seed)],
             strat,
             seed,
-            cfg.budgets,
+            sw.budgets,
             max_q if (strat, seed) == (full_strategy, full_seed) else None,
-            cfg.blas_threads,
         )
         for name, path in files.items()
-        for strat in cfg.strategies
-        for seed in cfg.seeds
+        for strat in sw.strategies
+        for seed in sw.seeds
     ]
     out: dict[str, dict[tuple[str, int, int], PointResult]] = {name: {} for name in files}
     for name, strat, seed, results in _parallel(n_workers)(tasks):
-        for q, res in zip(cfg.budgets, results, strict=True):
+        for q, res in zip(sw.budgets, results, strict=True):
             out[name][(strat, seed, q)] = res
             if bar:
                 bar.advance()
@@ -695,7 +616,6 @@ __all__ = [
     "STAGING_PREFIX",
     "STATS_NOTE",
     "TIMING_FIELDS",
-    "AttackConfig",
     "ComparisonData",
     "Evaluator",
     "attack_verdict",

@@ -54,6 +54,7 @@ from sklearn.utils._param_validation import (
 )
 
 from bbi.errors import BbiError
+from bbi.registry import Registry
 
 KINDS = ("pointwise", "pairwise", "test")
 
@@ -73,10 +74,6 @@ def at_least(n: int) -> list:
 def one_of(*names: str) -> list:
     """Constraint: one of the given strings."""
     return [StrOptions(set(names))]
-
-
-POINTWISE_COLUMNS = ("prompt_id", "category", "prompt", "response")
-PAIRWISE_COLUMNS = ("prompt_id", "category", "prompt", "response_a", "response_b")
 
 
 class Adversary(BaseEstimator):
@@ -107,13 +104,12 @@ class Adversary(BaseEstimator):
         the run's own (``context["backend_options"]``) overlaid with the adversary's
         ``model_args`` (``key=value,...``, bbi.model_args; e.g. an API's concurrency or a
         GPU for the reference model), validated for the spec's kind."""
-        from bbi.model_args import check_model_args, parse_model_args
+        from bbi.model_args import check_model_args, load_options, parse_model_args
 
         where = f"{self.name}.model_args"
-        opts = dict((getattr(self, "context", None) or {}).get("backend_options") or {})
+        run_opts = (getattr(self, "context", None) or {}).get("backend_options") or {}
         args = parse_model_args(getattr(self, "model_args", None), where)
-        opts.update(check_model_args(spec, args, where))
-        return opts
+        return load_options(check_model_args(spec, args, where), run_opts)
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> Adversary:
         raise NotImplementedError
@@ -221,39 +217,49 @@ def memo_texts(fn):
     return wrapper
 
 
-REGISTRY: dict[str, type[Adversary]] = {}
+def _check_adversary(name: str, item: Any) -> None:
+    """The protocol's shape, checked when a registered adversary loads (built-in or not)."""
+    if not (isinstance(item, type) and issubclass(item, Adversary)):
+        raise TypeError(f"{item!r} is not a subclass of discriminators.base.Adversary")
+    if item.name != name:
+        raise TypeError(f"{item.__name__}.name is {item.name!r}, registered as {name!r}")
+    if item.kind not in KINDS:
+        raise TypeError(f"{item.__name__}.kind must be one of {KINDS}, not {item.kind!r}")
+    if not isinstance(item.needs, frozenset | set):
+        raise TypeError(f"{item.__name__}.needs must be a frozenset of strings")
+    # fit / predict_proba / two_sample are exercised by the conformance tests
+    # (tests/test_conformance_discriminators.py), not here: loading must stay cheap.
+    item._get_param_names()  # sklearn refuses *args/**kwargs in __init__: clone needs names
 
 
-def register(cls: type[Adversary]) -> type[Adversary]:
-    """Class decorator: make an adversary available by ``cls.name``."""
-    if not cls.name:
-        raise TypeError(f"{cls.__name__} has no name")
-    if cls.kind not in KINDS:
-        raise TypeError(f"{cls.__name__}.kind must be one of {KINDS}, not {cls.kind!r}")
-    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise TypeError(f"adversary name {cls.name!r} registered twice")
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def _load_builtin() -> None:
-    # Importing the package registers every built-in adversary module.
-    import discriminators  # noqa: F401
+# Every adversary, by name: built-ins as lazy "module:attr" entries (listing them imports
+# nothing heavy), plug-ins by entry point in group ``bbi.adversaries``.
+ADVERSARIES: Registry[type[Adversary]] = Registry(
+    "adversary",
+    "bbi.adversaries",
+    builtins={
+        "surface": "discriminators.surface:SurfaceAdversary",
+        "tfidf": "discriminators.tfidf:TfidfAdversary",
+        "embed": "discriminators.embed:EmbedAdversary",
+        "pairwise": "discriminators.pairwise:PairwiseAdversary",
+        "pairwise_embed": "discriminators.pairwise:PairwiseEmbedAdversary",
+        "encoder": "discriminators.encoder:EncoderAdversary",
+        "judge": "discriminators.judge:JudgeAdversary",
+        "likelihood": "discriminators.likelihood:LikelihoodAdversary",
+        "mmd": "discriminators.mmd:MMDTest",
+    },
+    check=_check_adversary,
+)
 
 
 def known_adversaries() -> list[str]:
-    _load_builtin()
-    return sorted(REGISTRY)
+    """Every registered adversary name, sorted (nothing is imported)."""
+    return sorted(ADVERSARIES.names())
 
 
 def adversary_class(name: str) -> type[Adversary]:
-    _load_builtin()
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise BbiError(
-            f"unknown adversary {name!r}; known: {', '.join(sorted(REGISTRY))}"
-        ) from None
+    """The class of adversary ``name``; an unknown name is a BbiError listing the known."""
+    return ADVERSARIES.get(name)
 
 
 def accepts_context(cls: type[Adversary]) -> bool:
@@ -285,24 +291,26 @@ def _type_problem(default: Any, value: Any) -> str | None:
     return None if ok else f"must be {what}, got {value!r}"
 
 
-def check_params(name: str, params: dict[str, Any], flag: str = "--param") -> None:
-    """Validate hyperparameters of adversary ``name`` without fitting anything.
-
-    Unknown adversaries and parameter names, wrong types and out-of-range values are a
-    one-line BbiError naming ``--param NAME.KEY``, raised before any expensive work.
-    """
-    cls = adversary_class(name)
+def check_estimator_params(
+    cls: type[BaseEstimator], what: str, name: str, params: dict[str, Any], flag: str = "--param"
+) -> None:
+    """Validate hyperparameters ``params`` of ``cls`` (registered as ``what`` ``name``)
+    without doing any work: unknown names, wrong types and out-of-range values are a
+    one-line BbiError naming ``FLAG NAME.KEY``. Shared by adversaries and strategies."""
+    if not isinstance(params, dict):
+        raise BbiError(f"{flag} {name}: expected a mapping of parameter names to values")
     known = [p for p in cls._get_param_names() if p != "context"]
     for key in params:
         if key not in known:
             raise BbiError(
-                f"{flag} {name}.{key}: adversary {name!r} has no parameter {key!r}; "
+                f"{flag} {name}.{key}: {what} {name!r} has no parameter {key!r}; "
                 f"known: {', '.join(known) or 'none'}"
             )
     sig = inspect.signature(cls.__init__).parameters
+    constraints_of = getattr(cls, "_parameter_constraints", {})
     for key, value in params.items():
         label = f"{flag} {name}.{key}"
-        constraints = cls._parameter_constraints.get(key)
+        constraints = constraints_of.get(key)
         if constraints is not None:
             if isinstance(value, bool) and not any(c in ("boolean", bool) for c in constraints):
                 raise BbiError(f"{label}: expects a number or a name, got {str(value).lower()}")
@@ -322,11 +330,20 @@ def check_params(name: str, params: dict[str, Any], flag: str = "--param") -> No
                 if problem:
                     raise BbiError(f"{label}: {problem}")
     try:
-        adv = cls(**params)
-        adv._validate_params()  # constraints as a whole (no-op when none are declared)
+        est = cls(**params)
+        est._validate_params()  # constraints as a whole (no-op when none are declared)
     except (TypeError, ValueError) as exc:  # InvalidParameterError is both
         raise BbiError(f"{flag} {name}: {_first_line(exc)}") from None
-    del adv
+    del est
+
+
+def check_params(name: str, params: dict[str, Any], flag: str = "--param") -> None:
+    """Validate hyperparameters of adversary ``name`` without fitting anything.
+
+    Unknown adversaries and parameter names, wrong types and out-of-range values are a
+    one-line BbiError naming ``--param NAME.KEY``, raised before any expensive work.
+    """
+    check_estimator_params(adversary_class(name), "adversary", name, params, flag)
 
 
 def get_adversary(name: str, context: dict[str, Any] | None = None, **params: Any) -> Adversary:

@@ -9,10 +9,10 @@ import numpy as np
 
 from bbi import stats
 from bbi.errors import BbiError
-from bbi.runstore import RunDir, read_json_object, read_jsonl
+from bbi.runstore import RunDir, alias_file_stem, read_json_object, read_jsonl
 
 if TYPE_CHECKING:
-    from discriminators.attack import AttackConfig
+    from bbi.config import AttackSettings
 
 # ---- distilled vs base student ----------------------------------------------------------
 # Delta-eps = eps(distilled vs teacher) - eps(base vs teacher), paired by test prompt: both
@@ -54,9 +54,8 @@ def distill_base(
 
 
 def _point_threshold(directory: Path, adv: str, entry: dict) -> float | None:
-    path = (
-        directory
-        / f"{adv}__{entry.get('strategy')}__q{entry.get('budget')}__s{entry.get('seed')}.json"
+    path = directory / RunDir.attack_point_name(
+        adv, entry.get("strategy"), entry.get("budget"), entry.get("seed")
     )
     if not path.exists():
         return None
@@ -107,7 +106,7 @@ def _point(entry: dict) -> dict[str, Any]:
 
 
 def _adversary_delta(
-    adv: str, base: dict, dist: dict, base_dir: Path, dist_dir: Path, cfg: AttackConfig
+    adv: str, base: dict, dist: dict, base_dir: Path, dist_dir: Path, cfg: AttackSettings
 ) -> tuple[dict[str, Any] | None, str | None]:
     """(the Delta-eps entry, None) or (None, why it cannot be computed)."""
     pb, pd_ = _point(base), _point(dist)
@@ -140,7 +139,7 @@ def _adversary_delta(
 
 
 def _similarity_delta(
-    run: RunDir, base: str, alias: str, cfg: AttackConfig, similarity: dict
+    run: RunDir, base: str, alias: str, cfg: AttackSettings, similarity: dict
 ) -> dict[str, Any] | None:
     """Paired Delta of per-prompt cosine to the teacher on the test prompts."""
     if not run.similarity_path.exists():
@@ -167,7 +166,7 @@ def _similarity_delta(
 
 
 def distill_deltas(
-    run: RunDir, comps: dict[str, Any], cfg: AttackConfig, staged: dict[str, Path]
+    run: RunDir, comps: dict[str, Any], cfg: AttackSettings, staged: dict[str, Path]
 ) -> dict[str, Any]:
     """``results["attack"]["deltas"]``: every attacked distilled student vs its base.
 
@@ -186,8 +185,8 @@ def distill_deltas(
         if found is None:
             continue
         base, how = found
-        base_dir = staged.get(base, run.attack_dir / base)
-        dist_dir = staged.get(alias, run.attack_dir / alias)
+        base_dir = staged.get(base, run.attack_dir / alias_file_stem(base))
+        dist_dir = staged.get(alias, run.attack_dir / alias_file_stem(alias))
         advs: dict[str, Any] = {}
         skipped: dict[str, str] = {}
         base_advs = comps[base].get("adversaries") or {}

@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from bbi.errors import BbiError
-from discriminators.base import POSITIVE, SEED, Adversary, ItemFeatureCache, one_of, register
+from discriminators.base import POSITIVE, SEED, Adversary, ItemFeatureCache, one_of
 
 MODELS = ("logreg", "mlp")
 
@@ -66,7 +66,6 @@ def make_classifier(model: str, C: float, random_state: int):
     return make_pipeline(StandardScaler(), clf)
 
 
-@register
 class EmbedAdversary(ItemFeatureCache, Adversary):
     """Classifier on MiniLM embeddings of the response (and its interaction with the prompt)."""
 

@@ -29,7 +29,6 @@ from discriminators.base import (
     SEED,
     Adversary,
     at_least,
-    register,
 )
 
 DEFAULT_MODEL = "minilm"
@@ -85,7 +84,6 @@ def _resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@register
 class EncoderAdversary(Adversary):
     """Fine-tuned sequence classifier; P(teacher) = softmax of its 2-way head."""
 

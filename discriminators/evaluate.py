@@ -19,13 +19,14 @@ from sklearn.model_selection import GroupKFold
 
 from bbi import stats
 from bbi.errors import BbiError
+from discriminators import sweep
 from discriminators.base import Adversary
 from discriminators.comparison import ComparisonData, interleave, pairwise_frame
 
 MIN_PROMPTS_FOR_CV_THRESHOLD = 10
 
 if TYPE_CHECKING:
-    from discriminators.attack import AttackConfig
+    from bbi.config import AttackSettings
 
 # ---- one point ---------------------------------------------------------------------------
 
@@ -41,13 +42,13 @@ class PointResult:
 class Evaluator:
     """Shared test-side randomness per seed (bootstrap draws, k-groupings, orientations)."""
 
-    def __init__(self, data: ComparisonData, cfg: AttackConfig):
+    def __init__(self, data: ComparisonData, cfg: AttackSettings):
         self.data = data
         self.cfg = cfg
         self.n_test = len(data.test)
         self._counts: dict[tuple[int, int], np.ndarray] = {}
         self._groups: dict[tuple[int, int], np.ndarray] = {}
-        for k in cfg.test_queries:
+        for k in sweep.test_queries(cfg):
             if k > self.n_test:
                 raise BbiError(f"k={k} test queries exceed the {self.n_test} test prompts")
 
@@ -153,7 +154,7 @@ def run_point(
     if adv.kind == "pointwise":
         y_tr = X_tr_items["label"].to_numpy()
         thr = _threshold(
-            adv, X_tr_items, y_tr, X_tr_items["prompt_id"].to_numpy(), cfg.threshold_folds
+            adv, X_tr_items, y_tr, X_tr_items["prompt_id"].to_numpy(), sweep.THRESHOLD_FOLDS
         )
         adv.fit(X_tr_items, y_tr)
         s = np.asarray(adv.predict_proba(test_items), dtype=float)
@@ -161,7 +162,7 @@ def run_point(
         s_t, s_o = s[0::2], s[1::2]
         d_by_k = {
             k: stats.pointwise_contrib_k(s_t, s_o, thr, k, ev.group_rng(seed, k))
-            for k in cfg.test_queries
+            for k in sweep.test_queries(cfg)
         }
         record["threshold"] = float(thr)
         # The AUROC's bootstrap CI and the per-category tables are reported for the
@@ -203,7 +204,7 @@ def run_point(
         p_eff = np.where(mask, p, 0.5)
         d_by_k = {
             k: stats.pairwise_contrib_k(p_eff, y, k, ev.group_rng(seed, k))
-            for k in cfg.test_queries
+            for k in sweep.test_queries(cfg)
         }
         record["threshold"] = 0.5
         idx = np.arange(ev.n_test)
@@ -243,12 +244,12 @@ def run_point(
                     strict=True,
                 )
             ]
-    else:  # pragma: no cover - register() refuses other kinds
+    else:  # pragma: no cover - the registry check refuses other kinds
         raise RuntimeError(f"unknown adversary kind {adv.kind}")
     est, reps = ev.evaluate(d_by_k, seed)
     record["eps"] = est[1]
     record["auroc"] = auc
-    record["eps_k"] = {str(k): est[k] for k in cfg.test_queries}
+    record["eps_k"] = {str(k): est[k] for k in sweep.test_queries(cfg)}
     if want_scores:
         record["per_category"] = stats.per_category(
             d_by_k[1],
@@ -264,13 +265,13 @@ def run_point(
     return PointResult(record, reps, scores, d=np.asarray(d_by_k[1], dtype=float))
 
 
-def summarise(name, cls, points, full_res: PointResult, cfg: AttackConfig, prepare_s: float):
+def summarise(name, cls, points, full_res: PointResult, cfg: AttackSettings, prepare_s: float):
     rec = full_res.record
     curves: dict[str, list[dict[str, Any]]] = {}
     for strat in cfg.strategies:
         curve = []
-        for q in cfg.budgets:
-            pts = [points[(strat, s, q)] for s in cfg.seeds]
+        for q in sweep.budgets(cfg):
+            pts = [points[(strat, s, q)] for s in sweep.seeds(cfg)]
             if cls.kind == "test":
                 ps = [p.record["two_sample"]["p"] for p in pts]
                 curve.append(
@@ -292,7 +293,7 @@ def summarise(name, cls, points, full_res: PointResult, cfg: AttackConfig, prepa
                 )
                 continue
             d_mean = np.mean([p.d for p in pts], axis=0)
-            for k in cfg.test_queries:
+            for k in sweep.test_queries(cfg):
                 vals = [p.record["eps_k"][str(k)]["value"] for p in pts]
                 curve.append(
                     {
@@ -318,13 +319,15 @@ def summarise(name, cls, points, full_res: PointResult, cfg: AttackConfig, prepa
         # The headline: the full-budget point of the first strategy, averaged over seeds,
         # with the CI of that mean (the same numbers the curve shows).
         pt = next(
-            p for p in curves[cfg.strategies[0]] if p["q"] == max(cfg.budgets) and p["k"] == 1
+            p
+            for p in curves[cfg.strategies[0]]
+            if p["q"] == max(sweep.budgets(cfg)) and p["k"] == 1
         )
         eps = {"value": pt["value"], "ci": pt["ci"], "n": pt["n"], "p": pt["p"]}
     out: dict[str, Any] = {
         "kind": cls.kind,
         "eps": eps,
-        "n_seeds": len(cfg.seeds),
+        "n_seeds": len(sweep.seeds(cfg)),
         "auroc": rec.get("auroc"),
         "kept_fraction": rec.get("kept_fraction"),
         "budget": rec["budget"],

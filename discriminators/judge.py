@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from bbi.errors import BbiError
-from discriminators.base import BOOLEAN, SEED, Adversary, at_least, one_of, register
+from discriminators.base import BOOLEAN, SEED, Adversary, at_least, one_of
 
 METHODS = ("auto", "logprob", "text")
 GRAY_BOX_NOTE = "gray-box: the judge is the teacher model, queried outside the budget q"
@@ -132,7 +132,6 @@ class _CallableJudge:
         return [Generation(text=str(t), n_tokens=1, finish_reason="stop") for t in self.fn(prompts)]
 
 
-@register
 class JudgeAdversary(Adversary):
     """LLM judge with A/B-swap consistency; P(response_a is the teacher's)."""
 

@@ -56,8 +56,8 @@ def train_leak(
     params: dict[str, Any] | None = None,
 ) -> TrainLeak:
     """Cross-fitted leak of every train prompt between the run's teacher and ``other``."""
-    from discriminators.attack import load_comparison, pairwise_frame
     from discriminators.base import adversary_class, check_params, get_adversary
+    from discriminators.comparison import load_comparison, pairwise_frame
 
     try:
         cls = adversary_class(adversary)

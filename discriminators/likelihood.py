@@ -34,7 +34,7 @@ from sklearn.preprocessing import StandardScaler
 
 from bbi.errors import BbiError
 from bbi.runstore import append_jsonl, read_jsonl
-from discriminators.base import BOOLEAN, POSITIVE, SEED, Adversary, pair_items, register
+from discriminators.base import BOOLEAN, POSITIVE, SEED, Adversary, pair_items
 
 QUANTILES = (0.10, 0.25, 0.50, 0.75, 0.90)
 FEATURE_NAMES: tuple[str, ...] = (
@@ -86,7 +86,6 @@ def _key(prompt: str, response: str) -> str:
     return hashlib.sha256(f"{prompt}\x00{response}".encode()).hexdigest()[:24]
 
 
-@register
 class LikelihoodAdversary(Adversary):
     """Reference-LM token-probability features + logistic regression."""
 
@@ -150,10 +149,10 @@ class LikelihoodAdversary(Adversary):
             )
             if is_imported(ref):
                 raise imported_error(ref, "likelihood", hint)
-            if parse_spec(ref).kind == "openai":
+            if not parse_spec(ref).can("score"):
                 raise BbiError(
-                    f"likelihood: {ref!r} is a chat-completions endpoint, which cannot score "
-                    f"given responses; {hint}"
+                    f"likelihood: {ref!r} is a model whose backend cannot score given "
+                    f"responses (e.g. a chat-completions endpoint); {hint}"
                 )
         return ref
 

@@ -69,7 +69,7 @@ import scipy.sparse as sp
 from scipy.spatial.distance import cdist
 
 from bbi.errors import BbiError
-from discriminators.base import BOOLEAN, Adversary, at_least, one_of, register
+from discriminators.base import BOOLEAN, Adversary, at_least, one_of
 
 KERNELS = ("embedding", "hamming", "kspectrum")
 PAIRS = ("cross", "within")
@@ -287,7 +287,6 @@ def stratified_mmd2_test(
     return observed, (1 + exceed) / (1 + n_permutations)
 
 
-@register
 class MMDTest(Adversary):
     """Kernel two-sample test (MMD^2, permutation p-value) on responses.
 

@@ -19,7 +19,7 @@ from sklearn.feature_extraction.text import TfidfTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from discriminators.base import POSITIVE, SEED, Adversary, ItemFeatureCache, pair_items, register
+from discriminators.base import POSITIVE, SEED, Adversary, ItemFeatureCache, pair_items
 from discriminators.embed import embedding_features
 from discriminators.surface import surface_features
 from discriminators.tfidf import hashed_counts
@@ -75,7 +75,6 @@ def _vstack(a: Any, b: Any) -> Any:
     return sp.vstack([a, b], format="csr") if sp.issparse(a) else np.vstack([a, b])
 
 
-@register
 class PairwiseAdversary(_PairwiseBase):
     """Pairwise identification on surface + tf-idf feature differences."""
 
@@ -99,7 +98,6 @@ class PairwiseAdversary(_PairwiseBase):
         )
 
 
-@register
 class PairwiseEmbedAdversary(_PairwiseBase):
     """Pairwise identification on MiniLM embedding differences."""
 

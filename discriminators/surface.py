@@ -24,7 +24,6 @@ from discriminators.base import (
     Adversary,
     ItemFeatureCache,
     memo_texts,
-    register,
 )
 
 _PATTERNS: dict[str, re.Pattern[str]] = {
@@ -109,7 +108,6 @@ def surface_features(texts: Sequence[str]) -> np.ndarray:
     return out
 
 
-@register
 class SurfaceAdversary(ItemFeatureCache, Adversary):
     """Logistic regression on standardised surface statistics of the response."""
 

@@ -23,7 +23,6 @@ from discriminators.base import (
     Adversary,
     ItemFeatureCache,
     memo_texts,
-    register,
 )
 
 N_FEATURES = 2**18
@@ -60,7 +59,6 @@ def hashed_counts(
     return sp.hstack([word.transform(texts), char.transform(texts)], format="csr")
 
 
-@register
 class TfidfAdversary(ItemFeatureCache, Adversary):
     """Logistic regression on sublinear tf-idf of hashed word and char n-grams."""
 

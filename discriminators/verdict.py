@@ -37,7 +37,7 @@ from bbi import stats
 from discriminators.acquisition import revealed_for_budget
 
 if TYPE_CHECKING:
-    from discriminators.attack import AttackConfig
+    from bbi.config import AttackSettings
 
 PRIMARY_WEIGHT = 0.5
 
@@ -307,7 +307,7 @@ def attack_verdict(
     adversaries: dict[str, Any],
     seed_means: dict[str, dict[tuple[str, int], np.ndarray]],
     categories: np.ndarray,
-    cfg: AttackConfig,
+    cfg: AttackSettings,
     seed: int,
     eps0: float | None = None,
 ) -> dict[str, Any]:
@@ -339,7 +339,7 @@ def calibration(
     adversaries: dict[str, Any],
     seed_means: dict[str, dict[tuple[str, int], np.ndarray]],
     categories: np.ndarray,
-    cfg: AttackConfig,
+    cfg: AttackSettings,
     seed: int,
 ) -> dict[str, Any]:
     """The A/A check: the verdict's whole family at tolerance 0 must reject nothing."""

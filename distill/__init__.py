@@ -7,4 +7,7 @@
   off-policy).
 - ``distill.method``: run dir -> data -> trainable student (LoRA or full) -> loop ->
   saved, registered student; ``distill.lora`` and ``distill.kd`` are its two methods.
+- ``distill.methods``: the registry of distillation methods (``lora``, ``kd``, ``wda``,
+  ``bird``, ``circuit``, and plug-ins by entry point ``bbi.distill_methods``): each its
+  settings model, run options and run function; ``bbi distill`` is generated from it.
 """

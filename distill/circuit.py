@@ -155,12 +155,12 @@ def scan_heads(
     model: Any, ds: TaskSet, means: torch.Tensor, progress: bool, desc: str
 ) -> dict[Head, dict[str, float]]:
     """Performance with each head mean-ablated in turn."""
-    from tqdm.auto import tqdm
+    from bbi.console import progress_bar
 
     heads = layout(model).heads
     return {
         h: performance(model, ds, ablate={h}, means=means)
-        for h in tqdm(heads, desc=desc, disable=not progress, leave=False)
+        for h in progress_bar(heads, desc=desc, disable=not progress, leave=False)
     }
 
 

@@ -131,8 +131,10 @@ def write_outputs(
 ) -> None:
     """``results.json`` and ``table.md`` in ``out_dir`` (atomically), and with a run the
     student registered there (``bbi probe run`` answers it; the report shows the table)."""
-    write_json(out_dir / "results.json", record)
+    from bbi.results_schema import validated_distill
     from bbi.runstore import atomic_write_text
+
+    write_json(out_dir / "results.json", validated_distill(record))
 
     atomic_write_text(out_dir / "table.md", table_markdown(record["behaviour"]) + "\n")
     if run is not None and alias is not None:
@@ -160,13 +162,14 @@ def run_arms(
     the per-seed metrics and details per arm and the method's first-seed weights.
     """
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
+
+    from bbi.console import progress_bar
 
     start = {k: v.clone() for k, v in model.state_dict().items()}
     per_seed: dict[str, list[dict]] = {arm: [] for arm in arms}
     details: dict[str, list[dict]] = {arm: [] for arm in arms}
     kept: dict[str, Any] = {}
-    bar = tqdm([(s, a) for s in seeds for a in arms], desc=desc, disable=not progress)
+    bar = progress_bar([(s, a) for s in seeds for a in arms], desc=desc, disable=not progress)
     for seed, arm in bar:
         bar.set_postfix(arm=arm, seed=seed)
         if arm == "none":

@@ -23,7 +23,7 @@ from distill.student import check_same_vocabulary, load_model
 
 def teacher_model_spec(run: RunDir, teacher_alias: str, teacher_spec: str | None = None) -> str:
     """The teacher's loadable spec: ``teacher_spec``, else the alias's spec in run.yaml."""
-    from bbi.specs import parse_spec
+    from bbi.specs import can
 
     spec = teacher_spec or run.models().get(teacher_alias, {}).get("spec")
     hint = "white-box KD needs the teacher's weights: pass --teacher-spec (an hf: or zoo: spec)"
@@ -31,11 +31,7 @@ def teacher_model_spec(run: RunDir, teacher_alias: str, teacher_spec: str | None
         raise BbiError(
             f"{run.path}: teacher {teacher_alias!r} has no model spec in run.yaml; {hint}"
         )
-    try:
-        kind = parse_spec(spec).kind
-    except BbiError:
-        kind = None
-    if kind not in ("hf", "zoo"):
+    if not can(spec, "weights"):
         raise BbiError(
             f"teacher {teacher_alias!r} is {spec!r}, which has no local weights "
             f"(imported or API responses); {hint}, or use `bbi distill lora`"
@@ -82,12 +78,8 @@ def distill_kd(
         check_same_vocabulary(tokenizer, t_tok, base_spec, t_spec)
         return KD(
             teacher,
-            loss=hp.loss,
-            beta=hp.beta,
-            temperature=hp.temperature,
-            lambda_on_policy=hp.lambda_on_policy,
+            hp,
             max_new_tokens=int(max_new),
-            max_length=hp.max_length,
             pad_id=tokenizer.pad_token_id,
             eos_id=tokenizer.eos_token_id,
             teacher_spec=t_spec,

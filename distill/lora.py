@@ -51,10 +51,6 @@ from distill.objectives.sft import SFT, token_losses
 from distill.student import default_target_modules, load_student, make_lora_model
 from distill.trainer import CHECKPOINT_DIR, epoch_order
 
-# The hyperparameters (and their defaults) live in the one config layer.
-LoraHParams = LoraSettings
-LoraResult = DistillResult
-
 
 def distill_lora(
     run: RunDir,
@@ -95,8 +91,6 @@ __all__ = [
     "PROVENANCE_FILE",
     "Collator",
     "DistillDataset",
-    "LoraHParams",
-    "LoraResult",
     "default_target_modules",
     "distill_lora",
     "distillation_pairs",

@@ -26,8 +26,8 @@ from typing import Any
 from bbi.chat import format_prompt
 from bbi.config import LoraSettings
 from bbi.errors import BbiError
+from bbi.results_schema import validated_distill
 from bbi.runstore import RunDir, check_alias, write_json
-from discriminators.leak import guide_weights, train_leak
 from distill.data import Collator, DistillDataset, distillation_pairs, split_eval
 from distill.objectives import Objective
 from distill.student import (
@@ -55,11 +55,6 @@ class DistillResult:
     completed: bool
     record: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def adapter_dir(self) -> Path:
-        """The output directory (a LoRA adapter, or a full model with ``full``)."""
-        return self.out_dir
-
 
 def pick_student_spec(run: RunDir) -> str:
     """The run's student spec: alias ``student`` if present, else the only student."""
@@ -77,6 +72,9 @@ def pick_student_spec(run: RunDir) -> str:
 
 ObjectiveFactory = Callable[[Any, str], Objective]
 """(student tokenizer, student base spec) -> the method's objective."""
+
+SampleWeights = Callable[[DistillDataset], Any]
+"""train dataset -> per-example sampling weights, or (weights, summary for the record)."""
 
 
 def distil(
@@ -97,9 +95,15 @@ def distil(
     mixed_precision: str | None = None,
     dtype: str = "float32",
     progress: bool = True,
-    sample_weights: Callable[[DistillDataset], Any] | None = None,
+    sample_weights: SampleWeights | None = None,
 ) -> DistillResult:
-    """Run one distillation method end to end (see the module docstring)."""
+    """Run one distillation method end to end (see the module docstring).
+
+    ``sample_weights(train_ds)`` gives each training example's sampling weight, or
+    ``(weights, summary)`` with a summary recorded as the record's ``guide``. Attack-guided
+    data (``hp.guide``) is such a function, made by the application layer from the run's
+    train-split leaks (``bbi.app.guide``): distillation itself never runs an attack.
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -130,16 +134,10 @@ def distil(
     train_pairs, eval_pairs = split_eval(pairs, hp.eval_fraction, hp.seed)
     if train_pairs.empty:
         raise BbiError(f"{run.path}: no training pairs left after holding out the eval set")
-    leak = None
-    if hp.guide != "none":
-        if sample_weights is not None:
-            raise ValueError("pass either sample_weights or settings.guide, not both")
-        leak = train_leak(
-            run,
-            guide_source(run, base_spec, hp.guide_from),
-            adversary=hp.guide_adversary,
-            folds=hp.guide_folds,
-            seed=hp.seed,
+    if hp.guide != "none" and sample_weights is None:
+        raise BbiError(
+            f"guide {hp.guide!r} needs the guide's sample weights (bbi.app.guide.guide_weights_for); "
+            "bbi distill and bbi run compute them"
         )
 
     accelerator = Accelerator(mixed_precision=mixed_precision)
@@ -153,12 +151,11 @@ def distil(
     eval_ds = DistillDataset(eval_pairs, tokenizer, hp.max_length)
     if len(train_ds) == 0:
         raise BbiError(f"every prompt is longer than --max-length {hp.max_length} tokens")
-    guide = None
-    if leak is not None:
-        weights, guide = guide_weights(
-            leak, train_ds.prompt_ids, train_ds.categories, hp.guide, hp.guide_mix
-        )
-        sample_weights = lambda _ds: weights  # noqa: E731
+    weights, guide = None, None
+    if sample_weights is not None:
+        weights = sample_weights(train_ds)
+        if isinstance(weights, tuple):
+            weights, guide = weights
     objective = make_objective(tokenizer, base_spec)
     set_seed(hp.seed)  # adapter init, dropout: a function of the seed alone
     model = make_trainable(model, hp, full)
@@ -184,7 +181,7 @@ def distil(
         stop_after_steps=stop_after_steps,
         eval_every_steps=eval_every_steps,
         metrics_path=out_dir / METRICS_FILE,
-        sample_weights=sample_weights(train_ds) if sample_weights is not None else None,
+        sample_weights=weights,
         progress=progress,
         desc=f"distill {alias}",
     )
@@ -228,7 +225,7 @@ def distil(
         "loss_tokens": state.get("loss_tokens"),
         "guide": guide,
     }
-    result.record = record
+    result.record = record = validated_distill(record)
     if accelerator.is_main_process:
         save_student(outcome.model, tokenizer, out_dir, save_function=accelerator.save)
         write_json(out_dir / PROVENANCE_FILE, {**record, "train_data": state["train_data"]})
@@ -310,9 +307,7 @@ def guide_source(run: RunDir, base_spec: str, guide_from: str | None) -> str:
 
 def register(run: RunDir, alias: str, spec: str, record: dict) -> None:
     """Record the result and add the new student to run.yaml (``bbi probe`` answers it next)."""
-    distill = dict(run.read_results().get("distill") or {})
-    distill[alias] = record
-    run.update_results("distill", distill)
+    run.update_results_entry("distill", alias, record)
     cfg = run.config()
     models = dict(cfg.get("models") or {})
     models[alias] = {"spec": spec, "role": "student"}

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from bbi.config import LoraSettings
+from bbi.config import AdapterSettings
 from bbi.errors import BbiError
 from bbi.specs import LORA_SEP
 
@@ -35,7 +35,7 @@ def normalize_base_spec(spec: str, what: str = "fine-tune") -> str:
     from bbi.specs import parse_spec
 
     ms = parse_spec(spec)
-    if ms.kind not in ("hf", "zoo"):
+    if not ms.can("weights"):
         raise BbiError(f"cannot {what} {spec!r}: training needs weights (an hf: or zoo: spec)")
     if ms.adapter:
         raise BbiError(
@@ -55,23 +55,12 @@ def load_model(spec: str, dtype: str = "float32") -> tuple[Any, Any, str]:
     in ``dtype`` (``from_pretrained(..., dtype=...)``, no fp32 copy first), once per
     process under ``accelerate launch``.
     """
-    from bbi.backends.hf import _digest, load_hf_parts
     from bbi.specs import parse_spec
 
     ms = parse_spec(spec)
-    if ms.kind not in ("hf", "zoo"):
+    if not ms.can("weights"):
         raise BbiError(f"{spec!r} has no local weights (need an hf: or zoo: spec)")
-    if ms.kind == "zoo":
-        from bbi import zoo
-
-        path = zoo.model_path(ms.name_or_path)
-        model, tok, _, parts = load_hf_parts(ms, device="cpu", dtype=dtype, base_path=str(path))
-        fp = zoo.fingerprint(ms.name_or_path)
-        if ms.adapter:
-            fp = _digest({"zoo": fp, "adapter": parts["adapter"]})
-    else:
-        model, tok, _, parts = load_hf_parts(ms, device="cpu", dtype=dtype)
-        fp = _digest(parts)
+    model, tok, _, fp = ms.backend.parts_loader()(ms, device="cpu", dtype=dtype)
     return model, tok, fp
 
 
@@ -101,7 +90,7 @@ def default_target_modules(model: Any) -> list[str] | str:
     return "all-linear"
 
 
-def make_lora_model(model: Any, hp: LoraSettings) -> Any:
+def make_lora_model(model: Any, hp: AdapterSettings) -> Any:
     """Wrap the base model with a LoRA adapter (bad target names are a user error)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -122,7 +111,7 @@ def make_lora_model(model: Any, hp: LoraSettings) -> Any:
         raise BbiError(f"LoRA target modules {targets!r}: {str(exc).splitlines()[0]}") from None
 
 
-def make_trainable(model: Any, hp: LoraSettings, full: bool) -> Any:
+def make_trainable(model: Any, hp: AdapterSettings, full: bool) -> Any:
     """LoRA adapter (base frozen) or, with ``full``, every weight trainable."""
     if not full:
         return make_lora_model(model, hp)

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bbi.config import LoraSettings
+from bbi.config import LoopSettings
 from bbi.errors import BbiError
 from bbi.runstore import write_json
 from distill.objectives import Objective, StepContext
@@ -296,7 +296,7 @@ def train(
     train_ds: Dataset,
     eval_ds: Dataset,
     *,
-    hp: LoraSettings,
+    hp: LoopSettings,
     accelerator: Any,
     collate: Any,
     ckpt_dir: Path,
@@ -439,9 +439,9 @@ def train(
         state["eval_loss_per_epoch"].append(ev0)
         metrics.write(step=0, epoch=0, eval_loss=ev0)
 
-    from tqdm.auto import tqdm
+    from bbi.console import progress_bar
 
-    bar = tqdm(
+    bar = progress_bar(
         total=total_steps,
         initial=state["global_step"],
         desc=desc,

@@ -53,6 +53,13 @@ def load_suite(path: str | Path) -> list[dict]:
 def load_suite_with_notes(path: str | Path) -> tuple[list[dict], list[str]]:
     """Like load_suite, plus notes about defaults that were filled in (e.g. a split)."""
     path = Path(path)
+    return _normalise(read_rows(path), str(path))
+
+
+def read_rows(path: str | Path) -> list[Row]:
+    """The records of a file or ``datasets`` directory, each with where it came from
+    (``"3"`` for line 3, ``"item 0"``, ``"row 7"``); an empty one is an error."""
+    path = Path(path)
     if not path.exists():
         raise BbiError(f"{path}: no such file or directory")
     if path.is_dir():
@@ -65,14 +72,16 @@ def load_suite_with_notes(path: str | Path) -> tuple[list[dict], list[str]]:
             rows = _read_json_array(path)
         elif suffix in (".csv", ".tsv"):
             rows = _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
+        elif suffix in (".parquet", ".pq"):
+            rows = _read_parquet(path)
         else:
             raise BbiError(
                 f"{path}: unknown file type {suffix or '(none)'!r}; use .jsonl, .json, .csv, "
-                ".tsv or a directory saved with datasets' save_to_disk"
+                ".tsv, .parquet or a directory saved with datasets' save_to_disk"
             )
     if not rows:
         raise BbiError(f"{path}: empty file (no records)")
-    return _normalise(rows, str(path))
+    return rows
 
 
 Row = tuple[str, dict]  # (location such as "line 3" / "row 7", raw record)
@@ -135,6 +144,17 @@ def _read_csv(path: Path, delimiter: str) -> list[Row]:
     return rows
 
 
+def _read_parquet(path: Path) -> list[Row]:
+    import pyarrow.parquet as pq  # installed with datasets
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # whatever pyarrow chokes on, the file is the problem
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0] or type(exc).__name__
+        raise BbiError(f"{path}: not a Parquet file ({reason})") from None
+    return [(f"row {i}", rec) for i, rec in enumerate(table.to_pylist())]
+
+
 def _read_datasets_dir(path: Path) -> list[Row]:
     import datasets
 
@@ -164,6 +184,19 @@ def _where(src: str, loc: str) -> str:
 
 def _normalise(rows: list[Row], src: str) -> tuple[list[dict], list[str]]:
     notes: list[str] = []
+    if rows and not any("prompt" in r for _, r in rows):
+        # Name the column and the columns there are, not the line where the first
+        # record happens to end (a CSV record may span many lines).
+        cols = list(dict.fromkeys(str(k) for _, r in rows for k in r))
+        what = (
+            f"the file's columns are {', '.join(repr(c) for c in cols[:20])}"
+            if cols
+            else "the records have no fields"
+        )
+        hint = f"{what}: name the prompt column with --prompt-field"
+        if src.lower().endswith((".jsonl", ".ndjson")):  # one record a line: the line is exact
+            raise BbiError(f"{_where(src, rows[0][0])}: field 'prompt' is missing ({hint})")
+        raise BbiError(f"{src}: no column 'prompt' ({hint})")
     has_split = [r.get("split") not in (None, "") for _, r in rows]
     if any(has_split) and not all(has_split):
         loc = rows[has_split.index(False)][0]

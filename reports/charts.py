@@ -17,9 +17,6 @@ _DIVERGING = ("#2166ac", "#67a9cf", "#d1e5f0", "#f7f7f7", "#fddbc7", "#ef8a62", 
 # Restrained categorical palette for series (strategies, k values, models).
 SERIES_COLOURS = ("#2f6690", "#d17a22", "#3a7d44", "#8e5aa8", "#7a7a7a", "#b04a5a")
 INK = "#1f2933"
-MUTED = "#6b7480"
-GRID = "#e4e7eb"
-FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 
 
 # ---- formatting -------------------------------------------------------------------
@@ -46,6 +43,14 @@ def fmt_p(p: float | None) -> str:
     if p < 0.001:
         return "<0.001"
     return f"{p:.3f}"
+
+
+def p_is(p: float | None, name: str = "p") -> str:
+    """A p-value in a sentence: "p = 0.012", "p < 0.001" (never "p = <0.001")."""
+    if p is None:
+        return f"{name} –"
+    text = fmt_p(p)
+    return f"{name} < {text[1:]}" if text.startswith("<") else f"{name} = {text}"
 
 
 # ---- colour -----------------------------------------------------------------------
@@ -194,7 +199,7 @@ def heatmap(
             if est.get("n") is not None:
                 parts.append(f"n = {est['n']}")
             if est.get("p_holm") is not None:
-                parts.append(f"Holm p = {fmt_p(est['p_holm'])}")
+                parts.append(p_is(est["p_holm"], "Holm p"))
             if sig:
                 parts.append("significant")
             cells.append(

@@ -10,7 +10,6 @@ error, so a report can be written at any stage of a run.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,13 @@ from typing import Any
 from bbi.errors import BbiError
 from bbi.results_schema import (
     AdversaryResult,
+    BehaviourCell,
+    BehaviourView,
     Estimate,
     Similarity,
     parse_attack,
     parse_similarity,
+    read_task_distill,
 )
 from bbi.results_schema import (
     DistillDelta as DeltaRecord,
@@ -33,15 +35,6 @@ MAX_TEXT = 4000  # characters of a response shown in the examples (the rest is e
 
 
 Est = Estimate  # the report's estimate is the results schema's
-
-
-def _config_number(config: dict | None, key: str) -> float | None:
-    value = (config or {}).get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BbiError(f"results.json: attack.config.{key}: expected a number")
-    return float(value)
 
 
 def _dict(obj: Any, where: str) -> dict:
@@ -127,6 +120,7 @@ class Comparison:
     verdict: Verdict
     examples: dict[str, list[Example]]
     similarity: dict[str, Any] | None  # {"overall": Est, "test": Est, "per_category": {cat: Est}}
+    explain: dict[str, Any] | None = None  # results.json's record (reports.explain reads it)
 
     def adversary(self, name: str) -> Adversary | None:
         return next((a for a in self.adversaries if a.name == name), None)
@@ -251,7 +245,7 @@ class Report:
     categories: list[str]
     models: dict[str, dict]
     teacher: str | None
-    attack_config: dict | None
+    attack_config: dict | None  # attack.config as recorded (typed: AttackConfigRecord)
     epsilon: float | None
     alpha: float | None
     comparisons: list[Comparison]  # students (model order), then the null comparison(s)
@@ -277,16 +271,6 @@ class Report:
         for comp in self.comparisons:
             names += [a.name for a in comp.adversaries if a.name not in names]
         return names
-
-    @property
-    def has_curves(self) -> bool:
-        return any(
-            p.value is not None
-            for c in self.comparisons
-            for a in c.adversaries
-            for pts in a.curves.values()
-            for p in pts
-        )
 
     @property
     def k_values(self) -> list[int]:
@@ -417,98 +401,53 @@ def _parse_deltas(
     return out
 
 
-def _number(x: Any) -> float | None:
-    """A finite number, or None for anything else (bools, strings, NaN, inf)."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
+def _float(x: float | None) -> float | None:
+    return None if x is None else float(x)
 
 
-def _integer(x: Any) -> int | None:
-    return x if isinstance(x, int) and not isinstance(x, bool) else None
-
-
-def _text(x: Any) -> str | None:
-    return x if isinstance(x, str) and x else None
-
-
-def _dict_or_empty(x: Any) -> dict:
-    return x if isinstance(x, dict) else {}
-
-
-def _behaviour_cell(raw: Any) -> tuple[Est | None, list[float]]:
-    """``{"mean", "ci": [lo, hi], "p", "per_seed"}`` -> an estimate with n = seeds."""
-    if not isinstance(raw, dict):
-        return None, []
-    seeds = raw.get("per_seed")
-    per_seed = [v for v in map(_number, seeds) if v is not None] if isinstance(seeds, list) else []
-    mean = _number(raw.get("mean"))
-    ci_raw = raw.get("ci")
-    ci = None
-    if isinstance(ci_raw, (list, tuple)) and len(ci_raw) == 2:
-        lo, hi = _number(ci_raw[0]), _number(ci_raw[1])
-        if lo is not None and hi is not None:
-            ci = (min(lo, hi), max(lo, hi))
-    if mean is None and ci is None:
-        return None, per_seed
-    est = Estimate(value=mean, ci=ci, n=len(per_seed) or None, p=_number(raw.get("p")))
-    return est, per_seed
-
-
-def _behaviour_rows(table: Any, metrics: list[str], method: str | None) -> list[BehaviourRow]:
+def _behaviour_rows(
+    table: dict[str, dict[str, BehaviourCell | None]], metrics: list[str], method: str | None
+) -> list[BehaviourRow]:
     out: list[BehaviourRow] = []
-    for label, row in _dict_or_empty(table).items():
-        if not isinstance(row, dict):
-            continue
-        cells, per_seed = {}, {}
+    for label, row in table.items():
+        cells: dict[str, Est | None] = {}
+        per_seed: dict[str, list[float]] = {}
         for m in metrics:
-            cells[m], per_seed[m] = _behaviour_cell(row.get(m))
-        out.append(BehaviourRow(str(label), cells, per_seed, is_method=label == method))
+            cell = row.get(m)
+            per_seed[m] = list(cell.per_seed) if cell else []
+            if cell is None or (cell.mean is None and cell.ci is None):
+                cells[m] = None
+            else:  # the seed mean with its interval; n = seeds
+                cells[m] = Estimate(
+                    value=cell.mean, ci=cell.ci, n=len(cell.per_seed) or None, p=cell.p
+                )
+        out.append(BehaviourRow(label, cells, per_seed, is_method=label == method))
     return out
 
 
-def _parse_behaviour(raw: Any, method: str | None) -> Behaviour | None:
-    """The behaviour block of a distill record; None when it is unusable (no metrics, or
-    no arm with a single readable cell). Missing or malformed parts become gaps."""
-    if not isinstance(raw, dict):
-        return None
-    rows_raw = _dict_or_empty(raw.get("rows"))
-    metrics_raw = raw.get("metrics")
-    if isinstance(metrics_raw, list):
-        metrics = [m for m in metrics_raw if isinstance(m, str)]
-    else:  # a hand-edited file without the list: the metrics the rows carry, in order
-        metrics = []
-        for row in rows_raw.values():
-            metrics += [m for m in _dict_or_empty(row) if isinstance(m, str) and m not in metrics]
-    metrics = list(dict.fromkeys(metrics))
+def _parse_behaviour(b: BehaviourView, method: str | None) -> Behaviour | None:
+    """The behaviour table; None when it is unusable (no metrics, or no arm with a single
+    readable cell). Parts of the wrong type were read as gaps (``TaskDistillView``)."""
+    metrics = b.metrics
+    if metrics is None:  # a hand-edited file without the list: the metrics the rows carry
+        metrics = list(dict.fromkeys(m for row in b.rows.values() for m in row))
     if not metrics:
         return None
-    method = _text(raw.get("method")) or method
+    method = b.method or method
     # Arms in the recorded order, then any further row the file carries.
-    arms_raw = raw.get("arms")
-    arms = [a for a in arms_raw if isinstance(a, str)] if isinstance(arms_raw, list) else []
-    arms = list(dict.fromkeys(arms + list(rows_raw)))
-    rows = _behaviour_rows({a: rows_raw[a] for a in arms if a in rows_raw}, metrics, method)
+    arms = list(dict.fromkeys(b.arms + list(b.rows)))
+    rows = _behaviour_rows({a: b.rows[a] for a in arms if a in b.rows}, metrics, method)
     if not any(c is not None for row in rows for c in row.cells.values()):
         return None
-    deltas = _behaviour_rows(raw.get("deltas"), metrics, None)
-    directions = {
-        str(m): v
-        for m, v in _dict_or_empty(raw.get("higher_is_better")).items()
-        if isinstance(v, bool)
-    }
-    seeds = raw.get("seeds") if isinstance(raw.get("seeds"), list) else []
-    conf = _number(raw.get("confidence"))
     return Behaviour(
         method=method,
         metrics=metrics,
-        higher_is_better=directions,
+        higher_is_better=dict(b.higher_is_better),
         rows=rows,
-        deltas=deltas,
-        seeds=[s for s in seeds if isinstance(s, (int, str)) and not isinstance(s, bool)],
-        confidence=conf if conf is not None and 0 < conf < 1 else None,
-        version=_integer(raw.get("version")),
+        deltas=_behaviour_rows(b.deltas, metrics, None),
+        seeds=list(b.seeds),
+        confidence=b.confidence,
+        version=b.version,
     )
 
 
@@ -520,49 +459,30 @@ def _parse_task_distill(
     Returns the parsed students and the aliases whose behaviour block is unreadable."""
     out: list[TaskDistill] = []
     unreadable: list[str] = []
-    for alias, rec in _dict_or_empty(distill).items():
-        if not isinstance(rec, dict) or "behaviour" not in rec:
-            continue
-        method = _text(rec.get("method"))
-        behaviour = _parse_behaviour(rec.get("behaviour"), method)
+    for alias, rec in read_task_distill(distill).items():
+        behaviour = _parse_behaviour(rec.behaviour, rec.method) if rec.behaviour else None
         if behaviour is None:
-            unreadable.append(str(alias))
+            unreadable.append(alias)
             continue
-        diagnostics = {
-            str(k): v
-            for k, v in ((k, _number(v)) for k, v in _dict_or_empty(rec.get("diagnostics")).items())
-            if v is not None
-        }
-        layers = {
-            k: str(v)
-            for k, v in _dict_or_empty(rec.get("layers")).items()
-            if k in ("teacher", "student") and isinstance(v, str)
-        }
-        circuit = _dict_or_empty(rec.get("circuit"))
-        heads = circuit.get("heads") if isinstance(circuit.get("heads"), list) else []
+        model_spec = (models.get(alias) or {}).get("spec")
         out.append(
             TaskDistill(
-                alias=str(alias),
-                method=method or behaviour.method,
-                spec=_text(rec.get("spec")) or _text((models.get(alias) or {}).get("spec")),
-                base=_text(rec.get("base")),
-                teacher=_text(rec.get("teacher")),
+                alias=alias,
+                method=rec.method or behaviour.method,
+                spec=rec.spec
+                or (model_spec if isinstance(model_spec, str) and model_spec else None),
+                base=rec.base,
+                teacher=rec.teacher,
                 behaviour=behaviour,
-                time_s=_number(rec.get("time_s")),
-                seed=_integer(rec.get("seed")),
-                diagnostics=diagnostics,
-                layers=layers,
-                teacher_accuracy=_number(rec.get("teacher_accuracy")),
-                student_accuracy=_number(rec.get("student_accuracy")),
-                circuit_k=_integer(circuit.get("k")),
-                circuit_of=_integer(circuit.get("of")),
-                circuit_heads=[
-                    (h[0], h[1])
-                    for h in heads
-                    if isinstance(h, (list, tuple))
-                    and len(h) == 2
-                    and all(_integer(x) is not None for x in h)
-                ],
+                time_s=rec.time_s,
+                seed=rec.seed,
+                diagnostics=dict(rec.diagnostics),
+                layers=dict(rec.layers),
+                teacher_accuracy=rec.teacher_accuracy,
+                student_accuracy=rec.student_accuracy,
+                circuit_k=rec.circuit.k,
+                circuit_of=rec.circuit.of,
+                circuit_heads=list(rec.circuit.heads),
             )
         )
     return out, unreadable
@@ -632,9 +552,9 @@ def load_report(run_dir: str | Path, max_examples: int = 3) -> Report:
 
     raw_attack = results.get("attack")
     attack = parse_attack(raw_attack) if raw_attack else None
-    attack_config = (attack.config or None) if attack else None
-    epsilon = _config_number(attack_config, "epsilon")
-    alpha = _config_number(attack_config, "alpha")
+    attack_config = (attack.config.as_dict() or None) if attack else None
+    epsilon = _float(attack.config.epsilon) if attack else None
+    alpha = _float(attack.config.alpha) if attack else None
     similarity = parse_similarity(results.get("similarity"))
     texts = _Texts(run)
 
@@ -642,7 +562,8 @@ def load_report(run_dir: str | Path, max_examples: int = 3) -> Report:
     raw_comps = attack.comparisons if attack else {}
     for alias, comp in raw_comps.items():
         role = comp.role or (models.get(alias) or {}).get("role") or "student"
-        reference = comp.reference or teacher or "teacher"
+        # Older attacks wrote "teacher" whatever the teacher's alias: trust only a model.
+        reference = comp.reference if comp.reference in models else (teacher or comp.reference)
         examples: dict[str, list[Example]] = {}
         for cat, items in comp.examples.items():
             shown = []
@@ -664,6 +585,7 @@ def load_report(run_dir: str | Path, max_examples: int = 3) -> Report:
                 verdict=_parse_verdict(comp.verdict),
                 examples=examples,
                 similarity=_similarity(similarity.get(alias)),
+                explain=comp.explain,
             )
         )
     # Students first in model order, the A/A null comparison last.

@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import sys
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,11 @@ import yaml
 from markupsafe import Markup, escape
 
 from bbi.errors import BbiError
+from bbi.results_schema import REPORT_SCHEMA_VERSION, validated_summary
 from reports import charts
+from reports.explain import explain_context, explain_summary, value_text, whose
 from reports.model import Comparison, Est, Report, load_report
+from reports.sections import SECTIONS, ReportSection, ordered
 
 FORMATS = ("html", "md", "json")
 DEFAULT_NAMES = {"html": "report.html", "md": "report.md", "json": "report.json"}
@@ -39,16 +43,6 @@ STRATEGY_TEXT = {
     "bandit": "Thompson sampling over categories; the reward is whether the current "
     "classifier (cross-validated on bought data) tells the new pair apart.",
 }
-
-
-def _templates() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(files("reports") / "templates")),
-        autoescape=jinja2.select_autoescape(["html", "j2"], default_for_string=True),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
 
 
 def _resource(name: str) -> str:
@@ -459,15 +453,8 @@ def _forest_domain(r: Report) -> tuple[float, float]:
     return (min(-0.1, lo - 0.02), max(0.2, hi + 0.02))
 
 
-def build_context(r: Report) -> dict:
-    heatmaps, domain = _heatmaps(r)
-    fdom = _forest_domain(r)
-    forests = {
-        (c.alias, a.name): charts.forest(a.eps.value, a.eps.ci, r.epsilon, fdom)
-        for c in r.comparisons
-        for a in c.adversaries
-        if a.eps is not None
-    }
+def _shared_context(r: Report) -> dict:
+    """What every section's template may use: the report and the formatting helpers."""
     seeds = {
         "run.yaml": (r.config or {}).get("seeds"),
         "attack": (r.attack_config or {}).get("seeds"),
@@ -477,30 +464,159 @@ def build_context(r: Report) -> dict:
         "fmt": charts.fmt,
         "fmt_ci": charts.fmt_ci,
         "fmt_p": charts.fmt_p,
+        "p_is": charts.p_is,
+        "explain": (explain := explain_context(r, visible)),
+        "explain_of": {e["c"].alias: e["x"] for e in explain},
+        "value_text": value_text,
+        "whose": whose,
         "eps_state": charts.eps_state,
-        "palette": charts.SERIES_COLOURS,
-        "null_status": _null_status(r),
-        "giveaways": {c.alias: _giveaways(c) for c in r.students},
-        "heatmaps": heatmaps,
-        "heat_domain": domain,
-        "similarity_chart": _similarity_chart(r),
-        "curves": _curves(r),
-        "deltas": _deltas(r),
-        "task_distill": _task_distill(r),
         "fmt_seq": lambda values, digits=3: ", ".join(charts.fmt(v, digits) for v in values),
         "signed": signed,
         "delta_class": lambda est, good=-1: delta_class(est, good, r.alpha),
-        "forests": forests,
-        "forest_domain": fdom,
-        "strategy_text": STRATEGY_TEXT,
         "seeds": {k: v for k, v in seeds.items() if v is not None},
-        "config_yaml": _yaml(r.config) if r.config else "",
         "yaml": _yaml,
         "json_dumps": lambda x: json.dumps(x, ensure_ascii=False),
         "visible": visible,
         "suite_hash": str(r.suite.get("hash") or ""),
         "bbi_version": _bbi_version(),
     }
+
+
+# ---- the built-in sections (registered in reports.sections) ------------------------------
+def _verdict_context(r: Report) -> dict:
+    return {
+        "null_status": _null_status(r),
+        "giveaways": {c.alias: _giveaways(c) for c in r.students},
+    }
+
+
+def _summary_context(r: Report) -> dict:
+    fdom = _forest_domain(r)
+    forests = {
+        (c.alias, a.name): charts.forest(a.eps.value, a.eps.ci, r.epsilon, fdom)
+        for c in r.comparisons
+        for a in c.adversaries
+        if a.eps is not None
+    }
+    return {"forests": forests}
+
+
+def _categories_context(r: Report) -> dict:
+    return {"heatmaps": _heatmaps(r)[0], "similarity_chart": _similarity_chart(r)}
+
+
+def _methods_context(r: Report) -> dict:
+    return {
+        "strategy_text": STRATEGY_TEXT,
+        "config_yaml": _yaml(r.config) if r.config else "",
+    }
+
+
+def _section(name: str, order: int, title: str, md: bool = False, **kw: Any) -> ReportSection:
+    return ReportSection(
+        name=name,
+        order=order,
+        title=title,
+        html=f"sections/{name}.html.j2",
+        markdown=f"sections/{name}.md.j2" if md else None,
+        nav=False,  # the header lays out the built-in sections' links itself
+        **kw,
+    )
+
+
+VERDICT = _section("verdict", 10, "Verdict", md=True, context=_verdict_context)
+SUMMARY = _section("summary", 20, "Summary", md=True, context=_summary_context)
+DISTILLATION = _section("distillation", 30, "Distillation", md=True)
+TASK_DISTILLATION = _section(
+    "task-distillation",
+    40,
+    "Representation and circuit distillation",
+    md=True,
+    context=lambda r: {"task_distill": _task_distill(r)},
+)
+CATEGORIES = _section("categories", 50, "Categories", md=True, context=_categories_context)
+BUDGET = _section("budget", 60, "Budget curves", context=lambda r: {"curves": _curves(r)})
+COMPARISON = _section(
+    "comparison", 70, "Students compared", context=lambda r: {"deltas": _deltas(r)}
+)
+GIVEAWAY = _section(
+    "giveaway",
+    75,
+    "What gives it away",
+    md=True,
+    context=lambda r: {} if any(c.explain for c in r.comparisons) else None,
+)
+EXAMPLES = _section("examples", 80, "Examples")
+METHODS = _section("methods", 90, "Methods", context=_methods_context)
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A section as one render sees it: its context and its template names."""
+
+    section: ReportSection
+    context: dict
+    html: str | None
+    markdown: str | None
+
+
+def _template_name(section: ReportSection, kind: str, text: str | None) -> str | None:
+    if text is None:
+        return None
+    if "\n" not in text and text.endswith(".j2") and "{" not in text:
+        return text  # a template shipped in reports/templates
+    return f"section:{section.name}.{kind}"
+
+
+def build_context(r: Report) -> dict:
+    """The shared helpers, every built-in section's context, and ``sections``: the
+    registered sections that have something to show, in order."""
+    ctx = _shared_context(r)
+    parts = []
+    for section in ordered():
+        own = section.build(r)
+        if own is None:
+            continue
+        if SECTIONS.origin(section.name) == "builtin":
+            ctx.update(own)  # the built-in templates read their context at top level
+        parts.append(
+            _Part(
+                section,
+                own,
+                _template_name(section, "html", section.html),
+                _template_name(section, "md", section.markdown),
+            )
+        )
+    ctx["sections"] = parts
+    return ctx
+
+
+def _environment(autoescape: bool) -> jinja2.Environment:
+    """Templates from reports/templates, plus each registered section's own source."""
+
+    def section_source(name: str) -> str | None:
+        if not name.startswith("section:"):
+            return None
+        sec_name, _, kind = name[len("section:") :].rpartition(".")
+        if sec_name not in SECTIONS:
+            return None
+        section = SECTIONS.get(sec_name)
+        return section.html if kind == "html" else section.markdown
+
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(
+            [
+                jinja2.FileSystemLoader(str(files("reports") / "templates")),
+                jinja2.FunctionLoader(section_source),
+            ]
+        ),
+        autoescape=jinja2.select_autoescape(["html", "j2"], default_for_string=True)
+        if autoescape
+        else False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
 
 
 def _bbi_version() -> str:
@@ -514,7 +630,7 @@ def _bbi_version() -> str:
 
 # ---- renderers --------------------------------------------------------------------
 def render_html(r: Report) -> str:
-    env = _templates()
+    env = _environment(autoescape=True)
     css = _resource("report.css")
     js = _resource("report.js")
     csp = (
@@ -558,16 +674,25 @@ def _md_code(text: Any) -> str:
 
 
 def render_markdown(r: Report) -> str:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(files("reports") / "templates")),
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
+    env = _environment(autoescape=False)
     env.filters["md"] = _md_cell
     env.filters["mdcode"] = _md_code
     return env.get_template("report.md.j2").render(**build_context(r))
+
+
+def render_section(r: Report, name: str, fmt: str = "html") -> str:
+    """One registered section alone (html or md), with the context a full report gives it;
+    "" when the section has nothing to show or no template for ``fmt``."""
+    ctx = build_context(r)
+    part = next((p for p in ctx["sections"] if p.section.name == name), None)
+    template = None if part is None else (part.html if fmt == "html" else part.markdown)
+    if template is None:
+        return ""
+    env = _environment(autoescape=fmt == "html")
+    env.filters["md"] = _md_cell
+    env.filters["mdcode"] = _md_code
+    source = "{% with section = part.context %}{% include part_template %}{% endwith %}"
+    return env.from_string(source).render(part=part, part_template=template, **ctx)
 
 
 def summary(r: Report) -> dict:
@@ -607,6 +732,7 @@ def summary(r: Report) -> dict:
                 }
                 for cat in r.category_order()
             },
+            "explain": explain_summary(c),
         }
     distillation = {
         d.alias: {
@@ -653,7 +779,7 @@ def summary(r: Report) -> dict:
         }
     ns = _null_status(r)
     out = {
-        "schema_version": 1,
+        "schema_version": REPORT_SCHEMA_VERSION,
         "run": r.run,
         "suite": {
             "hash": r.suite.get("hash"),
@@ -675,7 +801,10 @@ def summary(r: Report) -> dict:
     }
     if task_distillation:  # only runs with `bbi distill bird|circuit` students carry it
         out["task_distillation"] = task_distillation
-    return out
+    extra = {s.name: s.summary(r) for s in ordered() if s.summary is not None}
+    if extra:  # sections that add a machine-readable part (plug-ins)
+        out["sections"] = extra
+    return validated_summary(out)
 
 
 def _finite(obj: Any) -> Any:

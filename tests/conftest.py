@@ -208,3 +208,49 @@ def task_models(tmp_path_factory):
         tok.save_pretrained(root / name)
         specs[name] = f"hf:{root / name}"
     return specs
+
+
+# ---- the out-of-tree plug-in package (tests/plugin) -----------------------------------------
+
+PLUGIN_DIR = os.path.join(os.path.dirname(__file__), "plugin")
+PLUGIN_DIST = "bbi-example-plugin"  # Name: in bbi_example_plugin-0.1.dist-info/METADATA
+
+
+def _plugin_modules() -> list[str]:
+    import sys
+
+    return [
+        m for m in sys.modules if m == "bbi_example_plugin" or m.startswith("bbi_example_plugin.")
+    ]
+
+
+@pytest.fixture
+def example_plugin():
+    """``tests/plugin`` on ``sys.path`` as if ``bbi-example-plugin`` were installed: every
+    registry finds its entry points (adversary, strategy, ...); undone afterwards."""
+    import importlib
+    import sys
+
+    import bbi.specs  # noqa: F401
+
+    # The owners of the registries the package fills, so each registry exists to refresh.
+    import discriminators.acquisition  # noqa: F401
+    import discriminators.base  # noqa: F401
+    import distill.methods  # noqa: F401
+    import reports.sections  # noqa: F401
+    from bbi.registry import registries
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(PLUGIN_DIR)  # also invalidates the import caches
+        for reg in registries().values():
+            reg.refresh()
+        yield PLUGIN_DIR
+    importlib.invalidate_caches()
+    origin = f"entry point of {PLUGIN_DIST}"
+    for reg in registries().values():  # registries created during the test too
+        for name in reg.names():
+            if reg.origin(name) == origin:
+                reg.unregister(name)
+        reg.refresh()
+    for mod in _plugin_modules():
+        sys.modules.pop(mod, None)

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bbi.config import AttackSettings
 from bbi.results_schema import validated_attack
 from bbi.runstore import RunDir, append_jsonl, write_json
 from bbi.stats import delta_reading, holm, paired_delta
-from discriminators.attack import AttackConfig, attack_verdict, calibration
+from discriminators.attack import attack_verdict, calibration
 from discriminators.verdict import sequential_curve
 from probes import CATEGORIES
 
@@ -91,7 +92,7 @@ def _verdict(
                 d = np.where(rng.random(len(test_cats)) < (1 + m) / 2, 1.0, -1.0)
                 seed_means[name][(strat, pt["q"])] = d
         a["sequential"] = sequential_curve(seed_means[name], strategies[0], 0.05)
-    cfg = AttackConfig(budgets=list(budgets), epsilon=epsilon, strategies=list(strategies))
+    cfg = AttackSettings(budgets=list(budgets), epsilon=epsilon, strategies=list(strategies))
     out = attack_verdict(with_curves, seed_means, test_cats, cfg, 0)
     if role == "null":
         out["calibration"] = calibration(with_curves, seed_means, test_cats, cfg, 0)

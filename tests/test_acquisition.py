@@ -80,7 +80,9 @@ def test_orders_are_valid_seeded_and_anytime(name):
     pool = _pool(40)
     big, oracle = acquisition_order(name, pool, 240, seed=1)
     assert len(big) == 120 and len(set(big.tolist())) == 120
-    assert oracle.revealed == 240 <= 240
+    assert oracle.revealed == revealed_for_budget(240) == 240
+    with pytest.raises(BbiError, match="budget exceeded"):  # the budget is spent
+        oracle.buy(np.setdiff1d(np.arange(len(pool)), big)[:1])
     small, oracle_small = acquisition_order(name, pool, 70, seed=1)
     assert oracle_small.revealed <= 70
     np.testing.assert_array_equal(small, big[:35])  # what budget 70 buys = prefix

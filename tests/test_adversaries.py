@@ -54,12 +54,12 @@ def test_context_only_passed_to_adversaries_that_accept_it():
         def __init__(self, context=None):
             self.context = context
 
-    base.register(_Ctx)
+    base.ADVERSARIES.register(_Ctx.name, _Ctx)
     try:
         assert get_adversary("_ctx_test", context={"seed": 3}).context == {"seed": 3}
         assert get_adversary("surface", context={"seed": 3}).get_params()["C"] == 1.0
     finally:
-        base.REGISTRY.pop("_ctx_test")
+        base.ADVERSARIES.unregister("_ctx_test")
 
 
 @pytest.mark.parametrize("name", ["surface", "tfidf"])

@@ -11,10 +11,11 @@ from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 from bbi.app.cli import app
+from bbi.config import AttackSettings
+from bbi.results_schema import AttackPoint
 from bbi.runstore import RunDir, append_jsonl, read_jsonl
 from discriminators import base, get_adversary, synthetic
 from discriminators.attack import (
-    AttackConfig,
     comparison_from_paired,
     revealed_ok,
     run_attack,
@@ -95,12 +96,18 @@ def test_results_follow_the_contract(attacked):
 
 def test_every_point_json_respects_the_budget(attacked):
     run, _ = attacked
-    files = sorted((run.attack_dir / "student").glob("*__*__q*__s*.json"))
+    files = run.attack_points("student")
     assert len(files) == 3 * 2 * 2 * 2  # adversaries x strategies x seeds x budgets
     for f in files:
         rec = json.loads(f.read_text())
         assert revealed_ok(rec), f
         assert rec["queries"]["revealed"] <= rec["queries"]["budget"]
+        AttackPoint.model_validate(rec)
+        assert rec["model"] == "student" and rec["reference"] == "teacher"
+        path = run.attack_point_path(
+            "student", rec["adversary"], rec["strategy"], rec["budget"], rec["seed"]
+        )
+        assert path == f
     scores = list(read_jsonl(run.attack_dir / "student" / "surface.scores.jsonl"))
     assert len(scores) == 300 and {"prompt_id", "score_teacher", "score_other"} <= set(scores[0])
 
@@ -177,7 +184,7 @@ def _aa_paired(n_per_cat: int, seed: int) -> pd.DataFrame:
 
 
 def test_aa_false_positive_rate_at_most_alpha():
-    cfg = AttackConfig(test_queries=[1], n_bootstrap=50, n_permutations=200)
+    cfg = AttackSettings(test_queries=[1], n_bootstrap=50, n_permutations=200)
     pvals = []
     adv = get_adversary("surface")
     for rep in range(40):
@@ -265,21 +272,21 @@ class _LengthTest(base.Adversary):
 
 def test_abstaining_and_two_sample_adversaries_are_recorded(tmp_path):
     run = synthetic.make_run(tmp_path / "gen", n_per_category=12, test_fraction=0.5, null=False)
-    base.register(_Abstainer)
-    base.register(_LengthTest)
+    base.ADVERSARIES.register(_Abstainer.name, _Abstainer)
+    base.ADVERSARIES.register(_LengthTest.name, _LengthTest)
     try:
-        cfg = AttackConfig(
+        cfg = AttackSettings(
             budgets=[20, 60],
             strategies=["random"],
-            seeds=[0],
+            seeds=1,
             adversaries=["_abstainer_test", "_length_test"],
             n_bootstrap=50,
             n_permutations=50,
         )
         att = run_attack(run, cfg)
     finally:
-        base.REGISTRY.pop("_abstainer_test")
-        base.REGISTRY.pop("_length_test")
+        base.ADVERSARIES.unregister("_abstainer_test")
+        base.ADVERSARIES.unregister("_length_test")
     advs = att["comparisons"]["student"]["adversaries"]
     ab = advs["_abstainer_test"]
     assert ab["kept_fraction"] == pytest.approx(0.5)
@@ -307,11 +314,11 @@ def test_mmd_hamming_computes_no_embeddings(tmp_path, monkeypatch):
     monkeypatch.setattr(bbi.similarity, "embeddings_for", no_embeddings)
     monkeypatch.setattr(bbi.similarity, "prompt_embeddings", no_embeddings)
     run = synthetic.make_run(tmp_path / "ham", n_per_category=12, test_fraction=0.5, null=False)
-    cfg = AttackConfig(budgets=[20], strategies=["random"], seeds=[0], adversaries=["mmd"],
-                       n_bootstrap=50, n_permutations=50,
-                       adversary_params={"mmd": {"kernel": "hamming", "n_permutations": 99}})  # fmt: skip
+    cfg = AttackSettings(budgets=[20], strategies=["random"], seeds=1, adversaries=["mmd"],
+                         n_bootstrap=50, n_permutations=50,
+                         params={"mmd": {"kernel": "hamming", "n_permutations": 99}})  # fmt: skip
     att = run_attack(run, cfg)
     assert 0 < att["comparisons"]["student"]["adversaries"]["mmd"]["two_sample"]["p"] <= 1
     with pytest.raises(AssertionError, match="MiniLM"):  # the embedding kernel does use them
-        run_attack(run, AttackConfig(budgets=[20], strategies=["random"], seeds=[0],
-                                     adversaries=["mmd"], n_bootstrap=50, n_permutations=50))  # fmt: skip
+        run_attack(run, AttackSettings(budgets=[20], strategies=["random"], seeds=1,
+                                       adversaries=["mmd"], n_bootstrap=50, n_permutations=50))  # fmt: skip

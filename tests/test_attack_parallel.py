@@ -20,7 +20,7 @@ from bbi.config import AttackSettings
 from bbi.errors import BbiError
 from bbi.runstore import RunDir
 from discriminators import base, synthetic
-from discriminators.attack import TIMING_FIELDS, AttackConfig, run_attack
+from discriminators.attack import TIMING_FIELDS, run_attack
 from discriminators.surface import SurfaceAdversary
 
 runner = CliRunner()
@@ -32,7 +32,7 @@ SWEEP = [
     "--test-queries", "1,4",
     "--n-bootstrap", "100",
     "--n-permutations", "100",
-    "--quiet",
+    "--no-progress",
 ]  # fmt: skip
 
 
@@ -145,20 +145,20 @@ def test_in_process_adversaries_and_progress_bars(tmp_path):
         def advance(self) -> None:
             self.state[2] += 1
 
-    base.register(_InProcess)
+    base.ADVERSARIES.register(_InProcess.name, _InProcess)
     try:
         written = {}
         for jobs in (1, 2):
             path = tmp_path / str(jobs) / "run"
             shutil.copytree(made.path, path)
-            cfg = AttackConfig(budgets=[8, 16], strategies=["random"], seeds=[0, 1],
-                               test_queries=[1], adversaries=["surface", "_in_process_test"],
+            cfg = AttackSettings(budgets=[8, 16], strategies=["random"], seeds=2,
+                                 test_queries=[1], adversaries=["surface", "_in_process_test"],
                                n_bootstrap=50, n_permutations=50, n_jobs=jobs)  # fmt: skip
             bars.clear()
             run_attack(RunDir(path), cfg, compare=["student"], progress=Bar)
             written[jobs] = _snapshot(path)[0]
     finally:
-        base.REGISTRY.pop("_in_process_test")
+        base.ADVERSARIES.unregister("_in_process_test")
     assert written[2] == written[1]
     assert _InProcess.fitted_in == {os.getpid()}
     assert [desc for desc, _, _ in bars] == ["student: acquisition", "student: adversaries"]
@@ -180,15 +180,15 @@ class _FailsInWorker(SurfaceAdversary):
 def test_a_failing_worker_is_a_clean_error_and_changes_nothing(tmp_path):
     run = synthetic.make_run(tmp_path / "run", n_per_category=8, test_fraction=0.5, null=False)
     before = {str(f): f.read_bytes() for f in sorted(run.path.rglob("*")) if f.is_file()}
-    cfg = AttackConfig(budgets=[8, 40], strategies=["random"], seeds=[0, 1], test_queries=[1],
+    cfg = AttackSettings(budgets=[8, 40], strategies=["random"], seeds=2, test_queries=[1],
                        adversaries=["surface", "_fails_test"], n_bootstrap=50,
                        n_permutations=50, n_jobs=2)  # fmt: skip
-    base.register(_FailsInWorker)
+    base.ADVERSARIES.register(_FailsInWorker.name, _FailsInWorker)
     try:
         with pytest.raises(BbiError, match="no fit for you"):
             run_attack(run, cfg)
     finally:
-        base.REGISTRY.pop("_fails_test")
+        base.ADVERSARIES.unregister("_fails_test")
     after = {str(f): f.read_bytes() for f in sorted(run.path.rglob("*")) if f.is_file()}
     assert after == before  # no detail files, no worker inputs, no results
     assert not list(run.path.glob(".attack-staging-*")) and not run.attack_dir.exists()
@@ -197,7 +197,7 @@ def test_a_failing_worker_is_a_clean_error_and_changes_nothing(tmp_path):
 @pytest.mark.parametrize("jobs", ["0", "-2"])
 def test_bad_n_jobs_is_a_one_line_error(tmp_path, jobs):
     run = synthetic.make_run(tmp_path / "run", n_per_category=5, test_fraction=0.4)
-    res = runner.invoke(app, ["attack", str(run.path), "--n-jobs", jobs, "--quiet"])
+    res = runner.invoke(app, ["attack", str(run.path), "--n-jobs", jobs, "--no-progress"])
     assert res.exit_code == 2, res.output
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --n-jobs"), res.output
@@ -207,12 +207,12 @@ def test_bad_n_jobs_is_a_one_line_error(tmp_path, jobs):
 
 def test_n_jobs_is_validated_in_config_and_sweep():
     assert AttackSettings().n_jobs == 1  # serial unless asked
-    assert AttackConfig.from_settings(AttackSettings(n_jobs=-1)).n_jobs == -1
+    assert AttackSettings(n_jobs=-1).n_jobs == -1
     for bad in (0, -2):
         with pytest.raises(BbiError, match=r"attack: n_jobs: must be >= 1"):
             AttackSettings.parse({"n_jobs": bad}, "attack")
-        with pytest.raises(BbiError, match=r"--n-jobs must be >= 1 or -1"):
-            AttackConfig(n_jobs=bad).validate()
+        with pytest.raises(BbiError, match=r"--n-jobs: must be >= 1 .* or -1"):
+            AttackSettings().updated(n_jobs=bad)
 
 
 def test_all_cores_flag_reaches_the_sweep(tmp_path, monkeypatch):
@@ -226,6 +226,6 @@ def test_all_cores_flag_reaches_the_sweep(tmp_path, monkeypatch):
 
     run = synthetic.make_run(tmp_path / "run", n_per_category=5, test_fraction=0.4)
     monkeypatch.setattr(discriminators.attack, "run_attack", fake_run_attack)
-    res = runner.invoke(app, ["attack", str(run.path), "--n-jobs", "-1", "--quiet"])
+    res = runner.invoke(app, ["attack", str(run.path), "--n-jobs", "-1", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert got == {"n_jobs": -1}

@@ -9,9 +9,10 @@ import yaml
 from typer.testing import CliRunner
 
 from bbi.app.cli import app
+from bbi.config import AttackSettings
 from bbi.errors import BbiError
 from discriminators import synthetic
-from discriminators.attack import STAGING_PREFIX, AttackConfig, run_attack
+from discriminators.attack import STAGING_PREFIX, run_attack
 from discriminators.base import check_params
 from discriminators.tfidf import TfidfAdversary
 
@@ -102,10 +103,10 @@ def test_failed_rerun_leaves_the_run_dir_byte_identical(small_run: Path, monkeyp
         return real_fit(self, X, y)
 
     monkeypatch.setattr(TfidfAdversary, "fit", fail_later)
-    cfg = AttackConfig(
+    cfg = AttackSettings(
         budgets=[8, 12],
         strategies=["random"],
-        seeds=[0, 1],
+        seeds=2,
         adversaries=["surface", "tfidf"],
         n_bootstrap=20,
         n_permutations=20,

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from bbi.app.cli import app
 from bbi.app.cli.run import print_run_summary
+from bbi.config import AttackSettings
 from bbi.runstore import RunDir, append_jsonl, read_jsonl
 from bbi.stats import (
     bootstrap_counts,
@@ -21,7 +22,7 @@ from bbi.stats import (
     pointwise_contrib,
 )
 from discriminators import synthetic
-from discriminators.attack import AttackConfig, distill_base, distill_deltas
+from discriminators.attack import distill_base, distill_deltas
 
 runner = CliRunner()
 
@@ -280,7 +281,7 @@ def test_scores_without_d_are_read_through_the_threshold(distilled_run, tmp_path
                 )
             (target / f.name).write_text(text)
         staged[alias] = target
-    cfg = AttackConfig(n_bootstrap=300, n_permutations=300)
+    cfg = AttackSettings(n_bootstrap=300, n_permutations=300)
     old = distill_deltas(run, att["comparisons"], cfg, staged)["student_kd"]
     for adv, e in att["deltas"]["student_kd"]["adversaries"].items():
         assert old["adversaries"][adv]["delta"] == e["delta"]

@@ -22,8 +22,11 @@ def test_gpu_check_dry_run_on_cpu(micro_zoo, tmp_path):
          "--work", str(tmp_path / "w")],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
     )  # fmt: skip
-    # 1 is allowed (a micro model's eval loss may not fall), a failed command is not
-    assert res.returncode in (0, 1) and "FAILED" not in res.stderr, res.stderr[-2000:]
+    # Exit 0: every check that ran passed. The dry run is deterministic (seeded zoo,
+    # one thread), and one LoRA epoch on the micro teacher's responses lowers the held-out
+    # loss (the script's own success criterion), so 1 here is a regression, not noise.
+    assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-2000:])
+    assert "FAILED" not in res.stderr and "FAIL" not in res.stdout
     out = res.stdout
     assert "bbi GPU check on cpu" in out and "HF greedy: 4 prompts" in out
     assert "vLLM: skipped (--skip-vllm)" in out

@@ -84,6 +84,7 @@ def test_guide_weights_move_mass_to_the_leak(leak_run):
 
 
 def test_guided_kd_trains_where_the_student_leaks(leak_run):
+    from bbi.app.guide import guide_weights_for
     from bbi.config import KDSettings
     from distill.data import DistillDataset, distillation_pairs, split_eval
     from distill.kd import distill_kd
@@ -91,13 +92,16 @@ def test_guided_kd_trains_where_the_student_leaks(leak_run):
 
     hp = KDSettings(epochs=1, batch_size=8, max_length=64, eval_fraction=0.2, guide="category",
                     guide_mix=0.8, guide_folds=4)  # fmt: skip
-    res = distill_kd(leak_run, settings=hp, alias="kd_guided", stop_after_steps=2, progress=False)
+    weights = guide_weights_for(leak_run, hp)
+    res = distill_kd(leak_run, settings=hp, alias="kd_guided", stop_after_steps=2, progress=False,
+                     sample_weights=weights)  # fmt: skip
     state = json.loads((res.out_dir / "checkpoint" / "state.json").read_text())
     _, tok, _ = load_student("zoo:student", "float32")
     ds = DistillDataset(split_eval(distillation_pairs(leak_run), 0.2, 0)[0], tok, 64)
     drawn = [ds.categories[i] for i in state["data_order"]]
     assert drawn.count(LEAKY) / len(drawn) > 0.6  # uniform would give about a quarter
-    done = distill_kd(leak_run, settings=hp, alias="kd_guided", resume=True, progress=False)
+    done = distill_kd(leak_run, settings=hp, alias="kd_guided", resume=True, progress=False,
+                      sample_weights=weights)  # fmt: skip
     rec = leak_run.read_results()["distill"]["kd_guided"]
     assert done.completed and rec["guide"]["mode"] == "category"
     assert rec["guide"]["categories"][LEAKY]["share"] > 0.6 and rec["loss_tokens"] > 0

@@ -24,7 +24,7 @@ from discriminators import synthetic
 
 runner = CliRunner()
 ATTACK = ["--adversary", "surface", "--seeds", "1", "--budget", "8", "--strategy", "random"]
-ATTACK += ["--test-queries", "1", "--n-bootstrap", "20", "--n-permutations", "20", "--quiet"]
+ATTACK += ["--test-queries", "1", "--n-bootstrap", "20", "--n-permutations", "20", "--no-progress"]
 
 
 @pytest.fixture(autouse=True)

@@ -289,16 +289,17 @@ def test_mmd_samples_embedding_kernel_reads_each_sample(multi_run, monkeypatch):
 
 def test_attack_with_mmd_samples_end_to_end(tmp_path):
     """bbi attack --adversary mmd --param mmd.samples=2 --param mmd.kernel=kspectrum."""
-    from discriminators.attack import AttackConfig, revealed_ok, run_attack
+    from bbi.config import AttackSettings
+    from discriminators.attack import revealed_ok, run_attack
 
     run = _multi_sample_run(tmp_path / "r")
-    cfg = AttackConfig(
+    cfg = AttackSettings(
         adversaries=["mmd"],
-        adversary_params={"mmd": {"samples": 2, "kernel": "kspectrum", "unit": "word"}},
+        params={"mmd": {"samples": 2, "kernel": "kspectrum", "unit": "word"}},
         budgets=[16, 72],
         test_queries=[1],
         strategies=["random"],
-        seeds=[0],
+        seeds=1,
         n_bootstrap=50,
         n_permutations=50,
     )

@@ -93,7 +93,7 @@ def test_probe_passes_model_args_persists_them_and_keys_the_cache(micro_zoo, tmp
     run_dir = tmp_path / "r"
     run_probe(run_dir, [teacher, student], tiny_suite(2), settings, progress=False,
               similarity=False)  # fmt: skip
-    by_spec = {s: kw for s, kw in seen}
+    by_spec = {str(s): kw for s, kw in seen}  # the parsed spec reaches the loader
     assert by_spec["zoo:teacher"]["attn_implementation"] == "eager"
     assert by_spec["zoo:student"]["dtype"] == "float32"  # the model's own dtype wins
     cfg = yaml.safe_load((run_dir / "run.yaml").read_text())
@@ -106,7 +106,7 @@ def test_probe_passes_model_args_persists_them_and_keys_the_cache(micro_zoo, tmp
     student2 = ModelEntry("student", "zoo:student", "student", {"dtype": "bfloat16"})
     run_probe(run_dir, [teacher, student2], tiny_suite(2), settings, progress=False,
               similarity=False)  # fmt: skip
-    assert [s for s, _ in seen] == ["zoo:student"]  # the teacher's responses were reused
+    assert [str(s) for s, _ in seen] == ["zoo:student"]  # the teacher's responses were reused
     assert len(RunDir(run_dir).responses("student")) == n_before
 
 

@@ -459,7 +459,8 @@ def test_datasets_directory_loading(tmp_path):
         ("id,prompt,split\n1,hello,train\n2,,test\n", ".csv", r"u\.csv:3: field 'prompt'"),
         ("id,prompt,split\n1,hello,validation\n", ".csv", r"u\.csv:2: field 'split'"),
         ("prompt\n", ".csv", r"empty file"),
-        ("prompt,split\nhi,train\n", ".parquet", r"unknown file type '.parquet'"),
+        ("prompt,split\nhi,train\n", ".xlsx", r"unknown file type '.xlsx'"),
+        ("prompt,split\nhi,train\n", ".parquet", r"u\.parquet: not a Parquet file"),
     ],
 )
 def test_malformed_files_raise_one_line_errors(tmp_path, content, suffix, pattern):

@@ -112,3 +112,32 @@ def test_spec_is_frozen_and_with_adapter():
 def test_parse_errors(text, needle):
     with pytest.raises(BbiError, match=needle):
         parse_spec(text)
+
+
+def test_callers_ask_for_capabilities_not_kinds():
+    from bbi.specs import backend_kind, can
+
+    assert can("zoo:teacher", "weights") and can("hf:./m", "score")
+    assert not can("openai:http://h/v1#m", "score") and not can("vllm:org/m", "weights")
+    assert not can("imported:file.jsonl", "generate")  # an imported alias can do nothing
+    assert backend_kind("Qwen/Qwen2.5-0.5B-Instruct").name == "hf"
+    with pytest.raises(ValueError, match="unknown backend capability"):
+        can("hf:./m", "telepathy")
+
+
+def test_likelihood_refuses_a_reference_that_cannot_score_up_front():
+    from discriminators.likelihood import LikelihoodAdversary
+
+    for ref in ("openai:http://h/v1#m", "vllm:org/m"):
+        with pytest.raises(BbiError, match="cannot score"):
+            LikelihoodAdversary(reference=ref).preflight()
+
+
+def test_white_box_kd_needs_a_backend_with_weights(tmp_path):
+    from bbi.runstore import RunDir
+    from distill.kd import teacher_model_spec
+
+    run = RunDir(tmp_path / "r", create=True)
+    assert teacher_model_spec(run, "teacher", "zoo:teacher") == "zoo:teacher"
+    with pytest.raises(BbiError, match="no local weights"):
+        teacher_model_spec(run, "teacher", "openai:http://h/v1#m")

@@ -296,7 +296,7 @@ def test_wrong_shaped_run_files_are_one_line_errors(
     (imported_run / name).write_text(text, encoding="utf-8")
     before = snapshot(imported_run)
     if name == "results.json":
-        res = invoke("attack", imported_run, "--budget", "4", "--seeds", "1", "--quiet")
+        res = invoke("attack", imported_run, "--budget", "4", "--seeds", "1", "--no-progress")
     else:
         src = responses_file(tmp_path, [f"q{i}" for i in range(10)], "z.jsonl")
         res = invoke("probe", "import", src, "--run", imported_run, "--alias", "z")

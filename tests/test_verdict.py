@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from bbi import stats
+from bbi.config import AttackSettings
 from bbi.runstore import RunDir
 from discriminators import synthetic
-from discriminators.attack import AttackConfig, run_attack
+from discriminators.attack import run_attack
 from discriminators.verdict import decide, selection_split
 
 ADVS = ("surface", "tfidf", "embed", "pairwise")
@@ -110,10 +111,10 @@ def test_weighted_holm():
 
 def test_real_aa_sweeps_stay_null(tmp_path):
     """Whole `bbi attack` sweeps on A/A pairs (two samples of one model): no rejection."""
-    cfg = AttackConfig(
+    cfg = AttackSettings(
         budgets=[40, 120],
         strategies=["random", "stratified"],
-        seeds=[0, 1],
+        seeds=2,
         adversaries=["surface", "tfidf", "pairwise"],
         n_bootstrap=100,
         n_permutations=100,

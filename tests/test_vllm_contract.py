@@ -160,6 +160,7 @@ def test_uncached_hub_id_is_one_line_error_without_an_engine(fake_vllm):
 def test_cached_hub_snapshot_is_loaded_from_its_local_directory(fake_vllm, tmp_path, monkeypatch):
     import huggingface_hub
 
+    import bbi.backends.kinds
     import bbi.fingerprint
     from bbi.backends import load_backend
 
@@ -170,7 +171,7 @@ def test_cached_hub_snapshot_is_loaded_from_its_local_directory(fake_vllm, tmp_p
         seen.update(repo_id=repo_id, revision=revision, local_files_only=local_files_only)
         return str(snapshot)
 
-    monkeypatch.setattr(bbi.fingerprint, "_hub_commit", lambda ms, trc, dl=False: "abc123")
+    monkeypatch.setattr(bbi.backends.kinds, "_hub_commit", lambda ms, trc, dl, hint: "abc123")
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     backend = load_backend("vllm:org/model@v1")
     assert seen == {"repo_id": "org/model", "revision": "v1", "local_files_only": True}
@@ -384,7 +385,7 @@ def test_a_shared_backend_reports_each_models_own_api_usage(tmp_path, monkeypatc
         st = probe_model(run, e, suite(), settings, fingerprint="f" * 16, backends=pool)
         assert st["api_usage"] == {"requests": 3, "completion_tokens": 6}  # its own share
         assert CountingAPI.closed == 0  # the pool closes, not probe_model
-    assert made == [spec]
+    assert [str(m) for m in made] == [spec]
     opts = backend_options(entries[0], settings)
     assert opts == {"device": "auto", "dtype": "auto", "trust_remote_code": False}
     pool.release(spec, opts)

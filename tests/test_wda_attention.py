@@ -238,6 +238,16 @@ def test_decoding_with_left_padding():
 # ------------------------------------------------------------ distance and padding
 
 
+def assert_same_across_lengths(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Equal up to float32 rounding. The masks are computed over tensors of different
+    lengths (the 96 distances here, the 10 or 4096 of another module), and vectorised
+    kernels (AVX-512 vs AVX2 vs scalar tails) round the same element differently
+    depending on where it falls in the vector, so bit equality holds on some CPUs only.
+    A genuine dependence on max_seq_len (a mask rescaled by the table length) changes
+    values by orders of magnitude more than 1e-6 relative."""
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
 def test_absolute_distance_ignores_max_length():
     short, long = make(max_seq_len=128), make(seed=7, max_seq_len=4096)
     long.load_state_dict(short.state_dict())
@@ -246,11 +256,11 @@ def test_absolute_distance_ignores_max_length():
     x = inputs(s=96)
     with torch.no_grad():
         y = short(x)
-        assert torch.equal(long(x), y)
-        assert torch.equal(unbounded(x), y)
+        assert_same_across_lengths(long(x), y)
+        assert_same_across_lengths(unbounded(x), y)
         # a mask's value at distance d does not depend on how far it is evaluated
         d = torch.arange(96)
-        assert torch.equal(short.wave_masks(d)[..., :10], long.wave_masks(d[:10]))
+        assert_same_across_lengths(short.wave_masks(d)[..., :10], long.wave_masks(d[:10]))
         with pytest.raises(ValueError, match="max_seq_len"):
             short(inputs(s=130))
 

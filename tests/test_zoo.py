@@ -14,6 +14,22 @@ from bbi.backends import GenerationConfig, load_backend
 from bbi.errors import BbiError
 
 
+@pytest.fixture
+def use_corpus():
+    """Replace the zoo corpus provider (``None``: none registered) for one test."""
+
+    def use(fn):
+        if fn is None:
+            for name in zoo.CORPUS.names():
+                zoo.CORPUS.unregister(name)
+        else:
+            zoo.CORPUS.register("probes", fn, replace=True)
+
+    yield use
+    zoo.CORPUS.unregister("probes")
+    zoo.CORPUS.refresh()  # back to the installed entry point
+
+
 def _nano() -> zoo.ZooConfig:
     micro = zoo.CONFIGS["micro"]
     return dataclasses.replace(
@@ -75,7 +91,9 @@ def test_config_selection(monkeypatch, tmp_path):
         zoo.model_path("teacher", "micro", build=False)
 
 
-def test_build_once_under_lock_atomic_and_deterministic(monkeypatch, tmp_path, synthetic_corpus):
+def test_build_once_under_lock_atomic_and_deterministic(
+    monkeypatch, tmp_path, synthetic_corpus, use_corpus
+):
     monkeypatch.setenv("BBI_CACHE_DIR", str(tmp_path))
     calls = []
 
@@ -83,7 +101,7 @@ def test_build_once_under_lock_atomic_and_deterministic(monkeypatch, tmp_path, s
         calls.append((seed, per_category))
         return synthetic_corpus(seed, per_category)
 
-    monkeypatch.setattr(zoo, "_corpus_provider", provider)
+    use_corpus(provider)
     cfg = _nano()
     paths: list = []
     threads = [
@@ -109,20 +127,18 @@ def test_build_once_under_lock_atomic_and_deterministic(monkeypatch, tmp_path, s
         assert again["models"][name]["weights_sha256"] == first["models"][name]["weights_sha256"]
 
 
-def test_bad_corpus_or_no_provider_leaves_nothing(monkeypatch, tmp_path):
+def test_bad_corpus_or_no_provider_leaves_nothing(monkeypatch, tmp_path, use_corpus):
     monkeypatch.setenv("BBI_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(zoo, "_corpus_provider", None)
+    use_corpus(None)
     with pytest.raises(BbiError, match="no zoo corpus provider"):
         zoo.build_zoo(_nano(), progress=False)
-    monkeypatch.setattr(
-        zoo, "_corpus_provider", lambda seed, n: [{"prompt": "a", "reference": "b"}] * 3
-    )
+    use_corpus(lambda seed, n: [{"prompt": "a", "reference": "b"}] * 3)
     with pytest.raises(BbiError, match="usable"):
         zoo.build_zoo(_nano(), progress=False)
     assert [p for p in (tmp_path / "zoo").iterdir() if not p.name.endswith(".lock")] == []
 
 
-def test_zoo_cli(micro_zoo, monkeypatch, tmp_path, synthetic_corpus):
+def test_zoo_cli(micro_zoo, monkeypatch, tmp_path, synthetic_corpus, use_corpus):
     from typer.testing import CliRunner
 
     from bbi.app.cli import app
@@ -147,7 +163,7 @@ def test_zoo_cli(micro_zoo, monkeypatch, tmp_path, synthetic_corpus):
     # A real build through the CLI, in a fresh cache, with a test corpus provider.
     monkeypatch.setenv("BBI_CACHE_DIR", str(tmp_path))
     monkeypatch.setitem(zoo.CONFIGS, "nano", _nano())
-    monkeypatch.setattr(zoo, "_corpus_provider", synthetic_corpus)
+    use_corpus(synthetic_corpus)
     res = runner.invoke(app, ["zoo", "build", "--config", "nano"])
     assert res.exit_code == 0, res.output
     assert "teacher: llama" in res.output and "student: qwen2" in res.output
@@ -156,12 +172,35 @@ def test_zoo_cli(micro_zoo, monkeypatch, tmp_path, synthetic_corpus):
     assert out[0].n_tokens >= 1
 
 
-def test_cli_registers_the_probes_corpus():
-    """The composition root feeds the zoo with the probes training corpus."""
-    import bbi.app.cli.zoo as cli_zoo
+def test_the_probes_corpus_is_the_installed_provider():
+    """bbi's own entry point feeds the zoo with the probes training corpus."""
+    import probes
 
-    items = cli_zoo._probes_corpus(1, 2)
+    assert zoo.CORPUS.names() == ["probes"]
+    assert zoo.corpus_provider() is probes.training_corpus
+    items = zoo.corpus_provider()(1, 2)
     assert len(items) >= 10
     assert all(it["prompt"].strip() and it["reference"].strip() for it in items)
     assert len({it["category"] for it in items}) >= 5
-    assert zoo.has_corpus_provider()
+
+
+def test_a_library_user_gets_the_hooks_without_the_cli():
+    """A fresh process that imports only the library resolves the zoo corpus provider and
+    registers bbi's WDA architectures (both filled by entry point, never by the CLI)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from bbi import zoo\n"
+        "from bbi.backends import hf\n"
+        "assert zoo.corpus_provider().__module__.startswith('probes')\n"
+        "hf.register_architectures()\n"
+        "from transformers import AutoConfig\n"
+        "from transformers.models.auto.configuration_auto import CONFIG_MAPPING\n"
+        "assert 'bbi_wda_llama' in CONFIG_MAPPING, sorted(CONFIG_MAPPING)[:3]\n"
+        "assert not any(m == 'bbi.app' or m.startswith('bbi.app.') for m in sys.modules)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -78,6 +78,8 @@ def _distil(run: RunDir, cfg: RunConfig, method: str, progress: bool) -> str:
         from distill.kd import distill_kd as fn
     else:
         from distill.lora import distill_lora as fn
+    from bbi.app.guide import guide_weights_for
+
     res = fn(
         run,
         student=cfg.student,
@@ -86,6 +88,7 @@ def _distil(run: RunDir, cfg: RunConfig, method: str, progress: bool) -> str:
         settings=settings,
         full=d.full,
         progress=progress,
+        sample_weights=guide_weights_for(run, settings, cfg.student),
     )
     _mark(run, f"distill:{alias}", key, t0, spec=res.spec)
     return res.spec
@@ -141,7 +144,8 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, fresh: bool = False) -> 
     ``fresh`` moves an existing run directory aside first (see ``run_probe``).
     """
     import probes
-    from discriminators.attack import AttackConfig, run_attack
+    from discriminators.attack import run_attack
+    from discriminators.sweep import check_sweep, config_record
 
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
@@ -157,8 +161,8 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, fresh: bool = False) -> 
         models.append(ModelEntry(NULL_ALIAS, cfg.teacher, "null", t_args))
     models.append(ModelEntry("student", cfg.student, "student", s_args))
     _, probed, _ = check_probe(cfg.run, models, records, cfg.generation, fresh=fresh)
-    acfg = AttackConfig.from_settings(fit_attack(cfg, probed))
-    acfg.validate()
+    acfg = fit_attack(cfg, probed)
+    check_sweep(acfg)
 
     # 1. probe teacher, null and base student (content-cached per response)
     t0 = time.perf_counter()
@@ -210,7 +214,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, fresh: bool = False) -> 
     console.rule("[bold]4/5 attack")
     compare = ([NULL_ALIAS] if cfg.aa_null else []) + students
     key = _key(
-        acfg.as_json(),
+        config_record(acfg),
         compare,
         {c: _file_key(run.responses_path(c)) for c in ["teacher", *compare]},
     )

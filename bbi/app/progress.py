@@ -7,12 +7,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+from bbi.console import Progress
 
 
 @contextmanager
 def sweep_progress(console: Console, enabled: bool) -> Iterator[Any]:
-    """A factory of progress tasks (``factory(desc, total).advance()``), or None when off."""
+    """A factory of progress tasks (``factory(desc, total).advance()``), or None when off.
+    Without a terminal, plain periodic lines instead of a bar (``bbi.console.Progress``)."""
     if not enabled:
         yield None
         return

@@ -12,37 +12,52 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-FINISH_REASONS = ("stop", "length")
+from bbi.config import GenerationSettings
+
+# The decoding fields of GenerationSettings a backend sees (not the run's samples, limit,
+# device, dtype: those are the caller's business).
+DECODING_FIELDS = ("max_new_tokens", "temperature", "top_p", "stop", "batch_size", "seed")
+
+
+def _default(name: str) -> Any:
+    value = GenerationSettings.model_fields[name].get_default(call_default_factory=True)
+    return tuple(value) if isinstance(value, list) else value
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    """Decoding settings shared by every model in a run (length is an easy artifact)."""
+    """The frozen, hashable view of :class:`bbi.config.GenerationSettings` a backend decodes
+    with: the decoding fields only, with one model's seed.
 
-    max_new_tokens: int = 96
-    temperature: float = 0.7
-    top_p: float = 0.95
-    stop: tuple[str, ...] = ()
-    batch_size: int = 32
-    seed: int = 0
+    It is kept as its own type (rather than handing backends the settings) because a backend
+    needs a hashable value (the server's micro-batcher groups requests by it) and a
+    per-model seed, and must not see run-level fields. Nothing is restated: every default
+    and every rule is ``GenerationSettings``' (``__post_init__`` validates through it), and
+    :meth:`of` is the one place a run's settings become a backend's config.
+    """
+
+    max_new_tokens: int = _default("max_new_tokens")
+    temperature: float = _default("temperature")
+    top_p: float = _default("top_p")
+    stop: tuple[str, ...] = _default("stop")
+    batch_size: int = _default("batch_size")
+    seed: int = _default("seed")
 
     def __post_init__(self) -> None:
         # Accept a list (from YAML/JSON) but keep the dataclass hashable.
         object.__setattr__(self, "stop", tuple(self.stop or ()))
-        from bbi.errors import BbiError
+        values = {name: getattr(self, name) for name in DECODING_FIELDS}
+        GenerationSettings.parse({**values, "stop": list(self.stop)}, "generation")
 
-        if self.max_new_tokens < 1:
-            raise BbiError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise BbiError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise BbiError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.batch_size < 1:
-            raise BbiError(f"batch_size must be >= 1, got {self.batch_size}")
-        if any(not s for s in self.stop):
-            raise BbiError("stop strings must be non-empty")
+    @classmethod
+    def of(cls, settings: GenerationSettings, seed: int | None = None) -> GenerationConfig:
+        """A run's settings as a backend's config (with an optional per-model seed)."""
+        values = {name: getattr(settings, name) for name in DECODING_FIELDS}
+        if seed is not None:
+            values["seed"] = seed
+        return cls(**values)
 
     @property
     def do_sample(self) -> bool:

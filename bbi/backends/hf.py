@@ -19,13 +19,9 @@ row's logits do not depend on its padding. Greedy output equals per-prompt
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 import pickle
 import re
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,14 +37,27 @@ from bbi.backends.base import (
 )
 from bbi.chat import PLAIN_FORMAT, format_prompt, response_suffix
 from bbi.errors import BbiError
-from bbi.specs import ModelSpec
+from bbi.hub import digest, dir_fingerprint, local_files_only, locate
+from bbi.registry import hook
+from bbi.specs import ModelSpec, parse_spec
 
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
-_FINGERPRINT_FILES = re.compile(
-    r"(\.safetensors|\.bin|\.pt|\.pth|\.gguf|config\.json|tokenizer\.json|tokenizer_config\.json"
-    r"|special_tokens_map\.json|vocab\.json|vocab\.txt|merges\.txt|tokenizer\.model"
-    r"|chat_template\.jinja|chat_template\.json|added_tokens\.json)$"
-)
+# Architectures an upper layer adds to transformers' Auto classes (entry points of
+# ``bbi.hf_architectures``: a callable with no arguments, called once before loading), so
+# checkpoints of bbi's own architectures load without trust_remote_code.
+ARCHITECTURES = hook("bbi.hf_architectures", "HF architecture registration")
+_registered: set[str] = set()
+
+
+def register_architectures() -> None:
+    """Run every ``bbi.hf_architectures`` registration (each once per process)."""
+    for name in ARCHITECTURES.names():
+        if name in _registered:
+            continue
+        try:
+            ARCHITECTURES.get(name)()
+        except BbiError:  # the package that declares it is not importable here
+            continue
+        _registered.add(name)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -102,8 +111,8 @@ class SeededSampler(LogitsProcessor):
     @staticmethod
     def row_key(seed: int, step: int) -> int:
         # A fixed, platform-independent mix of (seed, step) into a 63-bit stream key.
-        digest = hashlib.blake2b(f"{seed}:{step}".encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+        raw = hashlib.blake2b(f"{seed}:{step}".encode(), digest_size=8).digest()
+        return int.from_bytes(raw, "little") & ((1 << 63) - 1)
 
     @staticmethod
     def _gumbel(keys: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -214,51 +223,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
-@lru_cache(maxsize=256)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, memoised per (path, size, mtime) within the process."""
-    st = path.stat()
-    return _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
-
-
-def dir_fingerprint(path: Path) -> dict[str, str]:
-    """Hashes of the files that decide a model's outputs (weights, config, tokenizer)."""
-    out = {}
-    for f in sorted(path.rglob("*")):
-        if f.is_file() and _FINGERPRINT_FILES.search(f.name) and "/." not in f.as_posix():
-            out[f.relative_to(path).as_posix()] = file_sha256(f)
-    return out
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _local_files_only(allow_download: bool) -> bool:
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-    return offline or not allow_download
-
-
-def _locate(name_or_path: str, what: str) -> Path | None:
-    """A local directory, or None for something that can only be a hub id."""
-    p = Path(name_or_path).expanduser()
-    if p.exists():
-        if not p.is_dir():
-            raise BbiError(f"{what} {name_or_path!r} is a file; expected a model directory")
-        return p
-    if name_or_path.startswith((".", "/", "~")) or not _HUB_ID_RE.match(name_or_path):
-        raise BbiError(f"{what} directory {name_or_path!r} does not exist")
-    return None
-
-
 PICKLE_HINT = (
     "if you trust its source, convert it to model.safetensors yourself "
     "(torch.load(path, weights_only=False), then safetensors.torch.save_file)"
@@ -320,19 +284,11 @@ def load_hf_parts(
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    try:  # bbi's own WDA students (distill.wda) then load without trust_remote_code
-        from distill.wda.student import register_wda
-    except ImportError:
-        pass
-    else:
-        register_wda()
-    if isinstance(spec, str):
-        from bbi.specs import parse_spec
-
-        spec = parse_spec(spec)
+    register_architectures()
+    spec = parse_spec(spec)
     name = base_path or spec.name_or_path
-    local = _locate(name, "model")
-    local_only = _local_files_only(allow_download)
+    local = locate(name, "model")
+    local_only = local_files_only(allow_download)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     kw = dict(
@@ -342,7 +298,7 @@ def load_hf_parts(
         cfg = AutoConfig.from_pretrained(name, **kw)
         tok_src = name
         if spec.adapter:
-            adapter_dir = _locate(spec.adapter, "adapter")
+            adapter_dir = locate(spec.adapter, "adapter")
             if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").exists():
                 tok_src = str(adapter_dir)
         tokenizer = AutoTokenizer.from_pretrained(
@@ -417,7 +373,7 @@ def _placement(
 def _apply_adapter(model: Any, adapter: str, local_only: bool) -> tuple[Any, Any]:
     from peft import PeftModel
 
-    adapter_dir = _locate(adapter, "adapter")
+    adapter_dir = locate(adapter, "adapter")
     try:
         peft_model = PeftModel.from_pretrained(model, adapter, local_files_only=local_only)
     except pickle.UnpicklingError as exc:
@@ -484,7 +440,7 @@ class HFBackend:
             allow_download=allow_download,
             **placement,
         )
-        return cls(model, tok, name=str(spec), fingerprint=_digest(parts), device=dev)
+        return cls(model, tok, name=str(spec), fingerprint=digest(parts), device=dev)
 
     # -- prompts
     def encode_prompt(self, prompt: str) -> list[int]:
@@ -712,3 +668,24 @@ def load_hf_backend(
         attn_implementation=attn_implementation,
         quantization=quantization,
     )
+
+
+def load_hf_weights(
+    spec: ModelSpec, *, device: str = "auto", dtype: str = "auto", **options: Any
+) -> tuple[Any, Any, torch.device, str]:
+    """The ``weights`` capability of ``hf:``: (model, tokenizer, device, fingerprint)."""
+    model, tok, dev, parts = load_hf_parts(spec, device=device, dtype=dtype, **options)
+    return model, tok, dev, digest(parts)
+
+
+__all__ = [
+    "HFBackend",
+    "SeededSampler",
+    "dir_fingerprint",
+    "load_hf_backend",
+    "load_hf_parts",
+    "load_hf_weights",
+    "register_architectures",
+    "resolve_device",
+    "resolve_dtype",
+]

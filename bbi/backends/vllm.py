@@ -5,7 +5,7 @@ ids, so the two backends see the same inputs.
 
 Fingerprint. vLLM loads the same Hugging Face checkpoint format as ``hf:``, so the
 fingerprint is computed from the same things, without an engine
-(``bbi.fingerprint.spec_fingerprint``): the weight/config/tokenizer file hashes of a
+(``bbi.backends.kinds.fingerprint_vllm``): the weight/config/tokenizer file hashes of a
 local directory, or ``id@commit`` of a snapshot already in the Hugging Face cache. It is
 the hf: fingerprint of the same checkpoint tagged with the backend
 (``vllm_fingerprint(hf_fp)``): vLLM samples with its own RNG and kernels, so its answers
@@ -149,19 +149,19 @@ class VLLMBackend:
         allow_download: bool = False,
         **engine_opts: Any,
     ):
-        from bbi.backends.hf import _local_files_only, _locate
-        from bbi.fingerprint import spec_fingerprint
+        from bbi.backends.kinds import fingerprint_vllm
+        from bbi.hub import local_files_only, locate
 
         vllm = _import_vllm()
         self.vllm = vllm
         self.name = str(spec)
         self.engine_options = check_engine_options({"dtype": dtype, **engine_opts})
         # From the files, before any engine starts: an unavailable model fails here, fast.
-        self.fingerprint = spec_fingerprint(
+        self.fingerprint = fingerprint_vllm(
             spec, trust_remote_code=trust_remote_code, allow_download=allow_download
         )
-        local = _locate(spec.name_or_path, "model")
-        offline = _local_files_only(allow_download)
+        local = locate(spec.name_or_path, "model")
+        offline = local_files_only(allow_download)
         if local is not None:
             model, revision = str(local), None
         elif offline:

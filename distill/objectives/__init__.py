@@ -147,26 +147,10 @@ class FrozenTeacherCKA(Objective):
         return out
 
 
-def make_objective(name: str, **kwargs: Any) -> Objective:
-    """An objective by name (``sft`` or ``kd``)."""
-    if name == "sft":
-        from distill.objectives.sft import SFT
-
-        return SFT(**kwargs)
-    if name == "kd":
-        from distill.objectives.kd import KD
-
-        return KD(**kwargs)
-    from bbi.errors import BbiError
-
-    raise BbiError(f"unknown distillation objective {name!r} (use sft or kd)")
-
-
 __all__ = [
     "FrozenTeacherCKA",
     "Objective",
     "StepContext",
     "accepts_logits_to_keep",
-    "make_objective",
     "response_logits",
 ]

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bbi.config import KD_LOSSES as LOSSES
+from bbi.config import KDLoss, KDSettings
 from distill.data import IGNORE_INDEX, Collator
 from distill.objectives import Objective, StepContext, response_logits
-
-LOSSES = ("forward_kl", "reverse_kl", "jsd")
 
 
 def generalized_jsd(
@@ -63,13 +63,12 @@ def generalized_jsd(
 def divergence(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
-    loss: str = "forward_kl",
-    beta: float = 0.5,
+    loss: KDLoss,
+    beta: float,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Per-position divergence between softened student and teacher distributions."""
-    if loss not in LOSSES:
-        raise ValueError(f"unknown KD loss {loss!r}; use one of {', '.join(LOSSES)}")
+    """Per-position divergence between softened student and teacher distributions
+    (``loss`` is one of ``bbi.config.KD_LOSSES``, checked there)."""
     b = {"forward_kl": 0.0, "reverse_kl": 1.0}.get(loss, beta)
     s = F.log_softmax(student_logits.float() / temperature, dim=-1)
     t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
@@ -77,31 +76,31 @@ def divergence(
 
 
 class KD(Objective):
-    """Token-level KD from a frozen teacher; optionally on the student's own samples."""
+    """Token-level KD from a frozen teacher; optionally on the student's own samples.
+
+    The divergence, its temperature, the on-policy rate and the sequence length come from
+    ``settings`` (``bbi.config.KDSettings``, where their defaults and checks live);
+    ``max_new_tokens`` is the resolved on-policy sample length (the settings' own, or the
+    run's generation setting)."""
 
     name = "kd"
 
     def __init__(
         self,
         teacher: Any,
+        settings: KDSettings,
         *,
-        loss: str = "forward_kl",
-        beta: float = 0.5,
-        temperature: float = 1.0,
-        lambda_on_policy: float = 0.0,
-        max_new_tokens: int = 96,
-        max_length: int = 256,
+        max_new_tokens: int,
         pad_id: int = 0,
         eos_id: int | None = None,
         teacher_spec: str = "",
         teacher_fingerprint: str = "",
     ):
-        if loss not in LOSSES:
-            raise ValueError(f"unknown KD loss {loss!r}")
         self.teacher = teacher.eval().requires_grad_(False)
-        self.loss, self.beta, self.temperature = loss, float(beta), float(temperature)
-        self.lambda_on_policy = float(lambda_on_policy)
-        self.max_new_tokens, self.max_length = max_new_tokens, max_length
+        self.loss, self.beta = settings.loss, settings.beta
+        self.temperature = settings.temperature
+        self.lambda_on_policy = settings.lambda_on_policy
+        self.max_new_tokens, self.max_length = int(max_new_tokens), settings.max_length
         self.pad_id, self.eos_id = pad_id, eos_id
         self.teacher_spec, self.teacher_fingerprint = teacher_spec, teacher_fingerprint
         self._autocast: Any = contextlib.nullcontext

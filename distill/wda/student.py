@@ -563,13 +563,6 @@ def routing_stats(model: PreTrainedModel) -> dict[str, Any]:
     return out
 
 
-def _decoder(model: nn.Module) -> nn.Module:
-    inner = getattr(model, "model", None)
-    if inner is None or not hasattr(inner, "layers"):
-        raise BbiError(f"{type(model).__name__} has no decoder (model.model.layers)")
-    return inner
-
-
 def residual_stream(
     model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor | None = None
 ) -> list[Tensor]:

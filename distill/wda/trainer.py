@@ -34,6 +34,7 @@ import torch
 
 from bbi.config import WDASettings
 from bbi.errors import BbiError
+from bbi.results_schema import validated_distill
 from bbi.runstore import RunDir, check_alias, read_json_object, write_json
 from distill.data import Collator, DistillDataset, distillation_pairs, split_eval
 from distill.trainer import METRICS_FILE, train
@@ -290,6 +291,7 @@ def distill_wda(
         "resumed": bool(resume),
         "completed": True,
     }
+    record = validated_distill(record)
     write_json(out_dir / "bbi_distill.json", record)
     register(run, alias, spec, record)
     return record

@@ -108,9 +108,20 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so each command module owns its own group.
-    from bbi.app.cli import attack, distill, probe, probe_run, report, run, serve, zoo
+    from bbi.app.cli import (
+        attack,
+        distill,
+        probe,
+        probe_import,
+        probe_run,
+        report,
+        run,
+        serve,
+        zoo,
+    )
 
     probe_run.register(probe.app)
+    probe_import.register(probe.app)
     app.add_typer(probe.app, name="probe")
     attack.register(app)
     app.add_typer(distill.app, name="distill")

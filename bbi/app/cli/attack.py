@@ -11,36 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from bbi.app.cli.params import path_value, text_value
+from bbi.app.cli.settings_options import split_list, with_settings
 from bbi.app.progress import sweep_progress
 from bbi.config import AttackSettings
+from bbi.console import console as plain_console
 from bbi.errors import BbiError
 
 _D = AttackSettings()  # the defaults, stated once in bbi.config
-
-
-def _csv(values: list) -> str:
-    return ",".join(str(v) for v in values)
-
-
-def _ints(text: str, what: str) -> list[int]:
-    try:
-        out = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise BbiError(f"{what}: expected comma-separated integers, got {text!r}") from None
-    if not out:
-        raise BbiError(f"{what}: give at least one value")
-    return out
-
-
-def _names(text: str | None, what: str = "") -> list[str] | None:
-    """Comma-separated names; None when the flag was not given. A flag given with no
-    names in it (``--strategy ,``) is an error, not the default."""
-    if text is None:
-        return None
-    out = [x.strip() for x in text.split(",") if x.strip()]
-    if not out:
-        raise BbiError(f"{what}: give at least one name, got {text!r}")
-    return out
 
 
 def _params(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -50,7 +27,7 @@ def _params(items: list[str]) -> dict[str, dict[str, Any]]:
         key, sep, raw = item.partition("=")
         name, dot, param = key.partition(".")
         if not sep or not dot or not name or not param:
-            raise BbiError(f"--param expects ADVERSARY.NAME=VALUE, got {item!r}")
+            raise BbiError(f"--param expects NAME.KEY=VALUE, got {item!r}")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
@@ -191,90 +168,45 @@ def register(app: typer.Typer) -> None:
     """Attach the `attack` command to the root app."""
 
     @app.command("attack")
+    @with_settings(AttackSettings, skip=("params",))
     def attack(
         run_dir: Path = typer.Argument(..., help="Run directory (runs/NAME).", parser=path_value),
-        budget: str = typer.Option(
-            None,
-            "--budget",
-            help="Query budgets q (one query = one prompt to one model; q//2 train prompts)"
-            f" (default {_csv(_D.budgets)}).",
-        ),
-        strategy: str = typer.Option(
-            None,
-            "--strategy",
-            help="Acquisition strategies: random, stratified, disagreement, bandit"
-            f" (default {_csv(_D.strategies)}).",
-        ),
-        seeds: int = typer.Option(
-            None, "--seeds", help=f"Number of seeds, 0..N-1 (default {_D.seeds})."
-        ),
-        test_queries: str = typer.Option(
-            None,
-            "--test-queries",
-            help="k: responses of the unknown model combined per decision"
-            f" (default {_csv(_D.test_queries)}).",
-        ),
-        adversary: str = typer.Option(
-            None,
-            "--adversary",
-            help=f"Adversaries, comma-separated (default {_csv(_D.adversaries)}).",
-        ),
-        epsilon: float = typer.Option(
-            None, "--epsilon", help=f"Advantage bound for the verdict (default {_D.epsilon})."
-        ),
-        alpha: float = typer.Option(
-            None, "--alpha", help=f"Significance level, Holm (default {_D.alpha})."
-        ),
         compare: str | None = typer.Option(
             None,
             "--compare",
-            help="Aliases to compare with the teacher (default: all).",
+            help="Aliases to compare with the teacher, comma-separated (default: all).",
             parser=text_value,
         ),
-        n_bootstrap: int = typer.Option(
-            None, "--n-bootstrap", help=f"Bootstrap resamples (default {_D.n_bootstrap})."
-        ),
-        n_permutations: int = typer.Option(
-            None, "--n-permutations", help=f"Permutations (default {_D.n_permutations})."
-        ),
         param: list[str] = typer.Option(
-            [], "--param", help="Adversary hyperparameter, e.g. tfidf.C=2 (repeatable)."
+            [],
+            "--param",
+            help="Adversary or strategy parameter, e.g. tfidf.C=2 or"
+            " disagreement.n_committee=4 (repeatable).",
         ),
-        n_jobs: int = typer.Option(
-            None,
-            "--n-jobs",
-            help="Worker processes for the sweep (-1: all cores); the results are those of"
-            f" the serial sweep, except wall-clock times (default {_D.n_jobs}: serial).",
+        progress: bool = typer.Option(
+            True, "--progress/--no-progress", help="Show progress bars and the result tables."
         ),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress bars or tables."),
+        settings: AttackSettings = _D,
     ) -> None:
         """Measure eps(q, k) of adversaries against every (teacher, other) comparison, with
         bootstrap CIs and p-values; the verdict controls family-wise error over the sweep
         and names the categories where the student gives itself away."""
         from bbi.runstore import RunDir
-        from discriminators.attack import AttackConfig, run_attack
+        from discriminators.attack import run_attack
 
         run = RunDir(run_dir)
-        settings = _D.updated(
-            budgets=_ints(budget, "--budget") if budget is not None else None,
-            strategies=_names(strategy, "--strategy"),
-            seeds=seeds,
-            test_queries=(
-                _ints(test_queries, "--test-queries") if test_queries is not None else None
-            ),
-            adversaries=_names(adversary, "--adversary"),
-            epsilon=epsilon,
-            alpha=alpha,
-            n_bootstrap=n_bootstrap,
-            n_permutations=n_permutations,
-            params=_params(param) or None,
-            n_jobs=n_jobs,
-        )
-        cfg = AttackConfig.from_settings(settings)
-        console = Console(stderr=False)
-        only = _names(compare, "--compare")
-        with sweep_progress(Console(stderr=True), not quiet) as prog:
-            result = run_attack(run, cfg, compare=only, progress=prog)
+        if param:  # on top of the file's params, adversary by adversary
+            extra = _params(param)
+            merged = {
+                a: {**settings.params.get(a, {}), **extra.get(a, {})}
+                for a in {*settings.params, *extra}
+            }
+            settings = settings.updated(params=merged)
+        quiet = not progress
+        out = plain_console()
+        only = split_list(compare, "--compare")
+        with sweep_progress(plain_console(stderr=True), not quiet) as prog:
+            result = run_attack(run, settings, compare=only, progress=prog)
         if not quiet:
-            print_attack(console, result, only)
+            print_attack(out, result, only)
         typer.echo(f"wrote {run.results_path} and {run.attack_dir}/")

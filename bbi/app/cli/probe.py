@@ -41,20 +41,46 @@ def build(
     output: Path = typer.Option(
         Path("suite.jsonl"), "-o", "--output", help="JSONL file to write.", parser=path_value
     ),
+    source: Path = typer.Option(
+        None,
+        "--from",
+        help="Build from the prompts of this file instead (any shape bbi probe import reads), "
+        "with --prompt-field, --category-field, --id-field and a seeded split.",
+        parser=path_value,
+    ),
+    prompt_field: str = typer.Option(None, "--prompt-field", help="With --from: prompt column."),
+    category_field: str = typer.Option(
+        None, "--category-field", help="With --from: category column."
+    ),
+    id_field: str = typer.Option(None, "--id-field", help="With --from: prompt id column."),
+    split_seed: int = typer.Option(None, "--split-seed", help="With --from: split seed."),
+    test_fraction: float = typer.Option(None, "--test-fraction", help="With --from: test share."),
+    test_size: int = typer.Option(None, "--test-size", help="With --from: test prompts in all."),
 ) -> None:
-    """Build the deterministic 5,000-prompt suite and write it as JSONL."""
+    """Build the deterministic 5,000-prompt suite (or one from a file's prompts) as JSONL."""
     from bbi.app.cli.outputs import check_output_file
     from probes import build_suite, suite_hash, write_suite
 
     check_output_file(output, "-o", "suite.jsonl")
     console = Console()
-    with console.status("building the probe suite..."):
-        records = build_suite(seed)
+    if source is not None:
+        from bbi.app.cli.probe_import import split_spec
+        from probes.ingest import FieldMap, suite_from_file
+
+        fields = FieldMap(prompt=prompt_field, category=category_field, id=id_field)
+        records, note = suite_from_file(
+            source, fields, split_spec(split_seed, test_fraction, test_size)
+        )
+        console.print(f"note: {note}")
+    else:
+        with console.status("building the probe suite..."):
+            records = build_suite(seed)
     try:
         write_suite(records, output)
     except OSError as exc:
         raise BbiError(f"-o {output}: cannot write ({exc.strerror or exc})") from None
-    console.print(_counts_table(records, f"probe suite (seed {seed})"))
+    title = f"probe suite from {source}" if source is not None else f"probe suite (seed {seed})"
+    console.print(_counts_table(records, title))
     console.print(f"wrote {len(records)} prompts to {output}")
     console.print(f"suite hash: {suite_hash(records)}", soft_wrap=True)
 
@@ -62,7 +88,9 @@ def build(
 @app.command("show")
 def show(
     file: Path = typer.Argument(
-        ..., help="Suite file (JSONL, CSV, or a datasets directory).", parser=path_value
+        ...,
+        help="Suite file (JSONL, JSON array, CSV/TSV, Parquet, or a datasets directory).",
+        parser=path_value,
     ),
     examples: int = typer.Option(3, "--examples", min=0, help="Examples per category."),
     seed: int = typer.Option(0, "--seed", help="Seed for choosing which examples to show."),
@@ -101,14 +129,29 @@ def show(
 @app.command("validate")
 def validate(
     file: Path = typer.Argument(
-        ..., help="Suite file (JSONL, CSV, or a datasets directory).", parser=path_value
+        ...,
+        help="Suite file (JSONL, JSON array, CSV/TSV, Parquet, or a datasets directory).",
+        parser=path_value,
     ),
+    prompt_field: str = typer.Option(None, "--prompt-field", help="Column of the prompt."),
+    category_field: str = typer.Option(None, "--category-field", help="Column of the category."),
+    id_field: str = typer.Option(None, "--id-field", help="Column of the prompt id."),
+    split_seed: int = typer.Option(
+        None, "--split-seed", help="Seed of the split (no split column)."
+    ),
+    test_fraction: float = typer.Option(None, "--test-fraction", help="Share of test prompts."),
+    test_size: int = typer.Option(None, "--test-size", help="Test prompts in all."),
 ) -> None:
-    """Check a user suite; a malformed file fails with one line naming the line and field."""
-    from probes import load_suite_with_notes, suite_hash
+    """Check a user suite; a missing column is named, a malformed record by line and field."""
+    from bbi.app.cli.probe_import import split_spec
+    from probes import suite_hash
+    from probes.ingest import FieldMap, load_suite_mapped
 
     console = Console()
-    records, notes = load_suite_with_notes(file)
+    fields = FieldMap(prompt=prompt_field, category=category_field, id=id_field)
+    records, notes = load_suite_mapped(
+        file, fields, split_spec(split_seed, test_fraction, test_size)
+    )
     for note in notes:
         console.print(f"note: {note}")
     console.print(_counts_table(records, str(file)))

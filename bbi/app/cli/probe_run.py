@@ -1,4 +1,4 @@
-"""`bbi probe run` and `bbi probe import`: fill a run directory with model responses."""
+"""`bbi probe run`: fill a run directory with model responses (imports: probe_import)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def model_entries(
 
 
 def register(app: typer.Typer) -> None:
-    """Attach `run` and `import` to the `bbi probe` group."""
+    """Attach `run` to the `bbi probe` group (`import`: bbi.app.cli.probe_import)."""
 
     @app.command("run")
     def run_cmd(
@@ -131,7 +131,7 @@ def register(app: typer.Typer) -> None:
             "--fresh",
             help="Start the run over: move an existing run directory aside (NAME.old-TIME).",
         ),
-        no_progress: bool = typer.Option(False, "--no-progress"),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ) -> None:
         """Generate teacher, A/A-null and student responses for a suite into a run directory.
 
@@ -171,7 +171,7 @@ def register(app: typer.Typer) -> None:
                 models += model_entries("-", list(student), False, None, s_args)[1:]
             manifest = run_probe(
                 run_path, models, records, gen, suite_name=suite_name,
-                progress=not no_progress,
+                progress=progress,
             )  # fmt: skip
             print_probe_summary(run_path, manifest)
             return
@@ -195,61 +195,10 @@ def register(app: typer.Typer) -> None:
             records,
             gen,
             suite_name=suite_name,
-            progress=not no_progress,
+            progress=progress,
             fresh=fresh,
         )
         print_probe_summary(run_path, manifest)
-
-    @app.command("import")
-    def import_cmd(
-        responses: Path = typer.Argument(
-            ...,
-            help="JSONL: prompt_id, text[, sample, n_tokens, finish_reason].",
-            parser=path_value,
-        ),
-        run: Path = typer.Option(
-            ..., "--run", "-r", help="Run directory to import into.", parser=path_value
-        ),
-        alias: str = typer.Option(
-            ..., "--alias", "-a", help="Name of the model these responses come from."
-        ),
-        role: str = typer.Option(
-            "student", "--role", help="teacher, null (A/A resample) or student."
-        ),
-        suite: str = typer.Option(
-            None, "--suite", help="Suite the responses answer (needed if the run has none yet)."
-        ),
-        spec: str = typer.Option(
-            None,
-            "--spec",
-            help="Optional model spec to record for provenance.",
-            parser=text_value,
-        ),
-        similarity: bool = typer.Option(
-            True, "--similarity/--no-similarity", help="Recompute similarity to the teacher."
-        ),
-        replace: bool = typer.Option(
-            False, "--replace", help="Replace an alias's responses (the old file is kept)."
-        ),
-    ) -> None:
-        """Import responses produced elsewhere (same schema as responses/<alias>.jsonl)."""
-        from bbi.probe_run import import_responses, summarize_similarity
-        from bbi.runstore import RunDir
-
-        records = load_suite_arg(suite)[0] if suite is not None else None
-        out = import_responses(
-            run, alias, role, responses, suite_records=records, spec=spec, replace=replace
-        )
-        console.print(f"imported {out['n']} responses as [bold]{alias}[/] ({role}) into {run}")
-        rd = RunDir(run)
-        if (
-            similarity
-            and role != "teacher"
-            and rd.aliases("teacher")
-            and rd.responses_path(rd.teacher_alias()).exists()
-        ):
-            summarize_similarity(rd, [alias])
-            console.print("similarity updated")
 
 
 def print_probe_summary(run_path: Path, manifest: dict) -> None:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from bbi.app.cli.params import path_value, text_value
 from bbi.config import RunConfig
+from bbi.console import console
 
 _D = RunConfig()  # the defaults, stated once in bbi.config
 
@@ -46,7 +47,7 @@ def register(app: typer.Typer) -> None:
             "--fresh",
             help="Start the run over: move an existing run directory aside (NAME.old-TIME).",
         ),
-        no_progress: bool = typer.Option(False, "--no-progress"),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ) -> None:
         """Run the whole loop on the embedded default (no arguments, no network needed).
 
@@ -63,12 +64,11 @@ def register(app: typer.Typer) -> None:
         cfg.generation = cfg.generation.updated(limit=limit)
         if no_distill:
             cfg.distill = cfg.distill.updated(enabled=False)
-        out = run_pipeline(cfg, progress=not no_progress, fresh=fresh)
+        out = run_pipeline(cfg, progress=progress, fresh=fresh)
         print_run_summary(Path(out["run"]))
-        Console().print(
-            f"report: [bold]{out['report']}[/]" if out["report"] else f"run: {out['run']}"
-        )
-        Console().print(f"total {out['timings']['total']:.1f} s")
+        con = console()
+        con.print(f"report: [bold]{out['report']}[/]" if out["report"] else f"run: {out['run']}")
+        con.print(f"total {out['timings']['total']:.1f} s")
 
 
 def _fmt(e: dict | None) -> str:
@@ -80,8 +80,10 @@ def _fmt(e: dict | None) -> str:
     return f"{e['value']:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def print_run_summary(run_path: Path) -> None:
-    """One table: similarity and eps (95% CI) per adversary for every compared model."""
+def print_run_summary(run_path: Path, out: Console | None = None) -> None:
+    """One table: similarity and eps (95% CI) per adversary for every compared model.
+
+    Without a terminal the table keeps its full numbers (see ``bbi.console``)."""
     from bbi.runstore import RunDir
 
     res = RunDir(run_path).read_results()
@@ -117,10 +119,10 @@ def print_run_summary(run_path: Path) -> None:
             verdicts.append(f"{alias}: {cal['text']}")
         elif verdict.get("text"):
             verdicts.append(f"{alias}: {verdict['text']}")
-    console = Console()
-    console.print(t)
+    con = out or console()
+    con.print(t)
     for line in verdicts:
-        console.print(line, highlight=False)
+        con.print(line, highlight=False)
 
     def signed(e: dict | None, digits: int) -> str:
         if not e or e.get("value") is None:
@@ -140,4 +142,4 @@ def print_run_summary(run_path: Path) -> None:
         status = (d.get("reading") or {}).get("status")
         if status:
             line += f" -> {status.replace('-', ' ')}"
-        console.print(line, highlight=False, soft_wrap=True)
+        con.print(line, highlight=False, soft_wrap=True)

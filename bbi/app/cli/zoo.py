@@ -19,21 +19,6 @@ app = typer.Typer(
 )
 
 
-def _probes_corpus(seed: int, per_category: int) -> list[dict]:
-    """The probes package's training corpus (seeds disjoint from the probe suite)."""
-    try:
-        from probes import training_corpus
-    except ImportError as exc:
-        raise BbiError(
-            f"cannot build the zoo: the probes package has no training corpus ({exc})"
-        ) from None
-    return training_corpus(seed=seed, per_category=per_category)
-
-
-# Core may not import probes, so the composition root wires the zoo to its corpus.
-if not zoo.has_corpus_provider():
-    zoo.set_corpus_provider(_probes_corpus)
-
 _CONFIG_HELP = "Zoo config: default or micro (default: $BBI_ZOO_CONFIG, else default)."
 
 

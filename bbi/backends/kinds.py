@@ -1,0 +1,239 @@
+"""The declarations of the built-in ``hf:``, ``openai:`` and ``vllm:`` backends.
+
+Each :class:`~bbi.specs.BackendKind` says, in one place, how its specs parse, which
+per-model arguments it takes, what it can do, how its weights are fingerprinted from the
+files alone, and where its loader lives (imported only when a model loads, so this module
+stays free of torch). ``zoo:`` is declared beside the zoo (``bbi.zoo.BACKEND``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from types import MappingProxyType
+from typing import Any
+
+from bbi.errors import BbiError
+from bbi.hub import digest, dir_fingerprint, local_files_only, locate
+from bbi.specs import (
+    BackendKind,
+    ModelSpec,
+    check_base_url,
+    split_adapter,
+    split_revision,
+)
+
+# ----------------------------------------------------------------------------- hf:
+# Per-model arguments of a local transformers model (hf: and zoo:).
+HF_ARGS = MappingProxyType(
+    {
+        "device": str,
+        "dtype": str,
+        "device_map": str,
+        "attn_implementation": str,
+        "quantization": str,
+    }
+)
+QUANTIZATIONS = ("4bit", "8bit")
+
+
+def check_hf_args(args: dict[str, Any], where: str) -> None:
+    """Values a transformers model refuses at load time, refused before it."""
+    q = args.get("quantization")
+    if q is not None and q not in QUANTIZATIONS:
+        raise BbiError(f"{where}: quantization must be one of {', '.join(QUANTIZATIONS)}")
+
+
+def parse_hf(rest: str, spec: str) -> ModelSpec:
+    """``NAME_OR_PATH[@REV][+lora:ADAPTER]``."""
+    base, adapter = split_adapter(rest, spec)
+    name, rev = split_revision(base, spec)
+    return ModelSpec("hf", name, revision=rev, adapter=adapter)
+
+
+def adapter_fingerprint(adapter: str) -> Any:
+    """A LoRA adapter's part of a fingerprint: its files, or its hub id."""
+    adapter_dir = locate(adapter, "adapter")
+    return dir_fingerprint(adapter_dir) if adapter_dir is not None else {"hub": adapter}
+
+
+def checkpoint_fingerprint(
+    ms: ModelSpec,
+    *,
+    trust_remote_code: bool = False,
+    allow_download: bool = False,
+    download_hint: str = "",
+) -> str:
+    """The fingerprint of a Hugging Face checkpoint (what ``hf:`` reports after loading).
+
+    Never loads weights. A hub id is looked up in the Hugging Face cache only, unless
+    ``allow_download`` (and HF_HUB_OFFLINE is unset): then its config may be fetched to
+    learn the commit.
+    """
+    local = locate(ms.name_or_path, "model")
+    parts: dict[str, Any] = {}
+    if local is not None:
+        parts["files"] = dir_fingerprint(local)
+    else:
+        commit = _hub_commit(ms, trust_remote_code, allow_download, download_hint)
+        parts["hub"] = f"{ms.name_or_path}@{commit or ms.revision or 'main'}"
+    if ms.adapter:
+        parts["adapter"] = adapter_fingerprint(ms.adapter)
+    return digest(parts)
+
+
+def _hub_commit(
+    ms: ModelSpec, trust_remote_code: bool, allow_download: bool, download_hint: str
+) -> str | None:
+    from transformers import AutoConfig
+
+    local_only = local_files_only(allow_download)
+    try:
+        cfg = AutoConfig.from_pretrained(
+            ms.name_or_path,
+            revision=ms.revision,
+            local_files_only=local_only,
+            trust_remote_code=trust_remote_code,
+        )
+    except (OSError, ValueError) as exc:
+        first = (str(exc).splitlines() or [""])[0]
+        if not local_only:
+            raise BbiError(
+                f"cannot fetch the config of model {ms.name_or_path!r}: {first}"
+            ) from None
+        hint = ""
+        if allow_download:
+            hint = " (HF_HUB_OFFLINE is set, so nothing is downloaded)"
+        elif download_hint:
+            hint = f" ({download_hint})"
+        raise BbiError(
+            f"model {ms.name_or_path!r} is not a local directory and is not in the Hugging Face cache: "
+            f"{first}{hint}"
+        ) from None
+    return getattr(cfg, "_commit_hash", None)
+
+
+HF = BackendKind(
+    name="hf",
+    load="bbi.backends.hf:load_hf_backend",
+    load_parts="bbi.backends.hf:load_hf_weights",
+    parse=parse_hf,
+    fingerprint=checkpoint_fingerprint,
+    args=HF_ARGS,
+    check_args=check_hf_args,
+    capabilities=frozenset({"generate", "score", "weights", "torch_device", "serve"}),
+    examples=("hf:org/name", "hf:org/name@v1", "hf:./model+lora:./adapter"),
+)
+
+
+# ----------------------------------------------------------------------------- vllm:
+def parse_vllm(rest: str, spec: str) -> ModelSpec:
+    """``ORG/NAME[@REV]`` or a local path (no adapters: vLLM serves merged weights)."""
+    base, adapter = split_adapter(rest, spec)
+    if adapter:
+        raise BbiError(
+            f"bad model spec {spec!r}: LoRA adapters are supported on hf: and zoo: specs"
+        )
+    name, rev = split_revision(base, spec)
+    return ModelSpec("vllm", name, revision=rev)
+
+
+def vllm_fingerprint(hf_fingerprint: str) -> str:
+    """A vllm: spec's fingerprint from the hf: fingerprint of the same checkpoint.
+
+    Same files, other backend: vLLM samples with its own RNG and kernels, so the two
+    never share response-cache entries."""
+    return digest({"backend": "vllm", "weights": hf_fingerprint})
+
+
+def fingerprint_vllm(
+    ms: ModelSpec, *, trust_remote_code: bool = False, allow_download: bool = False
+) -> str:
+    """vLLM loads the Hugging Face checkpoint format: hash the same files, then mark it."""
+    return vllm_fingerprint(
+        checkpoint_fingerprint(
+            ms,
+            trust_remote_code=trust_remote_code,
+            allow_download=allow_download,
+            download_hint="pass allow_download=true, e.g. --teacher-args allow_download=true, "
+            "to let vLLM download it",
+        )
+    )
+
+
+VLLM = BackendKind(
+    name="vllm",
+    load="bbi.backends.vllm:load_vllm_backend",
+    parse=parse_vllm,
+    fingerprint=fingerprint_vllm,
+    args=MappingProxyType(
+        {
+            "dtype": str,
+            "tensor_parallel_size": int,
+            "gpu_memory_utilization": float,
+            "max_model_len": int,
+            "quantization": str,
+            "enforce_eager": bool,
+            "allow_download": bool,
+            "seed": int,
+        }
+    ),
+    capabilities=frozenset({"generate", "serve"}),
+    examples=("vllm:org/name", "vllm:org/name@v1"),
+)
+
+
+# ----------------------------------------------------------------------------- openai:
+def parse_openai(rest: str, spec: str) -> ModelSpec:
+    """``BASE_URL#MODEL``."""
+    base_url, sep, model = rest.partition("#")
+    if not sep or not model:
+        raise BbiError(
+            f"bad model spec {spec!r}: use openai:BASE_URL#MODEL "
+            "(e.g. openai:http://127.0.0.1:8000/v1#my-model)"
+        )
+    base_url = check_base_url(base_url, spec)
+    return ModelSpec("openai", model, base_url=base_url, model=model)
+
+
+def format_openai(ms: ModelSpec) -> str:
+    return f"openai:{ms.base_url}#{ms.model}"
+
+
+def fingerprint_openai(ms: ModelSpec, **_: Any) -> str:
+    """An endpoint's identity is its URL and model name (its weights are out of reach)."""
+    return hashlib.sha256(
+        json.dumps({"openai": ms.base_url, "model": ms.model}).encode()
+    ).hexdigest()[:16]
+
+
+OPENAI = BackendKind(
+    name="openai",
+    load="bbi.backends.openai_compat:load_openai_backend",
+    parse=parse_openai,
+    format=format_openai,
+    fingerprint=fingerprint_openai,
+    args=MappingProxyType(
+        {
+            "concurrency": int,
+            "timeout": float,
+            "max_retries": int,
+            "token_param": str,
+            "price_input": float,  # per million prompt tokens, for the manifest's cost
+            "price_output": float,
+        }
+    ),
+    capabilities=frozenset({"generate", "serve"}),
+    examples=("openai:http://127.0.0.1:8000/v1#my-model",),
+)
+
+__all__ = [
+    "HF",
+    "HF_ARGS",
+    "OPENAI",
+    "VLLM",
+    "adapter_fingerprint",
+    "check_hf_args",
+    "checkpoint_fingerprint",
+    "vllm_fingerprint",
+]
