@@ -43,6 +43,31 @@ from discriminators.crossfit import (
 
 PRIMARY_WEIGHT = 0.5
 POWER = 0.8
+# Cross-fold dependence: each exact test runs at alpha / DEPENDENCE_FACTOR (p-values are
+# multiplied by it, bounds are at 1 - alpha / DEPENDENCE_FACTOR); see ``_test``.
+DEPENDENCE_FACTOR = 2.0
+
+
+def _test(d: np.ndarray, eps0: float, alpha: float, seed: int) -> dict[str, Any]:
+    """The exact test of H0: eps <= eps0 on pooled out-of-fold contributions, corrected
+    for the dependence between folds.
+
+    Within a fold the contributions are exactly sign-symmetric under H0; across folds each
+    fold's labels train the others' models, which adds positive covariance the exact test
+    ignores (measured: the uncorrected test rejected 0.056, SE 0.014, of A/A repeats at
+    alpha 0.05). The p-value is multiplied by ``DEPENDENCE_FACTOR`` (the factor that bounds
+    the size of pooled cross-conformal p-values) and the lower bound is the one of the
+    corrected test (level 1 - alpha / factor), so the reported interval still belongs to
+    the test that decided. A conservative correction, measured, not a theorem for this
+    statistic (docs/statistics.md); ``discriminators.crossfit.refit_p`` is exact at eps = 0.
+    """
+    t = cft.fixed_sample_test(d, eps0, alpha / DEPENDENCE_FACTOR, seed=seed)
+    return {
+        **t,
+        "p_uncorrected": t["p"],
+        "p": float(min(1.0, DEPENDENCE_FACTOR * t["p"])),
+        "method": f"{t['method']}, p x {DEPENDENCE_FACTOR:g} for cross-fold dependence",
+    }
 
 
 def _upper(d: np.ndarray, alpha: float) -> float:
@@ -68,19 +93,20 @@ def decide_crossfit(
     d = np.asarray(d, dtype=float)
     cats = np.asarray(categories).astype(str)
     names = sorted(set(cats.tolist()))
-    overall = cft.fixed_sample_test(d, eps0, alpha, seed=seed)
+    level = alpha / DEPENDENCE_FACTOR  # bounds of the corrected tests
+    overall = _test(d, eps0, alpha, seed)
     rows = []
     for j, c in enumerate(names):
         m = cats == c
-        t = cft.fixed_sample_test(d[m], eps0, alpha, seed=seed + j + 1)
-        share = alpha * (1 - PRIMARY_WEIGHT) / len(names)
+        t = _test(d[m], eps0, alpha, seed + j + 1)
+        share = alpha * (1 - PRIMARY_WEIGHT) / len(names) / DEPENDENCE_FACTOR
         mde = cft.min_detectable_eps(int(m.sum()), share, eps0, POWER)
         rows.append(
             {
                 "category": c,
                 "eps": _est(d[m], n_bootstrap, seed + j + 1),
                 "lower": t["lower"],
-                "upper": _upper(d[m], alpha),
+                "upper": _upper(d[m], level),
                 "p": t["p"],
                 "min_detectable": mde,
                 "note": (
@@ -103,14 +129,15 @@ def decide_crossfit(
         "adversary": "stack",
         "eps": _est(d, n_bootstrap, seed),
         "lower": overall["lower"],
-        "upper": _upper(d, alpha),
+        "upper": _upper(d, level),
         "p": overall["p"],
+        "p_uncorrected": overall["p_uncorrected"],
         "method": overall["method"],
         "p_holm": p_holm,
         "rejected": bool(p_holm < alpha),
     }
     base_rows = {
-        name: {**_est(b, n_bootstrap, seed), "upper": _upper(b, alpha)}
+        name: {**_est(b, n_bootstrap, seed), "upper": _upper(b, level)}
         for name, b in (base or {}).items()
     }
     found = [r["category"] for r in rows if r["significant"]]
@@ -184,7 +211,8 @@ def crossfit_verdict(
     plan = (
         f"nested cross-fitted stack ({n_folds} folds over all {len(cats)} prompts) over "
         f"{', '.join(a.name for a in used) or 'no base adversary'} + length/format features; "
-        "exact test of H0 eps <= eps0 overall and per category, weighted Holm (overall 1/2, "
+        "exact test of H0 eps <= eps0 overall and per category (p x "
+        f"{DEPENDENCE_FACTOR:g} for cross-fold dependence), weighted Holm (overall 1/2, "
         "categories 1/2 shared)"
     )
     test_eps0 = 0.0 if data.role == "null" else eps0
@@ -239,4 +267,10 @@ def adopt_crossfit(sweep: dict[str, Any], cf: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["PRIMARY_WEIGHT", "adopt_crossfit", "crossfit_verdict", "decide_crossfit"]
+__all__ = [
+    "DEPENDENCE_FACTOR",
+    "PRIMARY_WEIGHT",
+    "adopt_crossfit",
+    "crossfit_verdict",
+    "decide_crossfit",
+]
