@@ -190,12 +190,12 @@ def test_crossfit_aa_size():
                 prompts, items = comparison_items(data)
                 cats = prompts["category"].astype(str).to_numpy()
                 cf = crossfit([get_adversary("surface")], items, cats, seed=i)
-                rej += cft.ternary_test(cf.d, 0.0) < ALPHA
                 res = decide_crossfit(cf.d, cats, 0.0, ALPHA, n_bootstrap=100)
+                rej += res["primary"]["p"] < ALPHA  # the corrected overall test alone
                 rej_any += res["status"] == "distinguishable"
     se = np.sqrt(ALPHA * (1 - ALPHA) / reps)
     assert rej / reps <= ALPHA + 2 * se
-    assert rej_any / reps <= ALPHA + 2 * se
+    assert rej_any / reps <= ALPHA
 
 
 @pytest.mark.slow
@@ -235,3 +235,21 @@ def test_declared_sequential_bills_every_response():
         for i in range(300)
     ]
     assert np.mean(stops) <= ALPHA + 2 * np.sqrt(ALPHA * (1 - ALPHA) / 300)
+
+
+def test_crossfit_tests_are_corrected_for_fold_dependence():
+    """Pooled out-of-fold p-values are doubled and the reported bounds are those of the
+    corrected test, so a decision and its interval still agree."""
+    from discriminators.verdict_cf import DEPENDENCE_FACTOR
+
+    rng = np.random.default_rng(5)
+    d = rng.choice([-1.0, 0.0, 1.0], size=200, p=[0.3, 0.3, 0.4])
+    cats = np.repeat(["a", "b"], 100)
+    res = decide_crossfit(d, cats, 0.0, ALPHA, n_bootstrap=100)
+    prim = res["primary"]
+    assert DEPENDENCE_FACTOR == 2.0
+    assert prim["p"] == pytest.approx(min(1.0, 2 * cft.ternary_test(d, 0.0)))
+    assert prim["p_uncorrected"] == pytest.approx(cft.ternary_test(d, 0.0))
+    assert prim["lower"] == pytest.approx(cft.lower_bound(d, ALPHA / 2))
+    assert (prim["lower"] > 0) == (prim["p"] < ALPHA)
+    assert "x 2" in prim["method"]
