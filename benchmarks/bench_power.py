@@ -4,8 +4,9 @@ For each planted design (a broad artifact in every category, a one-category arti
 pure length shift) and each size (prompts per category; every prompt is answered once by
 each model, so responses per model = prompts), repeated ``--reps`` times with fresh data:
 
-* ``verdict``: bbi's verdict, the cross-fitted stacked adversary with its exact test and
-  the category family (``discriminators.verdict_cf``), "distinguishable" at eps0 = 0;
+* ``verdict``: bbi's verdict, the cross-fitted stacked adversary with its exact test
+  (p-values doubled for cross-fold dependence) and the category family
+  (``discriminators.verdict_cf``), "distinguishable" at eps0 = 0;
 * ``mmd``: the ``mmd`` two-sample test (k-spectrum string kernel, no embeddings) on the
   same responses;
 * ``rule``: the best one-feature rule, made a valid test by Bonferroni over the 30
