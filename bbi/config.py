@@ -665,6 +665,17 @@ class AttackSettings(Section):
     params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Adversary hyperparameters: {adversary: {name: value}}."
     )
+    # Which analysis decides the verdict. "split": select the strongest adversary on half
+    # the test prompts, confirm it on the other half (the validated default). "crossfit":
+    # the cross-fitted stack over every response with the exact test (more power; its
+    # cross-fold dependence correction is checked by simulation, docs/statistics.md). The
+    # other analysis is always recorded beside the decision.
+    decision: Literal["split", "crossfit"] = Field(
+        "split",
+        description="What decides the verdict: split (select on half the test prompts, "
+        "confirm on the other half) or crossfit (the cross-fitted stack over every "
+        "response; the other is recorded beside it).",
+    )
     # Worker processes for the sweep's points (1: serial, -1: all cores); results are
     # identical to the serial sweep's except wall-clock times.
     n_jobs: int = Field(

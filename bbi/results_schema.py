@@ -220,6 +220,12 @@ class Verdict(_Model):
     at_budget: int | None = None
     gray_box: dict[str, str] = Field(default_factory=dict)
     calibration: Calibration | None = None
+    # The cross-fitted stacked adversary that decides (discriminators.verdict_cf) and the
+    # sweep's own A/A check, kept beside it.
+    crossfit: dict[str, Any] | None = None
+    sweep_calibration: Calibration | None = None
+    # The one declared anytime-valid "stop as soon as told apart" test.
+    sequential: dict[str, Any] | None = None
 
 
 class Example(_Model):

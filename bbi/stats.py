@@ -540,12 +540,17 @@ def delta_reading(deltas: dict[str, dict[str, Any]], alpha: float = 0.05) -> dic
     """One honest reading of per-adversary Delta-eps estimates (distilled - base).
 
     An adversary counts as *closer* (further) when its Delta-eps CI lies below (above) 0
-    and its two-sided p < alpha (:func:`delta_decided`). ``closer`` when some adversary
+    and its two-sided p, Holm-adjusted across the adversaries, is < alpha
+    (:func:`delta_decided`): "some adversary is closer" is a family-wise claim. ``closer`` when some adversary
     is closer and none further, ``further`` the reverse, ``mixed`` when both occur,
     ``not-closer`` otherwise (no evidence of a change, which is not evidence of no change).
     Adversaries whose CI excludes 0 while p >= alpha are named as ``undecided``.
     """
     rows = {k: d for k, d in deltas.items() if d and d.get("ci") and None not in d["ci"]}
+    # "Some adversary is closer" is a claim about a family: Holm across the adversaries.
+    names = [k for k, d in rows.items() if d.get("p") is not None]
+    for k, pa in zip(names, holm([rows[k]["p"] for k in names]), strict=True):
+        rows[k] = {**rows[k], "p": float(pa)}
     closer = [k for k, d in rows.items() if delta_decided(d, alpha) < 0]
     further = [k for k, d in rows.items() if delta_decided(d, alpha) > 0]
     undecided = [
@@ -554,7 +559,7 @@ def delta_reading(deltas: dict[str, dict[str, Any]], alpha: float = 0.05) -> dic
         if k not in closer + further and (d["ci"][1] < 0 or d["ci"][0] > 0)
     ]
     n = len(rows)
-    rule = f"CI {{}} 0 and p < {alpha:g}"
+    rule = f"CI {{}} 0 and Holm p < {alpha:g}"
     if n == 0:
         status, text = "none", "no adversary to compare"
     elif closer and further:
@@ -578,11 +583,11 @@ def delta_reading(deltas: dict[str, dict[str, Any]], alpha: float = 0.05) -> dic
         )
     else:
         status = "not-closer"
-        text = f"not closer: no Delta-eps CI excludes 0 with p < {alpha:g} ({n} adversaries)"
+        text = f"not closer: no Delta-eps CI excludes 0 with Holm p < {alpha:g} ({n} adversaries)"
     if undecided:
         text += (
-            f"; undecided: {', '.join(undecided)} (CI excludes 0 but p >= {alpha:g}: too "
-            "few test prompts differ between the two comparisons)"
+            f"; undecided: {', '.join(undecided)} (CI excludes 0 but Holm p >= {alpha:g}: "
+            "too few test prompts differ between the two comparisons, or too many adversaries)"
         )
     return {
         "status": status,

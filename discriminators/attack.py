@@ -75,7 +75,13 @@ from discriminators.evaluate import (
     summarise,
 )
 from discriminators.explain import explain_for_attack
-from discriminators.verdict import attack_verdict, calibration, sequential_curve
+from discriminators.verdict import (
+    attack_verdict,
+    calibration,
+    declared_sequential,
+    sequential_curve,
+)
+from discriminators.verdict_cf import adopt_crossfit, crossfit_verdict
 
 # Detail files of a sweep in progress: <run>/.attack-staging-<pid>-<random>/<comparison>/.
 STAGING_PREFIX = ".attack-staging-"
@@ -323,6 +329,7 @@ def _attack_comparison(run, data: ComparisonData, sw: _Sweep, adv_classes, progr
     adversaries: dict[str, Any] = {}
     seed_means: dict[str, dict[tuple[str, int], np.ndarray]] = {}
     examples_margin: dict[str, dict[str, float]] = {}
+    full_d: dict[str, np.ndarray] = {}  # full-budget point, one seed: the sequential test
     # With workers, the points of the prepared adversaries come back here and are written
     # below, in the serial order; the others run here.
     done: dict[str, dict[tuple[str, int, int], PointResult]] = {}
@@ -373,17 +380,45 @@ def _attack_comparison(run, data: ComparisonData, sw: _Sweep, adv_classes, progr
                 for strat in sw.strategies
                 for q in sw.budgets
             }
+            one_purchase = {
+                (strat, q): points[(strat, full_seed, q)].d
+                for strat in sw.strategies
+                for q in sw.budgets
+            }
             adversaries[name]["sequential"] = sequential_curve(
-                seed_means[name], sw.strategies[0], sw.settings.alpha, seed=full_seed
+                one_purchase, sw.strategies[0], sw.settings.alpha, seed=full_seed
             )
+            full_d[name] = full_res.d
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
     test_cats = data.test["category"].astype(str).to_numpy()
-    verdict = attack_verdict(adversaries, seed_means, test_cats, sw.settings, full_seed)
+    settings = sw.settings
+    eps_stars = 0.0 if data.role == "null" else settings.epsilon  # A/A stars test eps_c = 0
+    verdict = attack_verdict(adversaries, seed_means, test_cats, settings, full_seed, eps_stars)
     if data.role == "null":
         verdict["calibration"] = calibration(
-            adversaries, seed_means, test_cats, sw.settings, full_seed
+            adversaries, seed_means, test_cats, settings, full_seed
         )
+    # The decision: the cross-fitted stack on every response (discriminators.verdict_cf).
+    try:
+        primary = crossfit_verdict(
+            data,
+            sw.adversaries,
+            sw.adversary_params,
+            settings.epsilon,
+            settings.alpha,
+            settings.n_bootstrap,
+            full_seed,
+            context=_context(run, other, sw),
+        )
+    except BbiError as exc:  # too few prompts to cross-fit: the sweep's record decides
+        verdict["crossfit"] = {"skipped": str(exc)}
+    else:
+        if settings.decision == "crossfit":
+            verdict = adopt_crossfit(verdict, primary)
+        else:  # recorded beside the split decision, descriptive
+            verdict["crossfit"] = {**primary, "decides": False}
+    verdict["sequential"] = declared_sequential(full_d, max_q, settings.alpha, seed=full_seed)
     examples = examples_by_category(data, examples_margin, sweep.N_EXAMPLES)
     return {
         "reference": teacher,

@@ -45,6 +45,8 @@ ARTIFACTS = {
     "signoff": lambda text, rng: text + " Hope this helps!",
     "bullets": lambda text, rng: "\n".join("- " + s.strip() for s in text.split(".") if s.strip()),
     "caps": lambda text, rng: text.upper(),
+    # A pure length shift: one more sentence of the same generator, nothing else changes.
+    "longer": lambda text, rng: text + " " + _sentence(rng, []),
 }
 
 

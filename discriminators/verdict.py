@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bbi import stats
+from discriminators.acquisition import revealed_for_budget
 
 if TYPE_CHECKING:
     from bbi.config import AttackSettings
@@ -203,12 +204,14 @@ def sequential_curve(
 ) -> list[dict[str, Any]]:
     """Queries until the student is told apart, per training budget q (one adversary).
 
-    For each budget the adversary, trained on q queries, is tested prompt by prompt with
-    the anytime-valid betting test of H0: eps <= 0 (``bbi.stats.betting_test``); it stops
-    at the first prompt where the evidence reaches 1/alpha. Each test prompt costs two
-    queries (one response per model), so ``queries = q + 2 * n_to_reject``. Type-I error
-    is controlled at any stopping time for each budget; the curve is descriptive across
-    budgets (choosing its minimum is a selection).
+    ``by_point`` holds one seed's contributions per point (one purchase of q queries; a
+    mean over seeds would bill one purchase for several). For each budget the adversary,
+    trained on q queries, is tested prompt by prompt with the anytime-valid betting test
+    of H0: eps <= 0 (``bbi.stats.betting_test``); it stops at the first prompt where the
+    evidence reaches 1/alpha. Every response bought counts: ``queries = revealed(q) +
+    2 * n_to_reject`` (one response per model and test prompt). Type-I error is controlled
+    at any stopping time for each budget; the curve is descriptive across budgets (its
+    minimum is a selection): the declared test is :func:`declared_sequential`.
     """
     out = []
     for (strat, q), d in sorted(by_point.items(), key=lambda kv: kv[0][1]):
@@ -220,12 +223,65 @@ def sequential_curve(
             {
                 "q": int(q),
                 "n_to_reject": n,
-                "queries": int(q + 2 * n) if n is not None else None,
+                "queries": int(revealed_for_budget(q) + 2 * n) if n is not None else None,
                 "n_test": t["n"],
                 "p": t["p"],
             }
         )
     return out
+
+
+def declared_sequential(
+    full_points: dict[str, np.ndarray], q: int, alpha: float, seed: int = 0
+) -> dict[str, Any]:
+    """The one declared sequential test: "stop as soon as told apart".
+
+    Declared before looking: every adversary at the full budget q (first strategy, one
+    seed: one purchase), tested prompt by prompt in the same seeded order, each by a
+    betting test of H0: eps <= 0 at alpha / A (A adversaries, Bonferroni). The combined
+    test stops at the first prompt where any adversary's wealth reaches A / alpha; by
+    Ville's inequality and the union bound, P(it ever stops under H0) <= alpha. The bill
+    counts every response read: the purchase of q queries (all adversaries train on the
+    same bought prompts) plus two per test prompt read.
+    """
+    if not full_points:
+        return {"alpha": float(alpha), "queries": None, "text": "no adversary with an eps"}
+    level = alpha / len(full_points)
+    stops = {}
+    for name, d in sorted(full_points.items()):
+        stops[name] = stats.betting_test(np.asarray(d, dtype=float), 0.0, level, seed=seed)
+    crossed = {n: t["n_to_reject"] for n, t in stops.items() if t["n_to_reject"] is not None}
+    bought = int(revealed_for_budget(q))
+    if not crossed:
+        n_test = max(t["n"] for t in stops.values())
+        return {
+            "alpha": float(alpha),
+            "q": int(q),
+            "adversaries": sorted(full_points),
+            "n_to_reject": None,
+            "queries": None,
+            "by": None,
+            "text": (
+                f"not told apart after {bought + 2 * n_test} queries (q = {q} to train, "
+                f"{n_test} test prompts; anytime-valid, alpha {alpha:g} over "
+                f"{len(full_points)} adversaries)"
+            ),
+        }
+    by = min(crossed, key=lambda n: (crossed[n], n))
+    n = crossed[by]
+    return {
+        "alpha": float(alpha),
+        "q": int(q),
+        "adversaries": sorted(full_points),
+        "n_to_reject": int(n),
+        "queries": int(bought + 2 * n),
+        "by": by,
+        "text": (
+            f"told apart after {bought + 2 * n} queries ({bought} bought to train at q = {q}, "
+            f"then {n} test prompts x 2; {by}; anytime-valid, alpha {alpha:g} over "
+            f"{len(full_points)} adversaries)"
+        ),
+    }
 
 
 # ---- from a sweep's records --------------------------------------------------------------
@@ -253,12 +309,15 @@ def attack_verdict(
     categories: np.ndarray,
     cfg: AttackSettings,
     seed: int,
+    eps0: float | None = None,
 ) -> dict[str, Any]:
-    """The declared primary analysis (``discriminators.verdict``); category findings are
+    """The sweep's select-then-confirm analysis (``discriminators.verdict``) at tolerance
+    ``eps0`` (default ``cfg.epsilon``; an A/A comparison passes 0); category findings are
     written back into each adversary's ``per_category`` so every table shows the
     family-wise (not per-adversary) significance."""
+    eps0 = cfg.epsilon if eps0 is None else float(eps0)
     upper, excluded = _verdict_inputs(adversaries)
-    out = decide(seed_means, upper, categories, cfg, cfg.epsilon, excluded, seed=seed)
+    out = decide(seed_means, upper, categories, cfg, eps0, excluded, seed=seed)
     # Adversaries that read the teacher beyond its samples spend queries outside q.
     out["gray_box"] = {
         n: a["notes"]
@@ -271,7 +330,7 @@ def attack_verdict(
             "p": row["p"],
             "p_holm": row["p_holm"],
             "significant": row["significant"],
-            "h0": f"eps <= {cfg.epsilon:g}",
+            "h0": f"eps <= {eps0:g}",
         }
     return out
 
@@ -308,4 +367,10 @@ def calibration(
     }
 
 
-__all__ = ["PRIMARY_WEIGHT", "decide", "selection_split", "sequential_curve"]
+__all__ = [
+    "PRIMARY_WEIGHT",
+    "declared_sequential",
+    "decide",
+    "selection_split",
+    "sequential_curve",
+]

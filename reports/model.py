@@ -108,6 +108,10 @@ class Verdict:
     alpha: float | None = None
     calibration: dict[str, Any] | None = None  # A/A comparisons: the eps = 0 family test
     gray_box: dict[str, str] = field(default_factory=dict)  # adversary -> note
+    # The cross-fitted stacked adversary that decides (discriminators.verdict_cf):
+    # its test, interval, categories (with minimum detectable eps), base adversaries and
+    # best one-feature rule; ``{"skipped": reason}`` when too few prompts to cross-fit.
+    crossfit: dict[str, Any] | None = None
 
 
 @dataclass
@@ -348,6 +352,7 @@ def _parse_verdict(v: VerdictRecord) -> Verdict:
         alpha=v.alpha,
         calibration=v.calibration.model_dump() if v.calibration else None,
         gray_box=dict(v.gray_box),
+        crossfit=dict(v.crossfit) if v.crossfit else None,
     )
 
 

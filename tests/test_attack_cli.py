@@ -67,6 +67,8 @@ def attacked(tmp_path_factory):
             "300",
             "--n-permutations",
             "300",
+            "--decision",
+            "crossfit",
         ],
     )
     assert res.exit_code == 0, res.output
@@ -126,7 +128,9 @@ def test_planted_category_is_flagged_and_only_it(attacked):
     assert verdict["status"] == "distinguishable", verdict["text"]
     assert verdict["distinguishable_in"] == ["style_format"]
     assert "style_format" in verdict["text"] and "mmd" not in verdict["text"]
-    assert verdict["family_size"] == 1 + 3 * len(per)
+    # The deciding family: the cross-fitted stack overall and per category.
+    assert verdict["family_size"] == 1 + len(per)
+    assert verdict["crossfit"]["responses"] == 2 * verdict["crossfit"]["n_prompts"]
 
 
 def test_aa_comparison_covers_zero_and_is_not_broken(attacked):
@@ -149,7 +153,10 @@ def test_known_advantage_is_recovered_within_ci(attacked):
     eps = comp["adversaries"]["surface"]["eps"]
     assert eps["ci"][0] <= 0.8 <= eps["ci"][1]
     assert comp["verdict"]["status"] == "distinguishable"
-    assert comp["verdict"]["broken_by"] in ("surface", "tfidf", "pairwise")
+    # The deciding adversary is the cross-fitted stack over them; its interval is the
+    # one of the test that decided.
+    assert comp["verdict"]["broken_by"] == "stack"
+    assert comp["verdict"]["crossfit"]["primary"]["lower"] > comp["verdict"]["epsilon"]
     k4 = next(
         p
         for p in comp["adversaries"]["surface"]["curves"]["random"]
@@ -317,3 +324,26 @@ def test_mmd_hamming_computes_no_embeddings(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="MiniLM"):  # the embedding kernel does use them
         run_attack(run, AttackSettings(budgets=[20], strategies=["random"], seeds=1,
                                        adversaries=["mmd"], n_bootstrap=50, n_permutations=50))  # fmt: skip
+
+
+def test_split_decides_by_default_and_crossfit_is_recorded_beside(tmp_path):
+    """The default decision is the validated select-then-confirm split; the cross-fitted
+    analysis is computed and recorded beside it (``decides`` false), and the attack config
+    records ``decision`` only when it is not the default."""
+    path = tmp_path / "run"
+    synthetic.make_run(
+        path,
+        n_per_category=30,
+        test_fraction=0.5,
+        seed=1,
+        students={"student": {"categories": ["style_format"], "rate": 1.0, "artifact": "signoff"}},
+    )
+    args = ["attack", str(path), "--budget", "40,240", "--strategy", "random", "--seeds", "1"]
+    args += ["--adversary", "surface", "--n-bootstrap", "100", "--n-permutations", "100"]
+    res = runner.invoke(app, [*args, "--no-progress"])
+    assert res.exit_code == 0, res.output
+    attack = RunDir(path).read_results()["attack"]
+    assert "decision" not in attack["config"]
+    verdict = attack["comparisons"]["student"]["verdict"]
+    assert verdict["crossfit"]["decides"] is False
+    assert verdict["broken_by"] != "stack"

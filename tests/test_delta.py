@@ -64,7 +64,7 @@ def test_planted_improvement_gives_ci_below_zero():
     assert out["value"] == pytest.approx(distilled.mean() - base.mean())
     reading = delta_reading({"surface": out})
     assert reading["status"] == "closer" and reading["closer"] == ["surface"]
-    assert reading["text"].startswith("closer: Delta-eps CI below 0 and p < 0.05 for 1 of 1")
+    assert reading["text"].startswith("closer: Delta-eps CI below 0 and Holm p < 0.05 for 1 of 1")
     # The mirror image: the "distilled" student got further from the teacher.
     back = paired_delta(base, distilled)
     assert back["ci"][0] > 0 and delta_reading({"surface": back})["status"] == "further"
@@ -331,3 +331,12 @@ def test_runs_without_a_distilled_student_have_no_deltas(tmp_path):
     assert res.exit_code == 0, res.output
     assert run.read_results()["attack"]["deltas"] == {}
     assert "Distilled vs base" not in res.output
+
+
+def test_delta_reading_is_corrected_across_adversaries():
+    # p = 0.03 alone reads "closer"; among three adversaries Holm makes it 0.09.
+    down = {"value": -0.2, "ci": [-0.3, -0.1], "n": 10, "p": 0.03}
+    flat = {"value": 0.0, "ci": [-0.1, 0.1], "n": 10, "p": 0.9}
+    assert delta_reading({"surface": down})["status"] == "closer"
+    r = delta_reading({"surface": down, "tfidf": flat, "embed": flat})
+    assert r["status"] == "not-closer" and r["undecided"] == ["surface"]

@@ -594,3 +594,67 @@ def test_distillation_section_escapes_run_text(tmp_path):
     section = md[md.index("## Distillation") : md.index("## Per category")]
     assert "<" not in section and "&lt;b&gt;adv&lt;/b&gt;" in section
     assert "&lt;i&gt;cat&lt;/i&gt;\\*\\_\\[x\\](y)" in section
+
+
+def _with_crossfit(run: Path) -> dict:
+    """The fixture's student verdict, decided by a cross-fitted record: one planted
+    category, one category too small to test, one base adversary and the best rule."""
+    import numpy as np
+
+    from discriminators.verdict_cf import adopt_crossfit, decide_crossfit
+
+    res = load_results(run)
+    cats_all = res["suite"]["categories"]
+    cats = np.array([c for c in cats_all[:-1] for _ in range(30)] + [cats_all[-1]] * 3)
+    d = np.zeros(len(cats))
+    d[cats == cats_all[0]] = 1.0  # planted: every prompt of the first category
+    rng = np.random.default_rng(0)
+    base = rng.choice([-1.0, 0.0, 1.0], len(cats))
+    cf = decide_crossfit(d, cats, 0.1, 0.05, base={"surface": base}, n_bootstrap=200)
+    cf.update(
+        plan="nested cross-fitted stack",
+        folds=5,
+        n_prompts=len(cats),
+        responses=2 * len(cats),
+        adversaries=["surface"],
+        skipped={"mmd": "two-sample test: no per-prompt score to stack"},
+        best_rule={"feature": "n_chars", "value": 0.2, "ci": [0.1, 0.3], "n": len(cats)},
+    )
+    comp = res["attack"]["comparisons"]["student"]
+    comp["verdict"] = adopt_crossfit(comp["verdict"], cf)
+    (run / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    return comp["verdict"]
+
+
+def test_verdict_shows_the_crossfit_decision(tmp_path):
+    run = build_run(tmp_path / "demo")
+    v = _with_crossfit(run)
+    cf, cats = v["crossfit"], load_results(run)["suite"]["categories"]
+    html = write_report(run).read_text(encoding="utf-8")
+    doc = _parse(html)
+    card = doc.having("data-crossfit", **{"data-crossfit": "student"})
+    assert card and card[0]["data-crossfit-rejected"] == "no"  # the overall test is diluted
+    assert v["status"] == "distinguishable" and v["distinguishable_in"] == [cats[0]]
+    # The decision comes with the interval of the test that made it.
+    row = next(r for r in cf["categories"] if r["category"] == cats[0])
+    assert row["significant"] and row["lower"] > 0.1
+    lead = html.split('data-crossfit="student"', 1)[1].split("</p>", 1)[0]
+    assert f"<b>{cats[0]}</b> ε ≥ {row['lower']:.2f}" in lead
+    assert "Decided by the cross-fitted stack over surface" in lead
+    # Base adversaries and the best one-feature rule beside it.
+    base = doc.having("data-crossfit-base", **{"data-crossfit-base": "student"})
+    assert base and doc.having("data-best-rule", **{"data-best-rule": "n_chars"})
+    assert f"surface {cf['base']['surface']['value']:.2f}".replace("-", "\u2212") in html
+    # Each category too small for its share of alpha says what it cannot detect.
+    small = {e["data-min-detectable"] for e in doc.having("data-min-detectable")}
+    noted = {r["category"] for r in cf["categories"] if r["note"]}
+    assert cats[-1] in small and small == noted
+    assert "too few test prompts (3) to detect any ε" in html
+    mde = next(r["min_detectable"] for r in cf["categories"] if r["category"] == cats[1])
+    if cats[1] in noted:
+        assert f"too few test prompts (30) to detect ε ≤ {mde:.2f}" in html
+    md = write_report(run, fmt="md").read_text(encoding="utf-8")
+    assert "Decided by the cross-fitted stack over surface" in md
+    assert f"{cats[0]} ε ≥ {row['lower']:.2f}" in md
+    assert "too few test prompts (3) to detect any ε" in md
+    assert "best one-feature rule (n\\_chars" in md or "best one-feature rule (n_chars" in md

@@ -133,18 +133,10 @@ def print_attack(console: Console, attack: dict[str, Any], only: list[str] | Non
         cal = comp["verdict"].get("calibration")
         if cal and cal.get("text"):
             console.print(f"[bold]{label}[/bold]: {cal['text']}")
-        seq = []
-        for a, r in comp["adversaries"].items():
-            done = [pt for pt in r.get("sequential") or [] if pt.get("queries")]
-            if r.get("sequential"):
-                best = min(done, key=lambda pt: pt["queries"]) if done else None
-                seq.append(
-                    f"{a} {best['queries']} (q={best['q']} + 2 x {best['n_to_reject']})"
-                    if best
-                    else f"{a} not within the test split"
-                )
-        if seq:
-            console.print(f"{label}: queries until told apart (anytime-valid): {'; '.join(seq)}")
+        declared = comp["verdict"].get("sequential")
+        if declared and declared.get("text"):
+            # The one declared sequential test; per-budget minima would be a selection.
+            console.print(f"{label}: queries until told apart: {declared['text']}")
     deltas = {a: d for a, d in (attack.get("deltas") or {}).items() if only is None or a in only}
     if deltas:
         t = Table(

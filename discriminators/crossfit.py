@@ -1,0 +1,340 @@
+"""Cross-fitting: every prompt trains in K - 1 folds and is scored once, out of fold.
+
+One fixed train/test split scores only the test prompts, and a selection/confirmation
+halving of those leaves a tenth of the responses to decide on. Here the prompts of a
+comparison (train and test splits together) are dealt into K folds, stratified by
+category (``bbi.stats.stratified_folds``); each base adversary is fitted on K - 1 folds
+and scores the held-out one, so every prompt gets exactly one out-of-fold contribution.
+
+**The stacked adversary** (the verdict's declared primary analysis) is a forced-choice
+adversary: shown a prompt's two responses, it names the one whose stacked score is higher
+as the teacher's (d = +1 right, -1 wrong, 0 tie), so eps = 2 acc - 1 as for ``pairwise``.
+Its features per prompt are antisymmetric in the two responses:
+
+* each base adversary's out-of-fold score difference (pointwise: logit s(teacher) -
+  logit s(other); pairwise: half the difference of the logits of both presentation
+  orders), and
+* the length/format statistics of ``discriminators.surface`` as differences
+  f(teacher) - f(other), so no one-feature rule such as "the longer answer is the
+  teacher's" can beat the stack: the stack can represent it.
+
+A logistic regression without intercept on these differences (both orientations, so it
+is antisymmetric) combines them. It is **nested**: the stacker that scores fold k is
+trained on prompts outside k whose base scores come from base models that never saw fold
+k (for each pair of folds {j, k}, base models fitted on the other K - 2 folds), and fold
+k's own base scores come from base models fitted on every fold but k. No score is used in
+its own training, and no label of fold k reaches its prediction.
+
+**Validity.** Given the other folds, a fold's predictor is fixed and under H0 (the two
+responses of a prompt exchangeable) each of its prompts' labels is a fair coin independent
+of it, so within a fold the contributions are exactly sign-symmetric. Across folds they
+are weakly dependent (fold j's labels train fold k's model); for stable learners (here
+regularised logistic regressions) the pooled out-of-fold mean is asymptotically normal
+with the variance of independent contributions (Bayle, Bayle, Janson and Mackey, 2020,
+cross-validation CLT), which is what the fixed-sample test assumes. The exact alternative,
+``refit_p``, redoes the whole cross-fitting for every relabelling (a randomization test,
+exact at eps = 0 by invariance); tests/test_crossfit.py measures the A/A size of both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+from bbi import stats
+from bbi.errors import BbiError
+from discriminators.base import Adversary
+from discriminators.comparison import ComparisonData, interleave, pairwise_frame
+from discriminators.surface import FEATURE_NAMES, surface_features
+
+FOLDS = 5
+# Adversaries that load or call models: K (K + 1) / 2 fits each would cost too much.
+SKIP = frozenset({"encoder", "judge", "likelihood"})
+
+
+def comparison_items(data: ComparisonData) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every prompt of a comparison (train then test split) and its pointwise items."""
+    prompts = pd.concat([data.train, data.test], ignore_index=True)
+    items = pd.concat([data.train_items, data.test_items], ignore_index=True)
+    return prompts, items
+
+
+def flip_items(items: pd.DataFrame, flip: np.ndarray) -> pd.DataFrame:
+    """Swap the teacher's and the other response of every prompt where ``flip`` is true
+    (labels stay 1, 0 per row pair): a relabelling of the kind H0 says changes nothing."""
+    flip = np.asarray(flip, dtype=bool)
+    order = np.arange(len(items))
+    f = np.flatnonzero(flip)
+    order[2 * f], order[2 * f + 1] = 2 * f + 1, 2 * f
+    out = items.iloc[order].reset_index(drop=True)
+    out["label"] = np.tile([1, 0], len(flip))
+    return out
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return stats.logit(np.asarray(p, dtype=float))
+
+
+def _fit_diff(
+    adv: Adversary, items: pd.DataFrame, train: np.ndarray, score: np.ndarray, seed: int
+) -> np.ndarray:
+    """Fit on prompts ``train``; the antisymmetric score difference of prompts ``score``."""
+    if adv.kind == "pointwise":
+        X = items.iloc[interleave(train)].reset_index(drop=True)
+        adv.fit(X, X["label"].to_numpy())
+        s = _logit(adv.predict_proba(items.iloc[interleave(score)].reset_index(drop=True)))
+        return s[0::2] - s[1::2]
+    if adv.kind == "pairwise":
+        orient = np.random.default_rng([seed, 23, len(train)]).random(len(train)) < 0.5
+        X = pairwise_frame(items.iloc[interleave(train)].reset_index(drop=True), orient)
+        adv.fit(X, orient.astype(int))
+        sub = items.iloc[interleave(score)].reset_index(drop=True)
+        ones = np.ones(len(score), dtype=bool)
+        first = _logit(adv.predict_proba(pairwise_frame(sub, ones)))
+        second = _logit(adv.predict_proba(pairwise_frame(sub, ~ones)))
+        return (first - second) / 2.0
+    raise BbiError(f"adversary {adv.name!r} of kind {adv.kind!r} cannot be cross-fitted")
+
+
+@dataclass
+class BaseScores:
+    """One base adversary's cross-fitted score differences (teacher minus other).
+
+    ``outer[i]``: from the model fitted on every fold but prompt i's; ``inner[k][i]`` (i
+    outside fold k): from the model fitted on the folds other than k and i's own.
+    """
+
+    outer: np.ndarray
+    inner: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def base_scores(
+    adv: Adversary, items: pd.DataFrame, folds: np.ndarray, seed: int = 0
+) -> BaseScores:
+    """K (K + 1) / 2 fits: one per fold (outer) and one per pair of folds (inner)."""
+    if "random_state" in adv.get_params(deep=False):
+        adv.set_params(random_state=seed)
+    k_all = sorted(set(folds.tolist()))
+    n = len(folds)
+    outer = np.zeros(n)
+    for k in k_all:
+        test = np.flatnonzero(folds == k)
+        outer[test] = _fit_diff(adv, items, np.flatnonzero(folds != k), test, seed)
+    inner = {k: np.full(n, np.nan) for k in k_all}
+    for a, j in enumerate(k_all):
+        for k in k_all[a + 1 :]:
+            train = np.flatnonzero((folds != j) & (folds != k))
+            both = np.flatnonzero((folds == j) | (folds == k))
+            diff = _fit_diff(adv, items, train, both, seed)
+            in_j = folds[both] == j
+            inner[k][both[in_j]] = diff[in_j]  # fold-j prompts, model blind to k and j
+            inner[j][both[~in_j]] = diff[~in_j]
+    return BaseScores(outer, inner)
+
+
+STACK_CS = (0.01, 0.1, 1.0, 10.0)
+
+
+def _fit_stack(F: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+    """Antisymmetric logistic regression on differences: (weights on F, abstention margin).
+
+    Features are scaled, not centred, and there is no intercept, so the score of the
+    swapped pair is minus the score (antisymmetry). Each training prompt enters once in a
+    seeded random orientation. The L2 strength is chosen among ``STACK_CS`` by 5-fold
+    cross-validated log-loss on the training prompts (with ~30 features and a few hundred
+    prompts a fixed strength either overfits or ignores a weak signal), and the
+    abstention margin on the same cross-validated margins, never on fitted ones.
+    """
+    scale = np.sqrt(np.mean(F**2, axis=0))
+    scale[scale == 0] = 1.0
+    G = F / scale
+    rng = np.random.default_rng([seed, 37, len(G)])
+    o = np.where(rng.random(len(G)) < 0.5, 1.0, -1.0)
+    X, y = G * o[:, None], (o > 0).astype(int)
+    if min(y.sum(), len(y) - y.sum()) < 5:  # too few prompts to cross-validate
+        model = LogisticRegression(C=1.0, fit_intercept=False, max_iter=2000).fit(X, y)
+        return model.coef_[0] / scale, 0.0
+    cv = StratifiedKFold(5, shuffle=True, random_state=seed)
+    best: tuple[float, float, np.ndarray] | None = None
+    for c in STACK_CS:
+        lr = LogisticRegression(C=c, fit_intercept=False, max_iter=2000)
+        m = cross_val_predict(lr, X, y, cv=cv, method="decision_function")
+        loss = float(np.mean(np.logaddexp(0.0, -np.where(y == 1, m, -m))))
+        if best is None or loss < best[0] - 1e-12:
+            best = (loss, c, m)
+    assert best is not None
+    _, c, m = best
+    model = LogisticRegression(C=c, fit_intercept=False, max_iter=2000).fit(X, y)
+    return model.coef_[0] / scale, abstention_threshold(m * o)
+
+
+@dataclass
+class CrossFit:
+    """Out-of-fold contributions (one per prompt) of the stack, of each base adversary
+    and of the best one-feature rule, with the folds and feature names used."""
+
+    d: np.ndarray
+    folds: np.ndarray
+    base: dict[str, np.ndarray]
+    rules: dict[str, np.ndarray]
+    features: list[str]
+    weights: dict[str, float]
+    abstain: list[float] = field(default_factory=list)  # per fold: |margin| <= it -> 0
+
+
+def crossfit(
+    adversaries: Sequence[Adversary],
+    items: pd.DataFrame,
+    categories: Sequence[str],
+    n_folds: int = FOLDS,
+    seed: int = 0,
+) -> CrossFit:
+    """The nested cross-fitted stacked adversary (module docstring) on ``items``."""
+    cats = np.asarray(list(categories)).astype(str)
+    n = len(cats)
+    if len(items) != 2 * n:
+        raise BbiError(f"{len(items)} items for {n} prompts (expected 2 per prompt)")
+    if n_folds < 2 or n < 2 * n_folds:
+        raise BbiError(
+            f"cross-fitting needs at least 2 folds of 2 prompts; {n} prompts, {n_folds} folds"
+        )
+    folds = stats.stratified_folds(cats, n_folds, seed)
+    for adv in adversaries:  # label-free featurisation, cached by item id
+        if hasattr(adv, "prepare"):
+            ones = np.ones(n, dtype=bool)
+            adv.prepare(pairwise_frame(items, ones) if adv.kind == "pairwise" else items)
+    surf = surface_features(items["response"].astype(str).tolist())
+    S = surf[0::2] - surf[1::2]
+    names = [a.name for a in adversaries]
+    scores = {a.name: base_scores(a, items, folds, seed) for a in adversaries}
+    features = [*names, *FEATURE_NAMES]
+    d = np.zeros(n)
+    taus: list[float] = []
+    coef = np.zeros(len(features))
+    for k in sorted(set(folds.tolist())):
+        tr, te = folds != k, folds == k
+        F_tr = np.column_stack([*(scores[a].inner[k][tr] for a in names), S[tr]])
+        F_te = np.column_stack([*(scores[a].outer[te] for a in names), S[te]])
+        w, tau = _fit_stack(F_tr, seed + int(k))
+        z = F_te @ w
+        d[te] = np.where(np.abs(z) > tau, np.sign(np.round(z, 12)), 0.0)
+        taus.append(tau)
+        coef += w / n_folds
+    base = {a: np.sign(np.round(scores[a].outer, 12)) for a in names}
+    rules = one_feature_rules(S, folds)
+    return CrossFit(
+        d=d,
+        folds=folds,
+        base=base,
+        rules=rules,
+        features=features,
+        weights=dict(zip(features, (float(c) for c in coef), strict=True)),
+        abstain=[float(t) for t in taus],
+    )
+
+
+COMMIT_FRACTIONS = (1.0, 0.5, 0.25, 0.1, 0.05)
+
+
+def abstention_threshold(z: np.ndarray) -> float:
+    """The margin below which the stack abstains (d = 0), chosen on training prompts.
+
+    ``z``: cross-validated stack margins of training prompts, oriented teacher minus
+    other (sign(z) is right when positive). Committing on prompts with no signal adds +-1
+    noise that drowns a concentrated artifact; abstaining there scores 0, but abstaining
+    from a weak broad signal throws it away. The stack commits on the fraction of prompts
+    with the largest |z|, among ``COMMIT_FRACTIONS`` (a coarse grid: choosing among every
+    threshold would fit noise), that maximises the fixed-sample test's statistic
+    S / sqrt(m) (S: right minus wrong, m: committed). It never sees the fold it is
+    applied to.
+    """
+    z = np.asarray(z, dtype=float)
+    if not len(z):
+        return 0.0
+    a = np.sort(np.abs(z))[::-1]
+    order = np.argsort(-np.abs(z), kind="stable")
+    s = np.cumsum(np.sign(np.round(z[order], 12)))
+    best, tau = -np.inf, 0.0
+    for f in COMMIT_FRACTIONS:
+        m = max(1, int(round(f * len(z))))
+        stat = s[m - 1] / np.sqrt(m)
+        if stat > best + 1e-12:
+            best = stat
+            tau = 0.0 if m >= len(z) else float((a[m - 1] + a[m]) / 2)
+    return tau
+
+
+def one_feature_rules(S: np.ndarray, folds: np.ndarray) -> dict[str, np.ndarray]:
+    """Out-of-fold contributions of "the response with the larger (smaller) f is the
+    teacher's" for every surface feature f, the direction chosen on the other folds."""
+    out = {}
+    sign = np.sign(np.round(S, 12))
+    for j, name in enumerate(FEATURE_NAMES):
+        d = np.zeros(len(S))
+        for k in sorted(set(folds.tolist())):
+            direction = np.sign(sign[folds != k, j].mean()) or 1.0
+            d[folds == k] = direction * sign[folds == k, j]
+        out[name] = d
+    return out
+
+
+def refit_p(
+    adversaries: Sequence[Adversary],
+    items: pd.DataFrame,
+    categories: Sequence[str],
+    n_relabel: int = 99,
+    n_folds: int = FOLDS,
+    seed: int = 0,
+) -> float:
+    """Exact randomization p of H0 "labels exchangeable within each prompt" (eps = 0):
+    the whole nested cross-fit is redone for ``n_relabel`` random relabellings and the
+    observed mean contribution is ranked among them; p = (1 + #{T_b >= T}) / (1 + B).
+    Costs n_relabel + 1 cross-fits: for small sets and for checking the fast test."""
+    observed = crossfit([clone(a) for a in adversaries], items, categories, n_folds, seed).d.mean()
+    rng = np.random.default_rng([seed, 29])
+    n = len(items) // 2
+    hits = 0
+    for _ in range(n_relabel):
+        flipped = flip_items(items, rng.random(n) < 0.5)
+        t = crossfit([clone(a) for a in adversaries], flipped, categories, n_folds, seed).d.mean()
+        hits += t >= observed - 1e-12
+    return float((1 + hits) / (1 + n_relabel))
+
+
+def crossfit_adversaries(names: Sequence[str], make: Any) -> tuple[list[Adversary], dict[str, str]]:
+    """The base adversaries the stack uses (``make(name)`` builds one) and the reasons
+    the others are left out (two-sample tests, adversaries that load or call models)."""
+    used, skipped = [], {}
+    for name in names:
+        adv = make(name)
+        if adv.kind == "test":
+            skipped[name] = "two-sample test: no per-prompt score to stack"
+        elif name in SKIP or "backend" in adv.requires():
+            skipped[name] = "loads or queries a model: too costly to refit per fold pair"
+        else:
+            used.append(adv)
+    return used, skipped
+
+
+__all__ = [
+    "FOLDS",
+    "SKIP",
+    "BaseScores",
+    "CrossFit",
+    "COMMIT_FRACTIONS",
+    "abstention_threshold",
+    "base_scores",
+    "comparison_items",
+    "crossfit",
+    "crossfit_adversaries",
+    "flip_items",
+    "one_feature_rules",
+    "refit_p",
+]

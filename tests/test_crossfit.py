@@ -1,0 +1,255 @@
+"""The fixed-sample verdict: exact size at the null boundary, power against the betting
+test, the cross-fitted stack's A/A size and its category findings.
+
+Sizes of the exact test are computed by enumerating every outcome (no Monte-Carlo error);
+simulated rates carry their binomial standard error in the tolerance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from threadpoolctl import threadpool_limits
+
+from bbi import crossfit as cft
+from bbi import stats
+from discriminators import synthetic
+from discriminators.base import get_adversary
+from discriminators.comparison import load_comparison
+from discriminators.crossfit import (
+    abstention_threshold,
+    comparison_items,
+    crossfit,
+    flip_items,
+)
+from discriminators.verdict_cf import crossfit_verdict, decide_crossfit
+
+ALPHA = 0.05
+
+
+def _exact_size(n: int, eps0: float, designs: list[float], alpha: float = ALPHA) -> list[float]:
+    """P(reject) at the least favourable null point of each tie rate r, by enumeration."""
+    a, b = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    ok = a + b <= n
+    rej = np.zeros_like(a, dtype=bool)
+    for i, j in zip(a[ok], b[ok], strict=True):
+        rej[i, j] = cft.ternary_p(int(i), int(j), n, eps0) < alpha
+    out = []
+    for r in designs:
+        pp = min(r, (r + eps0) / 2)
+        pm = r - pp
+        pmf = sps.multinomial.pmf(
+            np.stack([a[ok], b[ok], n - a[ok] - b[ok]], axis=1), n, [pp, pm, 1 - r]
+        )
+        out.append(float(pmf[rej[ok]].sum()))
+    return out
+
+
+@pytest.mark.parametrize("eps0", [0.0, 0.1, 0.3])
+def test_exact_test_size_at_the_null_boundary(eps0):
+    # Tie rates from "ties everywhere" to "no ties": every boundary point, exactly.
+    sizes = _exact_size(24, eps0, [max(eps0, 0.05), 0.5, 0.8, 1.0])
+    assert max(sizes) <= ALPHA + 1e-9  # exact: no Monte-Carlo tolerance needed
+    assert max(sizes) > 0.01  # and not uselessly conservative
+
+
+def test_exact_test_below_the_boundary_is_smaller():
+    n, eps0 = 24, 0.1
+    at = _exact_size(n, eps0, [0.6])[0]
+    # eps = 0 < eps0 with the same tie rate: p+ = p- = 0.3.
+    a, b = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    ok = a + b <= n
+    pmf = sps.multinomial.pmf(np.stack([a[ok], b[ok], n - a[ok] - b[ok]], 1), n, [0.3, 0.3, 0.4])
+    rej = np.array(
+        [cft.ternary_p(int(i), int(j), n, eps0) < ALPHA for i, j in zip(a[ok], b[ok], strict=True)]
+    )
+    assert pmf[rej].sum() <= at + 1e-12
+
+
+def test_lower_bound_inverts_the_test():
+    d = np.r_[np.ones(30), -np.ones(5), np.zeros(65)]
+    lo = cft.lower_bound(d, ALPHA)
+    assert cft.ternary_test(d, lo - 1e-3) < ALPHA <= cft.ternary_test(d, lo + 1e-3)
+    assert 0.1 < lo < d.mean()
+    # The test that decides and the interval that is reported agree.
+    for eps0 in (0.0, 0.1, 0.2, 0.3):
+        assert (cft.ternary_test(d, eps0) < ALPHA) == (eps0 < lo)
+
+
+def test_more_powerful_than_the_betting_test_on_the_same_data():
+    rng = np.random.default_rng(5)
+    reps, n, eps, eps0 = 200, 40, 0.5, 0.1
+    exact = betting = 0
+    for i in range(reps):
+        d = rng.choice([1.0, -1.0], size=n, p=[(1 + eps) / 2, (1 - eps) / 2])
+        exact += cft.ternary_test(d, eps0) < ALPHA
+        betting += stats.betting_test(d, eps0, ALPHA, seed=i)["p"] < ALPHA
+    # Measured: exact 0.80, betting 0.58 (docs/statistics.md); se of a rate <= 0.035.
+    assert exact / reps > betting / reps + 0.1
+    assert exact / reps > 0.7
+
+
+def test_fractional_contributions_fall_back_to_valid_tests():
+    d = np.array([0.2, 0.6, -0.2, 1.0, 0.4] * 8)
+    assert cft.fixed_sample_test(d, 0.0)["method"] == "sign-flip"
+    assert cft.fixed_sample_test(d, 0.1)["method"] == "betting"
+    assert cft.fixed_sample_test(np.sign(d), 0.1)["method"].startswith("exact")
+
+
+def test_min_detectable_eps():
+    # Six prompts at alpha 0.0025: even d = 1 everywhere cannot reject.
+    assert cft.min_detectable_eps(6, 0.0025) is None
+    x50 = cft.min_detectable_eps(50, 0.0025, 0.1)
+    x500 = cft.min_detectable_eps(500, 0.0025, 0.1)
+    assert 0.1 < x500 < x50 < 1
+    # By construction: power at x is 0.8 in the favourable case d in {0, 1}.
+    rng = np.random.default_rng(0)
+    hits = [
+        cft.ternary_test((rng.random(50) < x50).astype(float), 0.1) < 0.0025 for _ in range(200)
+    ]
+    assert abs(np.mean(hits) - 0.8) < 4 * np.sqrt(0.16 / 200)
+
+
+def test_family_passes_alpha_on():
+    # The overall test rejects: categories are then tested by Holm at the full alpha.
+    p_holm, adj = cft.family(0.001, [0.015, 0.5, 0.9], ALPHA)
+    assert p_holm < ALPHA and adj[0] < ALPHA
+    # It does not: a category needs alpha / 2 / C.
+    p_holm, adj = cft.family(0.5, [0.02, 0.5, 0.9], ALPHA)
+    assert adj[0] >= ALPHA and cft.family(0.5, [0.008, 0.5, 0.9], ALPHA)[1][0] < ALPHA
+
+
+def test_decide_names_a_diluted_category_and_notes_small_ones():
+    rng = np.random.default_rng(1)
+    cats = np.repeat([f"c{i}" for i in range(10)], 60)
+    d = np.zeros(600)
+    d[:60] = (rng.random(60) < 0.7).astype(float)  # c0: eps 0.7, the rest ties
+    res = decide_crossfit(d, cats, 0.1, ALPHA, n_bootstrap=200)
+    assert res["distinguishable_in"] == ["c0"]
+    assert res["status"] == "distinguishable"
+    small = decide_crossfit(d[:8], np.repeat(["a", "b"], 4), 0.1, ALPHA, n_bootstrap=200)
+    assert all("too few prompts" in r["note"] for r in small["categories"])
+
+
+def test_indistinguishable_needs_every_category():
+    cats = np.repeat(["a", "b"], [2000, 40])
+    d = np.zeros(2040)
+    d[2000:] = np.tile([1.0, -1.0], 20)  # b: the adversary commits, right half the time
+    res = decide_crossfit(d, cats, 0.1, ALPHA, n_bootstrap=200)
+    # Overall upper bound is small, but category b's 40 prompts cannot bound eps_b by 0.1
+    # (ties are evidence of no advantage: 40 of them alone would bound it).
+    assert res["primary"]["upper"] < 0.1
+    assert res["status"] == "inconclusive" and "b" in res["text"]
+    res = decide_crossfit(d[:2000], cats[:2000], 0.1, ALPHA, n_bootstrap=200)
+    assert res["status"] == "indistinguishable"
+
+
+def test_abstention_threshold():
+    z = np.r_[np.full(10, 3.0), np.random.default_rng(0).normal(0, 0.1, 200)]
+    tau = abstention_threshold(z)
+    assert 0.3 < tau < 3.0  # commits on the confident prompts only
+
+
+def test_flip_items_swaps_the_responses_of_flipped_prompts(tmp_path):
+    run = synthetic.make_run(tmp_path, n_per_category=4, categories=("a", "b"))
+    _, items = comparison_items(load_comparison(run, "student"))
+    flip = np.array([True] + [False] * (len(items) // 2 - 1))
+    out = flip_items(items, flip)
+    assert out["response"].iloc[0] == items["response"].iloc[1]
+    assert out["response"].iloc[2] == items["response"].iloc[2]
+    assert out["label"].tolist() == items["label"].tolist()
+
+
+def test_crossfit_verdict_finds_a_planted_category(tmp_path):
+    run = synthetic.make_run(tmp_path, n_per_category=30, seed=3)
+    with threadpool_limits(limits=1):
+        res = crossfit_verdict(
+            load_comparison(run, "student"), ["surface", "mmd"], {}, 0.1, ALPHA, 200
+        )
+        null = crossfit_verdict(
+            load_comparison(run, "teacher_null"), ["surface"], {}, 0.1, ALPHA, 200
+        )
+    assert res["distinguishable_in"] == ["style_format"]
+    assert res["responses"] == 600 and res["skipped"] == {"mmd": res["skipped"]["mmd"]}
+    assert null["epsilon"] == 0.0 and null["calibration"]["ok"]
+
+
+@pytest.mark.slow
+def test_crossfit_aa_size():
+    """A/A: two samples of one generator; the cross-fitted stack's exact test at eps0 = 0
+    must reject at most alpha of the time (and the category family likewise)."""
+    import tempfile
+
+    reps, rej, rej_any = 60, 0, 0
+    with threadpool_limits(limits=1):
+        for i in range(reps):
+            with tempfile.TemporaryDirectory() as tmp:
+                run = synthetic.make_run(tmp, n_per_category=20, seed=100 + i, students={})
+                data = load_comparison(run, "teacher_null")
+                prompts, items = comparison_items(data)
+                cats = prompts["category"].astype(str).to_numpy()
+                cf = crossfit([get_adversary("surface")], items, cats, seed=i)
+                res = decide_crossfit(cf.d, cats, 0.0, ALPHA, n_bootstrap=100)
+                rej += res["primary"]["p"] < ALPHA  # the corrected overall test alone
+                rej_any += res["status"] == "distinguishable"
+    se = np.sqrt(ALPHA * (1 - ALPHA) / reps)
+    assert rej / reps <= ALPHA + 2 * se
+    assert rej_any / reps <= ALPHA
+
+
+@pytest.mark.slow
+def test_refit_randomization_p(tmp_path):
+    """The exact alternative: the whole nested cross-fit redone per relabelling."""
+    from discriminators.crossfit import refit_p
+
+    run = synthetic.make_run(
+        tmp_path,
+        n_per_category=6,
+        categories=synthetic.CATEGORIES[:4],
+        students={"student": {"categories": list(synthetic.CATEGORIES[:4]), "rate": 0.9}},
+    )
+    with threadpool_limits(limits=1):
+        for other, small in (("student", True), ("teacher_null", False)):
+            prompts, items = comparison_items(load_comparison(run, other))
+            p = refit_p([get_adversary("surface")], items, prompts["category"], 19, n_folds=3)
+            assert 0.05 <= p <= 1.0
+            assert (p == 0.05) == small
+
+
+def test_declared_sequential_bills_every_response():
+    from discriminators.verdict import declared_sequential
+
+    strong = np.ones(100)
+    res = declared_sequential({"surface": strong, "tfidf": np.zeros(100)}, 400, ALPHA)
+    alone = stats.betting_test(strong, 0.0, ALPHA / 2)["n_to_reject"]
+    assert res["by"] == "surface" and res["n_to_reject"] == alone
+    assert res["queries"] == 400 + 2 * alone  # the purchase plus two per test prompt read
+    # Under the null it stops (anywhere) at most alpha of the time, over the whole family.
+    rng = np.random.default_rng(3)
+    stops = [
+        declared_sequential(
+            {a: rng.choice([-1.0, 0.0, 1.0], 200) for a in ("x", "y", "z")}, 100, ALPHA, seed=i
+        )["queries"]
+        is not None
+        for i in range(300)
+    ]
+    assert np.mean(stops) <= ALPHA + 2 * np.sqrt(ALPHA * (1 - ALPHA) / 300)
+
+
+def test_crossfit_tests_are_corrected_for_fold_dependence():
+    """Pooled out-of-fold p-values are doubled and the reported bounds are those of the
+    corrected test, so a decision and its interval still agree."""
+    from discriminators.verdict_cf import DEPENDENCE_FACTOR
+
+    rng = np.random.default_rng(5)
+    d = rng.choice([-1.0, 0.0, 1.0], size=200, p=[0.3, 0.3, 0.4])
+    cats = np.repeat(["a", "b"], 100)
+    res = decide_crossfit(d, cats, 0.0, ALPHA, n_bootstrap=100)
+    prim = res["primary"]
+    assert DEPENDENCE_FACTOR == 2.0
+    assert prim["p"] == pytest.approx(min(1.0, 2 * cft.ternary_test(d, 0.0)))
+    assert prim["p_uncorrected"] == pytest.approx(cft.ternary_test(d, 0.0))
+    assert prim["lower"] == pytest.approx(cft.lower_bound(d, ALPHA / 2))
+    assert (prim["lower"] > 0) == (prim["p"] < ALPHA)
+    assert "x 2" in prim["method"]
