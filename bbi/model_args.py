@@ -28,7 +28,7 @@ from bbi.errors import BbiError
 from bbi.specs import ModelSpec, backend_kind
 
 # Keys whose value changes the responses (mixed into the cache identity).
-OUTPUT_CHANGING = ("dtype", "quantization", "attn_implementation")
+OUTPUT_CHANGING = ("dtype", "quantization", "attn_implementation", "compute_type")
 
 
 def _typed(text: str) -> Any:
