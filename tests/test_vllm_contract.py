@@ -480,3 +480,25 @@ def test_engine_start_and_death_are_one_line_errors_and_leave_no_process(fake_vl
     assert "\n" not in str(exc.value)
     backend.close()  # the engine process is reaped: no zombie, no orphan
     assert not multiprocessing.active_children()
+
+
+# ----------------------------------------------------------------------------- real engine
+@pytest.mark.slow
+def test_real_vllm_cpu_engine_agrees_with_hf(micro_zoo):
+    """Opt-in (-m slow): the real vLLM (e.g. its CPU build) on the micro zoo teacher,
+    greedy, float32 on both sides: every answer equals hf:'s."""
+    pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'bbi[vllm]')")
+    from bbi.backends import load_backend
+    from bbi.backends.base import GenerationConfig
+
+    prompts = ["What is 2 plus 3?", "Name a colour.", "Hi"]
+    cfg = GenerationConfig(max_new_tokens=12, temperature=0.0, batch_size=4)
+    hf = load_backend(f"hf:{micro_zoo / 'teacher'}", device="cpu", dtype="float32")
+    expected = [g.text for g in hf.generate(prompts, cfg, [0, 1, 2])]
+    vl = load_backend(f"vllm:{micro_zoo / 'teacher'}", dtype="float32")
+    try:
+        assert [g.text for g in vl.generate(prompts, cfg, [0, 1, 2])] == expected
+        sampled = GenerationConfig(max_new_tokens=12, temperature=0.7, top_p=0.95)
+        assert len(vl.generate(prompts, sampled, [0, 1, 2])) == 3  # seeded sampling runs
+    finally:
+        vl.close()
