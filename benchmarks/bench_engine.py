@@ -14,7 +14,11 @@ generation settings (bbi.config.GenerationSettings: sampled, temperature 0.7, to
    no adversary's eps CI excludes 0 and the verdict is not "distinguishable".
 
     python benchmarks/bench_engine.py [--n-speed 64] [--n-greedy 100] [--n-aa 1000]
-        [--compute-type int8] [--threads 1] [--skip-aa] [--out runs/bench-engine]
+        [--compute-type int8] [--threads 1] [--like-run] [--skip-aa] [--out runs/bench-engine]
+
+``--like-run`` times the prompts of one length-sorted batch of a 1,000-prompt run instead
+of prompts spread across the suite (the engine decodes a batch's prompt-length spread
+step by step; a run's sorted batches have almost none).
 """
 
 from __future__ import annotations
@@ -33,6 +37,26 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_generate.py
 sys.path.insert(0, str(Path(__file__).parent))
 
 SPECS = ("zoo:smollm2", "zoo:smollm2-pruned")
+
+
+def run_like_prompts(n: int, of: int = 1000) -> list[str]:
+    """``n`` prompts as one batch of a run over ``of`` suite prompts sees them: backends sort
+    a run's prompts by token length before batching, so a batch holds prompts of nearly one
+    length (CTranslate2 decodes a batch's length spread step by step before it generates;
+    over 1,000 default-suite prompts a sorted batch of 32 spans 1 token on average, while
+    32 prompts taken across the suite span about 50). The batch around the median length."""
+    from transformers import AutoTokenizer
+
+    from bbi import smollm2
+    from bbi.chat import format_prompt
+    from probes import default_suite
+
+    tok = AutoTokenizer.from_pretrained(str(smollm2.model_path("smollm2")))
+    suite = [r["prompt"] for r in default_suite()]
+    pool = suite[:: max(1, len(suite) // of)][:of]
+    pool.sort(key=lambda p: len(tok(format_prompt(tok, p)[0], add_special_tokens=False).input_ids))
+    mid = max(0, len(pool) // 2 - n // 2)
+    return pool[mid : mid + n]
 
 
 def speed(args, prompts: list[str]) -> list[dict]:
@@ -144,6 +168,11 @@ def main() -> None:
     ap.add_argument("--compute-type", default="int8")
     ap.add_argument("--threads", type=int, default=1, help="torch and CTranslate2 threads")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument(
+        "--like-run",
+        action="store_true",
+        help="time prompts of one length-sorted batch of a 1,000-prompt run (see run_like_prompts)",
+    )
     ap.add_argument("--skip-aa", action="store_true")
     ap.add_argument("--out", default="runs/bench-engine")
     args = ap.parse_args()
@@ -157,7 +186,7 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}"
     )
     if not args.skip_speed:
-        speed(args, _prompts(args.n_speed))
+        speed(args, run_like_prompts(args.n_speed) if args.like_run else _prompts(args.n_speed))
     if args.n_greedy:
         greedy_agreement(args, _prompts(args.n_greedy))
     if not args.skip_aa:
