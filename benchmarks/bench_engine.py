@@ -139,7 +139,16 @@ def aa_check(args) -> dict:
         check=True,
     )
     gen_s = time.perf_counter() - t0
-    subprocess.run([*bbi, "attack", str(run), "--compare", "engine", "--no-progress"], check=True)
+    # The default budgets need a default-size run; a smaller one attacks with what it has.
+    n_train = sum(
+        json.loads(line)["split"] == "train"
+        for line in (run / "suite.jsonl").read_text().splitlines()
+        if line.strip()
+    )
+    budget = ["--budget", f"{n_train // 2},{2 * n_train}"] if 2 * n_train < 4000 else []
+    subprocess.run(
+        [*bbi, "attack", str(run), "--compare", "engine", *budget, "--no-progress"], check=True
+    )
     res = json.loads((run / "results.json").read_text())
     comp = res["attack"]["comparisons"]["engine"]
     excluded = []
