@@ -14,13 +14,15 @@ it is checked before any work, even when every response is cached.
   than one GPU over every visible device), ``attn_implementation`` (``sdpa``, ``eager``,
   ``flash_attention_2``), ``quantization`` (``4bit`` / ``8bit``, bitsandbytes on CUDA).
 - ``vllm:``: ``dtype``, ``tensor_parallel_size``, ``gpu_memory_utilization``,
-  ``max_model_len``, ``quantization``, ``enforce_eager``, ``allow_download``, ``seed``.
+  ``kv_cache_memory_bytes``, ``max_model_len``, ``max_num_batched_tokens``, ``max_num_seqs``,
+  ``enable_chunked_prefill``, ``quantization``, ``enforce_eager``, ``allow_download``, ``seed``.
+- ``ct2:``: ``compute_type`` (``int8``, ``float32``, ...), ``threads``, ``device``.
 - ``openai:``: ``concurrency``, ``timeout``, ``max_retries``, ``token_param``,
   ``price_input`` / ``price_output`` (per million tokens: the manifest records the cost).
 
 Arguments that change what a model outputs (``dtype``, ``quantization``,
-``attn_implementation``) are part of the model's identity in the response cache, so
-responses made under other settings are never reused.
+``attn_implementation``, ``compute_type``) are part of the model's identity in the
+response cache, so responses made under other settings are never reused.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from bbi.errors import BbiError
 from bbi.specs import ModelSpec, backend_kind
 
 # Keys whose value changes the responses (mixed into the cache identity).
-OUTPUT_CHANGING = ("dtype", "quantization", "attn_implementation")
+OUTPUT_CHANGING = ("dtype", "quantization", "attn_implementation", "compute_type")
 
 
 def _typed(text: str) -> Any:

@@ -10,6 +10,7 @@
 | ``zoo:smollm2``, ``zoo:smollm2-pruned`` | zoo    |
 | ``openai:http://host:port/v1#model``    | openai |
 | ``vllm:org/name[@rev]``                 | vllm   |
+| ``ct2:zoo:smollm2``, ``ct2:hf:./path``  | ct2    |
 
 The part before the first ``:`` names a backend in :data:`BACKENDS` (a
 :class:`bbi.registry.Registry`, group ``bbi.backends``); the backend's :class:`BackendKind`
@@ -162,6 +163,7 @@ BACKENDS: Registry[BackendKind] = Registry(
         "zoo": "bbi.zoo:BACKEND",
         "openai": "bbi.backends.kinds:OPENAI",
         "vllm": "bbi.backends.kinds:VLLM",
+        "ct2": "bbi.backends.kinds:CT2",
     },
     check=_check_kind,
 )

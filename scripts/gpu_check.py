@@ -10,7 +10,9 @@
 
 Prints a one-screen summary and exits 0 when every check that could run passed.
 ``--device cpu --skip-vllm --teacher zoo:teacher --student zoo:student`` runs the same
-code on a CPU (used by the test suite so the script cannot rot).
+code on a CPU (used by the test suite so the script cannot rot). ``--device cpu`` with
+vLLM's CPU build installed checks the vllm: backend for real: float32 on both sides, so
+greedy answers should agree exactly (the backend's CPU defaults need no environment).
 """
 
 from __future__ import annotations
@@ -88,7 +90,9 @@ def lora_distillation(args: argparse.Namespace, work: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument(
+        "--dtype", default=None, help="default bfloat16 on CUDA, float32 (hf:'s, exact) on CPU"
+    )
     ap.add_argument("--teacher", default="zoo:smollm2")
     ap.add_argument("--student", default="zoo:smollm2-pruned")
     ap.add_argument("--prompts", type=int, default=32)
@@ -97,6 +101,8 @@ def main() -> None:
     ap.add_argument("--skip-vllm", action="store_true")
     ap.add_argument("--work", default="gpu-check")
     args = ap.parse_args()
+    if args.dtype is None:
+        args.dtype = "float32" if args.device == "cpu" else "bfloat16"
 
     import torch
 

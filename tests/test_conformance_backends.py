@@ -9,6 +9,7 @@ URL); models are *loaded* only where that is cheap: the micro zoo and the plug-i
 
 from __future__ import annotations
 
+import importlib.util
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,13 @@ PLUGIN_BACKENDS = [
     ep.name for ep in metadata.Distribution.at(PLUGIN).entry_points if ep.group == "bbi.backends"
 ]
 NAMES = [*BACKENDS.names(), *(n for n in PLUGIN_BACKENDS if n not in BACKENDS.names())]
-# Loading these is cheap (a tiny zoo model, a weightless plug-in); the others need a
-# checkpoint, a vLLM engine or a server.
-CHEAP_TO_LOAD = {"zoo", *PLUGIN_BACKENDS}
+# Loading these is cheap (a tiny zoo model, its CTranslate2 conversion where CTranslate2 is
+# installed, a weightless plug-in); the others need a checkpoint, a vLLM engine or a server.
+CHEAP_TO_LOAD = {
+    "zoo",
+    *PLUGIN_BACKENDS,
+    *(["ct2"] if importlib.util.find_spec("ctranslate2") is not None else []),
+}
 
 
 @pytest.fixture

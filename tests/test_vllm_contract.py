@@ -392,3 +392,113 @@ def test_a_shared_backend_reports_each_models_own_api_usage(tmp_path, monkeypatc
     assert CountingAPI.closed == 0
     pool.release(spec, opts)
     assert CountingAPI.closed == 1
+
+
+# ----------------------------------------------------------------------------- CPU build
+@pytest.fixture
+def fake_cpu_vllm(fake_vllm, monkeypatch):
+    """The fake as vLLM's CPU build (``current_platform.is_cpu()``)."""
+    platforms = types.ModuleType("vllm.platforms")
+    platforms.current_platform = SimpleNamespace(is_cpu=lambda: True)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
+    return fake_vllm
+
+
+def test_cpu_build_defaults_match_hf_and_work_out_of_the_box(fake_cpu_vllm, tmp_path):
+    from bbi.backends import load_backend
+    from bbi.backends.vllm import CPU_KV_CACHE_BYTES
+
+    model = tiny_hf_dir(tmp_path / "m")
+    load_backend(f"vllm:{model}").close()
+    engine = fake_cpu_vllm.engines[-1]
+    assert engine["dtype"] == "float32"  # hf:'s dtype on CPU, not vLLM's bfloat16
+    assert engine["enforce_eager"] is True and engine["enable_chunked_prefill"] is False
+    assert 0 < engine["kv_cache_memory_bytes"] <= CPU_KV_CACHE_BYTES
+    assert "gpu_memory_utilization" not in engine
+    opts = dict(dtype="bfloat16", enforce_eager=False, enable_chunked_prefill=True,
+                max_num_batched_tokens=512, max_num_seqs=8, kv_cache_memory_bytes=1 << 30)  # fmt: skip
+    load_backend(f"vllm:{model}", **opts).close()  # what the caller gives wins
+    assert {k: fake_cpu_vllm.engines[-1][k] for k in opts} == opts
+    with pytest.raises(BbiError, match="kv_cache_memory_bytes instead"):
+        load_backend(f"vllm:{model}", gpu_memory_utilization=0.5)
+    with pytest.raises(BbiError, match="max_num_seqs must be >= 1"):
+        load_backend(f"vllm:{model}", max_num_seqs=0)
+
+
+def test_gpu_build_keeps_vllm_defaults(fake_vllm, tmp_path):
+    from bbi.backends import load_backend
+
+    load_backend(f"vllm:{tiny_hf_dir(tmp_path / 'm')}").close()
+    engine = fake_vllm.engines[-1]
+    assert engine["dtype"] == "auto"
+    assert not {"enforce_eager", "enable_chunked_prefill", "kv_cache_memory_bytes"} & set(engine)
+
+
+def _sleeper() -> None:
+    import time
+
+    time.sleep(60)
+
+
+def test_engine_start_and_death_are_one_line_errors_and_leave_no_process(fake_vllm, tmp_path):
+    import multiprocessing
+
+    from bbi.backends import load_backend
+    from bbi.backends.base import GenerationConfig
+
+    model = tiny_hf_dir(tmp_path / "m")
+    real_llm = fake_vllm.modules["vllm"].LLM
+
+    class FailingLLM:
+        def __init__(self, **kw):
+            proc = multiprocessing.get_context("spawn").Process(target=_sleeper, name="EngineCore")
+            proc.start()  # the engine process, left behind by a failed start
+            raise RuntimeError("Engine core initialization failed. See root cause above.\n" * 3)
+
+    fake_vllm.modules["vllm"].LLM = FailingLLM
+    with pytest.raises(BbiError, match="vLLM cannot start") as exc:
+        load_backend(f"vllm:{model}")
+    assert "\n" not in str(exc.value) and "RuntimeError" in str(exc.value)
+    assert not multiprocessing.active_children()
+
+    class EngineDeadError(Exception):
+        pass
+
+    class DyingLLM(real_llm):
+        def __init__(self, model: str, **kw):
+            super().__init__(model, **kw)
+            self.proc = multiprocessing.get_context("spawn").Process(target=_sleeper)
+            self.proc.start()  # an engine core process that shutdown() does not stop
+
+        def generate(self, *a, **kw):
+            raise EngineDeadError("EngineCore encountered an issue.\nSee stack trace above.")
+
+    fake_vllm.modules["vllm"].LLM = DyingLLM
+    backend = load_backend(f"vllm:{model}")
+    with pytest.raises(BbiError, match="the vLLM engine failed: EngineDeadError") as exc:
+        backend.generate(["a"], GenerationConfig(), [0])
+    assert "\n" not in str(exc.value)
+    backend.close()  # the engine process is reaped: no zombie, no orphan
+    assert not multiprocessing.active_children()
+
+
+# ----------------------------------------------------------------------------- real engine
+@pytest.mark.slow
+def test_real_vllm_cpu_engine_agrees_with_hf(micro_zoo):
+    """Opt-in (-m slow): the real vLLM (e.g. its CPU build) on the micro zoo teacher,
+    greedy, float32 on both sides: every answer equals hf:'s."""
+    pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'bbi[vllm]')")
+    from bbi.backends import load_backend
+    from bbi.backends.base import GenerationConfig
+
+    prompts = ["What is 2 plus 3?", "Name a colour.", "Hi"]
+    cfg = GenerationConfig(max_new_tokens=12, temperature=0.0, batch_size=4)
+    hf = load_backend(f"hf:{micro_zoo / 'teacher'}", device="cpu", dtype="float32")
+    expected = [g.text for g in hf.generate(prompts, cfg, [0, 1, 2])]
+    vl = load_backend(f"vllm:{micro_zoo / 'teacher'}", dtype="float32")
+    try:
+        assert [g.text for g in vl.generate(prompts, cfg, [0, 1, 2])] == expected
+        sampled = GenerationConfig(max_new_tokens=12, temperature=0.7, top_p=0.95)
+        assert len(vl.generate(prompts, sampled, [0, 1, 2])) == 3  # seeded sampling runs
+    finally:
+        vl.close()

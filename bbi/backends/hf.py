@@ -388,6 +388,63 @@ def _apply_adapter(model: Any, adapter: str, local_only: bool) -> tuple[Any, Any
     return merged, fp
 
 
+# ----------------------------------------------------------------------------- finishing
+class TokenFinisher:
+    """Token ids to a :class:`Generation`: cut at the first EOS or stop string, decode, and
+    count the tokens the way every bbi backend does. Shared by the backends that decode
+    token ids themselves (``hf:``, ``zoo:``, ``ct2:``) so their answers are cut alike.
+
+    Needs ``tokenizer``, ``eos_ids`` and ``chat_format`` on the instance.
+    """
+
+    tokenizer: Any
+    eos_ids: list[int]
+    chat_format: str
+
+    def _has_stop(self, row: list[int], stops: tuple[str, ...]) -> bool:
+        text = self._decode(row)
+        return any(s in text for s in stops)
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _finish(self, row: list[int], config: BbiGenerationConfig) -> Generation:
+        cut = next((k for k, t in enumerate(row) if t in self.eos_ids), len(row))
+        body = row[:cut]
+        if config.stop:
+            k = self._first_stop_prefix(body, config.stop)
+            if k is not None:
+                text = self._decode(body[:k])
+                pos = min(text.find(s) for s in config.stop if s in text)
+                return Generation(self._clean(text[:pos]), k, "stop")
+        if cut < len(row):
+            return Generation(self._clean(self._decode(body)), cut + 1, "stop")
+        return Generation(self._clean(self._decode(body)), len(body), "length")
+
+    def _first_stop_prefix(self, body: list[int], stops: tuple[str, ...]) -> int | None:
+        """Smallest k such that decode(body[:k]) contains a stop string (binary search:
+        containment is monotone in k because decoded prefixes only grow)."""
+
+        def hit(k: int) -> bool:
+            text = self._decode(body[:k])
+            return any(s in text for s in stops)
+
+        if not body or not hit(len(body)):
+            return None
+        lo, hi = 1, len(body)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if hit(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def _clean(self, text: str) -> str:
+        # The plain format separates "Assistant:" from the answer with whitespace.
+        return text.lstrip() if self.chat_format == PLAIN_FORMAT else text
+
+
 # ----------------------------------------------------------------------------- backend
 @torch.inference_mode()
 def decode_rows(
@@ -465,7 +522,7 @@ def decode_rows(
     return rows
 
 
-class HFBackend:
+class HFBackend(TokenFinisher):
     """A transformers causal LM behind the Backend protocol."""
 
     def __init__(
@@ -580,49 +637,6 @@ class HFBackend:
         )
         return [self._finish(row, config) for row in rows]
 
-    def _has_stop(self, row: list[int], stops: tuple[str, ...]) -> bool:
-        text = self._decode(row)
-        return any(s in text for s in stops)
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def _finish(self, row: list[int], config: BbiGenerationConfig) -> Generation:
-        cut = next((k for k, t in enumerate(row) if t in self.eos_ids), len(row))
-        body = row[:cut]
-        if config.stop:
-            k = self._first_stop_prefix(body, config.stop)
-            if k is not None:
-                text = self._decode(body[:k])
-                pos = min(text.find(s) for s in config.stop if s in text)
-                return Generation(self._clean(text[:pos]), k, "stop")
-        if cut < len(row):
-            return Generation(self._clean(self._decode(body)), cut + 1, "stop")
-        return Generation(self._clean(self._decode(body)), len(body), "length")
-
-    def _first_stop_prefix(self, body: list[int], stops: tuple[str, ...]) -> int | None:
-        """Smallest k such that decode(body[:k]) contains a stop string (binary search:
-        containment is monotone in k because decoded prefixes only grow)."""
-
-        def hit(k: int) -> bool:
-            text = self._decode(body[:k])
-            return any(s in text for s in stops)
-
-        if not body or not hit(len(body)):
-            return None
-        lo, hi = 1, len(body)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if hit(mid):
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
-
-    def _clean(self, text: str) -> str:
-        # The plain format separates "Assistant:" from the answer with whitespace.
-        return text.lstrip() if self.chat_format == PLAIN_FORMAT else text
-
     # -- scoring
     @torch.inference_mode()
     def score(self, prompts: list[str], texts: list[str], batch_size: int = 8) -> list[TokenScores]:
@@ -714,6 +728,7 @@ __all__ = [
     "decode_rows",
     "HFBackend",
     "SeededSampler",
+    "TokenFinisher",
     "dir_fingerprint",
     "load_hf_backend",
     "load_hf_parts",

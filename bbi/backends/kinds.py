@@ -1,4 +1,4 @@
-"""The declarations of the built-in ``hf:``, ``openai:`` and ``vllm:`` backends.
+"""The declarations of the built-in ``hf:``, ``vllm:``, ``ct2:`` and ``openai:`` backends.
 
 Each :class:`~bbi.specs.BackendKind` says, in one place, how its specs parse, which
 per-model arguments it takes, what it can do, how its weights are fingerprinted from the
@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from importlib import metadata
 from types import MappingProxyType
 from typing import Any
 
@@ -20,6 +21,7 @@ from bbi.specs import (
     BackendKind,
     ModelSpec,
     check_base_url,
+    parse_spec,
     split_adapter,
     split_revision,
 )
@@ -188,7 +190,11 @@ VLLM = BackendKind(
             "dtype": str,
             "tensor_parallel_size": int,
             "gpu_memory_utilization": float,
+            "kv_cache_memory_bytes": int,
             "max_model_len": int,
+            "max_num_batched_tokens": int,
+            "max_num_seqs": int,
+            "enable_chunked_prefill": bool,
             "quantization": str,
             "enforce_eager": bool,
             "allow_download": bool,
@@ -205,6 +211,85 @@ VLLM = BackendKind(
     ),
     capabilities=frozenset({"generate", "serve"}),
     examples=("vllm:org/name", "vllm:org/name@v1"),
+)
+
+
+# ----------------------------------------------------------------------------- ct2:
+CT2_PACKAGE = "ctranslate2"
+CT2_DEFAULT_COMPUTE_TYPE = "int8"
+CPU_COMPUTE_TYPES = ("int8", "int8_float32", "float32")
+CT2_COMPUTE_TYPES = (*CPU_COMPUTE_TYPES, "float16", "bfloat16", "int8_float16", "int8_bfloat16")
+
+
+def ct2_inner(ms: ModelSpec) -> ModelSpec:
+    """The wrapped hf:/zoo: spec of a ct2: spec."""
+    return parse_spec(ms.name_or_path)
+
+
+def parse_ct2(rest: str, spec: str) -> ModelSpec:
+    """``INNER``: an hf:/zoo: spec (any spec whose backend has the ``weights`` capability)."""
+    if not rest:
+        raise BbiError(f"bad model spec {spec!r}: use ct2:zoo:NAME or ct2:hf:PATH_OR_ID")
+    inner = parse_spec(rest)
+    if inner.kind == "ct2" or not inner.can("weights"):
+        raise BbiError(
+            f"bad model spec {spec!r}: ct2: wraps a model with local weights "
+            f"(hf: or zoo:), not {inner.kind}:"
+        )
+    return ModelSpec("ct2", str(inner))
+
+
+def format_ct2(ms: ModelSpec) -> str:
+    return f"ct2:{ms.name_or_path}"
+
+
+def ct2_engine_version() -> str | None:
+    """The installed CTranslate2 version (from its metadata: nothing is imported)."""
+    try:
+        return metadata.version(CT2_PACKAGE)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def ct2_fingerprint(weights: str, compute_type: str = CT2_DEFAULT_COMPUTE_TYPE) -> str:
+    """A ct2: model's identity: the wrapped weights, the engine and its precision."""
+    return digest(
+        {"backend": "ct2", "weights": weights, "compute_type": compute_type, "engine": CT2_PACKAGE}
+    )
+
+
+def fingerprint_ct2(
+    ms: ModelSpec, *, trust_remote_code: bool = False, allow_download: bool = False
+) -> str:
+    """From the wrapped spec's fingerprint (its files; no weights loaded, nothing converted).
+
+    The compute type here is the default; a ``compute_type`` argument joins the cache
+    identity as an output-changing argument (bbi.model_args.OUTPUT_CHANGING)."""
+    inner = ct2_inner(ms)
+    weights = inner.backend.fingerprint(
+        inner, trust_remote_code=trust_remote_code, allow_download=allow_download
+    )
+    return ct2_fingerprint(weights)
+
+
+def check_ct2_args(args: dict[str, Any], where: str) -> None:
+    ct = args.get("compute_type")
+    if ct is not None and ct not in CT2_COMPUTE_TYPES:
+        raise BbiError(f"{where}: compute_type must be one of {', '.join(CT2_COMPUTE_TYPES)}")
+    if args.get("threads", 0) < 0:
+        raise BbiError(f"{where}: threads must be >= 0")
+
+
+CT2 = BackendKind(
+    name="ct2",
+    load="bbi.backends.ct2:load_ct2_backend",
+    parse=parse_ct2,
+    format=format_ct2,
+    fingerprint=fingerprint_ct2,
+    args=MappingProxyType({"device": str, "compute_type": str, "threads": int}),
+    check_args=check_ct2_args,
+    capabilities=frozenset({"generate", "serve"}),
+    examples=("ct2:zoo:teacher", "ct2:zoo:smollm2", "ct2:hf:org/name@v1"),
 )
 
 
@@ -263,6 +348,7 @@ OPENAI = BackendKind(
 )
 
 __all__ = [
+    "CT2",
     "HF",
     "HF_ARGS",
     "HF_DTYPES",
@@ -271,5 +357,8 @@ __all__ = [
     "adapter_fingerprint",
     "check_hf_args",
     "checkpoint_fingerprint",
+    "ct2_engine_version",
+    "ct2_fingerprint",
+    "ct2_inner",
     "vllm_fingerprint",
 ]

@@ -1,4 +1,4 @@
-"""vLLM offline engine (optional extra, GPU): ``vllm:org/name[@revision]`` or ``vllm:./dir``.
+"""vLLM offline engine (optional extra; GPU, or its CPU build): ``vllm:org/name[@revision]`` or ``vllm:./dir``.
 
 Prompts are formatted by bbi.chat exactly as the HF backend does and passed as token
 ids, so the two backends see the same inputs.
@@ -18,9 +18,17 @@ it starts. With ``allow_download=True`` vLLM fetches what is missing (HF_HUB_OFF
 set by the user still wins).
 
 Engine options (``load_backend(spec, **opts)`` / ``--teacher-args``): ``dtype``,
-``tensor_parallel_size``, ``gpu_memory_utilization``, ``max_model_len``,
-``quantization``, ``enforce_eager``, ``seed``; they go to ``vllm.LLM(...)`` as given.
-Anything else is a one-line error listing these.
+``tensor_parallel_size``, ``gpu_memory_utilization``, ``kv_cache_memory_bytes``,
+``max_model_len``, ``max_num_batched_tokens``, ``max_num_seqs``,
+``enable_chunked_prefill``, ``quantization``, ``enforce_eager``, ``seed``; they go to
+``vllm.LLM(...)`` as given. Anything else is a one-line error listing these.
+
+vLLM's CPU build (``vllm.platforms.current_platform.is_cpu()``) gets defaults that make it
+work out of the box and agree with ``hf:`` (:func:`cpu_engine_options`): float32 for
+``dtype auto``, ``enforce_eager``, no chunked prefill (with per-request seeds it fails on
+CPU), and a KV cache sized in bytes (``gpu_memory_utilization`` would mean a share of host
+RAM there, so it is refused). An engine that fails to start, or dies while generating, is
+a one-line error, and its worker processes are reaped.
 
 Seeded sampling and its limits. Each request carries its own seed,
 ``SamplingParams(seed=request_seed)`` (None for greedy), so the random draws of a
@@ -37,7 +45,8 @@ device (its sampler and padding are batch-independent by construction).
 Lifecycle. One engine per spec and options per ``bbi probe run`` (bbi.probe_run shares
 it between, e.g., the teacher and its A/A resample). ``close()`` frees the GPU: it shuts
 the engine down, drops it, runs vLLM's distributed cleanup, ``gc.collect()`` and
-``torch.cuda.empty_cache()``.
+``torch.cuda.empty_cache()``, then waits for the engine's worker processes to exit
+(terminating them if they do not), so none is left as a zombie.
 """
 
 from __future__ import annotations
@@ -57,15 +66,24 @@ from bbi.specs import ModelSpec
 # Options a caller may pass on to vllm.LLM(...), with their types.
 ENGINE_OPTIONS: dict[str, type] = {
     "dtype": str,
+    "enable_chunked_prefill": bool,
     "enforce_eager": bool,
     "gpu_memory_utilization": float,
+    "kv_cache_memory_bytes": int,
     "max_model_len": int,
+    "max_num_batched_tokens": int,
+    "max_num_seqs": int,
     "quantization": str,
     "seed": int,
     "tensor_parallel_size": int,
 }
+# vLLM's CPU build: the KV cache it reserves when none is given (gpu_memory_utilization
+# would mean a share of host RAM there), at most a quarter of the machine's memory.
+CPU_KV_CACHE_BYTES = 4 << 30
 VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+# Exceptions vLLM raises from generate when its engine process is gone.
+ENGINE_FAILURES = ("EngineDeadError", "EngineGenerateError")
 
 
 def _import_vllm() -> Any:
@@ -95,11 +113,82 @@ def check_engine_options(opts: dict[str, Any]) -> dict[str, Any]:
         raise BbiError("vllm: tensor_parallel_size must be >= 1")
     if not 0.0 < out.get("gpu_memory_utilization", 0.9) <= 1.0:
         raise BbiError("vllm: gpu_memory_utilization must be in (0, 1]")
-    if out.get("max_model_len", 1) < 1:
-        raise BbiError("vllm: max_model_len must be >= 1")
+    for key in ("max_model_len", "max_num_batched_tokens", "max_num_seqs", "kv_cache_memory_bytes"):
+        if out.get(key, 1) < 1:
+            raise BbiError(f"vllm: {key} must be >= 1")
     if out.get("seed", 0) < 0:
         raise BbiError("vllm: seed must be >= 0")
     return out
+
+
+def on_cpu(vllm: Any) -> bool:
+    """Whether this vLLM is its CPU build (``vllm.platforms.current_platform``)."""
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        return False
+    is_cpu = getattr(current_platform, "is_cpu", None)
+    return bool(is_cpu()) if callable(is_cpu) else False
+
+
+def host_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def cpu_engine_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """vLLM's CPU build, made to work out of the box and to match ``hf:``:
+
+    - ``dtype auto`` is float32 (``hf:``'s on CPU; vLLM's auto is bfloat16 there);
+    - ``enforce_eager`` (no minutes of compilation per start for a few percent);
+    - no chunked prefill: with per-request seeds it fails on CPU ("CPU Generator does
+      not use offset"), and bbi seeds every sampled request;
+    - the KV cache is sized in bytes (``kv_cache_memory_bytes``): ``gpu_memory_utilization``
+      would reserve that share of host RAM, so it is refused.
+    Options the caller gave win, except ``gpu_memory_utilization``."""
+    if "gpu_memory_utilization" in opts:
+        raise BbiError(
+            "vllm: on vLLM's CPU build gpu_memory_utilization is a share of host RAM; "
+            "size the KV cache with kv_cache_memory_bytes instead"
+        )
+    out = dict(opts)
+    if out.get("dtype", "auto").lower() == "auto":
+        out["dtype"] = "float32"
+    out.setdefault("enforce_eager", True)
+    out.setdefault("enable_chunked_prefill", False)
+    if "kv_cache_memory_bytes" not in out:
+        total = host_memory_bytes()
+        out["kv_cache_memory_bytes"] = min(CPU_KV_CACHE_BYTES, total // 4 if total else 1 << 62)
+    return out
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its last non-empty line (where tracebacks put the
+    cause), else its type's name."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
+
+
+def _children() -> set[Any]:
+    import multiprocessing
+
+    return set(multiprocessing.active_children())
+
+
+def reap(processes: set[Any], timeout: float = 10.0) -> None:
+    """Wait for an engine's worker processes to exit (then terminate, then kill): no
+    zombie and no orphan is left after close()."""
+    for proc in processes:
+        with contextlib.suppress(Exception):
+            proc.join(timeout)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout)
 
 
 @contextlib.contextmanager
@@ -156,6 +245,9 @@ class VLLMBackend:
         self.vllm = vllm
         self.name = str(spec)
         self.engine_options = check_engine_options({"dtype": dtype, **engine_opts})
+        if on_cpu(vllm):
+            self.engine_options = cpu_engine_options(self.engine_options)
+        self._processes: set[Any] = set()
         # From the files, before any engine starts: an unavailable model fails here, fast.
         self.fingerprint = fingerprint_vllm(
             spec, trust_remote_code=trust_remote_code, allow_download=allow_download
@@ -168,6 +260,8 @@ class VLLMBackend:
             model, revision = str(_cached_snapshot(spec)), None
         else:
             model, revision = spec.name_or_path, spec.revision
+        before = _children()
+        self.llm = None
         try:
             with _hub_offline(not allow_download):
                 self.llm = vllm.LLM(
@@ -177,9 +271,15 @@ class VLLMBackend:
                     trust_remote_code=trust_remote_code,
                     **self.engine_options,
                 )
-        except (OSError, ValueError) as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BbiError(f"vLLM cannot load {spec.name_or_path!r}: {msg}") from None
+        except (KeyboardInterrupt, SystemExit):
+            reap(_children() - before, timeout=2.0)
+            raise
+        except Exception as exc:  # noqa: BLE001 - vLLM's start fails in many types
+            # (RuntimeError "Engine core initialization failed", ValueError, OSError, ...):
+            # one line, not the engine processes' tracebacks, and no process left behind.
+            reap(_children() - before, timeout=2.0)
+            raise BbiError(f"vLLM cannot start {spec.name_or_path!r}: {one_line(exc)}") from None
+        self._processes = _children() - before
         self.tokenizer = self.llm.get_tokenizer()
         self.chat_format = format_prompt(self.tokenizer, "x")[1]
 
@@ -208,7 +308,12 @@ class VLLMBackend:
             )
             for s in seeds
         ]
-        outs = self.llm.generate(inputs, params, use_tqdm=progress)
+        try:
+            outs = self.llm.generate(inputs, params, use_tqdm=progress)
+        except Exception as exc:  # noqa: BLE001 - EngineDeadError and its kin
+            if type(exc).__name__ not in ENGINE_FAILURES and not isinstance(exc, RuntimeError):
+                raise
+            raise BbiError(f"{self.name}: the vLLM engine failed: {one_line(exc)}") from None
         result = []
         for out in outs:
             c = out.outputs[0]
@@ -235,6 +340,8 @@ class VLLMBackend:
         self.tokenizer = None
         gc.collect()
         release_vllm_memory()
+        processes, self._processes = getattr(self, "_processes", set()), set()
+        reap(processes)
 
 
 def release_vllm_memory() -> None:

@@ -1,0 +1,207 @@
+"""The ct2: engine (CTranslate2) against batched HF ``generate``: speed, greedy agreement,
+and whether bbi's own attack can tell the engine's samples from HF's.
+
+Three parts, on the default pair (zoo:smollm2 and zoo:smollm2-pruned) at the default
+generation settings (bbi.config.GenerationSettings: sampled, temperature 0.7, top-p 0.95,
+96 new tokens, batches of 32):
+
+1. speed: tokens/s (wall and per CPU second) of batched ``model.generate`` (left-padded,
+   same prompts, same batches; benchmarks/bench_generate.py ``hf_batched``), of bbi's hf:
+   backend and of the engine, side by side in one process;
+2. greedy agreement: how many of N greedy answers of the engine equal the hf: backend's;
+3. A/A: ``bbi probe run`` with the hf: teacher and the engine as its "student" on N
+   prompts of the default suite (stratified), then ``bbi attack``: the engine passes when
+   no adversary's eps CI excludes 0 and the verdict is not "distinguishable".
+
+    python benchmarks/bench_engine.py [--n-speed 64] [--n-greedy 100] [--n-aa 1000]
+        [--compute-type int8] [--threads 1] [--like-run] [--skip-aa] [--out runs/bench-engine]
+
+``--like-run`` times the prompts of one length-sorted batch of a 1,000-prompt run instead
+of prompts spread across the suite (the engine decodes a batch's prompt-length spread
+step by step; a run's sorted batches have almost none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_generate.py
+sys.path.insert(0, str(Path(__file__).parent))
+
+SPECS = ("zoo:smollm2", "zoo:smollm2-pruned")
+
+
+def run_like_prompts(n: int, of: int = 1000) -> list[str]:
+    """``n`` prompts as one batch of a run over ``of`` suite prompts sees them: backends sort
+    a run's prompts by token length before batching, so a batch holds prompts of nearly one
+    length (CTranslate2 decodes a batch's length spread step by step before it generates;
+    over 1,000 default-suite prompts a sorted batch of 32 spans 1 token on average, while
+    32 prompts taken across the suite span about 50). The batch around the median length."""
+    from transformers import AutoTokenizer
+
+    from bbi import smollm2
+    from bbi.chat import format_prompt
+    from probes import default_suite
+
+    tok = AutoTokenizer.from_pretrained(str(smollm2.model_path("smollm2")))
+    suite = [r["prompt"] for r in default_suite()]
+    pool = suite[:: max(1, len(suite) // of)][:of]
+    pool.sort(key=lambda p: len(tok(format_prompt(tok, p)[0], add_special_tokens=False).input_ids))
+    mid = max(0, len(pool) // 2 - n // 2)
+    return pool[mid : mid + n]
+
+
+def speed(args, prompts: list[str]) -> list[dict]:
+    from bench_generate import hf_batched, timed
+
+    from bbi.backends import GenerationConfig, load_backend
+    from bbi.config import GenerationSettings
+
+    cfg = GenerationConfig.of(GenerationSettings())
+    seeds = list(range(len(prompts)))
+    rows = []
+    for spec in args.spec:
+        hf = load_backend(spec, device="cpu")
+        eng = load_backend(
+            f"ct2:{spec}", device="cpu", compute_type=args.compute_type, threads=args.threads
+        )
+        hf.generate(prompts[:2], cfg, seeds[:2])  # warm-up
+        eng.generate(prompts[:2], cfg, seeds[:2])
+        a, ac, _ = timed(lambda hf=hf: hf_batched(hf, prompts, cfg), lambda r: sum(map(len, r)))
+        b, bc, _ = timed(
+            lambda hf=hf: hf.generate(prompts, cfg, seeds), lambda g: sum(x.n_tokens for x in g)
+        )
+        c, cc, _ = timed(
+            lambda e=eng: e.generate(prompts, cfg, seeds), lambda g: sum(x.n_tokens for x in g)
+        )
+        row = dict(spec=spec, hf_generate=(a, ac), bbi_hf=(b, bc), engine=(c, cc))
+        print(
+            f"{spec:<22} HF generate {a:7.1f} tok/s {ac:7.1f} tok/CPU-s | bbi hf: {b:7.1f} "
+            f"{bc:7.1f} | ct2 {args.compute_type}: {c:7.1f} {cc:7.1f} | engine/generate "
+            f"{c / a:4.2f}x wall, {cc / ac:4.2f}x CPU",
+            flush=True,
+        )
+        rows.append(row)
+        hf.close()
+        eng.close()
+    return rows
+
+
+def greedy_agreement(args, prompts: list[str]) -> tuple[int, int]:
+    from bbi.backends import GenerationConfig, load_backend
+    from bbi.config import GenerationSettings
+
+    cfg = GenerationConfig.of(GenerationSettings(temperature=0.0))
+    seeds = list(range(len(prompts)))
+    spec = args.spec[0]
+    a = load_backend(spec, device="cpu").generate(prompts, cfg, seeds)
+    eng = load_backend(
+        f"ct2:{spec}", device="cpu", compute_type=args.compute_type, threads=args.threads
+    )
+    b = eng.generate(prompts, cfg, seeds)
+    same = sum(x.text == y.text for x, y in zip(a, b, strict=True))
+    print(f"greedy {spec}: {same}/{len(prompts)} identical answers (ct2 {args.compute_type})")
+    return same, len(prompts)
+
+
+def aa_check(args) -> dict:
+    """hf: teacher vs ct2: 'student' through bbi probe run + bbi attack."""
+    spec = args.spec[0]
+    run = Path(args.out)
+    bbi = [sys.executable, "-m", "bbi.app.cli"]
+    t0 = time.perf_counter()
+    subprocess.run(
+        [
+            *bbi,
+            "probe",
+            "run",
+            "--teacher",
+            spec,
+            "--student",
+            f"engine=ct2:{spec}",
+            "--student-args",
+            f"compute_type={args.compute_type},threads={args.threads}",
+            "--no-null",
+            "--limit",
+            str(args.n_aa),
+            "--run",
+            str(run),
+            "--no-progress",
+        ],
+        check=True,
+    )
+    gen_s = time.perf_counter() - t0
+    # The default budgets need a default-size run; a smaller one attacks with what it has.
+    n_train = sum(
+        json.loads(line)["split"] == "train"
+        for line in (run / "suite.jsonl").read_text().splitlines()
+        if line.strip()
+    )
+    budget = ["--budget", f"{n_train // 2},{2 * n_train}"] if 2 * n_train < 4000 else []
+    subprocess.run(
+        [*bbi, "attack", str(run), "--compare", "engine", *budget, "--no-progress"], check=True
+    )
+    res = json.loads((run / "results.json").read_text())
+    comp = res["attack"]["comparisons"]["engine"]
+    excluded = []
+    for name, adv in comp["adversaries"].items():
+        ci = (adv.get("eps") or {}).get("ci")
+        if ci:
+            print(f"  {name:<14} eps CI [{ci[0]:+.3f}, {ci[1]:+.3f}]")
+            if ci[0] > 0 or ci[1] < 0:
+                excluded.append(name)
+    status = comp["verdict"]["status"]
+    ok = not excluded and status != "distinguishable"
+    print(
+        f"A/A {spec} vs ct2:{spec} on {comp.get('n_train')}+{comp.get('n_test')} prompts: "
+        f"verdict {status}; CIs excluding 0: {excluded or 'none'} -> {'PASS' if ok else 'FAIL'}"
+        f" (generation {gen_s:.0f}s)"
+    )
+    return dict(status=status, excluded=excluded, ok=ok)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spec", action="append", help="default: zoo:smollm2, zoo:smollm2-pruned")
+    ap.add_argument("--n-speed", type=int, default=64)
+    ap.add_argument("--n-greedy", type=int, default=100)
+    ap.add_argument("--n-aa", type=int, default=1000)
+    ap.add_argument("--compute-type", default="int8")
+    ap.add_argument("--threads", type=int, default=1, help="torch and CTranslate2 threads")
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument(
+        "--like-run",
+        action="store_true",
+        help="time prompts of one length-sorted batch of a 1,000-prompt run (see run_like_prompts)",
+    )
+    ap.add_argument("--skip-aa", action="store_true")
+    ap.add_argument("--out", default="runs/bench-engine")
+    args = ap.parse_args()
+    args.spec = args.spec or list(SPECS)
+    import torch
+    from bench_generate import _prompts
+
+    torch.set_num_threads(args.threads)
+    print(
+        f"# bench_engine: threads={args.threads}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}"
+    )
+    if not args.skip_speed:
+        speed(args, run_like_prompts(args.n_speed) if args.like_run else _prompts(args.n_speed))
+    if args.n_greedy:
+        greedy_agreement(args, _prompts(args.n_greedy))
+    if not args.skip_aa:
+        aa_check(args)
+    print(f"# load avg {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
