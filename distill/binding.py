@@ -76,6 +76,14 @@ class BindingConfig:
         return asdict(self)
 
 
+# A smaller model of the same family trained on the task only until its plateau: it has
+# learned the format and copies *an* object of the context (about 1 / boxes), it does not
+# bind. The student of benchmarks/bench_circuit_binding.py: a model without the circuit.
+PLATEAU_STUDENT = BindingConfig(hidden_size=48, intermediate_size=96, batch_size=32, lr=3e-3,
+                                steps=400, n_val=256, min_boxes=3, advance_at=1.01,
+                                keep="last", eval_every=200, seed=1)  # fmt: skip
+
+
 def curriculum_boxes(rng: random.Random, cap: int, min_boxes: int) -> int:
     """The number of boxes of one training sequence: uniform in [min_boxes, cap], so the
     smaller counts stay in the mix as the cap grows."""
@@ -367,6 +375,7 @@ def build_binding_teacher(
 
 __all__ = [
     "BINDING_VERSION",
+    "PLATEAU_STUDENT",
     "BindingConfig",
     "Curriculum",
     "binding_dir",
