@@ -278,7 +278,8 @@ def train_binding(
     if best[2] is None:
         raise BbiError(
             f"binding teacher: the curriculum never reached {cfg.val_boxes[1]} boxes in "
-            f"{cfg.steps} steps (cap {cur.cap}); give it more steps"
+            f"{cfg.steps} steps (cap {cur.cap}; last answer loss {curve[-1]['loss']:.3f}, "
+            f"ln({cur.cap}) = {math.log(cur.cap):.3f} is copying an object); give it more steps"
         )
     model.load_state_dict(best[2])
     model.eval()
@@ -382,5 +383,6 @@ __all__ = [
     "build_binding_teacher",
     "curriculum_boxes",
     "prompt_accuracy",
+    "task_tokenizer",
     "train_binding",
 ]
