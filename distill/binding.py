@@ -195,6 +195,14 @@ def prompt_accuracy(model: Any, tokenizer: Any, examples: list[Any]) -> dict[str
     return out
 
 
+class CurriculumStalled(BbiError):
+    """No checkpoint trained on the task's whole range: ``record`` holds the curve."""
+
+    def __init__(self, message: str, record: dict[str, Any]):
+        super().__init__(message)
+        self.record = record
+
+
 def make_model(cfg: BindingConfig, tokenizer: Any) -> Any:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -277,14 +285,6 @@ def train_binding(
             if ok and (v["accuracy"] > best[0] or cfg.keep == "last"):
                 state = {k: t.detach().clone() for k, t in model.state_dict().items()}
                 best = (v["accuracy"], step + 1, state)
-    if best[2] is None:
-        raise BbiError(
-            f"binding teacher: the curriculum never reached {cfg.val_boxes[1]} boxes in "
-            f"{cfg.steps} steps (cap {cur.cap}; last answer loss {curve[-1]['loss']:.3f}, "
-            f"ln({cur.cap}) = {math.log(cur.cap):.3f} is copying an object); give it more steps"
-        )
-    model.load_state_dict(best[2])
-    model.eval()
     record = {
         "version": BINDING_VERSION,
         "config": cfg.to_dict(),
@@ -293,14 +293,20 @@ def train_binding(
         "curriculum": {str(k): v for k, v in cur.raised_at.items()},
         "curve": curve,
         "validation": evals,
-        "selected": {
-            "step": best[1],
-            "val_accuracy": best[0],
-            "split": VAL_SPLIT,
-            "rule": cfg.keep,
-        },
+        "selected": None,
         "train_seconds": time.perf_counter() - t0,
     }
+    if best[2] is None:
+        raise CurriculumStalled(
+            f"binding teacher: the curriculum never reached {cfg.val_boxes[1]} boxes in "
+            f"{cfg.steps} steps (cap {cur.cap}; last answer loss {curve[-1]['loss']:.3f}, "
+            f"ln({cur.cap}) = {math.log(cur.cap):.3f} is copying an object); give it more steps",
+            record,
+        )
+    model.load_state_dict(best[2])
+    model.eval()
+    record["selected"] = {"step": best[1], "val_accuracy": best[0], "split": VAL_SPLIT,
+                          "rule": cfg.keep}  # fmt: skip
     return model, record
 
 
@@ -365,6 +371,10 @@ def build_binding_teacher(
 
         try:
             model, record = train_binding(tokenizer, cfg, on_step)
+        except CurriculumStalled as exc:  # keep the curve: it says where training stalled
+            failed = final.with_name(final.name + ".stalled.json")
+            failed.write_text(json.dumps(exc.record, indent=1) + "\n", encoding="utf-8")
+            raise
         finally:
             bar.close()
             torch.set_num_threads(threads)
@@ -381,6 +391,7 @@ __all__ = [
     "PLATEAU_STUDENT",
     "BindingConfig",
     "Curriculum",
+    "CurriculumStalled",
     "binding_dir",
     "build_binding_teacher",
     "curriculum_boxes",

@@ -3,6 +3,7 @@ validation split only, and its content-keyed cache; and ``--teacher binding``.""
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import replace
 
@@ -11,6 +12,7 @@ import torch
 
 import distill.binding as binding
 from bbi.config import CircuitSettings
+from bbi.errors import BbiError
 from distill.binding import (
     BindingConfig,
     Curriculum,
@@ -94,10 +96,16 @@ def test_checkpoint_is_chosen_on_validation_and_the_test_split_is_never_read(mon
     assert not all(torch.equal(kept[k], states[2][k]) for k in kept)
 
 
-def test_curriculum_that_never_reaches_the_task_is_an_error():
+def test_curriculum_that_never_reaches_the_task_is_an_error(tmp_path, monkeypatch):
+    """No teacher is kept (or cached); the curve is, beside the cache entry."""
+    monkeypatch.setenv("BBI_CACHE_DIR", str(tmp_path))
     cfg = replace(TINY, steps=4, max_boxes=3, val_boxes=(2, 3), advance_at=1.1)
-    with pytest.raises(Exception, match="never reached 3 boxes"):
-        train_binding(task_tokenizer(), cfg)
+    with pytest.raises(BbiError, match="never reached 3 boxes"):
+        build_binding_teacher(task_tokenizer(), cfg, progress=False)
+    final = binding.binding_dir(task_tokenizer(), cfg)
+    assert not final.exists()
+    stalled = json.loads(final.with_name(final.name + ".stalled.json").read_text())
+    assert stalled["selected"] is None and stalled["curve"][-1]["step"] == 4
 
 
 def test_build_is_cached_by_content_and_reused(tmp_path, monkeypatch):
