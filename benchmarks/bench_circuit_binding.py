@@ -61,9 +61,9 @@ def main() -> None:
         })  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
 
-    def cell(est: dict) -> str:
+    def cell(est: dict, with_p: bool = False) -> str:
         lo, hi = est["ci"]
-        p = est.get("p")
+        p = est.get("p") if with_p else None
         return f"{est['mean']:.3f} [{lo:.3f}, {hi:.3f}]" + ("" if p is None else f" p={p:.2g}")
 
     arms = list(rows[0]["arms"]) if rows else []
@@ -71,7 +71,7 @@ def main() -> None:
     lines = ["| n_train | " + " | ".join(arms + [f"circuit - {c}" for c in deltas]) + " |",
              "|---|" + "---|" * (len(arms) + len(deltas))]  # fmt: skip
     for r in rows:
-        cells = [cell(r["arms"][a]) for a in arms] + [cell(r["deltas"][c]) for c in deltas]
+        cells = [cell(r["arms"][a]) for a in arms] + [cell(r["deltas"][c], True) for c in deltas]
         lines.append(f"| {r['n_train']} | " + " | ".join(cells) + " |")
     summary = {"student": student, "student_record": student_rec["selected"], "seeds": seeds,
                "steps": args.steps, "rows": rows, "time_s": time.perf_counter() - t0}  # fmt: skip

@@ -321,8 +321,13 @@ def distill_circuit(
     gen = dict(objects=objects, boxes=boxes, min_boxes=settings.min_boxes,
                max_boxes=settings.max_boxes, template=settings.template)  # fmt: skip
     # Split seeds are disjoint by construction (different names).
-    teacher_seqs = entity_recall_sequences(settings.n_teacher_train, "teacher",
-                                           queries=settings.teacher_queries, **gen)  # fmt: skip
+    teacher_seqs = (
+        []
+        if binding is not None
+        else entity_recall_sequences(
+            settings.n_teacher_train, "teacher", queries=settings.teacher_queries, **gen
+        )
+    )  # the binding teacher is never tuned
     scan_ex = entity_tracking(settings.n_scan, "scan", **gen)
     abl_ex = entity_tracking(settings.n_ablation, "ablation", **gen)
     eval_ex = entity_tracking(settings.n_eval, "heldout", **gen)
