@@ -55,8 +55,8 @@ class BindingConfig:
     num_layers: int = 2
     num_heads: int = 4
     intermediate_size: int = 128
-    # 2,500 steps only reached the copy plateau at 2 boxes (BENCHMARKS.md); the drop
-    # comes later, so the default budget is four times that (about 60 ms of CPU per step).
+    # About 60 ms of CPU per step. 10,000 steps stayed on the copy plateau at 2 boxes
+    # (BENCHMARKS.md, "A teacher that binds"): the recipe does not bind yet.
     steps: int = 10_000
     batch_size: int = 32
     lr: float = 3e-3
