@@ -518,6 +518,12 @@ class CircuitSettings(TaskDistillSettings):
 
     max_length: ClassVar[int] = 256  # not used: the task's sequences are short
 
+    teacher: str = Field(
+        "zoo:teacher",
+        min_length=1,
+        description="Teacher model spec (tuned on the task first), or binding (a small "
+        "teacher trained from scratch for the task on the student's tokenizer).",
+    )
     template: Literal["contains", "is_in"] = Field(
         "contains", description="Task template: contains or is_in."
     )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from bbi.config import CircuitSettings
 from bbi.runstore import RunDir, check_alias
+from distill.binding import BindingConfig, build_binding_teacher
 from distill.cka import linear_cka
 from distill.data import IGNORE_INDEX, Collator
 from distill.experiment import (
@@ -58,6 +59,14 @@ from distill.tasks import (
 )
 
 METRICS = ["accuracy", "circuit_accuracy", "faithfulness", "matched_cka"]
+BINDING_TEACHER = "binding"  # --teacher binding: distill.binding's purpose-trained teacher
+
+
+def binding_config(settings: CircuitSettings) -> BindingConfig:
+    """The binding teacher for these task settings: their template, validated on their
+    box range, its curriculum grown up to their largest number of boxes."""
+    return replace(BindingConfig(), template=settings.template, max_boxes=settings.max_boxes,
+                   val_boxes=(settings.min_boxes, settings.max_boxes))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
@@ -297,16 +306,28 @@ def distill_circuit(
     t0 = time.perf_counter()
     check_alias(alias)
     student = normalize_base_spec(student)
-    teacher_spec = normalize_base_spec(settings.teacher, "use as a teacher")
     s_model, s_tok, s_fp = load_model(student)
+    binding: dict[str, Any] | None = None
+    if settings.teacher == BINDING_TEACHER:
+        # Trained from scratch on the task with the student's tokenizer (cached by
+        # content); used as it is, never tuned again.
+        path, binding = build_binding_teacher(s_tok, binding_config(settings), progress=progress)
+        teacher_spec = f"hf:{path.as_posix()}"
+    else:
+        teacher_spec = normalize_base_spec(settings.teacher, "use as a teacher")
     _, t_tok, _ = load_model(teacher_spec)
     layout(s_model)  # a one-line error before any work for an unsupported architecture
     objects, boxes = entity_vocabulary([s_tok, t_tok])
     gen = dict(objects=objects, boxes=boxes, min_boxes=settings.min_boxes,
                max_boxes=settings.max_boxes, template=settings.template)  # fmt: skip
     # Split seeds are disjoint by construction (different names).
-    teacher_seqs = entity_recall_sequences(settings.n_teacher_train, "teacher",
-                                           queries=settings.teacher_queries, **gen)  # fmt: skip
+    teacher_seqs = (
+        []
+        if binding is not None
+        else entity_recall_sequences(
+            settings.n_teacher_train, "teacher", queries=settings.teacher_queries, **gen
+        )
+    )  # the binding teacher is never tuned
     scan_ex = entity_tracking(settings.n_scan, "scan", **gen)
     abl_ex = entity_tracking(settings.n_ablation, "ablation", **gen)
     eval_ex = entity_tracking(settings.n_eval, "heldout", **gen)
@@ -315,8 +336,13 @@ def distill_circuit(
     s_w = max(len(s_tok(e.prompt)["input_ids"]) for ex in every for e in ex)
     t_w = max(len(t_tok(e.prompt)["input_ids"]) for ex in every for e in ex)
 
-    teacher, t_tok, t_info = tuned_teacher(teacher_spec, settings, teacher_seqs,
-                                           out / "teacher", progress)  # fmt: skip
+    if binding is not None:
+        teacher, t_tok, _ = load_model(teacher_spec)
+        teacher_dir = teacher_spec.removeprefix("hf:")
+    else:
+        teacher, t_tok, _ = tuned_teacher(teacher_spec, settings, teacher_seqs,
+                                          out / "teacher", progress)  # fmt: skip
+        teacher_dir = (out / "teacher").as_posix()
     teacher.eval().requires_grad_(False)
     t_objects = torch.tensor([token_of(t_tok, " " + o) for o in objects])
     s_objects = torch.tensor([token_of(s_tok, " " + o) for o in objects])
@@ -417,7 +443,10 @@ def distill_circuit(
         "base": student,
         "base_fingerprint": s_fp,
         "teacher": teacher_spec,
-        "teacher_tuned": (out / "teacher").as_posix(),
+        "teacher_tuned": teacher_dir,
+        "binding_teacher": None if binding is None else {
+            k: binding[k] for k in ("config", "params", "curriculum", "selected", "train_seconds")
+        },
         "teacher_accuracy": teacher_perf["accuracy"],
         "student_accuracy": base_metrics["accuracy"],
         "model_dir": model_dir.as_posix(),
