@@ -16,7 +16,7 @@ from bbi.specs import parse_spec
 
 needs_ct2 = pytest.mark.skipif(
     importlib.util.find_spec("ctranslate2") is None,
-    reason="CTranslate2 is not installed (pip install ctranslate2)",
+    reason="CTranslate2 is not installed (pip install bbi[ct2])",
 )
 PROMPTS = [
     "What is 2 plus 3?",

@@ -55,7 +55,7 @@ from bbi.errors import BbiError
 from bbi.hub import cache_root, locked_build
 from bbi.specs import ModelSpec
 
-INSTALL = "pip install ctranslate2"
+INSTALL = "pip install bbi[ct2]"
 RECORD = "bbi-ct2.json"
 RECORD_VERSION = 1
 
