@@ -217,22 +217,11 @@ class CT2Backend(TokenFinisher):
         if self.generator is None:
             raise BbiError(f"{self.name}: the CTranslate2 engine was closed")
         encoded = [self.encode_prompt(p) for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-        batches = [
-            order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)
-        ]
-        results: list[Generation | None] = [None] * len(prompts)
-        from rich.progress import track
 
-        for batch in track(
-            batches, description=f"generating {self.name}", disable=not progress, transient=True
-        ):
-            rows = self._generate_batch(
-                [encoded[i] for i in batch], config, [seeds[i] for i in batch]
-            )
-            for i, row in zip(batch, rows, strict=True):
-                results[i] = self._finish(row, config)
-        return results  # type: ignore[return-value]
+        def run_batch(enc: list[list[int]], cfg: Any, sd: list[int]) -> list[Generation]:
+            return [self._finish(row, cfg) for row in self._generate_batch(enc, cfg, sd)]
+
+        return self._in_batches(encoded, config, seeds, progress, run_batch)
 
     def _generate_batch(
         self, encoded: list[list[int]], config: GenerationConfig, seeds: list[int]

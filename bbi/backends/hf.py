@@ -401,6 +401,32 @@ class TokenFinisher:
     eos_ids: list[int]
     chat_format: str
 
+    def _in_batches(
+        self,
+        encoded: list[list[int]],
+        config: BbiGenerationConfig,
+        seeds: list[int],
+        progress: bool,
+        run_batch: Any,
+    ) -> list[Generation]:
+        """``run_batch(encoded, config, seeds) -> [Generation]`` over batches of
+        ``config.batch_size``, longest prompts first (similar lengths share a batch, so
+        little padding, and running out of memory shows early); results in prompt order."""
+        from rich.progress import track
+
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        step = config.batch_size
+        batches = [order[i : i + step] for i in range(0, len(order), step)]
+        results: list[Generation | None] = [None] * len(encoded)
+        name = getattr(self, "name", "model")
+        for batch in track(
+            batches, description=f"generating {name}", disable=not progress, transient=True
+        ):
+            outs = run_batch([encoded[i] for i in batch], config, [seeds[i] for i in batch])
+            for i, g in zip(batch, outs, strict=True):
+                results[i] = g
+        return results  # type: ignore[return-value]
+
     def _has_stop(self, row: list[int], stops: tuple[str, ...]) -> bool:
         text = self._decode(row)
         return any(s in text for s in stops)
@@ -599,23 +625,7 @@ class HFBackend(TokenFinisher):
         if not prompts:
             return []
         encoded = [self.encode_prompt(p) for p in prompts]
-        # Longest first: similar lengths share a batch (little padding) and OOM shows early.
-        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-        batches = [
-            order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)
-        ]
-        results: list[Generation | None] = [None] * len(prompts)
-        from rich.progress import track
-
-        for batch in track(
-            batches, description=f"generating {self.name}", disable=not progress, transient=True
-        ):
-            outs = self._generate_batch(
-                [encoded[i] for i in batch], config, [seeds[i] for i in batch]
-            )
-            for i, g in zip(batch, outs, strict=True):
-                results[i] = g
-        return results  # type: ignore[return-value]
+        return self._in_batches(encoded, config, seeds, progress, self._generate_batch)
 
     def _generate_batch(
         self, encoded: list[list[int]], config: BbiGenerationConfig, seeds: list[int]
