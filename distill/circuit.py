@@ -306,15 +306,19 @@ def distill_circuit(
     t0 = time.perf_counter()
     check_alias(alias)
     student = normalize_base_spec(student)
+    # A teacher spec that cannot be one is refused before the student loads (or builds).
+    teacher_spec = (
+        None
+        if settings.teacher == BINDING_TEACHER
+        else normalize_base_spec(settings.teacher, "use as a teacher")
+    )
     s_model, s_tok, s_fp = load_model(student)
     binding: dict[str, Any] | None = None
-    if settings.teacher == BINDING_TEACHER:
+    if teacher_spec is None:
         # Trained from scratch on the task with the student's tokenizer (cached by
         # content); used as it is, never tuned again.
         path, binding = build_binding_teacher(s_tok, binding_config(settings), progress=progress)
         teacher_spec = f"hf:{path.as_posix()}"
-    else:
-        teacher_spec = normalize_base_spec(settings.teacher, "use as a teacher")
     _, t_tok, _ = load_model(teacher_spec)
     layout(s_model)  # a one-line error before any work for an unsupported architecture
     objects, boxes = entity_vocabulary([s_tok, t_tok])
