@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hostile_helpers import assert_one_line_error, suite_records, write_jsonl
 from typer.testing import CliRunner
 
 from bbi.app.cli import app
@@ -67,33 +68,6 @@ def snapshot(*roots: Path) -> dict[str, tuple[bytes | None, str | None]]:
                 else:
                     out[str(p)] = (None, None)
     return out
-
-
-def assert_one_line_error(result, *needles: str) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
-def suite_records(n: int = 10) -> list[dict]:
-    return [
-        {
-            "id": f"q{i}",
-            "category": "factual" if i % 2 else "reasoning",
-            "prompt": f"What is {i} plus {i}?",
-            "split": "test" if i % 5 == 0 else "train",
-        }
-        for i in range(n)
-    ]
 
 
 def import_into(run: Path, tmp_path: Path, alias: str, role: str, spec: str | None = None):
