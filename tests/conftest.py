@@ -254,3 +254,26 @@ def example_plugin():
         reg.refresh()
     for mod in _plugin_modules():
         sys.modules.pop(mod, None)
+
+
+@pytest.fixture(scope="module")
+def kd_run_template(tmp_path_factory, micro_teacher, synthetic_corpus):
+    """A run whose teacher (the micro zoo teacher) answered 48 prompts (1 in 8 is test),
+    with the micro zoo student as its student."""
+    run, _, _ = teacher_run(
+        tmp_path_factory.mktemp("kd") / "run", micro_teacher, synthetic_corpus(7, 12), 24, "kd"
+    )
+    cfg = run.config()
+    cfg["models"]["student"] = {"spec": "zoo:student", "role": "student"}
+    run.write_config(cfg)
+    return run.path
+
+
+@pytest.fixture
+def kd_run(kd_run_template, tmp_path):
+    """A private copy of the template run (distillation registers students in it)."""
+    import shutil
+
+    from bbi.runstore import RunDir
+
+    return RunDir(shutil.copytree(kd_run_template, tmp_path / "run"))

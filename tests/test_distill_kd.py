@@ -7,13 +7,11 @@ responses to a few train-split prompts are enough for a real, fast KD run.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import teacher_run
 from typer.testing import CliRunner
 
 from bbi.config import KDSettings, LoraSettings
@@ -26,24 +24,6 @@ FAST_KD = dict(epochs=2, batch_size=8, max_length=64, eval_fraction=0.2, dropout
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def kd_run_template(tmp_path_factory, micro_teacher, synthetic_corpus) -> Path:
-    """A run whose teacher (the micro zoo teacher) answered 48 prompts; 1 in 8 is test."""
-    run, _, _ = teacher_run(
-        tmp_path_factory.mktemp("kd") / "run", micro_teacher, synthetic_corpus(7, 12), 24, "kd"
-    )
-    cfg = run.config()
-    cfg["models"]["student"] = {"spec": "zoo:student", "role": "student"}
-    run.write_config(cfg)
-    return run.path
-
-
-@pytest.fixture
-def kd_run(kd_run_template, tmp_path) -> RunDir:
-    """A private copy of the template run (distillation registers students in it)."""
-    return RunDir(shutil.copytree(kd_run_template, tmp_path / "run"))
 
 
 def _kd(run: RunDir, **kwargs):

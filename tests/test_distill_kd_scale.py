@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from conftest import teacher_run
 
 from bbi.config import KDSettings
 from bbi.runstore import RunDir
@@ -128,22 +124,6 @@ def test_topk_kl_is_close_below_the_full_kl_on_the_zoo_pair(pair):
 # ---------------------------------------------------------------------------------------
 # --teacher-logits cache, end to end
 # ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def kd_run_template(tmp_path_factory, micro_teacher, synthetic_corpus) -> Path:
-    run, _, _ = teacher_run(
-        tmp_path_factory.mktemp("kdc") / "run", micro_teacher, synthetic_corpus(7, 12), 24, "kd"
-    )
-    cfg = run.config()
-    cfg["models"]["student"] = {"spec": "zoo:student", "role": "student"}
-    run.write_config(cfg)
-    return run.path
-
-
-@pytest.fixture
-def kd_run(kd_run_template, tmp_path) -> RunDir:
-    return RunDir(shutil.copytree(kd_run_template, tmp_path / "run"))
-
-
 def _kd(run: RunDir, **kwargs):
     from distill.kd import distill_kd
 

@@ -196,13 +196,6 @@ class CT2Backend(TokenFinisher):
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise BbiError(f"CTranslate2 cannot load {self.name}: {first}") from None
 
-    def encode_prompt(self, prompt: str) -> list[int]:
-        """Token ids of the formatted prompt, exactly as ``hf:`` makes them."""
-        from bbi.chat import PLAIN_FORMAT, format_prompt
-
-        text, fmt = format_prompt(self.tokenizer, prompt)
-        return self.tokenizer(text, add_special_tokens=fmt == PLAIN_FORMAT)["input_ids"]
-
     def generate(
         self,
         prompts: list[str],

@@ -401,6 +401,11 @@ class TokenFinisher:
     eos_ids: list[int]
     chat_format: str
 
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids of the formatted prompt (chat template text already holds BOS)."""
+        text, fmt = format_prompt(self.tokenizer, prompt)
+        return self.tokenizer(text, add_special_tokens=fmt == PLAIN_FORMAT)["input_ids"]
+
     def _in_batches(
         self,
         encoded: list[list[int]],
@@ -604,11 +609,6 @@ class HFBackend(TokenFinisher):
         return cls(model, tok, name=str(spec), fingerprint=digest(parts), device=dev)
 
     # -- prompts
-    def encode_prompt(self, prompt: str) -> list[int]:
-        """Token ids of the formatted prompt (chat template text already holds BOS)."""
-        text, fmt = format_prompt(self.tokenizer, prompt)
-        return self.tokenizer(text, add_special_tokens=fmt == PLAIN_FORMAT)["input_ids"]
-
     def count_prompt_tokens(self, prompt: str) -> int:
         return len(self.encode_prompt(prompt))
 
