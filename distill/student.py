@@ -145,6 +145,11 @@ def save_student(
 ) -> None:
     """peft adapter directory, or a full ``save_pretrained`` model plus its tokenizer."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    for cfg in (getattr(model, "peft_config", None) or {}).values():
+        # peft keeps target modules as a set and writes it in hash order: sorted, the
+        # adapter's files (and so its fingerprint) do not depend on PYTHONHASHSEED.
+        if isinstance(cfg.target_modules, set):
+            cfg.target_modules = sorted(cfg.target_modules)
     model.save_pretrained(out_dir, save_function=save_function)
     if getattr(model, "peft_config", None) is None:
         tokenizer.save_pretrained(out_dir)

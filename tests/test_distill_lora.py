@@ -339,3 +339,20 @@ def test_token_losses_match_full_logits(tiny_model):
     ).view(labels.shape)
     assert torch.allclose(sums, full.sum(1), atol=1e-4)
     assert counts.tolist() == (labels != IGNORE_INDEX).sum(1).tolist()
+
+
+def test_adapter_files_do_not_depend_on_hash_seed(tmp_path, tiny_model):
+    """peft keeps target modules as a set; written in hash order, a LoRA student's files
+    (and its fingerprint) would change with PYTHONHASHSEED."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bbi.config import AdapterSettings
+    from distill.student import make_lora_model, save_student
+
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model = make_lora_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model), AdapterSettings(target_modules=targets)
+    )
+    save_student(model, AutoTokenizer.from_pretrained(tiny_model), tmp_path / "a")
+    written = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert written["target_modules"] == sorted(targets)
