@@ -709,7 +709,9 @@ def create_app(
                 choice["prompt_logprobs"] = vllm_prompt_logprobs(pl, ids, pk, tokens.text)
             choices.append(choice)
         completion_tokens = sum(g.n_tokens for g, _ in pairs)
-        return {
+        from fastapi.responses import JSONResponse
+
+        return JSONResponse({  # plain JSON: k entries per token need no encoder walk
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
             "created": int(time.time()),
@@ -721,7 +723,7 @@ def create_app(
                 "completion_tokens": completion_tokens,
                 "total_tokens": len(ids) + completion_tokens,
             },
-        }
+        })  # fmt: skip
 
     # The module defers annotations; FastAPI must see the Request class itself.
     chat.__annotations__["request"] = Request

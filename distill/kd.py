@@ -100,9 +100,7 @@ def check_served_settings(settings: KDSettings) -> None:
         )
 
 
-def served_teacher(
-    spec: str, tokenizer: Any, settings: KDSettings, *, progress: bool = False
-) -> Any:
+def served_teacher(spec: str, tokenizer: Any, settings: KDSettings) -> Any:
     """A ``distill.teacher_cache.ServedTeacher`` on ``spec``'s endpoint, checked now
     (reachable, serves the model, returns ``top_k`` prompt log-probabilities, tokenizes
     like the student), before any output is written."""
@@ -111,7 +109,7 @@ def served_teacher(
 
     check_served_settings(settings)
     backend = load_backend(spec)
-    source = ServedTeacher(backend, k=settings.top_k, vocab=len(tokenizer), progress=progress)
+    source = ServedTeacher(backend, k=settings.top_k, vocab=len(tokenizer))
     try:
         source.check_vocabulary(tokenizer, probe_ids(tokenizer))
     except BaseException:
@@ -178,7 +176,7 @@ def distill_kd(
             build_batch = SHARD_EXAMPLES
 
             def open_source(accelerator: Any) -> Any:
-                return served_teacher(t_spec, tokenizer, hp, progress=progress)
+                return served_teacher(t_spec, tokenizer, hp)
 
         return CachedKD(
             open_source,

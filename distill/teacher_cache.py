@@ -96,8 +96,8 @@ class ServedTeacher:
     :meth:`check_vocabulary` probes it before anything is computed, and every returned id
     must lie inside the student's vocabulary."""
 
-    def __init__(self, backend: Any, *, k: int, vocab: int, progress: bool = False):
-        self.backend, self.k, self.vocab, self.progress = backend, int(k), int(vocab), progress
+    def __init__(self, backend: Any, *, k: int, vocab: int):
+        self.backend, self.k, self.vocab = backend, int(k), int(vocab)
 
     def check_vocabulary(self, tokenizer: Any, ids: list[int]) -> None:
         """Each of ``ids`` must mean the same token to the server as to the student (its

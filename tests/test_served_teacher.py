@@ -128,6 +128,19 @@ def test_completions_score_token_ids_like_vllm(server, micro_teacher):
         assert all(isinstance(v["decoded_token"], str) for v in entry.values())
 
 
+def test_prompt_logprobs_do_not_depend_on_batching(micro_teacher):
+    seqs = [micro_teacher.encode_prompt(p) for p in ("Hi", "What is 7 plus 5?", "List a, b.")]
+    seqs.append([seqs[0][0]])  # one token: no distribution to report
+    together = micro_teacher.prompt_logprobs(seqs, 5)
+    alone = micro_teacher.prompt_logprobs(seqs, 5, batch_size=8, batch_tokens=1)
+    assert together[-1].top_ids == [] and [len(x.ranks) for x in together[:-1]] == [
+        len(s) - 1 for s in seqs[:-1]
+    ]
+    for a, b in zip(together, alone, strict=True):
+        assert a.top_ids == b.top_ids and a.ranks == b.ranks
+        np.testing.assert_allclose(a.top_logprobs, b.top_logprobs, atol=1e-5)
+
+
 def test_completions_generate_from_text_and_ids_and_echo(server, micro_teacher):
     ids = micro_teacher.encode_prompt("List these words: a, b.")
     cfg = GenerationConfig(max_new_tokens=6, temperature=1.0)

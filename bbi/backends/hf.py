@@ -747,19 +747,28 @@ class HFBackend(TokenFinisher):
 
     @torch.inference_mode()
     def prompt_logprobs(
-        self, sequences: list[list[int]], k: int, batch_size: int = 8
+        self, sequences: list[list[int]], k: int, batch_size: int = 8, batch_tokens: int = 8192
     ) -> list[PromptLogprobs]:
         """Top-``k`` log-probabilities at every position of token sequences, teacher
         forced: one forward pass per batch of right-padded sequences (positions from 0, as
-        in training), log-softmax in float32 over the whole output layer."""
+        in training; at most ``batch_size`` sequences and, beyond one, ``batch_tokens``
+        padded positions, since every position's logits are kept), log-softmax in float32
+        over the whole output layer."""
         if k < 0:
             raise BbiError(f"k must be >= 0, got {k}")
         results: list[PromptLogprobs] = [PromptLogprobs() for _ in sequences]
-        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-        for start in range(0, len(order), batch_size):
-            batch = [i for i in order[start : start + batch_size] if len(sequences[i]) > 1]
-            if not batch:
-                continue
+        order = [
+            i for i in sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+            if len(sequences[i]) > 1
+        ]  # fmt: skip
+        batches: list[list[int]] = []
+        for i in order:  # longest first: a batch's width is its first sequence's length
+            b = batches[-1] if batches else None
+            if b and len(b) < batch_size and (len(b) + 1) * len(sequences[b[0]]) <= batch_tokens:
+                b.append(i)
+            else:
+                batches.append([i])
+        for batch in batches:
             width = max(len(sequences[i]) for i in batch)
             ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
