@@ -330,7 +330,8 @@ class KDSettings(LoraSettings):
     teacher_logits: Literal["model", "cache"] = Field(
         "model",
         description="model: run the teacher beside the student at every step; cache: run it "
-        "once over the data, keep its top-k log-probabilities on disk, train without it.",
+        "once over the data (here, or served: --teacher-spec openai:URL#MODEL), keep its "
+        "top-k log-probabilities on disk, train without it.",
     )
     top_k: int = Field(
         64,

@@ -49,6 +49,8 @@ CAPABILITIES: dict[str, str] = {
     "weights": "loads its weights and tokenizer into this process (white-box KD, training)",
     "torch_device": "runs on a local torch device chosen by device/dtype (checked up front)",
     "serve": "can be served by `bbi serve`",
+    "logprobs": "returns the top-k log-probabilities of given token ids (a served teacher "
+    "for `bbi distill kd --teacher-logits cache`; hf: and zoo: serve them with `bbi serve`)",
 }
 
 _PREFIX_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*):(?!//)")

@@ -616,6 +616,6 @@ BACKEND = BackendKind(
     fingerprint=fingerprint_zoo,
     args=HF_ARGS,
     check_args=check_hf_args,
-    capabilities=frozenset({"generate", "score", "weights", "torch_device", "serve"}),
+    capabilities=frozenset({"generate", "score", "weights", "torch_device", "serve", "logprobs"}),
     examples=("zoo:teacher", "zoo:student+lora:./adapter", "zoo:smollm2-pruned"),
 )

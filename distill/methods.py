@@ -166,7 +166,9 @@ class KDOptions(RunOptions):
     """``bbi distill kd``: the run options plus the teacher's weights."""
 
     teacher_spec: str | None = Field(
-        None, description="Teacher model spec (default: the teacher alias's spec in run.yaml)."
+        None,
+        description="Teacher model spec (default: the teacher alias's spec in run.yaml); with "
+        "--teacher-logits cache also openai:URL#MODEL, a served teacher (vLLM, bbi serve).",
     )
     alias: str = Field("student_kd", description="Alias of the distilled student.")
 
@@ -380,7 +382,9 @@ KD = DistillMethod(
     run=run_kd,
     needs=("sample_weights", "corpus_pairs"),
     doc="LoRA or --full; prints the new model spec and registers it in run.yaml. Needs the "
-    "teacher's weights (hf: or zoo: spec) and the student's vocabulary.",
+    "teacher's weights (hf: or zoo: spec) and the student's vocabulary, or, with "
+    "--teacher-logits cache, a teacher served elsewhere (--teacher-spec openai:URL#MODEL of "
+    "vLLM's server or `bbi serve`), which is never loaded.",
 )
 WDA = DistillMethod(
     name="wda",

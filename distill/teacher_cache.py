@@ -13,6 +13,15 @@ their own directory and a cache is never read for data it does not describe. Eac
 (``SHARD_EXAMPLES`` examples) is written to a temporary file and renamed into place, so an
 interrupted build keeps every finished shard and the next run computes only the missing
 ones (resumable); a damaged shard is a one-line error naming it.
+
+The rows come from a :class:`TeacherSource`: the teacher model in this process
+(:class:`LocalTeacher`, ``hf:``/``zoo:`` teachers) or a teacher served on another machine
+(:class:`ServedTeacher`, an ``openai:`` spec whose server returns prompt log-probabilities:
+vLLM's server, ``bbi serve``), which is never loaded here. A served teacher's numbers are
+its raw (temperature 1) log-probabilities; its tail is ``log(1 - sum of the top-k
+probabilities)``, clipped at 0 (``-inf`` when the top k hold all the mass, as locally).
+Both fill the same cache format; the key's teacher fingerprint (for an endpoint: its URL
+and model name) keeps them apart.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -68,6 +77,87 @@ def topk_rows(logits: torch.Tensor, k: int, temperature: float) -> Rows:
         values.to(torch.float16).cpu().numpy(),
         tail.cpu().numpy().astype(np.float32),
     )
+
+
+class TeacherSource(Protocol):
+    """Where a cache's rows come from (see the module docstring)."""
+
+    def rows(self, examples: list[dict[str, list[int]]]) -> list[Rows]:
+        """Each example's rows at its trained positions."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ServedTeacher:
+    """A teacher behind an endpoint that returns prompt log-probabilities of token ids
+    (``bbi.backends.openai_compat.OpenAIBackend.prompt_logprobs``). The student's token
+    ids are sent as they are, so the teacher must share the student's tokenizer:
+    :meth:`check_vocabulary` probes it before anything is computed, and every returned id
+    must lie inside the student's vocabulary."""
+
+    def __init__(self, backend: Any, *, k: int, vocab: int):
+        self.backend, self.k, self.vocab = backend, int(k), int(vocab)
+
+    def check_vocabulary(self, tokenizer: Any, ids: list[int]) -> None:
+        """Each of ``ids`` must mean the same token to the server as to the student (its
+        text, as the server reports it): what matters when token ids are sent, and what
+        ``distill.student.check_same_vocabulary`` checks for a local teacher. One scoring
+        request, which also shows the server returns ``k`` log-probabilities per token."""
+        theirs = self.backend.token_texts(ids, self.k)
+        mine = [tokenizer.decode([int(t)]) for t in ids[1:]]
+        pairs = [(t, a, b) for t, a, b in zip(ids[1:], theirs, mine, strict=True) if a is not None]
+        if not pairs:
+            raise BbiError(
+                f"the served teacher {self.backend.name} does not say which token an id is "
+                "(no decoded_token in its prompt_logprobs): cannot check it shares the "
+                "student's tokenizer"
+            )
+        bad = [(t, a, b) for t, a, b in pairs if a != b]
+        if bad:
+            t, a, b = bad[0]
+            raise BbiError(
+                f"the served teacher {self.backend.name} does not share the student's "
+                f"tokenizer ({len(bad)} of {len(pairs)} probed token ids differ, e.g. id {t} "
+                f"is {a!r} there, {b!r} here); cached KD sends token ids (across "
+                "tokenizers: --loss uld with a local teacher, or `bbi distill lora`)"
+            )
+
+    def rows(self, examples: list[dict[str, list[int]]]) -> list[Rows]:
+        scored = self.backend.prompt_logprobs(
+            [list(ex["input_ids"]) for ex in examples], self.k, progress=False
+        )
+        out: list[Rows] = []
+        for ex, pl in zip(examples, scored, strict=True):
+            pos = trained_positions(ex)
+            if not len(pos):
+                out.append(
+                    (np.zeros((0, self.k), np.int32), np.zeros((0, self.k), np.float16),
+                     np.zeros(0, np.float32))
+                )  # fmt: skip
+                continue
+            ids = np.asarray([pl.top_ids[p] for p in pos], dtype=np.int64)
+            lp = np.asarray([pl.top_logprobs[p] for p in pos], dtype=np.float64)
+            if ids.size and (ids.min() < 0 or ids.max() >= self.vocab):
+                raise BbiError(
+                    f"the served teacher {self.backend.name} returned token id "
+                    f"{int(ids.max())}, outside the student's vocabulary of {self.vocab}: "
+                    "it does not share the student's tokenizer"
+                )
+            if ids.shape[1] < min(self.k, self.vocab):
+                raise BbiError(
+                    f"the served teacher {self.backend.name} returned {ids.shape[1]} "
+                    f"log-probabilities per token, not {self.k} (raise the server's "
+                    "--max-logprobs, or lower --top-k)"
+                )
+            mass = np.exp(lp).sum(axis=-1)
+            with np.errstate(divide="ignore"):
+                tail = np.log1p(-np.clip(mass, 0.0, 1.0))
+            out.append((ids.astype(np.int32), lp.astype(np.float16), tail.astype(np.float32)))
+        return out
+
+    def close(self) -> None:
+        self.backend.close()
 
 
 class TeacherCache:
@@ -209,6 +299,8 @@ class SignalCollator(Collator):
 __all__ = [
     "CACHE_VERSION",
     "SHARD_EXAMPLES",
+    "ServedTeacher",
+    "TeacherSource",
     "SignalCollator",
     "TeacherCache",
     "TeacherSignalDataset",

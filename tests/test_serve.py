@@ -200,6 +200,7 @@ def test_create_app_refuses_zero_limits(micro_teacher):
         (["--max-batch", "0"], "--max-batch must be an integer >= 1"),
         (["--max-prompt-chars", "0"], "--max-prompt-chars"),
         (["--max-tokens", "0"], "--max-tokens"),
+        (["--max-logprobs", "0"], "--max-logprobs must be an integer >= 1"),
         (["--dtype", "float8"], "unknown dtype 'float8'"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--port", "abc"], "--port"),
@@ -226,10 +227,11 @@ def test_serve_help_states_the_default_limits():
     from typer.testing import CliRunner
 
     from bbi.app.cli import app
-    from bbi.serve import DEFAULT_MAX_PROMPT_CHARS, DEFAULT_MAX_TOKENS_CAP
+    from bbi.serve import DEFAULT_MAX_LOGPROBS, DEFAULT_MAX_PROMPT_CHARS, DEFAULT_MAX_TOKENS_CAP
 
     res = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)
     assert res.exit_code == 0
     text = " ".join(res.output.split())
     assert f"default {DEFAULT_MAX_PROMPT_CHARS}" in text
     assert f"default {DEFAULT_MAX_TOKENS_CAP}" in text
+    assert f"default {DEFAULT_MAX_LOGPROBS}" in text and "/v1/completions" in text

@@ -106,6 +106,21 @@ class TokenScores:
     ranks: list[int] = field(default_factory=list)
 
 
+@dataclass
+class PromptLogprobs:
+    """Teacher-forced top-k log-probabilities along one token sequence (vLLM's
+    ``prompt_logprobs`` without its leading ``None``): entry j describes the distribution
+    token j + 1 was drawn from given tokens 0..j. ``top_ids[j]`` / ``top_logprobs[j]``
+    are its k most likely tokens, most likely first; ``token_logprobs[j]`` and
+    ``ranks[j]`` (1 = the argmax) are those of the actual token j + 1. Natural log,
+    before any temperature (vLLM's default raw log-probabilities)."""
+
+    top_ids: list[list[int]] = field(default_factory=list)
+    top_logprobs: list[list[float]] = field(default_factory=list)
+    token_logprobs: list[float] = field(default_factory=list)
+    ranks: list[int] = field(default_factory=list)
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A model bbi can query. ``fingerprint`` identifies the weights for the cache."""

@@ -29,6 +29,7 @@ from transformers import LogitsProcessor
 
 from bbi.backends.base import (
     Generation,
+    PromptLogprobs,
     TokenScores,
     check_generate_args,
 )
@@ -631,7 +632,39 @@ class HFBackend(TokenFinisher):
         self, encoded: list[list[int]], config: BbiGenerationConfig, seeds: list[int]
     ) -> list[Generation]:
         """Prefill left-padded prompts, then decode with the KV cache (``decode_rows``)."""
-        rows = decode_rows(
+        return [self._finish(row, config) for row in self._decode_batch(encoded, config, seeds)]
+
+    def generate_ids(
+        self,
+        encoded: list[list[int]],
+        config: BbiGenerationConfig,
+        seeds: list[int],
+        progress: bool = False,
+    ) -> list[tuple[Generation, list[int]]]:
+        """Continue token-id prompts (no chat template: raw completions): each
+        :class:`Generation` with the ids of its ``n_tokens`` generated tokens. Same decoding
+        path, cut and seeds as :meth:`generate`, so a chat prompt's ``encode_prompt`` ids
+        give exactly ``generate``'s answer."""
+        if len(encoded) != len(seeds):
+            raise BbiError(f"got {len(encoded)} prompts but {len(seeds)} seeds; need one each")
+        if any(not e for e in encoded):
+            raise BbiError("a prompt must hold at least one token")
+        if not encoded:
+            return []
+
+        def run(batch: list[list[int]], cfg: BbiGenerationConfig, sds: list[int]) -> list:
+            out = []
+            for row in self._decode_batch(batch, cfg, sds):
+                g = self._finish(row, cfg)
+                out.append((g, row[: g.n_tokens]))
+            return out
+
+        return self._in_batches(encoded, config, seeds, progress, run)  # type: ignore[return-value]
+
+    def _decode_batch(
+        self, encoded: list[list[int]], config: BbiGenerationConfig, seeds: list[int]
+    ) -> list[list[int]]:
+        return decode_rows(
             self.model,
             encoded,
             seeds,
@@ -645,7 +678,6 @@ class HFBackend(TokenFinisher):
             keeps_logits=self._keeps_logits,
             stop=(lambda row: self._has_stop(row, config.stop)) if config.stop else None,
         )
-        return [self._finish(row, config) for row in rows]
 
     # -- scoring
     @torch.inference_mode()
@@ -693,6 +725,69 @@ class HFBackend(TokenFinisher):
                 ent = -(logp.exp() * logp).sum(-1)
                 rank = (lg > lg.gather(1, tgt[:, None])).sum(-1) + 1
                 results[i] = TokenScores(tok_lp.tolist(), ent.tolist(), rank.tolist())
+        return results
+
+    # -- tokens and log-probabilities (bbi serve's /v1/completions and logprobs)
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of raw text (no chat template), with BOS etc. when asked."""
+        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        """The text of token ids, special tokens kept (an echoed prompt reads as sent)."""
+        return self.tokenizer.decode(ids)
+
+    def token_strings(self, ids: list[int]) -> list[str]:
+        """Each token's own text (what OpenAI-style log-probabilities call a token)."""
+        return [self.tokenizer.decode([int(i)]) for i in ids]
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the output layer: token ids a request may hold are below it."""
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    @torch.inference_mode()
+    def prompt_logprobs(
+        self, sequences: list[list[int]], k: int, batch_size: int = 8, batch_tokens: int = 8192
+    ) -> list[PromptLogprobs]:
+        """Top-``k`` log-probabilities at every position of token sequences, teacher
+        forced: one forward pass per batch of right-padded sequences (positions from 0, as
+        in training; at most ``batch_size`` sequences and, beyond one, ``batch_tokens``
+        padded positions, since every position's logits are kept), log-softmax in float32
+        over the whole output layer."""
+        if k < 0:
+            raise BbiError(f"k must be >= 0, got {k}")
+        results: list[PromptLogprobs] = [PromptLogprobs() for _ in sequences]
+        order = [
+            i for i in sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+            if len(sequences[i]) > 1
+        ]  # fmt: skip
+        batches: list[list[int]] = []
+        for i in order:  # longest first: a batch's width is its first sequence's length
+            b = batches[-1] if batches else None
+            if b and len(b) < batch_size and (len(b) + 1) * len(sequences[b[0]]) <= batch_tokens:
+                b.append(i)
+            else:
+                batches.append([i])
+        for batch in batches:
+            width = max(len(sequences[i]) for i in batch)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, i in enumerate(batch):
+                ids[r, : len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
+                mask[r, : len(sequences[i])] = 1
+            logits = self.model(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+            ).logits
+            for r, i in enumerate(batch):
+                n = len(sequences[i])
+                lp = torch.log_softmax(logits[r, : n - 1].float(), dim=-1)
+                tgt = ids[r, 1:n].to(lp.device)[:, None]
+                tok = lp.gather(1, tgt)
+                rank = (lp > tok).sum(-1) + 1
+                values, top = lp.topk(min(k, lp.size(-1)), dim=-1)
+                results[i] = PromptLogprobs(
+                    top.tolist(), values.tolist(), tok[:, 0].tolist(), rank.tolist()
+                )
         return results
 
     def close(self) -> None:

@@ -140,7 +140,7 @@ HF = BackendKind(
     fingerprint=checkpoint_fingerprint,
     args=HF_ARGS,
     check_args=check_hf_args,
-    capabilities=frozenset({"generate", "score", "weights", "torch_device", "serve"}),
+    capabilities=frozenset({"generate", "score", "weights", "torch_device", "serve", "logprobs"}),
     examples=("hf:org/name", "hf:org/name@v1", "hf:./model+lora:./adapter"),
 )
 
@@ -343,7 +343,7 @@ OPENAI = BackendKind(
             "price_output": (0, 1e6),
         }
     ),
-    capabilities=frozenset({"generate", "serve"}),
+    capabilities=frozenset({"generate", "serve", "logprobs"}),
     examples=("openai:http://127.0.0.1:8000/v1#my-model",),
 )
 

@@ -11,6 +11,14 @@ server refuses it in favour of ``max_completion_tokens`` (newer OpenAI models); 
 backend switches for good (``token_param`` fixes either). ``usage`` counts requests and the
 prompt and completion tokens the server reported, and their cost when ``price_input`` /
 ``price_output`` (per million tokens) are given, for the run's manifest.
+
+A served teacher (``bbi distill kd --teacher-logits cache`` with an ``openai:`` teacher) is
+scored through ``/v1/completions`` the way vLLM's server answers it
+(:meth:`OpenAIBackend.prompt_logprobs`): the token ids as the prompt, ``echo`` with
+``max_tokens`` 0 (score, generate nothing), ``prompt_logprobs: k`` (vLLM's extension: per
+position the top k by token id, with ranks) and ``logprobs: 0`` with
+``return_tokens_as_token_ids`` (the echoed tokens come back as ``token_id:N``, which
+proves the server scored the ids sent and not a re-tokenisation).
 """
 
 from __future__ import annotations
@@ -22,12 +30,36 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
-from bbi.backends.base import Generation, GenerationConfig, TokenScores, check_generate_args
+from bbi.backends.base import (
+    Generation,
+    GenerationConfig,
+    PromptLogprobs,
+    TokenScores,
+    check_generate_args,
+)
 from bbi.errors import BbiError
 from bbi.specs import ModelSpec
 
 SERVER_FORMAT = "server"
 TOKEN_PARAMS = ("auto", "max_tokens", "max_completion_tokens")
+
+
+TOKEN_ID_PREFIX = "token_id:"
+
+
+def _echoed_ids(choice: Any, where: str) -> list[int] | None:
+    """The prompt ids a server echoed as ``token_id:N`` (None when it echoed none)."""
+    lp = getattr(choice, "logprobs", None)
+    tokens = getattr(lp, "tokens", None) if lp is not None else None
+    if not tokens:
+        return None
+    try:
+        return [int(t.removeprefix(TOKEN_ID_PREFIX)) for t in tokens]
+    except (ValueError, AttributeError):
+        raise BbiError(
+            f"{where} echoed tokens as text ({tokens[0]!r}), not as token ids: it does not "
+            "support vLLM's return_tokens_as_token_ids"
+        ) from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -206,6 +238,127 @@ class OpenAIBackend:
                     f.cancel()
                 raise
         return results  # type: ignore[return-value]
+
+    # -- a served teacher: prompt log-probabilities of token ids (vLLM's extensions)
+    def _scoring_request(self, prompt: str | list[int], k: int, **extra: Any) -> Any:
+        """One /v1/completions scoring request; a server that cannot is a BbiError."""
+        import openai
+
+        try:
+            return self.client.completions.create(
+                model=self.model,
+                prompt=prompt,
+                echo=True,
+                max_tokens=0,
+                logprobs=0,
+                extra_body={"prompt_logprobs": k, "return_tokens_as_token_ids": True, **extra},
+            )
+        except openai.APIConnectionError as exc:
+            raise BbiError(
+                f"cannot reach the OpenAI-compatible server at {self.base_url}: {_one_line(exc)}"
+            ) from None
+        except openai.NotFoundError as exc:
+            raise BbiError(
+                f"{self.base_url} has no /completions route for {self.model!r} "
+                f"({_one_line(exc)}); a served teacher needs vLLM's server or `bbi serve`"
+            ) from None
+        except openai.APIStatusError as exc:
+            raise BbiError(
+                f"{self.base_url} refused to score a prompt (echo, max_tokens 0, "
+                f"prompt_logprobs {k}): {exc.status_code}: {_one_line(exc)}"
+            ) from None
+
+    def _scored(self, resp: Any, ids: list[int] | None, k: int) -> tuple[list[int], Any]:
+        """(the prompt ids, its prompt_logprobs) of a scoring response, checked."""
+        where = f"{self.base_url} ({self.model})"
+        if not getattr(resp, "choices", None):
+            raise BbiError(f"{where} returned no choices to a scoring request")
+        choice = resp.choices[0]
+        plp = getattr(choice, "prompt_logprobs", None)
+        if plp is None and choice.model_extra:
+            plp = choice.model_extra.get("prompt_logprobs")
+        echoed = _echoed_ids(choice, where)
+        if plp is None or echoed is None:
+            raise BbiError(
+                f"{where} returns no prompt log-probabilities (echo + prompt_logprobs); a "
+                "served teacher needs an endpoint that does: vLLM's server or `bbi serve`"
+            )
+        if ids is not None and echoed != ids:
+            raise BbiError(f"{where} scored other tokens than the token ids sent")
+        if len(plp) != len(echoed):
+            raise BbiError(
+                f"{where} returned {len(plp)} prompt log-probabilities for {len(echoed)} tokens"
+            )
+        return echoed, plp
+
+    def _prompt_logprobs_one(self, ids: list[int], k: int) -> PromptLogprobs:
+        echoed, plp = self._scored(self._scoring_request(ids, k), ids, k)
+        out = PromptLogprobs()
+        for j, entry in enumerate(plp[1:]):
+            try:
+                items = sorted(
+                    ((int(t), float(v["logprob"]), v.get("rank")) for t, v in entry.items()),
+                    key=lambda x: -x[1],
+                )
+                actual = entry.get(str(echoed[j + 1]))
+            except (AttributeError, KeyError, TypeError, ValueError):
+                raise BbiError(
+                    f"{self.base_url}: prompt_logprobs entry {j + 1} is not vLLM's "
+                    "{token id: {logprob, rank}}"
+                ) from None
+            top = items[:k]
+            out.top_ids.append([t for t, _, _ in top])
+            out.top_logprobs.append([v for _, v, _ in top])
+            out.token_logprobs.append(float(actual["logprob"]) if actual else float("nan"))
+            out.ranks.append(int(actual.get("rank") or 0) if actual else 0)
+        with self._lock:
+            self.usage["requests"] += 1
+            self.usage["prompt_tokens"] += len(ids)
+        return out
+
+    def prompt_logprobs(
+        self, sequences: list[list[int]], k: int, progress: bool = False
+    ) -> list[PromptLogprobs]:
+        """Teacher-forced top-``k`` log-probabilities of token sequences, as
+        :class:`~bbi.backends.base.PromptLogprobs` (entry j: the distribution of token
+        j + 1): one scoring request per sequence (module docstring), ``concurrency`` at a
+        time, retried like generation; results in order."""
+        if k < 1:
+            raise BbiError(f"k must be >= 1, got {k}")
+        from rich.progress import Progress
+
+        results: list[PromptLogprobs | None] = [None] * len(sequences)
+        with (
+            ThreadPoolExecutor(max_workers=self.concurrency) as pool,
+            Progress(disable=not progress, transient=True) as bar,
+        ):
+            task = bar.add_task(f"scoring with {self.name}", total=len(sequences))
+            futures = {
+                pool.submit(self._prompt_logprobs_one, list(seq), k): i
+                for i, seq in enumerate(sequences)
+            }
+            try:
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.advance(task)
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+        return results  # type: ignore[return-value]
+
+    def token_texts(self, ids: list[int], k: int) -> list[str | None]:
+        """The server's text of each of ``ids[1:]`` (``decoded_token`` of its
+        ``prompt_logprobs``; None where it gives none), from one scoring request with
+        ``prompt_logprobs: k``: it also proves the server scores token ids and returns k
+        log-probabilities per token (a served teacher's preflight)."""
+        echoed, plp = self._scored(self._scoring_request(list(ids), k), list(ids), k)
+        out: list[str | None] = []
+        for p in range(1, len(echoed)):
+            entry = plp[p] if isinstance(plp[p], dict) else {}
+            actual = entry.get(str(echoed[p]))
+            out.append(actual.get("decoded_token") if isinstance(actual, dict) else None)
+        return out
 
     def score(self, prompts: list[str], texts: list[str]) -> list[TokenScores]:
         raise BbiError(

@@ -309,37 +309,74 @@ class KD(Objective):
         return out
 
 
+class LocalTeacher:
+    """The teacher model in this process as a cache's row source
+    (``distill.teacher_cache.TeacherSource``): top-k of its softened logits, in chunks of
+    ``kl_chunk`` positions when set."""
+
+    def __init__(
+        self, teacher: Any, accelerator: Any, *, pad_id: int, top_k: int, temperature: float,
+        vocab: int, kl_chunk: int = 0,
+    ):  # fmt: skip
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.teacher.to(accelerator.device)
+        self.accelerator, self.pad_id, self.top_k = accelerator, pad_id, top_k
+        self.temperature, self.vocab, self.kl_chunk = temperature, vocab, kl_chunk
+
+    def rows(self, examples: list[dict]) -> list[Any]:
+        from distill.teacher_cache import topk_rows
+
+        acc = self.accelerator
+        batch = {k: v.to(acc.device) for k, v in Collator(self.pad_id)(examples).items()}
+        with torch.no_grad(), acc.autocast():
+            rows, head, mask = response_rows(self.teacher, batch)
+            chunk = self.kl_chunk or rows.size(0) or 1
+            parts = []
+            for i in range(0, rows.size(0), chunk):
+                logits = head(rows[i : i + chunk]) if head is not None else rows[i : i + chunk]
+                parts.append(topk_rows(logits[:, : self.vocab], self.top_k, self.temperature))
+        ids, lp, tail = (np.concatenate([p[j] for p in parts]) for j in range(3))
+        edges = np.concatenate([[0], np.cumsum(mask.sum(dim=1).cpu().numpy())])
+        return [(ids[a:b], lp[a:b], tail[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+    def close(self) -> None:
+        self.teacher = None
+
+
 class CachedKD(Objective):
     """Token-level KD from the teacher's cached top-k log-probabilities (``--teacher-logits
     cache``): the teacher runs once, before training, over the examples of the train and
     held-out sets whose cache is missing (``distill.teacher_cache``), and is dropped before
-    the first step. The loss is ``topk_divergence`` (top-k plus one tail bucket, its
-    approximation stated there), for training and for the held-out eval alike."""
+    the first step. ``open_source(accelerator)`` gives the rows' source: the teacher model
+    here (:class:`LocalTeacher`) or a served one (``teacher_cache.ServedTeacher``), opened
+    only when a cache is missing. The loss is ``topk_divergence`` (top-k plus one tail
+    bucket, its approximation stated there), for training and for the held-out eval alike."""
 
     name = "kd"
 
     def __init__(
         self,
-        load_teacher: Callable[[], Any],
+        open_source: Callable[[Any], Any],
         settings: KDSettings,
         *,
         cache_root: Path,
         vocab: int,
-        pad_id: int = 0,
         teacher_spec: str = "",
         teacher_fingerprint: str = "",
         progress: bool = False,
+        build_batch: int | None = None,
     ):
         if settings.lambda_on_policy > 0:
             raise BbiError(
                 "--teacher-logits cache scores fixed data; on-policy samples "
                 "(--lambda-on-policy) need the teacher model (--teacher-logits model)"
             )
-        self.load_teacher = load_teacher
+        self.open_source = open_source
         self.loss, self.beta = settings.loss, settings.beta
         self.temperature, self.top_k = settings.temperature, settings.top_k
         self.kl_chunk, self.batch_size = settings.kl_chunk, settings.batch_size
-        self.cache_root, self.vocab, self.pad_id = Path(cache_root), int(vocab), pad_id
+        self.build_batch = build_batch or settings.batch_size
+        self.cache_root, self.vocab = Path(cache_root), int(vocab)
         self.teacher_spec, self.teacher_fingerprint = teacher_spec, teacher_fingerprint
         self.progress = progress
         self.shards_computed = 0
@@ -370,53 +407,41 @@ class CachedKD(Objective):
             )
             for ds in (train_ds, eval_ds)
         ]  # fmt: skip
-        teacher = None
-        for cache, ds in zip(caches, (train_ds, eval_ds), strict=True):
-            if cache.complete():
-                continue
-            if accelerator.is_main_process:  # one process scores, the others wait
-                if teacher is None:
-                    teacher = self.load_teacher().eval().requires_grad_(False)
-                    teacher.to(accelerator.device)
-                self.shards_computed += cache.build(
-                    lambda examples, t=teacher: self._teacher_rows(t, examples, accelerator),
-                    ds,
-                    batch_size=self.batch_size,
-                    meta={
-                        "teacher": self.teacher_spec,
-                        "teacher_fingerprint": self.teacher_fingerprint,
-                        "data": ds.fingerprint(),
-                        "top_k": self.top_k,
-                        "temperature": self.temperature,
-                        "vocab": self.vocab,
-                    },
-                    progress=self.progress,
-                )
-            accelerator.wait_for_everyone()
-        del teacher  # trained without it
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        source = None
+        try:
+            for cache, ds in zip(caches, (train_ds, eval_ds), strict=True):
+                if cache.complete():
+                    continue
+                if accelerator.is_main_process:  # one process scores, the others wait
+                    if source is None:
+                        source = self.open_source(accelerator)
+                    self.shards_computed += cache.build(
+                        source.rows,
+                        ds,
+                        batch_size=self.build_batch,
+                        meta={
+                            "teacher": self.teacher_spec,
+                            "teacher_fingerprint": self.teacher_fingerprint,
+                            "data": ds.fingerprint(),
+                            "top_k": self.top_k,
+                            "temperature": self.temperature,
+                            "vocab": self.vocab,
+                        },
+                        progress=self.progress,
+                    )
+                accelerator.wait_for_everyone()
+        finally:
+            if source is not None:
+                source.close()  # trained without it
+            del source
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
         self.cache_dirs = [c.root.as_posix() for c in caches]
         return tuple(
             TeacherSignalDataset(ds, c.load())
             for c, ds in zip(caches, (train_ds, eval_ds), strict=True)
         )  # type: ignore[return-value]
-
-    def _teacher_rows(self, teacher: Any, examples: list[dict], accelerator: Any) -> list[Any]:
-        from distill.teacher_cache import topk_rows
-
-        batch = {k: v.to(accelerator.device) for k, v in Collator(self.pad_id)(examples).items()}
-        with torch.no_grad(), accelerator.autocast():
-            rows, head, mask = response_rows(teacher, batch)
-            chunk = self.kl_chunk or rows.size(0) or 1
-            parts = []
-            for i in range(0, rows.size(0), chunk):
-                logits = head(rows[i : i + chunk]) if head is not None else rows[i : i + chunk]
-                parts.append(topk_rows(logits[:, : self.vocab], self.top_k, self.temperature))
-        ids, lp, tail = (np.concatenate([p[j] for p in parts]) for j in range(3))
-        edges = np.concatenate([[0], np.cumsum(mask.sum(dim=1).cpu().numpy())])
-        return [(ids[a:b], lp[a:b], tail[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
     def stats(self) -> dict[str, Any]:
         return {"teacher_cache": self.cache_dirs, "cache_shards_computed": self.shards_computed}
@@ -454,6 +479,7 @@ __all__ = [
     "KD",
     "LOSSES",
     "CachedKD",
+    "LocalTeacher",
     "NO_MASS",
     "divergence",
     "generalized_jsd",

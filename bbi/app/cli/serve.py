@@ -1,4 +1,5 @@
-"""`bbi serve`: any model spec behind an OpenAI-compatible chat-completions server."""
+"""`bbi serve`: any model spec behind an OpenAI-compatible server (chat completions, and
+completions with log-probabilities for hf:/zoo: models, vLLM's way)."""
 
 from __future__ import annotations
 
@@ -38,9 +39,18 @@ def serve_command(
         help="Largest request body, in bytes, refused (HTTP 413) before it is read "
         "(default 1048576).",
     ),
+    max_logprobs: int = typer.Option(
+        None,
+        help="Most log-probabilities per token a request may ask for (logprobs, "
+        "top_logprobs, prompt_logprobs); more: HTTP 400 (default 128).",
+    ),
 ) -> None:
-    """Serve SPEC over /v1/models and /v1/chat/completions (n, max_tokens, temperature,
-    top_p, seed, stop). A request's seed fixes its output regardless of batching."""
+    """Serve SPEC over /v1/models, /v1/chat/completions (n, max_tokens, temperature, top_p,
+    seed, stop, logprobs/top_logprobs) and, for hf:/zoo: models, /v1/completions (a text or
+    token-id prompt, echo, logprobs, max_tokens 0 to score only, vLLM's prompt_logprobs and
+    return_tokens_as_token_ids): a served teacher for `bbi distill kd --teacher-spec
+    openai:URL#MODEL --teacher-logits cache`. A request's seed fixes its output regardless
+    of batching."""
     from bbi.serve import serve
 
     # Unset limits keep bbi.serve's defaults (importing it here would slow every command).
@@ -50,6 +60,7 @@ def serve_command(
             ("max_prompt_chars", max_prompt_chars),
             ("max_tokens", max_tokens),
             ("max_body_bytes", max_body_bytes),
+            ("max_logprobs", max_logprobs),
         )
         if v is not None
     }
