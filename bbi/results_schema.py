@@ -476,7 +476,9 @@ _TOKEN_CURVES = TypeAdapter(dict[str, TokenCurve])
 def validated_token_curve(curve: dict[str, Any]) -> dict[str, Any]:
     """One ``token_curve`` entry as ``bbi curve`` builds it, checked and dumped."""
     try:
-        return TokenCurve.model_validate(curve).dump()
+        return TokenCurve.model_validate(
+            {**curve, "schema_version": TOKEN_CURVE_SCHEMA_VERSION}
+        ).dump()
     except ValidationError as exc:  # a writer bug, not a user error
         raise RuntimeError(f"token curve does not follow the schema: {exc}") from exc
 
@@ -498,6 +500,20 @@ def parse_token_curves(obj: Any, where: str = "results.json: token_curve") -> di
         return _TOKEN_CURVES.validate_python(obj)
     except ValidationError as exc:
         raise _error(exc, where) from None
+
+
+def snapshot_aliases(results: dict[str, Any]) -> set[str]:
+    """The aliases of every snapshot a distill record lists (``distill.<alias>.curve``):
+    points of a token curve, reported in its section rather than each as a student."""
+    out: set[str] = set()
+    distill = results.get("distill") if isinstance(results, dict) else None
+    for rec in (distill or {}).values() if isinstance(distill, dict) else ():
+        curve = rec.get("curve") if isinstance(rec, dict) else None
+        snaps = curve.get("snapshots") if isinstance(curve, dict) else None
+        for snap in snaps if isinstance(snaps, list) else []:
+            if isinstance(snap, dict) and isinstance(snap.get("alias"), str):
+                out.add(snap["alias"])
+    return out
 
 
 # ---- distill.<alias>: one record per distilled student, a union by method -----------------
@@ -971,6 +987,7 @@ __all__ = [
     "TokenCurvePoint",
     "TokenSnapshot",
     "parse_token_curves",
+    "snapshot_aliases",
     "validated_token_curve",
     "AdversaryResult",
     "AttackConfigRecord",

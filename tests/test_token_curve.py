@@ -40,3 +40,72 @@ def test_milestones_keep_snapshots_with_increasing_tokens(kd_run):
     steps = [s.step for s in curve.snapshots]
     assert steps == sorted(set(steps))
     assert not list((res.out_dir / "curve").glob(".staging-*"))
+
+
+def _config(tmp_path, curve_tokens) -> dict:
+    return {
+        "run": str(tmp_path / "runs" / "curve"),
+        "teacher": "zoo:teacher",
+        "student": "zoo:student",
+        "generation": {"limit": 80, "max_new_tokens": 12, "batch_size": 40},
+        "distill": {
+            "methods": ["kd"],
+            "full": False,
+            "kd": {
+                "epochs": 1,
+                "batch_size": 8,
+                "max_length": 64,
+                "lr": 2e-3,
+                "curve_tokens": curve_tokens,
+            },
+        },
+        "attack": {
+            "adversaries": ["surface"],
+            "budgets": [20, 40],
+            "strategies": ["random"],
+            "seeds": 1,
+            "test_queries": [1],
+            "n_bootstrap": 200,
+            "n_permutations": 200,
+        },
+    }
+
+
+def test_bbi_run_draws_the_curve_with_the_band(micro_zoo, tmp_path):
+    import time
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from bbi.app.cli import app
+    from bbi.results_schema import parse_token_curves
+
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(_config(tmp_path, [300, 900, 10**9])))
+    t = time.perf_counter()
+    res = CliRunner().invoke(app, ["run", "--config", str(cfg_path), "--no-progress"])
+    print("bbi run", time.perf_counter() - t)
+    assert res.exit_code == 0, res.output
+    run = RunDir(tmp_path / "runs" / "curve")
+    results = run.read_results()
+    curve = parse_token_curves(results["token_curve"])["student_kd"]
+    kinds = [p.kind for p in curve.points]
+    assert kinds[0] == "base" and kinds.count("snapshot") >= 2
+    tokens = [p.tokens_seen for p in curve.points]
+    assert tokens == sorted(set(tokens)) and tokens[0] == 0
+    for p in curve.points:
+        assert p.eps is not None and p.eps.ci[0] <= p.eps.value <= p.eps.ci[1]
+        assert p.adversary == "surface" and "confirmation half" in p.test
+    assert curve.band is not None and curve.band.alias == "teacher_null"
+    assert (
+        curve.band.eps.dump()
+        == (results["attack"]["comparisons"]["teacher_null"]["verdict"]["primary"]["eps"])
+    )
+    assert curve.unreached == [10**9]
+    # every point attacked with the run's own sweep
+    comps = results["attack"]["comparisons"]
+    for p in curve.points:
+        assert comps[p.alias]["config"] == comps["student_kd"]["config"]
+    html = (run.path / "report.html").read_text(encoding="utf-8")
+    assert 'id="token-curve"' in html
+    print(res.output[-3000:])
