@@ -472,7 +472,7 @@ class TokenCurveChart:
 def _tokens_label(t: float) -> str:
     for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if t >= div:
-            return f"{t / div:g}{suffix}"
+            return f"{t / div:.3g}{suffix}"
     return f"{t:g}"
 
 

@@ -71,28 +71,34 @@ def _config(tmp_path, curve_tokens) -> dict:
     }
 
 
-def test_bbi_run_draws_the_curve_with_the_band(micro_zoo, tmp_path):
-    import time
-
+@pytest.fixture(scope="module")
+def curve_run(micro_zoo, tmp_path_factory):
+    """One `bbi run` with token milestones on the micro pair: (run, its CLI output)."""
     import yaml
     from typer.testing import CliRunner
 
     from bbi.app.cli import app
+
+    tmp = tmp_path_factory.mktemp("curve")
+    cfg_path = tmp / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(_config(tmp, [300, 900, 10**9])))
+    res = CliRunner().invoke(app, ["run", "--config", str(cfg_path), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    return RunDir(tmp / "runs" / "curve"), res.output
+
+
+def test_bbi_run_draws_the_curve_with_the_band(curve_run):
     from bbi.results_schema import parse_token_curves
 
-    cfg_path = tmp_path / "run.yaml"
-    cfg_path.write_text(yaml.safe_dump(_config(tmp_path, [300, 900, 10**9])))
-    t = time.perf_counter()
-    res = CliRunner().invoke(app, ["run", "--config", str(cfg_path), "--no-progress"])
-    print("bbi run", time.perf_counter() - t)
-    assert res.exit_code == 0, res.output
-    run = RunDir(tmp_path / "runs" / "curve")
+    run, output = curve_run
     results = run.read_results()
     curve = parse_token_curves(results["token_curve"])["student_kd"]
     kinds = [p.kind for p in curve.points]
     assert kinds[0] == "base" and kinds.count("snapshot") >= 2
     tokens = [p.tokens_seen for p in curve.points]
     assert tokens == sorted(set(tokens)) and tokens[0] == 0
+    snaps = results["distill"]["student_kd"]["curve"]["snapshots"]
+    assert [p.alias for p in curve.points if p.kind == "snapshot"] == [s["alias"] for s in snaps]
     for p in curve.points:
         assert p.eps is not None and p.eps.ci[0] <= p.eps.value <= p.eps.ci[1]
         assert p.adversary == "surface" and "confirmation half" in p.test
@@ -101,11 +107,97 @@ def test_bbi_run_draws_the_curve_with_the_band(micro_zoo, tmp_path):
         curve.band.eps.dump()
         == (results["attack"]["comparisons"]["teacher_null"]["verdict"]["primary"]["eps"])
     )
-    assert curve.unreached == [10**9]
-    # every point attacked with the run's own sweep
+    assert curve.unreached == [10**9] and any("never reached" in n for n in curve.notes)
+    # every point attacked with the run's own sweep, on the same test prompts
     comps = results["attack"]["comparisons"]
     for p in curve.points:
         assert comps[p.alias]["config"] == comps["student_kd"]["config"]
+        assert comps[p.alias]["n_test"] == comps["student_kd"]["n_test"]
+    # the snapshots are answered like any student: responses keyed by their own weights
+    fps = {results["models"][p.alias]["fingerprint"] for p in curve.points}
+    assert len(fps) == len(curve.points)
     html = (run.path / "report.html").read_text(encoding="utf-8")
-    assert 'id="token-curve"' in html
-    print(res.output[-3000:])
+    assert 'id="token-curve"' in html and 'data-band="aa"' in html
+    assert html.count('class="token-point"') == len(curve.points) - 1  # base: a line
+    # the snapshots are the curve's points, not students of the report's other sections
+    assert 'data-comparison="student_kd.t' not in html
+    assert "eps against distillation tokens" in output
+
+
+def test_bbi_curve_warm_rerun_is_cached(curve_run):
+    from typer.testing import CliRunner
+
+    from bbi.app.cli import app
+
+    run, _ = curve_run
+    before = run.read_results()["token_curve"]
+    res = CliRunner().invoke(app, ["curve", str(run.path), "--no-progress", "--no-report"])
+    assert res.exit_code == 0, res.output
+    # the recorded sweep is reproduced exactly, so nothing is probed or attacked again
+    assert "cached: curve snapshots already answered" in res.output
+    assert "cached: curve attack results unchanged" in res.output
+    assert run.read_results()["token_curve"] == before
+
+
+def test_curve_section_escapes_run_text(curve_run, tmp_path):
+    import shutil
+
+    from reports.model import load_report
+    from reports.render import render_html, render_markdown
+
+    run, _ = curve_run
+    copy = RunDir(shutil.copytree(run.path, tmp_path / "run"))
+    res = copy.read_results()
+    tc = res["token_curve"]["student_kd"]
+    tc["notes"].append("<script>alert(1)</script>")
+    tc["points"][1]["test"] = "<img src=x onerror=alert(2)>"
+    copy.update_results("token_curve", {"x<b>y": tc})
+    report = load_report(copy.path)
+    html = render_html(report)
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
+    assert "<img src=x" not in html and "x&lt;b&gt;y" in html
+    md = render_markdown(report)
+    assert "<script>" not in md and "Distillation tokens" in md
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["distill", "kd", "{run}", "--curve-tokens", "300,100"], "--curve-tokens"),
+        (["distill", "lora", "{run}", "--curve-tokens", "0"], "--curve-tokens"),
+        (["curve", "{run}"], "no distilled student kept curve snapshots"),
+        (["curve", "{run}", "--student", "nobody"], "'nobody' kept no curve snapshots"),
+    ],
+)
+def test_bad_curve_settings_are_one_line(kd_run, args, needle):
+    from typer.testing import CliRunner
+
+    from bbi.app.cli import app
+
+    res = CliRunner().invoke(app, [a.format(run=kd_run.path) for a in args])
+    assert res.exit_code == 2, res.output
+    lines = [x for x in res.output.strip().splitlines() if x.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in res.output
+
+
+def test_bad_curve_config_is_one_line(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from bbi.app.cli import app
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump({"distill": {"kd": {"curve_tokens": [500, 500]}}}))
+    res = CliRunner().invoke(app, ["run", "--config", str(cfg)])
+    assert res.exit_code == 2
+    assert "distill.kd.curve_tokens" in res.output and "increasing" in res.output
+
+
+def test_no_milestones_leave_records_and_dumps_unchanged():
+    from bbi.config import LoraSettings, RunConfig
+
+    # results.json's hyperparameters, checkpoint identities and `bbi run`'s cache keys
+    assert "curve_tokens" not in KDSettings().model_dump()
+    assert "curve_tokens" not in LoraSettings().model_dump()
+    assert "curve_tokens" not in RunConfig().model_dump()["distill"]["kd"]
+    assert KDSettings(curve_tokens=[5, 50]).model_dump()["curve_tokens"] == [5, 50]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from bbi.app.cli.params import path_value, text_value
@@ -48,9 +49,9 @@ def _est(e: dict | None) -> str:
     return f"{e['value']:.3f}" + ("" if lo is None else f" [{lo:.3f}, {hi:.3f}]")
 
 
-def print_curves(curves: dict) -> None:
+def print_curves(curves: dict, out: Console | None = None) -> None:
     """One table per distilled student: tokens, step, eps (95% CI) and where it comes from."""
-    con = console()
+    con = out or console()
     for alias, c in curves.items():
         t = Table(title=f"{alias}: eps against distillation tokens (verdict's primary point)")
         for col in ("model", "tokens seen", "step", "eps [95% CI]", "adversary", "verdict"):

@@ -84,11 +84,17 @@ def print_run_summary(run_path: Path, out: Console | None = None) -> None:
     """One table: similarity and eps (95% CI) per adversary for every compared model.
 
     Without a terminal the table keeps its full numbers (see ``bbi.console``)."""
+    from bbi.results_schema import snapshot_aliases
     from bbi.runstore import RunDir
 
     res = RunDir(run_path).read_results()
-    comps = (res.get("attack") or {}).get("comparisons") or {}
-    sims = res.get("similarity") or {}
+    # Token snapshots are points of their curve (printed below it), not students to list.
+    snapshots = snapshot_aliases(res)
+    comps = {
+        a: c for a, c in ((res.get("attack") or {}).get("comparisons") or {}).items()
+        if a not in snapshots
+    }  # fmt: skip
+    sims = {a: s for a, s in (res.get("similarity") or {}).items() if a not in snapshots}
     advs: list[str] = []
     for c in comps.values():
         for a in c.get("adversaries", {}):
@@ -143,3 +149,7 @@ def print_run_summary(run_path: Path, out: Console | None = None) -> None:
         if status:
             line += f" -> {status.replace('-', ' ')}"
         con.print(line, highlight=False, soft_wrap=True)
+    if res.get("token_curve"):
+        from bbi.app.cli.curve import print_curves
+
+        print_curves(res["token_curve"], out)
