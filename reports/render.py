@@ -468,7 +468,9 @@ def _token_curves(r: Report) -> dict | None:
             r.epsilon,
             base={"value": base.eps.value, "ci": base.eps.ci} if base and base.eps else None,
         )
-        out.append({"alias": alias, "curve": tc, "chart": chart})
+        # ``key``: the alias as an attribute value (file-name characters only)
+        key = re.sub(r"[^A-Za-z0-9_.-]", "_", alias)
+        out.append({"alias": alias, "key": key, "curve": tc, "chart": chart})
     return {"token_curves": out}
 
 
