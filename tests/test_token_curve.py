@@ -165,6 +165,8 @@ def test_curve_section_escapes_run_text(curve_run, tmp_path):
     [
         (["distill", "kd", "{run}", "--curve-tokens", "300,100"], "--curve-tokens"),
         (["distill", "lora", "{run}", "--curve-tokens", "0"], "--curve-tokens"),
+        (["run", "--curve-tokens", "5,3"], "--curve-tokens: token milestones must be strictly"),
+        (["run", "--curve-tokens", "5", "--no-distill"], "distillation is off"),
         (["curve", "{run}"], "no distilled student kept curve snapshots"),
         (["curve", "{run}", "--student", "nobody"], "'nobody' kept no curve snapshots"),
     ],
