@@ -502,17 +502,28 @@ def parse_token_curves(obj: Any, where: str = "results.json: token_curve") -> di
         raise _error(exc, where) from None
 
 
-def snapshot_aliases(results: dict[str, Any]) -> set[str]:
-    """The aliases of every snapshot a distill record lists (``distill.<alias>.curve``):
-    points of a token curve, reported in its section rather than each as a student."""
+def snapshot_alias_of(distilled: str, alias: str) -> bool:
+    """Whether ``alias`` names a token snapshot of ``distilled`` (``<distilled>.t<tokens>``)."""
+    head, sep, tokens = alias.rpartition(".t")
+    return bool(sep) and head == distilled and tokens.isdigit()
+
+
+def snapshot_aliases(results: dict[str, Any], candidates: Any = ()) -> set[str]:
+    """The aliases of every snapshot a distill record lists (``distill.<alias>.curve``),
+    plus those of ``candidates`` named like a distilled student's snapshot (an earlier
+    training's): points of a token curve, reported in its section, not each as a student."""
     out: set[str] = set()
     distill = results.get("distill") if isinstance(results, dict) else None
-    for rec in (distill or {}).values() if isinstance(distill, dict) else ():
+    distill = distill if isinstance(distill, dict) else {}
+    for rec in distill.values():
         curve = rec.get("curve") if isinstance(rec, dict) else None
         snaps = curve.get("snapshots") if isinstance(curve, dict) else None
         for snap in snaps if isinstance(snaps, list) else []:
             if isinstance(snap, dict) and isinstance(snap.get("alias"), str):
                 out.add(snap["alias"])
+    out |= {
+        c for c in candidates if any(snapshot_alias_of(str(d), str(c)) for d in distill)
+    }  # fmt: skip
     return out
 
 
@@ -987,6 +998,7 @@ __all__ = [
     "TokenCurvePoint",
     "TokenSnapshot",
     "parse_token_curves",
+    "snapshot_alias_of",
     "snapshot_aliases",
     "validated_token_curve",
     "AdversaryResult",

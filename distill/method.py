@@ -28,7 +28,7 @@ from bbi.chat import format_prompt
 from bbi.config import LoraSettings
 from bbi.errors import BbiError
 from bbi.fsafe import check_output_dir, prepare_output_dir, removed_on_error, staged_files
-from bbi.results_schema import CURVE_RECORD_VERSION, validated_distill
+from bbi.results_schema import CURVE_RECORD_VERSION, snapshot_alias_of, validated_distill
 from bbi.runstore import RunDir, check_alias, write_json
 from distill.data import DistillDataset, distillation_pairs, split_eval
 from distill.objectives import Objective
@@ -446,10 +446,18 @@ def check_new_alias(run: RunDir, alias: str) -> None:
 
 
 def register(run: RunDir, alias: str, spec: str, record: dict) -> None:
-    """Record the result and add the new student to run.yaml (``bbi probe`` answers it next)."""
+    """Record the result and add the new student to run.yaml (``bbi probe`` answers it next).
+
+    Token snapshots of an earlier training under this alias that this one did not keep
+    (their directories are gone) leave run.yaml, so no command tries to load them."""
     run.update_results_entry("distill", alias, record)
     cfg = run.config()
-    models = dict(cfg.get("models") or {})
+    kept = {s["alias"] for s in (record.get("curve") or {}).get("snapshots", [])}
+    models = {
+        a: m
+        for a, m in (cfg.get("models") or {}).items()
+        if a in kept or not snapshot_alias_of(alias, str(a))
+    }
     models[alias] = {"spec": spec, "role": "student"}
     cfg["models"] = models
     run.write_config(cfg)

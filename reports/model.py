@@ -571,7 +571,7 @@ def load_report(run_dir: str | Path, max_examples: int = 3) -> Report:
 
     comparisons: list[Comparison] = []
     raw_comps = attack.comparisons if attack else {}
-    snapshots = snapshot_aliases(results)
+    snapshots = snapshot_aliases(results, [*raw_comps, *(results.get("similarity") or {})])
     for alias, comp in raw_comps.items():
         if alias in snapshots:
             continue

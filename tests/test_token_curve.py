@@ -16,14 +16,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = dict(epochs=2, batch_size=8, max_length=64, eval_fraction=0.2, dropout=0.0)
 
 
-def _kd(run: RunDir, **flags):
+def _kd(run: RunDir, full: bool = False, **flags):
     from distill.kd import distill_kd
 
-    return distill_kd(run, settings=KDSettings().updated(**{**FAST, **flags}), progress=False)
+    settings = KDSettings().updated(**{**FAST, **flags})
+    return distill_kd(run, settings=settings, full=full, progress=False)
 
 
 def test_milestones_keep_snapshots_with_increasing_tokens(kd_run):
-    res = _kd(kd_run, curve_tokens=[200, 600, 1200, 10**9])
+    from bbi.backends import load_backend
+    from bbi.backends.base import GenerationConfig
+
+    res = _kd(kd_run, full=True, curve_tokens=[200, 600, 1200, 10**9])
     rec = kd_run.read_results()["distill"]["student_kd"]["curve"]
     curve = SnapshotsRecord.model_validate(rec)
     tokens = [s.tokens_seen for s in curve.snapshots]
@@ -40,6 +44,15 @@ def test_milestones_keep_snapshots_with_increasing_tokens(kd_run):
     steps = [s.step for s in curve.snapshots]
     assert steps == sorted(set(steps))
     assert not list((res.out_dir / "curve").glob(".staging-*"))
+    # a snapshot is a student bbi loads like the final one (here a full model)
+    first = curve.snapshots[0]
+    assert first.spec.startswith("hf:") and first.spec != res.spec
+    backend = load_backend(first.spec, device="cpu")
+    try:
+        (gen,) = backend.generate(["What is 2?"], GenerationConfig(max_new_tokens=4), seeds=[0])
+        assert gen.n_tokens >= 1
+    finally:
+        backend.close()
 
 
 def _config(tmp_path, curve_tokens) -> dict:
@@ -137,6 +150,35 @@ def test_bbi_curve_warm_rerun_is_cached(curve_run):
     assert "cached: curve snapshots already answered" in res.output
     assert "cached: curve attack results unchanged" in res.output
     assert run.read_results()["token_curve"] == before
+
+
+def test_a_new_training_retires_the_old_snapshots(curve_run, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from bbi.app.cli import app
+    from reports.model import load_report
+
+    run, _ = curve_run
+    copy = RunDir(shutil.copytree(run.path, tmp_path / "run"))
+    old = {s["alias"] for s in copy.read_results()["distill"]["student_kd"]["curve"]["snapshots"]}
+    flags = ["--epochs", "1", "--batch-size", "8", "--max-length", "64", "--lr", "2e-3"]
+    res = CliRunner().invoke(
+        app,
+        ["distill", "kd", str(copy.path), "--alias", "student_kd", "--curve-tokens", "500",
+         "--no-progress", *flags],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    new = {s["alias"] for s in copy.read_results()["distill"]["student_kd"]["curve"]["snapshots"]}
+    assert new and not new & old
+    assert not old & set(RunDir(copy.path).config()["models"])  # their directories are gone
+    res = CliRunner().invoke(app, ["curve", str(copy.path), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    points = copy.read_results()["token_curve"]["student_kd"]["points"]
+    assert {p["alias"] for p in points if p["kind"] == "snapshot"} == new
+    report = load_report(copy.path)
+    assert not {c.alias for c in report.comparisons} & (old | new)
 
 
 def test_curve_section_escapes_run_text(curve_run, tmp_path):

@@ -35,6 +35,7 @@ from bbi.probe_run import ModelEntry
 from bbi.results_schema import (
     ATTACK_SCHEMA_VERSION,
     SnapshotsRecord,
+    snapshot_aliases,
     validated_token_curve,
 )
 from bbi.runstore import RunDir
@@ -193,7 +194,9 @@ def token_curve(
         plan[alias] = {"curve": curve, "base": found[0] if found else None}
 
     snapshot_entries = {e.alias: e for e in entries}
-    probe_models = [m for m in models if m.alias not in snapshot_entries] + entries
+    # An earlier training's snapshots (their directories are gone) are not answered again.
+    stale = snapshot_aliases(results, [m.alias for m in models]) - set(snapshot_entries)
+    probe_models = [m for m in models if m.alias not in {*snapshot_entries, *stale}] + entries
     key_probe = key_of(
         [(e.alias, e.spec) for e in entries],
         generation.model_dump(),

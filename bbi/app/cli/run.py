@@ -107,7 +107,9 @@ def print_run_summary(run_path: Path, out: Console | None = None) -> None:
 
     res = RunDir(run_path).read_results()
     # Token snapshots are points of their curve (printed below it), not students to list.
-    snapshots = snapshot_aliases(res)
+    snapshots = snapshot_aliases(
+        res, [*((res.get("attack") or {}).get("comparisons") or {}), *(res.get("similarity") or {})]
+    )
     comps = {
         a: c for a, c in ((res.get("attack") or {}).get("comparisons") or {}).items()
         if a not in snapshots
