@@ -146,8 +146,10 @@ def test_bbi_curve_warm_rerun_is_cached(curve_run):
     before = run.read_results()["token_curve"]
     res = CliRunner().invoke(app, ["curve", str(run.path), "--no-progress", "--no-report"])
     assert res.exit_code == 0, res.output
-    # the recorded sweep is reproduced exactly, so nothing is probed or attacked again
-    assert "cached: curve snapshots already answered" in res.output
+    # the recorded sweep is reproduced exactly, so nothing is generated or attacked again
+    timings = run.manifest()["timings"]
+    for p in before["student_kd"]["points"]:
+        assert timings[f"generate:{p['alias']}"]["generated"] == 0
     assert "cached: curve attack results unchanged" in res.output
     assert run.read_results()["token_curve"] == before
 

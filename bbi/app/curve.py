@@ -6,7 +6,7 @@ step measures every snapshot exactly like the final student:
 
 1. probe: each snapshot is a student of the run (alias ``<distilled>.t<tokens>``), answered
    on the run's suite with the run's generation settings by the usual probe path (responses
-   cached by the snapshot's weights fingerprint);
+   cached by the snapshot's weights fingerprint, so a rerun generates nothing new);
 2. attack: the run's own sweep settings, by the usual attack path (same split, same seeds;
    the base, final student and A/A null are attacked too if the run's attack did not
    cover them with these settings);
@@ -197,28 +197,10 @@ def token_curve(
     # An earlier training's snapshots (their directories are gone) are not answered again.
     stale = snapshot_aliases(results, [m.alias for m in models]) - set(snapshot_entries)
     probe_models = [m for m in models if m.alias not in {*snapshot_entries, *stale}] + entries
-    key_probe = key_of(
-        [(e.alias, e.spec) for e in entries],
-        generation.model_dump(),
-        file_key(run.suite_path),
-        file_key(run.responses_path(teacher)),
-    )
-    if step_done(run, "curve:probe", key_probe) and all(
-        run.responses_path(a).exists() for a in snapshot_entries
-    ):
-        console.print("cached: curve snapshots already answered")
-    else:
-        console.rule(f"[bold]curve: probe {len(entries)} snapshot(s)")
-        t_probe = time.perf_counter()
-        run_probe(
-            run.path,
-            probe_models,
-            records,
-            generation,
-            suite_name=suite_name,
-            progress=progress,
-        )
-        mark(run, "curve:probe", key_probe, t_probe)
+    # The usual probe path: every response is cached by its model's weights fingerprint,
+    # so a rerun answers only what a new or retrained snapshot has not answered yet.
+    console.rule(f"[bold]curve: probe {len(entries)} snapshot(s)")
+    run_probe(run.path, probe_models, records, generation, suite_name=suite_name, progress=progress)
 
     # Attack what the curve reads and the run's attack did not cover with these settings.
     comps = (run.read_results().get("attack") or {}).get("comparisons") or {}
