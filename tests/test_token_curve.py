@@ -16,11 +16,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = dict(epochs=2, batch_size=8, max_length=64, eval_fraction=0.2, dropout=0.0)
 
 
-def _kd(run: RunDir, full: bool = False, **flags):
+def _kd(run: RunDir, full: bool = False, options: dict | None = None, **flags):
     from distill.kd import distill_kd
 
     settings = KDSettings().updated(**{**FAST, **flags})
-    return distill_kd(run, settings=settings, full=full, progress=False)
+    return distill_kd(run, settings=settings, full=full, progress=False, **(options or {}))
 
 
 def test_milestones_keep_snapshots_with_increasing_tokens(kd_run):
@@ -53,6 +53,27 @@ def test_milestones_keep_snapshots_with_increasing_tokens(kd_run):
         assert gen.n_tokens >= 1
     finally:
         backend.close()
+
+
+def test_a_resumed_training_keeps_the_same_snapshots(kd_run):
+    from safetensors.torch import load_file
+
+    milestones = [200, 600, 1200]
+    _kd(kd_run, curve_tokens=milestones, options={"alias": "whole"})
+    part = _kd(kd_run, curve_tokens=milestones, options={"alias": "parts", "stop_after_steps": 2})
+    assert not part.completed
+    part = _kd(kd_run, curve_tokens=milestones, options={"alias": "parts", "resume": True})
+    distill = kd_run.read_results()["distill"]
+    a, b = distill["whole"]["curve"], distill["parts"]["curve"]
+    keys = ("tokens_seen", "loss_tokens", "step", "milestones")
+    assert [[s[k] for k in keys] for s in a["snapshots"]] == [
+        [s[k] for k in keys] for s in b["snapshots"]
+    ]
+    assert a["tokens_seen"] == b["tokens_seen"] and len(a["snapshots"]) >= 2
+    for sa, sb in zip(a["snapshots"], b["snapshots"], strict=True):
+        wa = load_file(f"{sa['dir']}/adapter_model.safetensors")
+        wb = load_file(f"{sb['dir']}/adapter_model.safetensors")
+        assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
 
 
 def _config(tmp_path, curve_tokens) -> dict:
