@@ -102,9 +102,8 @@ def _where(primary: dict[str, Any] | None) -> str:
     n_conf = (primary.get("eps") or {}).get("n")
     n_sel = (primary.get("selection") or {}).get("n")
     return (
-        f"test split, confirmation half ({n_conf} prompts): {primary.get('adversary')} / "
-        f"{primary.get('strategy')} at q = {primary.get('q')}, selected on the other half "
-        f"({n_sel} prompts)"
+        f"test split, confirmation half ({n_conf} prompts); the point (adversary, strategy, "
+        f"q) selected on the other half ({n_sel} prompts)"
     )
 
 
