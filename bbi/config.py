@@ -31,6 +31,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -165,6 +166,9 @@ class GenerationSettings(Section):
 # ---- distillation ------------------------------------------------------------------------
 
 
+MAX_CURVE_POINTS = 32  # snapshots of one training (each is a student to probe and attack)
+
+
 class LoopSettings(Section):
     """The one training loop's settings (``distill.trainer.train``), declared once: every
     method's settings compose them, and a method whose default differs re-declares only
@@ -193,11 +197,36 @@ class LoopSettings(Section):
     seed: int = Field(
         0, ge=0, le=_SEED_MAX, description="Seed: init, data order, dropout, eval split."
     )
+    curve_tokens: list[int] = Field(
+        default_factory=list,
+        description="Token milestones (ascending): keep a student snapshot when the tokens "
+        "seen first pass each, for the eps-vs-tokens curve (bbi curve; empty: none).",
+    )
 
     @field_validator("lr", "weight_decay", "max_grad_norm", check_fields=False)
     @classmethod
     def _check_loop_finite(cls, v: float, info: Any) -> float:
         return _finite(v, info.field_name)
+
+    @field_validator("curve_tokens", check_fields=False)
+    @classmethod
+    def _check_curve_tokens(cls, v: list[int]) -> list[int]:
+        if any(t < 1 for t in v):
+            raise ValueError("token milestones must be >= 1")
+        if any(b <= a for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError("token milestones must be strictly increasing")
+        if len(v) > MAX_CURVE_POINTS:
+            raise ValueError(f"at most {MAX_CURVE_POINTS} token milestones")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _dump_curve_when_set(self, handler: Any) -> dict[str, Any]:
+        # Without milestones the dump (recorded hyperparameters, checkpoint identity,
+        # cache keys) is what it was before the setting existed.
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("curve_tokens"):
+            data.pop("curve_tokens", None)
+        return data
 
     def loop_settings(self, **changes: Any) -> LoopSettings:
         """Only the loop's fields (what the trainer records and a resume must match),
@@ -357,6 +386,7 @@ class WDASettings(LoopSettings):
     ``epochs`` is per phase instead."""
 
     epochs: ClassVar[int] = 1  # not a setting: each phase has its own epochs
+    curve_tokens: ClassVar[list[int]] = []  # snapshots are taken by the lora/kd methods only
     # The attention (distill.wda.attention.WDAConfig).
     masks: int = Field(24, ge=2, le=512, description="Wave masks per head.")
     waves: int = Field(8, ge=1, le=256, description="Waves per mask.")
@@ -455,6 +485,7 @@ class TaskDistillSettings(LoopSettings):
     eval_fraction: ClassVar[float] = 0.0
     weight_decay: ClassVar[float] = 0.0
     grad_accum: ClassVar[int] = 1
+    curve_tokens: ClassVar[list[int]] = []  # snapshots are taken by the lora/kd methods only
 
     teacher: str = Field(
         "zoo:teacher", min_length=1, description="Teacher model spec, tuned on the task first."

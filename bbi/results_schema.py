@@ -35,6 +35,9 @@ from pydantic import (
 from bbi.errors import BbiError
 
 ATTACK_SCHEMA_VERSION = 2
+# distill.<alias>.curve (the snapshots a training kept) and results.json["token_curve"].
+CURVE_RECORD_VERSION = 1
+TOKEN_CURVE_SCHEMA_VERSION = 1
 
 
 class _Model(BaseModel):
@@ -418,6 +421,112 @@ def validated_models(models: dict[str, Any]) -> dict[str, Any]:
     return models
 
 
+# ---- token_curve.<alias>: eps against distillation tokens (bbi.app.curve) ---------------
+
+
+class TokenCurvePoint(_Model):
+    """One point of the curve: a student (the base at 0 tokens, a snapshot, or the final
+    distilled student) and the verdict's primary point against the teacher: the
+    (adversary, strategy, q) selected on the selection half of the test split, its eps
+    and 95% CI measured on the confirmation half (never selected on those prompts)."""
+
+    alias: str
+    kind: Literal["base", "snapshot", "final"]
+    tokens_seen: int = Field(ge=0)
+    loss_tokens: int | None = Field(None, ge=0)
+    step: int | None = Field(None, ge=0)
+    adversary: str | None = None
+    strategy: str | None = None
+    q: int | None = None
+    eps: Estimate | None = None
+    test: str  # where eps comes from, in words
+    status: str | None = None  # the comparison's verdict
+    similarity: Estimate | None = None  # cosine to the teacher on the test split
+
+
+class TokenCurveBand(_Model):
+    """The A/A band: the same primary point's eps CI for the teacher against its own
+    independent resample (what eps looks like when there is nothing to find)."""
+
+    alias: str
+    adversary: str | None = None
+    strategy: str | None = None
+    q: int | None = None
+    eps: Estimate | None = None
+    test: str
+
+
+class TokenCurve(_Model):
+    """``results.json["token_curve"][<distilled alias>]``: eps against distillation tokens."""
+
+    schema_version: Literal[1] = TOKEN_CURVE_SCHEMA_VERSION
+    distilled: str
+    teacher: str
+    base: str | None = None
+    attack: dict[str, Any]  # the sweep's config record (every point attacked with it)
+    points: list[TokenCurvePoint]
+    band: TokenCurveBand | None = None
+    unreached: list[int] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+
+_TOKEN_CURVES = TypeAdapter(dict[str, TokenCurve])
+
+
+def validated_token_curve(curve: dict[str, Any]) -> dict[str, Any]:
+    """One ``token_curve`` entry as ``bbi curve`` builds it, checked and dumped."""
+    try:
+        return TokenCurve.model_validate(
+            {**curve, "schema_version": TOKEN_CURVE_SCHEMA_VERSION}
+        ).dump()
+    except ValidationError as exc:  # a writer bug, not a user error
+        raise RuntimeError(f"token curve does not follow the schema: {exc}") from exc
+
+
+def parse_token_curves(obj: Any, where: str = "results.json: token_curve") -> dict[str, TokenCurve]:
+    """results.json["token_curve"], typed; a version or shape error is one BbiError line."""
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise BbiError(f"{where}: expected an object")
+    for alias, raw in obj.items():
+        version = raw.get("schema_version") if isinstance(raw, dict) else None
+        if version != TOKEN_CURVE_SCHEMA_VERSION:
+            raise BbiError(
+                f"{where}.{alias}: schema_version {version!r}, this bbi reads "
+                f"{TOKEN_CURVE_SCHEMA_VERSION}; rerun `bbi curve` on the run"
+            )
+    try:
+        return _TOKEN_CURVES.validate_python(obj)
+    except ValidationError as exc:
+        raise _error(exc, where) from None
+
+
+def snapshot_alias_of(distilled: str, alias: str) -> bool:
+    """Whether ``alias`` names a token snapshot of ``distilled`` (``<distilled>.t<tokens>``)."""
+    head, sep, tokens = alias.rpartition(".t")
+    return bool(sep) and head == distilled and tokens.isdigit()
+
+
+def snapshot_aliases(results: dict[str, Any], candidates: Any = ()) -> set[str]:
+    """The aliases of every snapshot a distill record lists (``distill.<alias>.curve``),
+    plus those of ``candidates`` named like a distilled student's snapshot (an earlier
+    training's): points of a token curve, reported in its section, not each as a student."""
+    out: set[str] = set()
+    distill = results.get("distill") if isinstance(results, dict) else None
+    distill = distill if isinstance(distill, dict) else {}
+    for rec in distill.values():
+        curve = rec.get("curve") if isinstance(rec, dict) else None
+        snaps = curve.get("snapshots") if isinstance(curve, dict) else None
+        for snap in snaps if isinstance(snaps, list) else []:
+            if isinstance(snap, dict) and isinstance(snap.get("alias"), str):
+                out.add(snap["alias"])
+    out |= {
+        c for c in candidates if any(snapshot_alias_of(str(d), str(c)) for d in distill)
+    }  # fmt: skip
+    return out
+
+
 # ---- distill.<alias>: one record per distilled student, a union by method -----------------
 
 
@@ -434,6 +543,39 @@ class DistillBase(_Record):
     model_dir: str | None = None
     seed: int | None = None
     time_s: float | None = None
+
+
+class TokenSnapshot(_Model):
+    """One student snapshot kept at a token milestone (``distill.method``): a loadable
+    student (``spec``), registered under ``alias`` when the curve probes it."""
+
+    alias: str
+    spec: str
+    dir: str
+    tokens_seen: int = Field(ge=0)  # prompt + response tokens fed to the student so far
+    loss_tokens: int = Field(ge=0)  # of which the loss was taken on
+    step: int = Field(ge=1)
+    epoch: int = Field(ge=0)
+    milestones: list[int] = Field(min_length=1)  # the milestones first reached at this step
+
+
+class SnapshotsRecord(_Model):
+    """``distill.<alias>.curve``: the milestones asked for and the snapshots kept."""
+
+    version: Literal[1]
+    milestones: list[int]
+    tokens_seen: int = Field(ge=0)  # the whole training's
+    loss_tokens: int = Field(ge=0)
+    steps: int = Field(ge=0)
+    snapshots: list[TokenSnapshot] = Field(default_factory=list)
+    unreached: list[int] = Field(default_factory=list)
+
+    @field_validator("snapshots")
+    @classmethod
+    def _increasing(cls, v: list[TokenSnapshot]) -> list[TokenSnapshot]:
+        if any(b.tokens_seen <= a.tokens_seen for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError("snapshots must have strictly increasing tokens_seen")
+        return v
 
 
 class LoopDistill(DistillBase):
@@ -464,6 +606,7 @@ class LoopDistill(DistillBase):
     guide: Any = None
     n_corpus_prompts: int = 0  # training-corpus prompts beyond the train split
     objective_stats: dict[str, Any] | None = None  # the objective's totals (sampling time...)
+    curve: SnapshotsRecord | None = None  # token-milestone snapshots (curve_tokens)
 
 
 class WdaDistill(DistillBase):
@@ -847,6 +990,17 @@ def validated_attack(section: dict[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "ATTACK_SCHEMA_VERSION",
+    "CURVE_RECORD_VERSION",
+    "SnapshotsRecord",
+    "TOKEN_CURVE_SCHEMA_VERSION",
+    "TokenCurve",
+    "TokenCurveBand",
+    "TokenCurvePoint",
+    "TokenSnapshot",
+    "parse_token_curves",
+    "snapshot_alias_of",
+    "snapshot_aliases",
+    "validated_token_curve",
     "AdversaryResult",
     "AttackConfigRecord",
     "AttackPoint",

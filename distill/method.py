@@ -17,6 +17,7 @@ optimizer step and per eval) and ``checkpoint/`` (for ``--resume``).
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from bbi.chat import format_prompt
 from bbi.config import LoraSettings
 from bbi.errors import BbiError
 from bbi.fsafe import check_output_dir, prepare_output_dir, removed_on_error, staged_files
-from bbi.results_schema import validated_distill
+from bbi.results_schema import CURVE_RECORD_VERSION, snapshot_alias_of, validated_distill
 from bbi.runstore import RunDir, check_alias, write_json
 from distill.data import DistillDataset, distillation_pairs, split_eval
 from distill.objectives import Objective
@@ -48,6 +49,8 @@ from distill.trainer import (
 )
 
 PROVENANCE_FILE = "bbi_distill.json"
+CURVE_DIR = "curve"  # token-milestone snapshots: curve/t<tokens seen>/ (a loadable student)
+SNAPSHOT_FILE = "bbi_snapshot.json"
 MIXED_PRECISION = ("no", "fp16", "bf16")
 TRAIN_DTYPES = ("float32", "bfloat16", "float16")
 
@@ -179,6 +182,8 @@ def distil(
     created = accelerator.is_main_process and not out_dir.exists()
     if accelerator.is_main_process:
         prepare_output_dir(out_dir, kind, replace=replace)
+    if accelerator.is_main_process and not resume:
+        shutil.rmtree(out_dir / CURVE_DIR, ignore_errors=True)  # an earlier training's
     accelerator.wait_for_everyone()
     set_seed(hp.seed)  # adapter init, dropout: a function of the seed alone
     model = make_trainable(model, hp, full)
@@ -211,6 +216,11 @@ def distil(
             sample_weights=weights,
             progress=progress,
             desc=f"distill {alias}",
+            on_snapshot=_snapshot_saver(
+                out_dir, alias, base_spec, full, tokenizer, accelerator.save
+            )
+            if hp.curve_tokens
+            else None,
         )
     spec = student_spec(base_spec, out_dir, full)
     result = DistillResult(alias=alias, spec=spec, out_dir=out_dir, completed=outcome.completed)
@@ -252,6 +262,8 @@ def distil(
         "loss_tokens": state.get("loss_tokens"),
         "guide": guide,
     }
+    if hp.curve_tokens:  # the token-milestone snapshots (records without them are unchanged)
+        record["curve"] = curve_record(out_dir, alias, base_spec, full, hp.curve_tokens, state)
     if n_corpus:  # prompts beyond the train split (records without them are unchanged)
         record["n_corpus_prompts"] = n_corpus
     if objective.stats():  # e.g. on-policy sampling time, the teacher cache
@@ -264,6 +276,62 @@ def distil(
         register(run, alias, spec, record)
     accelerator.wait_for_everyone()
     return result
+
+
+def snapshot_alias(alias: str, tokens_seen: int) -> str:
+    """The model alias of a student's snapshot after ``tokens_seen`` tokens."""
+    return f"{alias}.t{int(tokens_seen)}"
+
+
+def _snapshot_entry(
+    out_dir: Path, alias: str, base_spec: str, full: bool, point: dict[str, Any]
+) -> dict[str, Any]:
+    snap = out_dir / CURVE_DIR / f"t{int(point['tokens_seen'])}"
+    return {
+        "alias": snapshot_alias(alias, point["tokens_seen"]),
+        "spec": student_spec(base_spec, snap, full),
+        "dir": snap.as_posix(),
+        **{k: point[k] for k in ("tokens_seen", "loss_tokens", "step", "epoch", "milestones")},
+    }
+
+
+def _snapshot_saver(
+    out_dir: Path, alias: str, base_spec: str, full: bool, tokenizer: Any, save_function: Any
+) -> Callable[[Any, dict[str, Any]], None]:
+    """What the loop calls at a token milestone: the student as it is now, saved whole
+    (adapter or full model, like the final student) into ``curve/t<tokens>/`` or not at all."""
+
+    def save(model: Any, point: dict[str, Any]) -> None:
+        entry = _snapshot_entry(out_dir, alias, base_spec, full, point)
+        name = Path(entry["dir"]).name
+        with staged_files(out_dir / CURVE_DIR) as stage:
+            save_student(model, tokenizer, stage / name, save_function=save_function)
+            write_json(stage / name / SNAPSHOT_FILE, entry)
+
+    return save
+
+
+def curve_record(
+    out_dir: Path,
+    alias: str,
+    base_spec: str,
+    full: bool,
+    milestones: list[int],
+    state: dict[str, Any],
+) -> dict[str, Any]:
+    """``distill.<alias>.curve``: the milestones asked for, the snapshots kept (tokens
+    seen, loss tokens, step, spec) and the milestones the training never reached."""
+    points = list(state.get("curve") or [])
+    reached = {m for p in points for m in p["milestones"]}
+    return {
+        "version": CURVE_RECORD_VERSION,
+        "milestones": list(milestones),
+        "tokens_seen": int(state.get("tokens_seen", 0)),
+        "loss_tokens": int(state.get("loss_tokens", 0)),
+        "steps": int(state["global_step"]),
+        "snapshots": [_snapshot_entry(out_dir, alias, base_spec, full, p) for p in points],
+        "unreached": [m for m in milestones if m not in reached],
+    }
 
 
 def with_extra_pairs(run: RunDir, pairs: Any, extra: Any) -> tuple[Any, int]:
@@ -378,17 +446,28 @@ def check_new_alias(run: RunDir, alias: str) -> None:
 
 
 def register(run: RunDir, alias: str, spec: str, record: dict) -> None:
-    """Record the result and add the new student to run.yaml (``bbi probe`` answers it next)."""
+    """Record the result and add the new student to run.yaml (``bbi probe`` answers it next).
+
+    Token snapshots of an earlier training under this alias that this one did not keep
+    (their directories are gone) leave run.yaml, so no command tries to load them."""
     run.update_results_entry("distill", alias, record)
     cfg = run.config()
-    models = dict(cfg.get("models") or {})
+    kept = {s["alias"] for s in (record.get("curve") or {}).get("snapshots", [])}
+    models = {
+        a: m
+        for a, m in (cfg.get("models") or {}).items()
+        if a in kept or not snapshot_alias_of(alias, str(a))
+    }
     models[alias] = {"spec": spec, "role": "student"}
     cfg["models"] = models
     run.write_config(cfg)
 
 
 __all__ = [
+    "CURVE_DIR",
     "DistillResult",
+    "curve_record",
+    "snapshot_alias",
     "PROVENANCE_FILE",
     "check_launch",
     "check_new_alias",

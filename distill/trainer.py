@@ -42,7 +42,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -365,6 +365,7 @@ def train(
     sample_weights: np.ndarray | None = None,
     progress: bool = True,
     desc: str = "distill",
+    on_snapshot: Callable[[Any, dict[str, Any]], None] | None = None,
 ) -> TrainOutcome:
     """Train ``model``'s trainable parameters on ``objective``; checkpoint into ``ckpt_dir``.
 
@@ -378,10 +379,19 @@ def train(
     after that many optimizer steps in total; ``resume`` continues from ``ckpt_dir``.
     ``sample_weights`` (one per training example) draws each epoch with replacement in
     proportion to them instead of a permutation.
+
+    ``hp.curve_tokens`` (token milestones) calls ``on_snapshot(model, point)`` on the main
+    process after the optimizer step at which the tokens seen (prompt + response tokens
+    fed to the model, all processes) first reach one or more milestones; ``point`` holds
+    ``tokens_seen``, ``loss_tokens``, ``step``, ``epoch`` and the ``milestones`` passed. The
+    points taken are ``state["curve"]`` (a resumed run does not take them again).
     """
     from transformers import get_linear_schedule_with_warmup
 
     check_steps(save_every_steps, eval_every_steps, stop_after_steps)
+    milestones = list(getattr(hp, "curve_tokens", None) or [])
+    if milestones and on_snapshot is None:
+        raise BbiError("curve_tokens: this method does not keep curve snapshots")
     if len(train_ds) == 0:
         raise BbiError("no training examples")
     if sample_weights is not None:
@@ -513,7 +523,7 @@ def train(
         if skip:
             dl = accelerator.skip_first_batches(dl, skip)
         window_loss = 0.0
-        window_tokens = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+        window_tokens = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
         micro = skip
         for batch in dl:
             window_start = (micro // hp.grad_accum) * hp.grad_accum
@@ -529,8 +539,10 @@ def train(
                 loss = sums.sum() / counts.sum().clamp(min=1)
                 accelerator.backward(loss / window)
             window_loss += float(loss.detach()) / window
-            window_tokens += counts.sum().detach().double()
-            tokens_seen += batch["attention_mask"].sum()
+            seen = batch["attention_mask"].sum()
+            window_tokens[0] += counts.sum().detach().double()
+            window_tokens[1] += seen.double()
+            tokens_seen += seen
             micro += 1
             if not last_in_window:
                 continue
@@ -543,10 +555,11 @@ def train(
                 accelerator.reduce(torch.tensor(window_loss, device=accelerator.device), "mean")
             )
             window_loss = 0.0
-            # Tokens the loss was taken on (the token budget of a step), all processes.
-            state["loss_tokens"] = state.get("loss_tokens", 0) + int(
-                accelerator.reduce(window_tokens, "sum")
-            )
+            # Tokens the loss was taken on (the token budget of a step) and tokens fed to
+            # the model, all processes.
+            step_tokens = accelerator.reduce(window_tokens, "sum")
+            state["loss_tokens"] = state.get("loss_tokens", 0) + int(step_tokens[0])
+            state["tokens_seen"] = state.get("tokens_seen", 0) + int(step_tokens[1])
             window_tokens.zero_()
             state["global_step"] += 1
             state["micro_in_epoch"] = micro
@@ -563,6 +576,8 @@ def train(
             )
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", epoch=epoch + 1)
+            if milestones:
+                _maybe_snapshot(accelerator, model, state, milestones, on_snapshot)
             end_of_epoch = micro >= micro_per_epoch
             if eval_every_steps and step % eval_every_steps == 0 and not end_of_epoch:
                 metrics.write(step=step, epoch=epoch, eval_loss=evaluate())
@@ -618,6 +633,34 @@ def train(
         tokens=tokens,
         model=accelerator.unwrap_model(model),
     )
+
+
+def _maybe_snapshot(
+    accelerator: Any,
+    model: Any,
+    state: dict[str, Any],
+    milestones: list[int],
+    on_snapshot: Callable[[Any, dict[str, Any]], None] | None,
+) -> None:
+    """One snapshot for the milestones the tokens seen reached at this step (if any)."""
+    taken = {m for point in state.get("curve") or [] for m in point["milestones"]}
+    passed = [m for m in milestones if m not in taken and state["tokens_seen"] >= m]
+    if not passed or on_snapshot is None:
+        return
+    point = {
+        "milestones": passed,
+        "tokens_seen": int(state["tokens_seen"]),
+        "loss_tokens": int(state.get("loss_tokens", 0)),
+        "step": int(state["global_step"]),
+        "epoch": int(state["epoch"]),
+    }
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        was_training = accelerator.unwrap_model(model).training
+        on_snapshot(accelerator.unwrap_model(model), dict(point))
+        accelerator.unwrap_model(model).train(was_training)
+    accelerator.wait_for_everyone()
+    state["curve"] = [*(state.get("curve") or []), point]
 
 
 def _fingerprint(ds: Dataset) -> str | None:

@@ -445,6 +445,117 @@ def line_chart(
     )
 
 
+# ---- eps against distillation tokens (log x, CI error bars, the A/A band) --------------
+@dataclass
+class TokenCurveChart:
+    title: str
+    width: float
+    height: float
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+    x_ticks: list[tuple[float, str]]
+    y_ticks: list[tuple[float, str]]
+    threshold: tuple[float, str] | None
+    zero: float | None
+    band: tuple[float, float] | None  # the A/A eps CI as (y of hi, y of lo)
+    band_label: str | None
+    base: tuple[float, str] | None  # the student before distillation: (y, label)
+    path: str
+    points: list[dict]  # x, y, y_lo, y_hi, tokens, value, title
+    colour: str = SERIES_COLOURS[0]
+    x_label: str = "distillation tokens seen (log scale)"
+    y_label: str = "ε"
+
+
+def _tokens_label(t: float) -> str:
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if t >= div:
+            return f"{t / div:.3g}{suffix}"
+    return f"{t:g}"
+
+
+def token_curve_chart(
+    title: str,
+    points: Sequence[dict],
+    band: Sequence[float] | None,
+    threshold: float | None,
+    base: dict | None = None,
+    width: float = 560,
+    height: float = 260,
+) -> TokenCurveChart:
+    """eps against tokens seen: ``points`` {tokens, value, ci} (tokens > 0, log x) with
+    CI error bars, the A/A band (``band`` = the null's eps CI) shaded across the plot, and
+    the base student (``base`` {value, ci}, 0 tokens) as a dotted reference line."""
+    pts = sorted(
+        (p for p in points if p.get("tokens") and p.get("value") is not None),
+        key=lambda p: p["tokens"],
+    )
+    ys = [y for p in pts for y in [p["value"], *(p.get("ci") or [])] if y is not None]
+    ys += list(band or [])
+    if base and base.get("value") is not None:
+        ys.append(base["value"])
+    if threshold is not None:
+        ys.append(threshold)
+    lo, hi = min([0.0, *ys]), max([0.1, *ys])
+    ticks = nice_ticks(lo, hi, 4)
+    lo, hi = min(lo, ticks[0]), max(hi, ticks[-1])
+    left, right, top, bottom = 46, 16, 26, 40
+    x0, x1, y0, y1 = left, width - right, top, height - bottom
+    xs = [p["tokens"] for p in pts]
+    xmin, xmax = (min(xs), max(xs)) if xs else (1, 10)
+    if xmin == xmax:
+        xmin, xmax = xmin / 2, xmax * 2
+    # A little room either side so the first and last error bars are not on the frame.
+    pad = (math.log(xmax) - math.log(xmin)) * 0.06
+    xsc = Log(math.exp(math.log(xmin) - pad), math.exp(math.log(xmax) + pad), x0, x1)
+    ysc = Linear(lo, hi, y1, y0)
+    decades = range(math.floor(math.log10(xsc.d0)), math.ceil(math.log10(xsc.d1)) + 1)
+    x_ticks = [
+        (xsc(10.0**d), _tokens_label(10.0**d)) for d in decades if xsc.d0 <= 10.0**d <= xsc.d1
+    ]
+    if len(x_ticks) < 2:  # less than a decade: label the points themselves
+        x_ticks = [(xsc(t), _tokens_label(t)) for t in xs]
+    drawn = []
+    for p in pts:
+        ci = p.get("ci")
+        drawn.append(
+            {
+                "x": xsc(p["tokens"]),
+                "y": ysc(p["value"]),
+                "y_lo": ysc(ci[0]) if ci else None,
+                "y_hi": ysc(ci[1]) if ci else None,
+                "tokens": p["tokens"],
+                "value": p["value"],
+                "title": f"{p.get('label', '')} {_tokens_label(p['tokens'])} tokens: "
+                f"ε = {fmt(p['value'])} {fmt_ci(ci)}".strip(),
+            }
+        )
+    path = "M" + " L".join(f"{d['x']},{d['y']}" for d in drawn) if drawn else ""
+    base_line = None
+    if base and base.get("value") is not None:
+        base_line = (ysc(base["value"]), f"before distillation: ε = {fmt(base['value'])}")
+    return TokenCurveChart(
+        title=title,
+        width=width,
+        height=height,
+        x0=x0,
+        x1=x1,
+        y0=y0,
+        y1=y1,
+        x_ticks=x_ticks,
+        y_ticks=[(ysc(t), fmt(t, 2)) for t in ticks],
+        threshold=(ysc(threshold), fmt(threshold)) if threshold is not None else None,
+        zero=ysc(0.0) if lo < 0 < hi else None,
+        band=(ysc(band[1]), ysc(band[0])) if band else None,
+        band_label=f"A/A band {fmt_ci(band)}" if band else None,
+        base=base_line,
+        path=path,
+        points=drawn,
+    )
+
+
 # ---- forest strip (one estimate vs the threshold, inside a table cell) ----------------
 @dataclass
 class Forest:

@@ -21,9 +21,12 @@ from bbi.results_schema import (
     BehaviourView,
     Estimate,
     Similarity,
+    TokenCurve,
     parse_attack,
     parse_similarity,
+    parse_token_curves,
     read_task_distill,
+    snapshot_aliases,
 )
 from bbi.results_schema import (
     DistillDelta as DeltaRecord,
@@ -260,6 +263,9 @@ class Report:
     distillation: list[DistillDelta] = field(default_factory=list)
     task_distill: list[TaskDistill] = field(default_factory=list)
     task_distill_unreadable: list[str] = field(default_factory=list)  # aliases, table skipped
+    # eps against distillation tokens (results.json "token_curve"), by distilled alias;
+    # the snapshots it measured are kept out of ``comparisons`` (they are its points).
+    token_curves: dict[str, TokenCurve] = field(default_factory=dict)
 
     @property
     def students(self) -> list[Comparison]:
@@ -565,7 +571,10 @@ def load_report(run_dir: str | Path, max_examples: int = 3) -> Report:
 
     comparisons: list[Comparison] = []
     raw_comps = attack.comparisons if attack else {}
+    snapshots = snapshot_aliases(results, [*raw_comps, *(results.get("similarity") or {})])
     for alias, comp in raw_comps.items():
+        if alias in snapshots:
+            continue
         role = comp.role or (models.get(alias) or {}).get("role") or "student"
         # Older attacks wrote "teacher" whatever the teacher's alias: trust only a model.
         reference = comp.reference if comp.reference in models else (teacher or comp.reference)
@@ -609,7 +618,7 @@ def load_report(run_dir: str | Path, max_examples: int = 3) -> Report:
             similarity=_similarity(sim),
         )
         for alias, sim in similarity.items()
-        if alias not in raw_comps
+        if alias not in raw_comps and alias not in snapshots
     ]
     similarity_only.sort(key=lambda c: (c.role == "null", order.get(c.alias, len(order))))
     distillation = _parse_deltas(
@@ -680,4 +689,5 @@ def load_report(run_dir: str | Path, max_examples: int = 3) -> Report:
         distillation=distillation,
         task_distill=task_distill,
         task_distill_unreadable=task_unreadable,
+        token_curves=parse_token_curves(results.get("token_curve")),
     )

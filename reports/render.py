@@ -443,6 +443,37 @@ def _curves(r: Report) -> list[dict]:
     return out
 
 
+def _token_curves(r: Report) -> dict | None:
+    """eps against distillation tokens: per distilled student a chart (log x, CI error
+    bars, the A/A band shaded) and its table; None (section hidden) without a curve."""
+    if not r.token_curves:
+        return None
+    out = []
+    for alias, tc in r.token_curves.items():
+        band = tc.band.eps.ci if tc.band and tc.band.eps and tc.band.eps.ci else None
+        base = next((p for p in tc.points if p.kind == "base"), None)
+        chart = charts.token_curve_chart(
+            f"{alias}: ε against distillation tokens",
+            [
+                {
+                    "tokens": p.tokens_seen,
+                    "value": p.eps.value if p.eps else None,
+                    "ci": p.eps.ci if p.eps else None,
+                    "label": p.alias,
+                }
+                for p in tc.points
+                if p.kind != "base"
+            ],
+            band,
+            r.epsilon,
+            base={"value": base.eps.value, "ci": base.eps.ci} if base and base.eps else None,
+        )
+        # ``key``: the alias as an attribute value (file-name characters only)
+        key = re.sub(r"[^A-Za-z0-9_.-]", "_", alias)
+        out.append({"alias": alias, "key": key, "curve": tc, "chart": chart})
+    return {"token_curves": out}
+
+
 def _forest_domain(r: Report) -> tuple[float, float]:
     vals = [0.0, r.epsilon or 0.0]
     for c in r.comparisons:
@@ -534,6 +565,7 @@ TASK_DISTILLATION = _section(
     md=True,
     context=lambda r: {"task_distill": _task_distill(r)},
 )
+TOKEN_CURVE = _section("token-curve", 35, "Distillation tokens", md=True, context=_token_curves)
 CATEGORIES = _section("categories", 50, "Categories", md=True, context=_categories_context)
 BUDGET = _section("budget", 60, "Budget curves", context=lambda r: {"curves": _curves(r)})
 COMPARISON = _section(

@@ -60,6 +60,7 @@ _BUILTIN = {
     "verdict": "reports.render:VERDICT",
     "summary": "reports.render:SUMMARY",
     "distillation": "reports.render:DISTILLATION",
+    "token-curve": "reports.render:TOKEN_CURVE",
     "task-distillation": "reports.render:TASK_DISTILLATION",
     "categories": "reports.render:CATEGORIES",
     "budget": "reports.render:BUDGET",

@@ -531,6 +531,46 @@ def build_run(
     return run.path
 
 
+def token_curve_record(distilled: str, text: str = "", null: str | None = "teacher_null") -> dict:
+    """A ``token_curve`` entry as ``bbi curve`` writes it: base, two snapshots, the final
+    student and the A/A band; ``text`` is put wherever run-provided text is shown."""
+    from bbi.results_schema import validated_token_curve
+
+    def point(alias, kind, tokens, value, lo, hi):
+        return {
+            "alias": alias, "kind": kind, "tokens_seen": tokens, "loss_tokens": tokens // 5,
+            "step": tokens // 100, "adversary": f"surface{text}", "strategy": "random", "q": 80,
+            "eps": {"value": value, "ci": [lo, hi], "n": 20},
+            "test": f"test split, confirmation half (20 prompts){text}", "status": "inconclusive",
+        }  # fmt: skip
+
+    return validated_token_curve(
+        {
+            "distilled": distilled,
+            "teacher": "teacher",
+            "base": "student",
+            "attack": {"budgets": [40, 80], "adversaries": ["surface"]},
+            "points": [
+                point("student", "base", 0, 0.62, 0.45, 0.78),
+                point(f"{distilled}.t1000", "snapshot", 1000, 0.41, 0.22, 0.6),
+                point(f"{distilled}.t10000", "snapshot", 10000, 0.2, 0.02, 0.38),
+                point(distilled, "final", 25000, 0.12, -0.05, 0.3),
+            ],
+            "band": {
+                "alias": null,
+                "adversary": "surface",
+                "strategy": "random",
+                "q": 80,
+                "eps": {"value": 0.02, "ci": [-0.12, 0.15], "n": 20},
+                "test": "test split, confirmation half (20 prompts)",
+            }  # fmt: skip
+            if null
+            else None,
+            "notes": [f"milestones never reached{text}"] if text else [],
+        }
+    )
+
+
 # What ``bbi distill bird|circuit`` measure (distill/bird.py, distill/circuit.py).
 TASK_METRICS = {
     "bird": (

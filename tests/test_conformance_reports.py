@@ -9,7 +9,13 @@ import re
 from pathlib import Path
 
 import pytest
-from fixtures_results import HOSTILE_TEXT, build_run, load_results, task_distill_record
+from fixtures_results import (
+    HOSTILE_TEXT,
+    build_run,
+    load_results,
+    task_distill_record,
+    token_curve_record,
+)
 from typer.testing import CliRunner
 
 from bbi.app.cli import app
@@ -31,6 +37,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     full = build_run(root / "full", n_per_category=20)
     res = load_results(full)
     res["distill"] = {"student_lora": task_distill_record("bird", "hf:/tmp/bird")}
+    res["token_curve"] = {"student_lora": token_curve_record("student_lora")}
     write_json(full / "results.json", res)
     evil = build_run(
         root / "evil",
@@ -42,6 +49,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     )
     res = load_results(evil)
     res["attack"]["comparisons"]["s1"]["verdict"]["text"] = "<script>alert(1)</script>"
+    planted = "<script>alert(1)</script><b>adv</b> \u202eevil"
+    res["token_curve"] = {"s1<b>adv</b>": token_curve_record("s1", planted, null=None)}
     write_json(evil / "results.json", res)
     return {
         "full": full,

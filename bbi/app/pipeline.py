@@ -2,7 +2,9 @@
 
 probe teacher (+ A/A resample) and base student -> distil the student with each configured
 method (LoRA on the teacher's train-split responses; white-box KD) -> probe the distilled
-students -> attack every student and the null -> results.json and report.html.
+students -> attack every student and the null -> (with ``distill.<method>.curve_tokens``:
+probe and attack the token snapshots, eps against tokens, ``bbi.app.curve``) ->
+results.json and report.html.
 
 Part of the application layer (bbi.app) with the CLI: it composes the sibling packages. Each step records a key of its inputs in the manifest
 (``pipeline``); a rerun whose inputs are unchanged skips the step, so a warm ``bbi run``
@@ -11,14 +13,13 @@ only re-reads files and re-renders the report.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from bbi.app.steps import file_key, key_of, mark, step_done
 from bbi.config import AttackSettings, RunConfig
 from bbi.errors import BbiError
 from bbi.model_args import check_model_args
@@ -29,28 +30,10 @@ from bbi.runstore import RunDir
 console = Console(stderr=True)
 
 
-def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def _file_key(path: Path) -> str:
-    if not path.exists():
-        return "missing"
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:20]
-
-
-def _step_done(run: RunDir, step: str, key: str) -> bool:
-    return (run.manifest().get("pipeline") or {}).get(step, {}).get("key") == key
-
-
-def _mark(run: RunDir, step: str, key: str, started: float, **extra: Any) -> None:
-    run.update_manifest(
-        pipeline={step: {"key": key, "wall_s": round(time.perf_counter() - started, 3), **extra}}
-    )
+_key = key_of
+_file_key = file_key
+_step_done = step_done
+_mark = mark
 
 
 def _distil(run: RunDir, cfg: RunConfig, method: str, progress: bool) -> str:
@@ -234,6 +217,14 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, fresh: bool = False) -> 
             run_attack(run, acfg, compare=compare, progress=prog)
         _mark(run, "attack", key, t0)
     timings["attack"] = time.perf_counter() - t0
+
+    # 4b. eps against distillation tokens, when a method kept token snapshots
+    if d.enabled and any(d.settings(m).curve_tokens for m in d.methods):
+        t0 = time.perf_counter()
+        from bbi.app.curve import token_curve
+
+        token_curve(run.path, attack=acfg, progress=progress)
+        timings["curve"] = time.perf_counter() - t0
 
     # 5. report
     report_path = None

@@ -120,6 +120,7 @@ def _register() -> None:
     # Imported here so each command module owns its own group.
     from bbi.app.cli import (
         attack,
+        curve,
         distill,
         probe,
         probe_import,
@@ -134,6 +135,7 @@ def _register() -> None:
     probe_import.register(probe.app)
     app.add_typer(probe.app, name="probe")
     attack.register(app)
+    curve.register(app)
     app.add_typer(distill.app, name="distill")
     app.add_typer(zoo.app, name="zoo")
     report.register(app)

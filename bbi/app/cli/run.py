@@ -9,8 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 from bbi.app.cli.params import path_value, text_value
+from bbi.app.cli.settings_options import split_list
 from bbi.config import RunConfig
 from bbi.console import console
+from bbi.errors import BbiError
 
 _D = RunConfig()  # the defaults, stated once in bbi.config
 
@@ -42,6 +44,14 @@ def register(app: typer.Typer) -> None:
         ),
         limit: int = typer.Option(None, "--limit", help="Use a stratified subset of N prompts."),
         no_distill: bool = typer.Option(False, "--no-distill", help="Skip distillation."),
+        curve_tokens: str = typer.Option(
+            None,
+            "--curve-tokens",
+            help="Token milestones, e.g. 2000,6000,12000: every distillation keeps a student "
+            "snapshot at each, probed and attacked like the final student (eps against "
+            "distillation tokens with the A/A band; sets distill.<method>.curve_tokens).",
+            parser=text_value,
+        ),
         fresh: bool = typer.Option(
             False,
             "--fresh",
@@ -64,6 +74,14 @@ def register(app: typer.Typer) -> None:
         cfg.generation = cfg.generation.updated(limit=limit)
         if no_distill:
             cfg.distill = cfg.distill.updated(enabled=False)
+        milestones = split_list(curve_tokens, "--curve-tokens", int)
+        if milestones is not None:
+            d = cfg.distill
+            if not (d.enabled and d.methods):
+                raise BbiError("--curve-tokens: distillation is off in this run")
+            cfg.distill = d.updated(
+                **{m: d.settings(m).updated(curve_tokens=milestones) for m in d.methods}
+            )
         out = run_pipeline(cfg, progress=progress, fresh=fresh)
         print_run_summary(Path(out["run"]))
         con = console()
@@ -84,11 +102,19 @@ def print_run_summary(run_path: Path, out: Console | None = None) -> None:
     """One table: similarity and eps (95% CI) per adversary for every compared model.
 
     Without a terminal the table keeps its full numbers (see ``bbi.console``)."""
+    from bbi.results_schema import snapshot_aliases
     from bbi.runstore import RunDir
 
     res = RunDir(run_path).read_results()
-    comps = (res.get("attack") or {}).get("comparisons") or {}
-    sims = res.get("similarity") or {}
+    # Token snapshots are points of their curve (printed below it), not students to list.
+    snapshots = snapshot_aliases(
+        res, [*((res.get("attack") or {}).get("comparisons") or {}), *(res.get("similarity") or {})]
+    )
+    comps = {
+        a: c for a, c in ((res.get("attack") or {}).get("comparisons") or {}).items()
+        if a not in snapshots
+    }  # fmt: skip
+    sims = {a: s for a, s in (res.get("similarity") or {}).items() if a not in snapshots}
     advs: list[str] = []
     for c in comps.values():
         for a in c.get("adversaries", {}):
@@ -143,3 +169,7 @@ def print_run_summary(run_path: Path, out: Console | None = None) -> None:
         if status:
             line += f" -> {status.replace('-', ' ')}"
         con.print(line, highlight=False, soft_wrap=True)
+    if res.get("token_curve"):
+        from bbi.app.cli.curve import print_curves
+
+        print_curves(res["token_curve"], out)
