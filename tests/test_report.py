@@ -641,6 +641,7 @@ def test_verdict_shows_the_crossfit_decision(tmp_path):
     lead = html.split('data-crossfit="student"', 1)[1].split("</p>", 1)[0]
     assert f"<b>{cats[0]}</b> ε ≥ {row['lower']:.2f}" in lead
     assert "Decided by the cross-fitted stack over surface" in lead
+    assert f"test: {cf['primary']['method']}" in lead  # the test that decided is named
     # Base adversaries and the best one-feature rule beside it.
     base = doc.having("data-crossfit-base", **{"data-crossfit-base": "student"})
     assert base and doc.having("data-best-rule", **{"data-best-rule": "n_chars"})
