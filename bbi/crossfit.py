@@ -24,6 +24,11 @@ neither ``r = P(d != 0)`` nor where below eps0 the truth lies. Write S = #(+1) -
   reported with the decision (:func:`lower_bound`): a decision "eps > eps0" is made
   exactly when the reported lower bound exceeds eps0 (one test, one interval).
 
+**Cross-fitted contributions** are independent within a fold given the other folds, not
+across folds, so they are tested one fold at a time and the K p-values merged by a rule
+valid under any dependence (:func:`fold_test`, :func:`merge_p`), with the bound that
+inverts the merged test (:func:`fold_lower_bound`).
+
 Contributions that are not in {-1, 0, 1} (means over seeds) fall back to a Monte-Carlo
 sign-flip test at eps0 = 0 (exact under exchangeable labels) and to the betting test
 otherwise (valid, conservative), see :func:`fixed_sample_test`.
