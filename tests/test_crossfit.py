@@ -281,12 +281,12 @@ def test_merges_are_valid_under_any_dependence():
         for merge in cft.MERGES:
             merged = np.array([cft.merge_p(row, merge) for row in same[:4000]])
             assert np.mean(merged < ALPHA) <= ALPHA + 3 * np.sqrt(ALPHA / 4000)
-    # Twice the mean is sharp: K = 2 with p2 = 1 - p1 on [0, 1/2], else p2 = p1... under
-    # which P(2 mean < a) approaches a but never exceeds it.
-    p1 = u
-    p2 = np.where(u < 0.5, 1.0 - u, u)
-    merged = np.array([cft.merge_p([a, b], "mean") for a, b in zip(p1, p2, strict=True)])
-    assert np.mean(merged < ALPHA) <= ALPHA + 3 * np.sqrt(ALPHA / len(u))
+    # Twice the mean is sharp (Rueschendorf's coupling): p1 = U and p2 = alpha - U when
+    # U < alpha, else U; both uniform, and 2 mean = alpha exactly with probability alpha.
+    p2 = np.where(u < ALPHA, ALPHA - u, u)
+    merged = np.array([cft.merge_p([a, b], "mean") for a, b in zip(u, p2, strict=True)])
+    assert np.mean(merged < ALPHA - 1e-12) == 0.0
+    assert abs(np.mean(merged <= ALPHA + 1e-12) - ALPHA) < 3 * np.sqrt(ALPHA / len(u))
 
 
 def test_merge_edge_cases():
