@@ -703,16 +703,16 @@ class AttackSettings(Section):
     params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Adversary hyperparameters: {adversary: {name: value}}."
     )
-    # Which analysis decides the verdict. "split": select the strongest adversary on half
-    # the test prompts, confirm it on the other half (the validated default). "crossfit":
-    # the cross-fitted stack over every response with the exact test (more power; its
-    # cross-fold dependence correction is checked by simulation, docs/statistics.md). The
-    # other analysis is always recorded beside the decision.
+    # Which analysis decides the verdict. "crossfit" (default): the cross-fitted stack over
+    # every response, one exact test per fold merged by a rule valid under any dependence
+    # between folds (proved, docs/statistics.md). "split": select the strongest adversary
+    # on half the test prompts, confirm it on the other half. The other analysis is always
+    # recorded beside the decision.
     decision: Literal["split", "crossfit"] = Field(
-        "split",
-        description="What decides the verdict: split (select on half the test prompts, "
-        "confirm on the other half) or crossfit (the cross-fitted stack over every "
-        "response; the other is recorded beside it).",
+        "crossfit",
+        description="What decides the verdict: crossfit (the cross-fitted stack over every "
+        "response, exact per-fold tests) or split (select on half the test prompts, "
+        "confirm on the other half); the other is recorded beside it.",
     )
     # Worker processes for the sweep's points (1: serial, -1: all cores); results are
     # identical to the serial sweep's except wall-clock times.

@@ -24,6 +24,11 @@ neither ``r = P(d != 0)`` nor where below eps0 the truth lies. Write S = #(+1) -
   reported with the decision (:func:`lower_bound`): a decision "eps > eps0" is made
   exactly when the reported lower bound exceeds eps0 (one test, one interval).
 
+**Cross-fitted contributions** are independent within a fold given the other folds, not
+across folds, so they are tested one fold at a time and the K p-values merged by a rule
+valid under any dependence (:func:`fold_test`, :func:`merge_p`), with the bound that
+inverts the merged test (:func:`fold_lower_bound`).
+
 Contributions that are not in {-1, 0, 1} (means over seeds) fall back to a Monte-Carlo
 sign-flip test at eps0 = 0 (exact under exchangeable labels) and to the betting test
 otherwise (valid, conservative), see :func:`fixed_sample_test`.
@@ -123,6 +128,23 @@ def ternary_test(d: np.ndarray, eps0: float = 0.0, gamma: float = GAMMA) -> floa
     return ternary_p(int((d > 0).sum()), int((d < 0).sum()), len(d), eps0, gamma)
 
 
+def _invert(pvalue, alpha: float) -> float:
+    """``inf{eps0 : pvalue(eps0) >= alpha}`` by bisection (``pvalue`` grows with eps0):
+    the one-sided 1 - alpha lower confidence bound of the test ``pvalue``."""
+    lo, hi = -0.9999, 0.9999
+    if pvalue(lo) >= alpha:
+        return -1.0
+    if pvalue(hi) < alpha:
+        return 1.0
+    while hi - lo > 5e-4:
+        mid = (lo + hi) / 2
+        if pvalue(mid) < alpha:
+            lo = mid
+        else:
+            hi = mid
+    return float(lo)
+
+
 def lower_bound(d: np.ndarray, alpha: float = 0.05, gamma: float = GAMMA) -> float:
     """One-sided 1 - alpha lower confidence bound for eps, by inverting :func:`ternary_test`.
 
@@ -132,18 +154,97 @@ def lower_bound(d: np.ndarray, alpha: float = 0.05, gamma: float = GAMMA) -> flo
     """
     d = np.asarray(d, dtype=float)
     n_plus, n_minus, n = int((d > 0).sum()), int((d < 0).sum()), len(d)
-    lo, hi = -0.9999, 0.9999
-    if ternary_p(n_plus, n_minus, n, lo, gamma) >= alpha:
-        return -1.0
-    if ternary_p(n_plus, n_minus, n, hi, gamma) < alpha:
-        return 1.0
-    while hi - lo > 5e-4:
-        mid = (lo + hi) / 2
-        if ternary_p(n_plus, n_minus, n, mid, gamma) < alpha:
-            lo = mid
-        else:
-            hi = mid
-    return float(lo)
+    return _invert(lambda e: ternary_p(n_plus, n_minus, n, e, gamma), alpha)
+
+
+# ---- cross-fitted contributions: one exact test per fold, merged -------------------------
+
+MERGES = ("bonferroni", "mean", "harmonic")
+
+
+def merge_p(ps: Sequence[float], merge: str = "bonferroni") -> float:
+    """One p-value from K p-values of unknown dependence, valid whatever the dependence.
+
+    ``bonferroni``: K min p. ``mean``: twice the arithmetic mean (Rueschendorf 1982;
+    Vovk and Wang 2020, "Combining p-values via averaging"; the factor 2 cannot be
+    lowered for K >= 2 under arbitrary dependence). ``harmonic``: e log K times the
+    harmonic mean (Vovk and Wang 2020, valid for K >= 3; for K = 2 Bonferroni, which then
+    dominates it). One p-value is returned as it is. Each rule is monotone in every p, so
+    tests merged by it invert into confidence bounds.
+    """
+    p = np.asarray(list(ps), dtype=float)
+    if not len(p):
+        raise BbiError("no p-values to merge")
+    if merge not in MERGES:
+        raise BbiError(f"unknown merge {merge!r}; one of {', '.join(MERGES)}")
+    k = len(p)
+    if k == 1:
+        return float(min(1.0, p[0]))
+    if merge == "mean":
+        v = 2.0 * float(p.mean())
+    elif merge == "harmonic" and k >= 3:
+        v = float(np.e * np.log(k) / np.mean(1.0 / np.maximum(p, 1e-300)))
+    else:
+        v = k * float(p.min())
+    return float(min(1.0, v))
+
+
+def _fold_counts(d: np.ndarray, folds: np.ndarray) -> list[tuple[int, int, int]]:
+    """(#(+1), #(-1), n) of every fold that holds contributions."""
+    d = np.asarray(d, dtype=float)
+    folds = np.asarray(folds)
+    if d.shape != folds.shape:
+        raise BbiError(f"{len(d)} contributions but {len(folds)} fold labels")
+    if not is_ternary(d):
+        raise BbiError("the per-fold exact test needs contributions in {-1, 0, 1}")
+    out = []
+    for k in sorted(set(folds.tolist())):
+        x = d[folds == k]
+        out.append((int((x > 0).sum()), int((x < 0).sum()), int(len(x))))
+    return out
+
+
+def fold_test(
+    d: np.ndarray,
+    folds: np.ndarray,
+    eps0: float = 0.0,
+    merge: str = "bonferroni",
+    gamma: float = GAMMA,
+) -> dict[str, Any]:
+    """The exact test of H0: eps <= eps0 on cross-fitted contributions: one exact test
+    per fold (:func:`ternary_p`), merged by :func:`merge_p`.
+
+    Why it is valid: everything that scores fold k (models, stack, abstention margin) is
+    a function of the other folds only, so given them fold k's contributions are
+    independent draws with mean at most eps0 under H0 and the fold's test is exact. The
+    K fold p-values are dependent (each fold's labels train the others' models) in a way
+    nobody models, so they are merged by a rule valid under arbitrary dependence.
+    """
+    counts = _fold_counts(d, folds)
+    ps = [ternary_p(a, b, n, eps0, gamma) for a, b, n in counts]
+    return {
+        "p": merge_p(ps, merge),
+        "fold_p": [float(x) for x in ps],
+        "fold_n": [n for _, _, n in counts],
+    }
+
+
+def fold_lower_bound(
+    d: np.ndarray,
+    folds: np.ndarray,
+    alpha: float = 0.05,
+    merge: str = "bonferroni",
+    gamma: float = GAMMA,
+) -> float:
+    """The 1 - alpha lower confidence bound that inverts :func:`fold_test`: it rejects
+    H0: eps <= eps0 exactly when eps0 is below it (each fold's p grows with eps0 and the
+    merge is monotone), so the reported interval is the deciding test's."""
+    counts = _fold_counts(d, folds)
+
+    def p(e: float) -> float:
+        return merge_p([ternary_p(a, b, n, e, gamma) for a, b, n in counts], merge)
+
+    return _invert(p, alpha)
 
 
 def fixed_sample_test(
@@ -204,6 +305,73 @@ def min_detectable_eps(
     return float(sps.beta.ppf(power, a_star, n - a_star + 1))
 
 
+def _least_rejecting(n: int, level: float, eps0: float, gamma: float) -> int | None:
+    """The smallest count of +1 among n contributions (no -1) that :func:`ternary_p`
+    rejects at ``level``; None when even n of them do not."""
+    if ternary_p(n, 0, n, eps0, gamma) >= level:
+        return None
+    lo, hi = 0, n  # p falls as the count grows
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ternary_p(mid, 0, n, eps0, gamma) < level:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def fold_min_detectable_eps(
+    sizes: Sequence[int],
+    alpha: float,
+    eps0: float = 0.0,
+    power: float = 0.8,
+    merge: str = "bonferroni",
+    gamma: float = GAMMA,
+) -> float | None:
+    """:func:`min_detectable_eps` of :func:`fold_test` on folds of ``sizes`` prompts: the
+    smallest eps it detects with ``power`` in the most favourable case (d in {0, 1}).
+
+    Exact for ``bonferroni`` (it rejects when some fold rejects at alpha / K, and folds
+    of contributions in {0, 1} with a fixed eps are independent). For the other merges a
+    power bound gives a lower bound on it (the note "too few prompts to detect eps <= x"
+    stays true): ``mean`` rejects only if every fold's p is below K alpha / 2,
+    ``harmonic`` only if some fold's p is below alpha / (e log K). None when even d = 1
+    everywhere cannot reject.
+    """
+    sizes = [int(n) for n in sizes if int(n) > 0]
+    if not sizes:
+        return None
+    k = len(sizes)
+    if k == 1:
+        return min_detectable_eps(sizes[0], alpha, eps0, power, gamma)
+    if merge not in MERGES:
+        raise BbiError(f"unknown merge {merge!r}; one of {', '.join(MERGES)}")
+    every = merge == "mean"
+    level = {
+        "bonferroni": alpha / k,
+        "mean": k * alpha / 2,
+        "harmonic": alpha / (np.e * np.log(k)) if k >= 3 else alpha / k,
+    }[merge]
+    need = [_least_rejecting(n, level, eps0, gamma) for n in sizes]
+    if (every and None in need) or all(a is None for a in need):
+        return None
+
+    def rejects(eps: float) -> float:
+        hit = [
+            0.0 if a is None else float(sps.binom.sf(a - 1, n, eps))
+            for a, n in zip(need, sizes, strict=True)
+        ]
+        return float(np.prod(hit)) if every else 1.0 - float(np.prod(1.0 - np.array(hit)))
+
+    if rejects(1.0) < power:
+        return None
+    lo, hi = 0.0, 1.0
+    while hi - lo > 1e-4:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if rejects(mid) >= power else (mid, hi)
+    return float(hi)
+
+
 def family(
     primary_p: float, category_ps: Sequence[float], alpha: float, primary_weight: float = 0.5
 ) -> tuple[float, np.ndarray]:
@@ -224,10 +392,15 @@ def family(
 
 __all__ = [
     "GAMMA",
+    "MERGES",
     "family",
     "fixed_sample_test",
+    "fold_lower_bound",
+    "fold_min_detectable_eps",
+    "fold_test",
     "is_ternary",
     "lower_bound",
+    "merge_p",
     "min_detectable_eps",
     "ternary_p",
     "ternary_test",

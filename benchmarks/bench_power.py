@@ -1,20 +1,31 @@
-"""Power and A/A false-positive rate of bbi's tests on planted synthetic sets, side by side.
+"""Power, A/A false-positive rate and category recall/precision of the verdict's tests on
+planted synthetic sets, side by side on the same responses.
 
 For each planted design (a broad artifact in every category, a one-category artifact, a
 pure length shift) and each size (prompts per category; every prompt is answered once by
-each model, so responses per model = prompts), repeated ``--reps`` times with fresh data:
+each model, so responses per model = prompts), repeated ``--reps`` times with fresh data,
+every method tests equality (eps0 = 0, alpha 0.05) with its category family (weighted
+Holm, overall 1/2, categories 1/2 shared) and counts as "distinguishable" when anything in
+the family rejects:
 
-* ``verdict``: bbi's verdict, the cross-fitted stacked adversary with its exact test
-  (p-values doubled for cross-fold dependence) and the category family
-  (``discriminators.verdict_cf``), "distinguishable" at eps0 = 0;
-* ``mmd``: the ``mmd`` two-sample test (k-spectrum string kernel, no embeddings) on the
-  same responses;
-* ``rule``: the best one-feature rule, made a valid test by Bonferroni over the 30
-  cross-fitted surface-feature rules (exact test of each).
+* ``split``: the select-then-confirm verdict of the budget sweep (``bbi attack
+  --decision split``; here one budget, the whole train split, random strategy, one seed,
+  k = 1, tolerance 1e-6 since the settings need eps0 > 0): trained on the 80% train split,
+  the strongest point selected on half the test prompts, confirmed on the other half by
+  the betting test; categories by the betting test on the test split;
+* ``folds K=2 bonf`` / ``folds K=5 bonf|mean|harm``: the cross-fitted stack (K folds over
+  every prompt) tested by one exact test per fold, merged by Bonferroni, twice the mean
+  or e log K times the harmonic mean (``bbi.crossfit.fold_test``: valid under any
+  dependence between folds, proved);
+* ``pooled K=5 x2``: the exact test on the pooled out-of-fold contributions with every
+  p-value doubled (the earlier measured-only correction; not proved), and ``pooled K=5``
+  uncorrected (not valid: shown for its A/A rate);
+* ``rule``: the best one-feature rule, Bonferroni over the 30 cross-fitted surface rules;
+* ``mmd`` (with ``--mmd``): the k-spectrum two-sample test, 200 permutations.
 
-Every method tests equality (eps0 = 0, alpha 0.05), the question Model Equality Testing
-asks. Prints power per size, the responses per model needed for power 0.8 (the smallest
-size on the grid), and the A/A false-positive rate (teacher vs an independent resample).
+Category recall and precision (planted: style_format for one-category, every category
+for broad and length) are counted over the repeats of each design and size; on the A/A
+comparisons every named category is a false discovery.
 
     python benchmarks/bench_power.py [--reps 10] [--sizes 10,20,40,80] [--adversaries surface,tfidf]
 """
@@ -25,6 +36,7 @@ import argparse
 import os
 import tempfile
 import time
+from unittest import mock
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -32,11 +44,13 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from bbi import crossfit as cft  # noqa: E402
+from bbi.config import AttackSettings  # noqa: E402
+from bbi.errors import BbiError  # noqa: E402
+from discriminators import attack as attack_mod  # noqa: E402
 from discriminators import synthetic  # noqa: E402
 from discriminators.base import get_adversary  # noqa: E402
 from discriminators.comparison import load_comparison  # noqa: E402
 from discriminators.crossfit import comparison_items, crossfit  # noqa: E402
-from discriminators.verdict_cf import decide_crossfit  # noqa: E402
 
 ALPHA = 0.05
 DESIGNS = {
@@ -44,26 +58,86 @@ DESIGNS = {
     "one-category": {"categories": ["style_format"], "rate": 0.6, "artifact": "signoff"},
     "length": {"categories": list(synthetic.CATEGORIES), "rate": 0.3, "artifact": "longer"},
 }
+METHODS = (
+    "split",
+    "folds K=2 bonf",
+    "folds K=5 bonf",
+    "folds K=5 mean",
+    "folds K=5 harm",
+    "pooled K=5 x2",
+    "pooled K=5",
+    "rule",
+)
 
 
-def one(data, advs: list[str], seed: int) -> dict[str, bool]:
-    """Whether each method rejects equality on one comparison."""
-    prompts, items = comparison_items(data)
-    cats = prompts["category"].astype(str).to_numpy()
-    cf = crossfit([get_adversary(a) for a in advs], items, cats, seed=seed)
-    verdict = decide_crossfit(cf.d, cats, 0.0, ALPHA, n_bootstrap=100, seed=seed)
-    rule_p = min(1.0, len(cf.rules) * min(cft.ternary_test(d, 0.0) for d in cf.rules.values()))
-    mmd = get_adversary("mmd", kernel="kspectrum", n_permutations=200)
-    res = mmd.two_sample(
-        items.iloc[0::2].reset_index(drop=True),
-        items.iloc[1::2].reset_index(drop=True),
-        np.random.default_rng(seed),
+def family(
+    d: np.ndarray, cats: np.ndarray, folds: np.ndarray | None, merge: str, factor: float = 1.0
+) -> list[str]:
+    """The decision of ``discriminators.verdict_cf.decide_crossfit`` at eps0 = 0 (p-values
+    only): what the family rejects, "overall" and the categories named."""
+
+    def p(m: np.ndarray) -> float:
+        if folds is None:
+            return min(1.0, factor * cft.ternary_test(d[m], 0.0))
+        return cft.fold_test(d[m], folds[m], 0.0, merge)["p"]
+
+    names = sorted(set(cats.tolist()))
+    p_all, adj = cft.family(p(np.ones(len(d), bool)), [p(cats == c) for c in names], ALPHA)
+    return (["overall"] if p_all < ALPHA else []) + [
+        c for c, a in zip(names, adj, strict=True) if a < ALPHA
+    ]
+
+
+def split_verdict(run, other: str, advs: list[str], seed: int) -> list[str]:
+    """What the split (select-then-confirm) verdict rejects on one comparison."""
+    n_train = int(load_comparison(run, other).train.shape[0])
+    settings = AttackSettings(
+        adversaries=advs,
+        budgets=[2 * n_train],
+        strategies=["random"],
+        seeds=1,
+        test_queries=[1],
+        epsilon=1e-6,
+        n_bootstrap=100,
+        n_permutations=100,
     )
-    return {
-        "verdict": verdict["status"] == "distinguishable",
-        "mmd": float(res["p"]) < ALPHA,
-        "rule": rule_p < ALPHA,
+
+    def skip(*a, **k):
+        raise BbiError("not measured here")
+
+    with mock.patch.object(attack_mod, "crossfit_verdict", skip):
+        res = attack_mod.run_attack(run, settings, compare=[other])
+    v = res["comparisons"][other]["verdict"]
+    rejected = v.get("primary", {}).get("p_holm", 1.0) < ALPHA
+    return (["overall"] if rejected else []) + list(v.get("distinguishable_in") or [])
+
+
+def one(run, other: str, advs: list[str], seed: int, with_mmd: bool) -> dict[str, list[str]]:
+    """What each method rejects on one comparison ("overall" and/or category names)."""
+    prompts, items = comparison_items(load_comparison(run, other))
+    cats = prompts["category"].astype(str).to_numpy()
+    cf5 = crossfit([get_adversary(a) for a in advs], items, cats, 5, seed)
+    cf2 = crossfit([get_adversary(a) for a in advs], items, cats, 2, seed)
+    rule_p = min(1.0, len(cf5.rules) * min(cft.ternary_test(d, 0.0) for d in cf5.rules.values()))
+    out = {
+        "split": split_verdict(run, other, advs, seed),
+        "folds K=2 bonf": family(cf2.d, cats, cf2.folds, "bonferroni"),
+        "folds K=5 bonf": family(cf5.d, cats, cf5.folds, "bonferroni"),
+        "folds K=5 mean": family(cf5.d, cats, cf5.folds, "mean"),
+        "folds K=5 harm": family(cf5.d, cats, cf5.folds, "harmonic"),
+        "pooled K=5 x2": family(cf5.d, cats, None, "", 2.0),
+        "pooled K=5": family(cf5.d, cats, None, ""),
+        "rule": ["overall"] if rule_p < ALPHA else [],
     }
+    if with_mmd:
+        mmd = get_adversary("mmd", kernel="kspectrum", n_permutations=200)
+        res = mmd.two_sample(
+            items.iloc[0::2].reset_index(drop=True),
+            items.iloc[1::2].reset_index(drop=True),
+            np.random.default_rng(seed),
+        )
+        out["mmd"] = ["overall"] if float(res["p"]) < ALPHA else []
+    return out
 
 
 def main() -> None:
@@ -71,11 +145,15 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--sizes", default="10,20,40,80", help="prompts per category (10 categories)")
     ap.add_argument("--adversaries", default="surface,tfidf")
+    ap.add_argument("--designs", default=",".join(DESIGNS))
+    ap.add_argument("--mmd", action="store_true", help="also the k-spectrum mmd test")
+    ap.add_argument("--no-null", action="store_true", help="skip the A/A comparisons")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     advs = args.adversaries.split(",")
-    methods = ("verdict", "mmd", "rule")
-    power = {d: {m: {} for m in methods} for d in DESIGNS}
+    designs = {k: DESIGNS[k] for k in args.designs.split(",") if k}
+    methods = METHODS + (("mmd",) if args.mmd else ())
+    found = {d: {m: {} for m in methods} for d in designs}
     aa = {m: [] for m in methods}
     t0 = time.perf_counter()
     with threadpool_limits(limits=1):
@@ -83,31 +161,50 @@ def main() -> None:
             for rep in range(args.reps):
                 with tempfile.TemporaryDirectory() as tmp:
                     run = synthetic.make_run(
-                        tmp, n_per_category=size, students=dict(DESIGNS), seed=1000 * size + rep
+                        tmp, n_per_category=size, students=dict(designs), seed=1000 * size + rep
                     )
-                    for name in DESIGNS:
-                        got = one(load_comparison(run, name), advs, rep)
+                    for name in designs:
+                        got = one(run, name, advs, rep, args.mmd)
                         for m in methods:
-                            power[name][m].setdefault(size, []).append(got[m])
-                    got = one(load_comparison(run, "teacher_null"), advs, rep)
-                    for m in methods:
-                        aa[m].append(got[m])
-            print(f"# size {size} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+                            found[name][m].setdefault(size, []).append(got[m])
+                    if not args.no_null:
+                        got = one(run, "teacher_null", advs, rep, args.mmd)
+                        for m in methods:
+                            aa[m].append(got[m])
+                print(f"# size {size} rep {rep} ({time.perf_counter() - t0:.0f} s)", flush=True)
     n_resp = [10 * s for s in sizes]
     print(f"\nPower (reps = {args.reps}, alpha = {ALPHA}, base adversaries: {', '.join(advs)})")
-    print("design        method    " + "  ".join(f"{n:>6}" for n in n_resp) + "   n(0.8)")
-    for name in DESIGNS:
+    print("design        method           " + "  ".join(f"{n:>6}" for n in n_resp) + "   n(0.8)")
+    for name in designs:
         for m in methods:
-            rates = [float(np.mean(power[name][m][s])) for s in sizes]
+            rates = [float(np.mean([bool(x) for x in found[name][m][s]])) for s in sizes]
             need = next((n for n, r in zip(n_resp, rates, strict=True) if r >= 0.8), None)
             print(
-                f"{name:<13} {m:<8} "
+                f"{name:<13} {m:<16} "
                 + "  ".join(f"{r:6.2f}" for r in rates)
                 + f"   {need if need else '> ' + str(n_resp[-1])}"
             )
-    print(f"\nA/A false-positive rate over {len(aa['verdict'])} comparisons:")
-    for m in methods:
-        print(f"  {m:<8} {np.mean(aa[m]):.3f}")
+    print("\nCategory recall / precision (counted over repeats; '-' when nothing was named)")
+    for name, spec in designs.items():
+        planted = set(spec["categories"])
+        for m in methods:
+            if m in ("rule", "mmd"):
+                continue
+            cells = []
+            for s in sizes:
+                named = [set(x) - {"overall"} for x in found[name][m][s]]
+                tp = sum(len(x & planted) for x in named)
+                fp = sum(len(x - planted) for x in named)
+                rec = tp / (len(planted) * len(named))
+                prec = f"{tp / (tp + fp):.2f}" if tp + fp else "   -"
+                cells.append(f"{rec:.2f}/{prec}")
+            print(f"{name:<13} {m:<16} " + "  ".join(f"{c:>9}" for c in cells))
+    if not args.no_null:
+        n = len(aa["split"])
+        print(f"\nA/A false-positive rate over {n} comparisons (rate, binomial SE):")
+        for m in methods:
+            r = float(np.mean([bool(x) for x in aa[m]]))
+            print(f"  {m:<16} {r:.3f}  (SE {np.sqrt(max(r * (1 - r), 1e-12) / n):.3f})")
 
 
 if __name__ == "__main__":

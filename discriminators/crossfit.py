@@ -21,19 +21,18 @@ Its features per prompt are antisymmetric in the two responses:
 A logistic regression without intercept on these differences (both orientations, so it
 is antisymmetric) combines them. It is **nested**: the stacker that scores fold k is
 trained on prompts outside k whose base scores come from base models that never saw fold
-k (for each pair of folds {j, k}, base models fitted on the other K - 2 folds), and fold
+k (for each pair of folds {j, k}, base models fitted on the other K - 2 folds; with K = 2,
+on sub-folds of the other fold), and fold
 k's own base scores come from base models fitted on every fold but k. No score is used in
 its own training, and no label of fold k reaches its prediction.
 
-**Validity.** Given the other folds, a fold's predictor is fixed and under H0 (the two
-responses of a prompt exchangeable) each of its prompts' labels is a fair coin independent
-of it, so within a fold the contributions are exactly sign-symmetric. Across folds they
-are weakly dependent (fold j's labels train fold k's model); for stable learners (here
-regularised logistic regressions) the pooled out-of-fold mean is asymptotically normal
-with the variance of independent contributions (Bayle, Bayle, Janson and Mackey, 2020,
-cross-validation CLT), which is what the fixed-sample test assumes. The exact alternative,
-``refit_p``, redoes the whole cross-fitting for every relabelling (a randomization test,
-exact at eps = 0 by invariance); tests/test_crossfit.py measures the A/A size of both.
+**Validity.** Given the other folds, a fold's predictor is fixed and its prompts'
+contributions are independent with mean at most eps0 under H0 (under exchangeability,
+sign-symmetric), so an exact test on one fold is exact. Across folds they are dependent
+(fold j's labels train fold k's model), so the verdict tests each fold separately and
+merges the K p-values by a rule valid under any dependence (``bbi.crossfit.fold_test``),
+never the pooled contributions. ``refit_p`` is the exact alternative at eps = 0: it
+redoes the whole cross-fitting for every relabelling (a randomization test).
 """
 
 from __future__ import annotations
@@ -55,6 +54,7 @@ from discriminators.comparison import ComparisonData, interleave, pairwise_frame
 from discriminators.surface import FEATURE_NAMES, surface_features
 
 FOLDS = 5
+INNER_FOLDS = 4  # K = 2 only: sub-folds of the other fold that train the stacker's inputs
 # Adversaries that load or call models: K (K + 1) / 2 fits each would cost too much.
 SKIP = frozenset({"encoder", "judge", "likelihood"})
 
@@ -118,7 +118,13 @@ class BaseScores:
 def base_scores(
     adv: Adversary, items: pd.DataFrame, folds: np.ndarray, seed: int = 0
 ) -> BaseScores:
-    """K (K + 1) / 2 fits: one per fold (outer) and one per pair of folds (inner)."""
+    """K (K + 1) / 2 fits: one per fold (outer) and one per pair of folds (inner).
+
+    With K = 2 there is no third fold to train the inner models on; the other fold is
+    itself cross-fitted in ``INNER_FOLDS`` random sub-folds instead (2 (1 + INNER_FOLDS)
+    fits), so the stacker of fold k still sees only scores of models blind to fold k and
+    to the scored prompt.
+    """
     if "random_state" in adv.get_params(deep=False):
         adv.set_params(random_state=seed)
     k_all = sorted(set(folds.tolist()))
@@ -128,6 +134,14 @@ def base_scores(
         test = np.flatnonzero(folds == k)
         outer[test] = _fit_diff(adv, items, np.flatnonzero(folds != k), test, seed)
     inner = {k: np.full(n, np.nan) for k in k_all}
+    if len(k_all) == 2:
+        for k, j in (k_all, k_all[::-1]):
+            idx = np.flatnonzero(folds == j)
+            rng = np.random.default_rng([seed, 41, int(j)])
+            sub = rng.permutation(len(idx)) % INNER_FOLDS
+            for s in range(INNER_FOLDS):
+                inner[k][idx[sub == s]] = _fit_diff(adv, items, idx[sub != s], idx[sub == s], seed)
+        return BaseScores(outer, inner)
     for a, j in enumerate(k_all):
         for k in k_all[a + 1 :]:
             train = np.flatnonzero((folds != j) & (folds != k))
@@ -201,9 +215,10 @@ def crossfit(
     n = len(cats)
     if len(items) != 2 * n:
         raise BbiError(f"{len(items)} items for {n} prompts (expected 2 per prompt)")
-    if n_folds < 2 or n < 2 * n_folds:
+    if n_folds < 2 or n < 2 * n_folds or (n_folds == 2 and n < 2 * INNER_FOLDS):
         raise BbiError(
-            f"cross-fitting needs at least 2 folds of 2 prompts; {n} prompts, {n_folds} folds"
+            f"cross-fitting needs at least 2 folds of 2 prompts (2 folds: of {INNER_FOLDS}); "
+            f"{n} prompts, {n_folds} folds"
         )
     folds = stats.stratified_folds(cats, n_folds, seed)
     for adv in adversaries:  # label-free featurisation, cached by item id
@@ -325,6 +340,7 @@ def crossfit_adversaries(names: Sequence[str], make: Any) -> tuple[list[Adversar
 
 __all__ = [
     "FOLDS",
+    "INNER_FOLDS",
     "SKIP",
     "BaseScores",
     "CrossFit",

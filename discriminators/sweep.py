@@ -120,6 +120,5 @@ def config_record(settings: AttackSettings) -> dict[str, Any]:
     strat = strategy_params(settings)
     if strat:
         out["strategy_params"] = strat
-    if settings.decision != "split":  # recorded when not the default (older records: split)
-        out["decision"] = settings.decision
+    out["decision"] = settings.decision  # older records without it were decided by split
     return out

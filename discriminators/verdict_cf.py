@@ -7,10 +7,12 @@ Declared in advance (docs/statistics.md, "The verdict"):
    their out-of-fold scores plus the length/format features give one out-of-fold
    contribution d_i in {-1, 0, 1} per prompt. Nothing is selected: the stack is the one
    adversary tested.
-2. **Overall**: the exact fixed-sample test of H0: eps <= eps0 (``bbi.crossfit``) on all
-   n contributions, with the lower confidence bound that inverts it (the interval of the
-   test that decides).
-3. **Categories**: the same test on each category's prompts, H0: eps_c <= eps0.
+2. **Overall**: the exact fixed-sample test of H0: eps <= eps0 (``bbi.crossfit``) in
+   each fold (given the other folds, a fold's contributions are an independent sample
+   scored by a fixed adversary, so the test is exact there), the K fold p-values merged
+   by a rule valid under any dependence (``bbi.crossfit.merge_p``, ``MERGE``); the lower
+   confidence bound inverts the merged test (the interval of the test that decides).
+3. **Categories**: the same per-fold test on each category's prompts, H0: eps_c <= eps0.
 4. **One family**: weighted Holm, the overall test 1/2 and the categories sharing 1/2; a
    rejection passes its alpha on (closed testing), so once the overall test rejects the
    categories get Holm at the full alpha. FWER <= alpha under any dependence.
@@ -19,7 +21,7 @@ Declared in advance (docs/statistics.md, "The verdict"):
    an intersection-union test, level alpha without correction. Otherwise inconclusive.
 
 Each category also gets the smallest eps detectable with 80% power at its share of alpha
-(``bbi.crossfit.min_detectable_eps``): below that, "no finding" says nothing. Beside the
+(``bbi.crossfit.fold_min_detectable_eps``): below that, "no finding" says nothing. Beside the
 decision (descriptive, outside the family): each base adversary's cross-fitted eps and the
 best one-feature rule (chosen among the surface features, so it is a selected maximum).
 """
@@ -35,7 +37,6 @@ from bbi import stats
 from discriminators.base import get_adversary
 from discriminators.comparison import ComparisonData
 from discriminators.crossfit import (
-    FOLDS,
     comparison_items,
     crossfit,
     crossfit_adversaries,
@@ -43,36 +44,43 @@ from discriminators.crossfit import (
 
 PRIMARY_WEIGHT = 0.5
 POWER = 0.8
-# Cross-fold dependence: each exact test runs at alpha / DEPENDENCE_FACTOR (p-values are
-# multiplied by it, bounds are at 1 - alpha / DEPENDENCE_FACTOR); see ``_test``.
-DEPENDENCE_FACTOR = 2.0
+# The verdict's cross-fit: K folds, and the rule that merges the K per-fold exact tests.
+VERDICT_FOLDS = 2
+MERGE = "bonferroni"
 
 
-def _test(d: np.ndarray, eps0: float, alpha: float, seed: int) -> dict[str, Any]:
-    """The exact test of H0: eps <= eps0 on pooled out-of-fold contributions, corrected
-    for the dependence between folds.
+def _test(
+    d: np.ndarray, folds: np.ndarray | None, eps0: float, alpha: float, merge: str, seed: int
+) -> dict[str, Any]:
+    """The exact test of H0: eps <= eps0 and its 1 - alpha lower bound.
 
-    Within a fold the contributions are exactly sign-symmetric under H0; across folds each
-    fold's labels train the others' models, which adds positive covariance the exact test
-    ignores (measured: the uncorrected test rejected 0.056, SE 0.014, of A/A repeats at
-    alpha 0.05). The p-value is multiplied by ``DEPENDENCE_FACTOR`` (the factor that bounds
-    the size of pooled cross-conformal p-values) and the lower bound is the one of the
-    corrected test (level 1 - alpha / factor), so the reported interval still belongs to
-    the test that decided. A conservative correction, measured, not a theorem for this
-    statistic (docs/statistics.md); ``discriminators.crossfit.refit_p`` is exact at eps = 0.
+    ``folds`` given (cross-fitted contributions): one exact test per fold, merged by a
+    rule valid under any dependence between folds (``bbi.crossfit.fold_test``); the bound
+    inverts the merged test. ``folds`` None: the contributions are one independent sample
+    (e.g. from one held-out split) and the exact test runs on them as they are.
     """
-    t = cft.fixed_sample_test(d, eps0, alpha / DEPENDENCE_FACTOR, seed=seed)
+    d = np.asarray(d, dtype=float)
+    if folds is None:
+        return cft.fixed_sample_test(d, eps0, alpha, seed=seed)
+    t = cft.fold_test(d, folds, eps0, merge)
     return {
         **t,
-        "p_uncorrected": t["p"],
-        "p": float(min(1.0, DEPENDENCE_FACTOR * t["p"])),
-        "method": f"{t['method']}, p x {DEPENDENCE_FACTOR:g} for cross-fold dependence",
+        "lower": cft.fold_lower_bound(d, folds, alpha, merge),
+        "method": f"exact (Berger-Boos) per fold, {len(t['fold_p'])} folds merged by {merge}",
+        "n": int(len(d)),
     }
 
 
-def _upper(d: np.ndarray, alpha: float) -> float:
-    """One-sided 1 - alpha upper bound: minus the lower bound of -d."""
-    return -cft.lower_bound(-np.asarray(d, dtype=float), alpha)
+def _upper(d: np.ndarray, folds: np.ndarray | None, alpha: float, merge: str) -> float:
+    """One-sided 1 - alpha upper bound: minus the lower bound of -d (same test)."""
+    d = -np.asarray(d, dtype=float)
+    if folds is None:
+        return -cft.lower_bound(d, alpha)
+    return -cft.fold_lower_bound(d, folds, alpha, merge)
+
+
+def _mde(sizes: list[int], share: float, eps0: float, merge: str) -> float | None:
+    return cft.fold_min_detectable_eps(sizes, share, eps0, POWER, merge)
 
 
 def _est(d: np.ndarray, n_bootstrap: int, seed: int) -> dict[str, Any]:
@@ -88,25 +96,36 @@ def decide_crossfit(
     base: dict[str, np.ndarray] | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    folds: np.ndarray | None = None,
+    merge: str = MERGE,
 ) -> dict[str, Any]:
-    """Steps 2-5 on out-of-fold contributions ``d`` (one per prompt, in {-1, 0, 1})."""
+    """Steps 2-5 on out-of-fold contributions ``d`` (one per prompt, in {-1, 0, 1}) whose
+    folds are ``folds`` (None: one independent sample, no cross-fitting)."""
     d = np.asarray(d, dtype=float)
     cats = np.asarray(categories).astype(str)
     names = sorted(set(cats.tolist()))
-    level = alpha / DEPENDENCE_FACTOR  # bounds of the corrected tests
-    overall = _test(d, eps0, alpha, seed)
+    fl = None if folds is None else np.asarray(folds)
+
+    def part(m: np.ndarray) -> np.ndarray | None:
+        return None if fl is None else fl[m]
+
+    def sizes(m: np.ndarray) -> list[int]:
+        f = np.zeros(int(m.sum()), dtype=int) if fl is None else fl[m]
+        return [int((f == k).sum()) for k in sorted(set(f.tolist()))]
+
+    overall = _test(d, fl, eps0, alpha, merge, seed)
     rows = []
     for j, c in enumerate(names):
         m = cats == c
-        t = _test(d[m], eps0, alpha, seed + j + 1)
-        share = alpha * (1 - PRIMARY_WEIGHT) / len(names) / DEPENDENCE_FACTOR
-        mde = cft.min_detectable_eps(int(m.sum()), share, eps0, POWER)
+        t = _test(d[m], part(m), eps0, alpha, merge, seed + j + 1)
+        share = alpha * (1 - PRIMARY_WEIGHT) / len(names)
+        mde = _mde(sizes(m), share, eps0, merge)
         rows.append(
             {
                 "category": c,
                 "eps": _est(d[m], n_bootstrap, seed + j + 1),
                 "lower": t["lower"],
-                "upper": _upper(d[m], level),
+                "upper": _upper(d[m], part(m), alpha, merge),
                 "p": t["p"],
                 "min_detectable": mde,
                 "note": (
@@ -129,15 +148,15 @@ def decide_crossfit(
         "adversary": "stack",
         "eps": _est(d, n_bootstrap, seed),
         "lower": overall["lower"],
-        "upper": _upper(d, level),
+        "upper": _upper(d, fl, alpha, merge),
         "p": overall["p"],
-        "p_uncorrected": overall["p_uncorrected"],
+        "fold_p": overall.get("fold_p"),
         "method": overall["method"],
         "p_holm": p_holm,
         "rejected": bool(p_holm < alpha),
     }
     base_rows = {
-        name: {**_est(b, n_bootstrap, seed), "upper": _upper(b, level)}
+        name: {**_est(b, n_bootstrap, seed), "upper": _upper(b, fl, alpha, merge)}
         for name, b in (base or {}).items()
     }
     found = [r["category"] for r in rows if r["significant"]]
@@ -192,8 +211,9 @@ def crossfit_verdict(
     alpha: float,
     n_bootstrap: int = 1000,
     seed: int = 0,
-    n_folds: int = FOLDS,
+    n_folds: int = VERDICT_FOLDS,
     context: Any = None,
+    merge: str = MERGE,
 ) -> dict[str, Any]:
     """The primary analysis of one comparison (module docstring), with its A/A check at
     eps = 0 when the comparison is a null one (per-category stars then test eps_c = 0)."""
@@ -211,12 +231,14 @@ def crossfit_verdict(
     plan = (
         f"nested cross-fitted stack ({n_folds} folds over all {len(cats)} prompts) over "
         f"{', '.join(a.name for a in used) or 'no base adversary'} + length/format features; "
-        "exact test of H0 eps <= eps0 overall and per category (p x "
-        f"{DEPENDENCE_FACTOR:g} for cross-fold dependence), weighted Holm (overall 1/2, "
-        "categories 1/2 shared)"
+        "exact test of H0 eps <= eps0 in each fold, the folds merged by "
+        f"{merge} (valid under any dependence between folds), overall and per category; "
+        "weighted Holm (overall 1/2, categories 1/2 shared)"
     )
     test_eps0 = 0.0 if data.role == "null" else eps0
-    res = decide_crossfit(cf.d, cats, test_eps0, alpha, cf.base, n_bootstrap, seed)
+    res = decide_crossfit(
+        cf.d, cats, test_eps0, alpha, cf.base, n_bootstrap, seed, folds=cf.folds, merge=merge
+    )
     res.update(
         plan=plan,
         folds=int(n_folds),
@@ -268,8 +290,9 @@ def adopt_crossfit(sweep: dict[str, Any], cf: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
-    "DEPENDENCE_FACTOR",
+    "MERGE",
     "PRIMARY_WEIGHT",
+    "VERDICT_FOLDS",
     "adopt_crossfit",
     "crossfit_verdict",
     "decide_crossfit",

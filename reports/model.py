@@ -115,6 +115,8 @@ class Verdict:
     # its test, interval, categories (with minimum detectable eps), base adversaries and
     # best one-feature rule; ``{"skipped": reason}`` when too few prompts to cross-fit.
     crossfit: dict[str, Any] | None = None
+    # The one declared "stop as soon as told apart" test (discriminators.verdict).
+    sequential: dict[str, Any] | None = None
 
 
 @dataclass
@@ -359,6 +361,7 @@ def _parse_verdict(v: VerdictRecord) -> Verdict:
         calibration=v.calibration.model_dump() if v.calibration else None,
         gray_box=dict(v.gray_box),
         crossfit=dict(v.crossfit) if v.crossfit else None,
+        sequential=dict(v.sequential) if v.sequential else None,
     )
 
 

@@ -326,10 +326,10 @@ def test_mmd_hamming_computes_no_embeddings(tmp_path, monkeypatch):
                                        adversaries=["mmd"], n_bootstrap=50, n_permutations=50))  # fmt: skip
 
 
-def test_split_decides_by_default_and_crossfit_is_recorded_beside(tmp_path):
-    """The default decision is the validated select-then-confirm split; the cross-fitted
-    analysis is computed and recorded beside it (``decides`` false), and the attack config
-    records ``decision`` only when it is not the default."""
+def test_crossfit_decides_by_default_and_split_on_request(tmp_path):
+    """The default decision is the cross-fitted analysis (per-fold exact tests); the
+    select-then-confirm split is recorded beside it, and decides with ``--decision
+    split``. The attack config records which analysis decided."""
     path = tmp_path / "run"
     synthetic.make_run(
         path,
@@ -343,7 +343,19 @@ def test_split_decides_by_default_and_crossfit_is_recorded_beside(tmp_path):
     res = runner.invoke(app, [*args, "--no-progress"])
     assert res.exit_code == 0, res.output
     attack = RunDir(path).read_results()["attack"]
-    assert "decision" not in attack["config"]
+    assert attack["config"]["decision"] == "crossfit"
+    verdict = attack["comparisons"]["student"]["verdict"]
+    cf = verdict["crossfit"]
+    assert cf["decides"] is True and cf["folds"] == 2
+    assert "per fold" in cf["primary"]["method"] and len(cf["primary"]["fold_p"]) == 2
+    assert verdict["status"] == cf["status"] and verdict["text"] == cf["text"]
+    assert verdict["distinguishable_in"] == ["style_format"]
+    null = attack["comparisons"]["teacher_null"]["verdict"]
+    assert null["crossfit"]["decides"] is True and null["calibration"]["ok"]
+    res = runner.invoke(app, [*args, "--decision", "split", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    attack = RunDir(path).read_results()["attack"]
+    assert attack["config"]["decision"] == "split"
     verdict = attack["comparisons"]["student"]["verdict"]
     assert verdict["crossfit"]["decides"] is False
     assert verdict["broken_by"] != "stack"

@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from bbi import crossfit as cft
 from bbi import stats
+from bbi.errors import BbiError
 from discriminators import synthetic
 from discriminators.base import get_adversary
 from discriminators.comparison import load_comparison
@@ -23,7 +24,7 @@ from discriminators.crossfit import (
     crossfit,
     flip_items,
 )
-from discriminators.verdict_cf import crossfit_verdict, decide_crossfit
+from discriminators.verdict_cf import VERDICT_FOLDS, crossfit_verdict, decide_crossfit
 
 ALPHA = 0.05
 
@@ -162,7 +163,8 @@ def test_flip_items_swaps_the_responses_of_flipped_prompts(tmp_path):
 
 
 def test_crossfit_verdict_finds_a_planted_category(tmp_path):
-    run = synthetic.make_run(tmp_path, n_per_category=30, seed=3)
+    # 60 prompts per category: the per-fold tests of the verdict's 2 folds see 30 each.
+    run = synthetic.make_run(tmp_path, n_per_category=60, seed=3)
     with threadpool_limits(limits=1):
         res = crossfit_verdict(
             load_comparison(run, "student"), ["surface", "mmd"], {}, 0.1, ALPHA, 200
@@ -171,7 +173,7 @@ def test_crossfit_verdict_finds_a_planted_category(tmp_path):
             load_comparison(run, "teacher_null"), ["surface"], {}, 0.1, ALPHA, 200
         )
     assert res["distinguishable_in"] == ["style_format"]
-    assert res["responses"] == 600 and res["skipped"] == {"mmd": res["skipped"]["mmd"]}
+    assert res["responses"] == 1200 and res["skipped"] == {"mmd": res["skipped"]["mmd"]}
     assert null["epsilon"] == 0.0 and null["calibration"]["ok"]
 
 
@@ -189,9 +191,9 @@ def test_crossfit_aa_size():
                 data = load_comparison(run, "teacher_null")
                 prompts, items = comparison_items(data)
                 cats = prompts["category"].astype(str).to_numpy()
-                cf = crossfit([get_adversary("surface")], items, cats, seed=i)
-                res = decide_crossfit(cf.d, cats, 0.0, ALPHA, n_bootstrap=100)
-                rej += res["primary"]["p"] < ALPHA  # the corrected overall test alone
+                cf = crossfit([get_adversary("surface")], items, cats, VERDICT_FOLDS, seed=i)
+                res = decide_crossfit(cf.d, cats, 0.0, ALPHA, n_bootstrap=100, folds=cf.folds)
+                rej += res["primary"]["p"] < ALPHA  # the per-fold overall test alone
                 rej_any += res["status"] == "distinguishable"
     se = np.sqrt(ALPHA * (1 - ALPHA) / reps)
     assert rej / reps <= ALPHA + 2 * se
@@ -237,19 +239,162 @@ def test_declared_sequential_bills_every_response():
     assert np.mean(stops) <= ALPHA + 2 * np.sqrt(ALPHA * (1 - ALPHA) / 300)
 
 
-def test_crossfit_tests_are_corrected_for_fold_dependence():
-    """Pooled out-of-fold p-values are doubled and the reported bounds are those of the
-    corrected test, so a decision and its interval still agree."""
-    from discriminators.verdict_cf import DEPENDENCE_FACTOR
+def _cluster_vote(rng: np.random.Generator, n: int, k: int, clusters: int = 10):
+    """A null world with strong cross-fold dependence: labels are fair coins, and the
+    adversary scoring fold k predicts each prompt's cluster by the majority label of that
+    cluster on the other folds, so every fold's labels reach every other fold's model."""
+    cl = rng.integers(0, clusters, n)
+    y = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+    folds = rng.permutation(n) % k
+    d = np.zeros(n)
+    for j in range(k):
+        tr, te = folds != j, folds == j
+        vote = np.sign(np.array([y[tr & (cl == c)].sum() for c in range(clusters)]))
+        d[te] = vote[cl[te]] * y[te]
+    return d, folds
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_per_fold_test_holds_its_size_under_fold_dependence(k):
+    """The pooled exact test ignores the dependence and rejects too often; one exact test
+    per fold merged by Bonferroni (each fold exact given the others) does not."""
+    rng = np.random.default_rng(k)
+    reps = 300
+    pooled = folds_rej = 0
+    for _ in range(reps):
+        d, f = _cluster_vote(rng, 200, k)
+        pooled += cft.ternary_test(d, 0.0) < ALPHA
+        folds_rej += cft.fold_test(d, f, 0.0, "bonferroni")["p"] < ALPHA
+    se = np.sqrt(ALPHA * (1 - ALPHA) / reps)
+    assert folds_rej / reps <= ALPHA + 2 * se
+    if k == 5:  # measured: pooled 0.135 at K = 5 (600 repeats)
+        assert pooled / reps > ALPHA + 2 * se
+
+
+def test_merges_are_valid_under_any_dependence():
+    """Worst cases of the merges: identical p-values (comonotone) and, for the mean,
+    Rueschendorf's extremal coupling; each merged p must stay super-uniform."""
+    rng = np.random.default_rng(0)
+    u = rng.random(20_000)
+    for k in (2, 3, 5):
+        same = np.repeat(u[:, None], k, axis=1)
+        for merge in cft.MERGES:
+            merged = np.array([cft.merge_p(row, merge) for row in same[:4000]])
+            assert np.mean(merged < ALPHA) <= ALPHA + 3 * np.sqrt(ALPHA / 4000)
+    # Twice the mean is sharp (Rueschendorf's coupling): p1 = U and p2 = alpha - U when
+    # U < alpha, else U; both uniform, and 2 mean = alpha exactly with probability alpha.
+    p2 = np.where(u < ALPHA, ALPHA - u, u)
+    merged = np.array([cft.merge_p([a, b], "mean") for a, b in zip(u, p2, strict=True)])
+    assert np.mean(merged < ALPHA - 1e-12) == 0.0
+    assert abs(np.mean(merged <= ALPHA + 1e-12) - ALPHA) < 3 * np.sqrt(ALPHA / len(u))
+
+
+def test_merge_edge_cases():
+    assert cft.merge_p([0.03]) == 0.03  # one fold: the exact test as it is
+    assert cft.merge_p([0.01, 0.4], "bonferroni") == pytest.approx(0.02)
+    assert cft.merge_p([0.01, 0.4], "mean") == pytest.approx(0.41)
+    assert cft.merge_p([0.01, 0.4], "harmonic") == pytest.approx(0.02)  # K = 2: Bonferroni
+    hm = 5 / sum(1 / p for p in (0.01, 0.02, 0.03, 0.5, 0.9))
+    assert cft.merge_p([0.01, 0.02, 0.03, 0.5, 0.9], "harmonic") == pytest.approx(
+        np.e * np.log(5) * hm
+    )
+    assert cft.merge_p([0.9, 0.8], "mean") == 1.0
+    with pytest.raises(BbiError):
+        cft.merge_p([])
+    with pytest.raises(BbiError):
+        cft.merge_p([0.1], "fisher")  # valid only for independent p-values
+    with pytest.raises(BbiError):
+        cft.fold_test(np.array([0.5, 1.0]), np.array([0, 1]))  # not in {-1, 0, 1}
+    with pytest.raises(BbiError):
+        cft.fold_test(np.ones(4), np.array([0, 1, 0]))
+
+
+def test_fold_test_is_the_exact_test_in_each_fold():
+    rng = np.random.default_rng(2)
+    d = rng.choice([-1.0, 0.0, 1.0], size=90, p=[0.2, 0.3, 0.5])
+    f = np.repeat([0, 1, 2], 30)
+    t = cft.fold_test(d, f, 0.1, "bonferroni")
+    assert t["fold_n"] == [30, 30, 30]
+    assert t["fold_p"] == pytest.approx([cft.ternary_test(d[f == k], 0.1) for k in range(3)])
+    assert t["p"] == pytest.approx(min(1.0, 3 * min(t["fold_p"])))
+    # One fold is the exact test; a fold label that occurs once is a fold of one prompt.
+    assert cft.fold_test(d, np.zeros(90, int))["p"] == pytest.approx(cft.ternary_test(d, 0.0))
+    assert len(cft.fold_test(d, np.r_[np.zeros(89, int), 1])["fold_p"]) == 2
+
+
+@pytest.mark.parametrize("merge", ["bonferroni", "mean", "harmonic"])
+def test_fold_lower_bound_inverts_the_fold_test(merge):
+    rng = np.random.default_rng(4)
+    d = rng.choice([-1.0, 0.0, 1.0], size=300, p=[0.1, 0.4, 0.5])
+    f = rng.permutation(300) % 5
+    lo = cft.fold_lower_bound(d, f, ALPHA, merge)
+    assert -1 < lo < d.mean()
+    for eps0 in (lo - 0.01, lo + 0.01, 0.0, 0.2):
+        assert (cft.fold_test(d, f, eps0, merge)["p"] < ALPHA) == (eps0 < lo)
+
+
+def test_fold_min_detectable_eps():
+    # Bonferroni over two folds of 25 at alpha 0.0025: exact, so simulated power is 0.8.
+    x = cft.fold_min_detectable_eps([25, 25], 0.0025, 0.1)
+    assert 0.1 < x < 1
+    rng = np.random.default_rng(0)
+    f = np.repeat([0, 1], 25)
+    hits = [
+        cft.fold_test((rng.random(50) < x).astype(float), f, 0.1)["p"] < 0.0025 for _ in range(300)
+    ]
+    assert abs(np.mean(hits) - 0.8) < 4 * np.sqrt(0.16 / 300)
+    # Split in folds, the same prompts detect less than pooled; too few detect nothing.
+    assert x > cft.min_detectable_eps(50, 0.0025, 0.1)
+    assert cft.fold_min_detectable_eps([3, 3], 0.0025) is None
+    assert cft.fold_min_detectable_eps([40], 0.01) == cft.min_detectable_eps(40, 0.01)
+    # The mean and harmonic values are lower bounds (their power is bounded above).
+    for merge in ("mean", "harmonic"):
+        lb = cft.fold_min_detectable_eps([20] * 5, 0.0025, 0.0, merge=merge)
+        assert lb is None or 0 < lb <= 1
+
+
+def test_crossfit_decision_uses_per_fold_tests():
+    """With folds, the overall and category tests are the per-fold exact tests merged,
+    and the reported bounds invert them, so a decision and its interval agree."""
+    from discriminators.verdict_cf import MERGE
 
     rng = np.random.default_rng(5)
     d = rng.choice([-1.0, 0.0, 1.0], size=200, p=[0.3, 0.3, 0.4])
     cats = np.repeat(["a", "b"], 100)
-    res = decide_crossfit(d, cats, 0.0, ALPHA, n_bootstrap=100)
+    f = np.tile([0, 1], 100)
+    res = decide_crossfit(d, cats, 0.0, ALPHA, n_bootstrap=100, folds=f)
     prim = res["primary"]
-    assert DEPENDENCE_FACTOR == 2.0
-    assert prim["p"] == pytest.approx(min(1.0, 2 * cft.ternary_test(d, 0.0)))
-    assert prim["p_uncorrected"] == pytest.approx(cft.ternary_test(d, 0.0))
-    assert prim["lower"] == pytest.approx(cft.lower_bound(d, ALPHA / 2))
+    assert prim["p"] == pytest.approx(cft.fold_test(d, f, 0.0, MERGE)["p"])
+    assert prim["lower"] == pytest.approx(cft.fold_lower_bound(d, f, ALPHA, MERGE))
     assert (prim["lower"] > 0) == (prim["p"] < ALPHA)
-    assert "x 2" in prim["method"]
+    assert "per fold" in prim["method"] and len(prim["fold_p"]) == 2
+    a = res["categories"][0]
+    assert a["p"] == pytest.approx(cft.fold_test(d[:100], f[:100], 0.0, MERGE)["p"])
+    # Without folds (one independent sample) the exact test runs on the pooled set.
+    one = decide_crossfit(d, cats, 0.0, ALPHA, n_bootstrap=100)
+    assert one["primary"]["p"] == pytest.approx(cft.ternary_test(d, 0.0))
+
+
+def test_two_fold_crossfit_is_nested(tmp_path):
+    """K = 2: the stack's inputs for fold k come from sub-folds of the other fold, so no
+    score of fold k's prompts is used in training anything that scores fold k."""
+    from discriminators.crossfit import INNER_FOLDS, base_scores
+
+    run = synthetic.make_run(tmp_path, n_per_category=8, categories=synthetic.CATEGORIES[:3])
+    prompts, items = comparison_items(load_comparison(run, "student"))
+    cats = prompts["category"].astype(str).to_numpy()
+    folds = stats.stratified_folds(cats, 2, 0)
+    with threadpool_limits(limits=1):
+        sc = base_scores(get_adversary("surface"), items, folds)
+        cf = crossfit([get_adversary("surface")], items, cats, 2)
+    for k in (0, 1):
+        assert np.all(np.isnan(sc.inner[k][folds == k]))  # never the scored fold
+        assert np.all(np.isfinite(sc.inner[k][folds != k]))
+    assert set(np.unique(cf.d)) <= {-1.0, 0.0, 1.0} and set(cf.folds) == {0, 1}
+    with pytest.raises(BbiError):
+        crossfit(
+            [get_adversary("surface")],
+            items.iloc[: 2 * (2 * INNER_FOLDS - 1)],
+            cats[: 2 * INNER_FOLDS - 1],
+            2,
+        )

@@ -51,6 +51,13 @@ def test_bbi_run_end_to_end_then_warm(micro_zoo, tmp_path):
             assert eps["ci"][0] <= eps["value"] <= eps["ci"][1]
             assert eps["n"] == 20  # 120 prompts: 12 per category, 2 of them test
     assert comps["teacher_null"]["role"] == "null"
+    # The default decision: the cross-fitted stack, one exact test per fold, merged.
+    assert results["attack"]["config"]["decision"] == "crossfit"
+    for c in comps.values():
+        cf = c["verdict"]["crossfit"]
+        assert cf["decides"] is True and cf["folds"] == 2 and cf["n_prompts"] == 120
+        assert c["verdict"]["status"] == cf["status"] and len(cf["primary"]["fold_p"]) == 2
+    assert comps["teacher_null"]["verdict"]["calibration"]["eps0"] == 0.0
     assert set(results["similarity"]) == {"teacher_null", "student", "student_lora", "student_kd"}
     for alias in ("student_lora", "student_kd"):
         assert results["distill"][alias]["spec"].startswith("zoo:student+lora:")

@@ -641,6 +641,7 @@ def test_verdict_shows_the_crossfit_decision(tmp_path):
     lead = html.split('data-crossfit="student"', 1)[1].split("</p>", 1)[0]
     assert f"<b>{cats[0]}</b> ε ≥ {row['lower']:.2f}" in lead
     assert "Decided by the cross-fitted stack over surface" in lead
+    assert f"test: {cf['primary']['method']}" in lead  # the test that decided is named
     # Base adversaries and the best one-feature rule beside it.
     base = doc.having("data-crossfit-base", **{"data-crossfit-base": "student"})
     assert base and doc.having("data-best-rule", **{"data-best-rule": "n_chars"})
@@ -658,3 +659,36 @@ def test_verdict_shows_the_crossfit_decision(tmp_path):
     assert f"{cats[0]} ε ≥ {row['lower']:.2f}" in md
     assert "too few test prompts (3) to detect any ε" in md
     assert "best one-feature rule (n\\_chars" in md or "best one-feature rule (n_chars" in md
+
+
+def test_declared_sequential_test_is_rendered(tmp_path):
+    """``verdict.sequential`` (the one declared "stop as soon as told apart" test) is shown
+    with every billed query; the per-budget curve beside it is marked descriptive."""
+    import numpy as np
+
+    from discriminators.verdict import declared_sequential
+
+    run = build_run(tmp_path / "demo")
+    res = load_results(run)
+    comps = res["attack"]["comparisons"]
+    told = declared_sequential({"surface": np.ones(60), "tfidf": np.zeros(60)}, 80, 0.05)
+    never = declared_sequential({"surface": np.zeros(60)}, 80, 0.05)
+    comps["student"]["verdict"]["sequential"] = told
+    others = [a for a, c in comps.items() if a != "student" and c["role"] != "null"]
+    for alias in others:
+        comps[alias]["verdict"]["sequential"] = never
+    (run / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    html = write_report(run).read_text(encoding="utf-8")
+    doc = _parse(html)
+    shown = doc.having("data-sequential-declared", **{"data-sequential-declared": "student"})
+    assert shown and shown[0]["data-sequential-queries"] == str(told["queries"])
+    assert shown[0]["data-sequential-by"] == "surface"
+    assert f"told apart after {told['queries']} queries" in html
+    assert "the smallest of these is selected, so it is not the declared test" in html
+    for alias in others:
+        row = doc.having("data-sequential-declared", **{"data-sequential-declared": alias})
+        assert row and row[0]["data-sequential-queries"] == ""
+        assert "not told apart after" in html
+    md = write_report(run, fmt="md").read_text(encoding="utf-8")
+    bought = told["queries"] - 2 * told["n_to_reject"]
+    assert f"**{told['queries']}** ({bought} bought to train at q = {told['q']}" in md
