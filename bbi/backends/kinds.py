@@ -356,7 +356,7 @@ FAST = BackendKind(
     args=MappingProxyType({"dtype": str, "threads": int}),
     check_args=check_fast_args,
     capabilities=frozenset({"generate", "serve"}),
-    examples=("fast:zoo:smollm2", "fast:zoo:smollm2-pruned", "fast:hf:org/name@v1"),
+    examples=("fast:zoo:teacher", "fast:zoo:smollm2", "fast:hf:org/name@v1"),
 )
 
 
