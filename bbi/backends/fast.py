@@ -312,7 +312,6 @@ class LlamaEngine:
             else:
                 tok = cur.argmax(-1)
             toks = tok.tolist()
-            freed = []
             for s in live:
                 i = owner[s]
                 rows[i].append(toks[s])
@@ -323,7 +322,6 @@ class LlamaEngine:
                     or (stop is not None and stop(rows[i]))
                 ):
                     owner[s] = -1
-                    freed.append(s)
             free = [s for s in range(width) if owner[s] < 0]
             if queue and (len(free) >= refill or len(free) == width):
                 prefill(free)
