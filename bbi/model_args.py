@@ -17,6 +17,7 @@ it is checked before any work, even when every response is cached.
   ``kv_cache_memory_bytes``, ``max_model_len``, ``max_num_batched_tokens``, ``max_num_seqs``,
   ``enable_chunked_prefill``, ``quantization``, ``enforce_eager``, ``allow_download``, ``seed``.
 - ``ct2:``: ``compute_type`` (``int8``, ``float32``, ...), ``threads``, ``device``.
+- ``fast:``: ``dtype`` (``float32`` or ``bfloat16``), ``threads``.
 - ``openai:``: ``concurrency``, ``timeout``, ``max_retries``, ``token_param``,
   ``price_input`` / ``price_output`` (per million tokens: the manifest records the cost).
 

@@ -11,6 +11,7 @@
 | ``openai:http://host:port/v1#model``    | openai |
 | ``vllm:org/name[@rev]``                 | vllm   |
 | ``ct2:zoo:smollm2``, ``ct2:hf:./path``  | ct2    |
+| ``fast:zoo:smollm2``, ``fast:hf:./path``| fast   |
 
 The part before the first ``:`` names a backend in :data:`BACKENDS` (a
 :class:`bbi.registry.Registry`, group ``bbi.backends``); the backend's :class:`BackendKind`
@@ -166,6 +167,7 @@ BACKENDS: Registry[BackendKind] = Registry(
         "openai": "bbi.backends.kinds:OPENAI",
         "vllm": "bbi.backends.kinds:VLLM",
         "ct2": "bbi.backends.kinds:CT2",
+        "fast": "bbi.backends.kinds:FAST",
     },
     check=_check_kind,
 )

@@ -1,5 +1,6 @@
-"""The ct2: engine (CTranslate2) against batched HF ``generate``: speed, greedy agreement,
-and whether bbi's own attack can tell the engine's samples from HF's.
+"""A generation engine (``fast:``, bbi's static-cache decoder, or ``ct2:``, CTranslate2)
+against batched HF ``generate``: speed, greedy agreement, and whether bbi's own attack can
+tell the engine's samples from HF's.
 
 Three parts, on the default pair (zoo:smollm2 and zoo:smollm2-pruned) at the default
 generation settings (bbi.config.GenerationSettings: sampled, temperature 0.7, top-p 0.95,
@@ -13,8 +14,12 @@ generation settings (bbi.config.GenerationSettings: sampled, temperature 0.7, to
    prompts of the default suite (stratified), then ``bbi attack``: the engine passes when
    no adversary's eps CI excludes 0 and the verdict is not "distinguishable".
 
-    python benchmarks/bench_engine.py [--n-speed 64] [--n-greedy 100] [--n-aa 1000]
-        [--compute-type int8] [--threads 1] [--like-run] [--skip-aa] [--out runs/bench-engine]
+    python benchmarks/bench_engine.py [--engine fast] [--dtype bfloat16] [--n-speed 64]
+        [--n-greedy 100] [--n-aa 1000] [--compute-type int8] [--threads 1] [--like-run]
+        [--skip-aa] [--out runs/bench-engine]
+
+``--engine fast`` (the default) times ``fast:`` at each ``--dtype`` given (repeatable;
+default float32 and bfloat16); ``--engine ct2`` times ``ct2:`` at ``--compute-type``.
 
 ``--like-run`` times the prompts of one length-sorted batch of a 1,000-prompt run instead
 of prompts spread across the suite (the engine decodes a batch's prompt-length spread
@@ -59,7 +64,23 @@ def run_like_prompts(n: int, of: int = 1000) -> list[str]:
     return pool[mid : mid + n]
 
 
+def engines(args) -> list[tuple[str, str, dict]]:
+    """(label, spec prefix, model arguments) of each engine variant to measure."""
+    if args.engine == "ct2":
+        return [
+            (
+                f"ct2 {args.compute_type}",
+                "ct2:",
+                dict(compute_type=args.compute_type, threads=args.threads),
+            )
+        ]
+    return [(f"fast {d}", "fast:", dict(dtype=d, threads=args.threads)) for d in args.dtype]
+
+
 def speed(args, prompts: list[str]) -> list[dict]:
+    """Each variant against batched ``generate`` and bbi's hf:, in one process; the
+    baseline is timed before and after the engines (its mean is the reference), since
+    on a shared machine the load drifts during a run."""
     from bench_generate import hf_batched, timed
 
     from bbi.backends import GenerationConfig, load_backend
@@ -67,54 +88,59 @@ def speed(args, prompts: list[str]) -> list[dict]:
 
     cfg = GenerationConfig.of(GenerationSettings())
     seeds = list(range(len(prompts)))
+    count = lambda g: sum(x.n_tokens for x in g)  # noqa: E731
     rows = []
     for spec in args.spec:
         hf = load_backend(spec, device="cpu")
-        eng = load_backend(
-            f"ct2:{spec}", device="cpu", compute_type=args.compute_type, threads=args.threads
-        )
+        engs = [(label, load_backend(pre + spec, **kw)) for label, pre, kw in engines(args)]
         hf.generate(prompts[:2], cfg, seeds[:2])  # warm-up
-        eng.generate(prompts[:2], cfg, seeds[:2])
-        a, ac, _ = timed(lambda hf=hf: hf_batched(hf, prompts, cfg), lambda r: sum(map(len, r)))
-        b, bc, _ = timed(
-            lambda hf=hf: hf.generate(prompts, cfg, seeds), lambda g: sum(x.n_tokens for x in g)
+        for _, e in engs:
+            e.generate(prompts[:2], cfg, seeds[:2])
+        base = lambda hf=hf: hf_batched(hf, prompts, cfg)  # noqa: E731
+        a1, ac1, _ = timed(base, lambda r: sum(map(len, r)))
+        b, bc, _ = timed(lambda hf=hf: hf.generate(prompts, cfg, seeds), count)
+        res = []
+        for label, e in engs:
+            c, cc, _ = timed(lambda e=e: e.generate(prompts, cfg, seeds), count)
+            res.append((label, c, cc))
+        a2, ac2, _ = timed(base, lambda r: sum(map(len, r)))
+        a, ac = (a1 + a2) / 2, (ac1 + ac2) / 2
+        line = (
+            f"{spec:<20} HF generate {a:6.1f} tok/s ({a1:.1f}, {a2:.1f}) {ac:6.1f} tok/CPU-s"
+            f" | bbi hf: {b:6.1f} ({b / a:4.2f}x)"
         )
-        c, cc, _ = timed(
-            lambda e=eng: e.generate(prompts, cfg, seeds), lambda g: sum(x.n_tokens for x in g)
-        )
-        row = dict(spec=spec, hf_generate=(a, ac), bbi_hf=(b, bc), engine=(c, cc))
-        print(
-            f"{spec:<22} HF generate {a:7.1f} tok/s {ac:7.1f} tok/CPU-s | bbi hf: {b:7.1f} "
-            f"{bc:7.1f} | ct2 {args.compute_type}: {c:7.1f} {cc:7.1f} | engine/generate "
-            f"{c / a:4.2f}x wall, {cc / ac:4.2f}x CPU",
-            flush=True,
-        )
-        rows.append(row)
+        for label, c, cc in res:
+            line += f" | {label}: {c:6.1f} tok/s, {c / a:4.2f}x wall, {cc / ac:4.2f}x CPU"
+        print(line, flush=True)
+        rows.append(dict(spec=spec, hf_generate=(a, ac), bbi_hf=(b, bc), engines=res))
         hf.close()
-        eng.close()
+        for _, e in engs:
+            e.close()
     return rows
 
 
-def greedy_agreement(args, prompts: list[str]) -> tuple[int, int]:
+def greedy_agreement(args, prompts: list[str]) -> list[tuple[str, int, int]]:
     from bbi.backends import GenerationConfig, load_backend
     from bbi.config import GenerationSettings
 
     cfg = GenerationConfig.of(GenerationSettings(temperature=0.0))
     seeds = list(range(len(prompts)))
-    spec = args.spec[0]
-    a = load_backend(spec, device="cpu").generate(prompts, cfg, seeds)
-    eng = load_backend(
-        f"ct2:{spec}", device="cpu", compute_type=args.compute_type, threads=args.threads
-    )
-    b = eng.generate(prompts, cfg, seeds)
-    same = sum(x.text == y.text for x, y in zip(a, b, strict=True))
-    print(f"greedy {spec}: {same}/{len(prompts)} identical answers (ct2 {args.compute_type})")
-    return same, len(prompts)
+    out = []
+    for spec in args.spec:
+        a = load_backend(spec, device="cpu").generate(prompts, cfg, seeds)
+        for label, pre, kw in engines(args):
+            b = load_backend(pre + spec, **kw).generate(prompts, cfg, seeds)
+            same = sum(x.text == y.text for x, y in zip(a, b, strict=True))
+            print(f"greedy {spec}: {same}/{len(prompts)} identical answers ({label})", flush=True)
+            out.append((f"{spec} {label}", same, len(prompts)))
+    return out
 
 
 def aa_check(args) -> dict:
-    """hf: teacher vs ct2: 'student' through bbi probe run + bbi attack."""
+    """hf: teacher vs the engine as 'student' through bbi probe run + bbi attack (the
+    last engine variant: with ``--engine fast`` the last ``--dtype``)."""
     spec = args.spec[0]
+    label, pre, kw = engines(args)[-1]
     run = Path(args.out)
     bbi = [sys.executable, "-m", "bbi.app.cli"]
     t0 = time.perf_counter()
@@ -126,9 +152,9 @@ def aa_check(args) -> dict:
             "--teacher",
             spec,
             "--student",
-            f"engine=ct2:{spec}",
+            f"engine={pre}{spec}",
             "--student-args",
-            f"compute_type={args.compute_type},threads={args.threads}",
+            ",".join(f"{k}={v}" for k, v in kw.items()),
             "--no-null",
             "--limit",
             str(args.n_aa),
@@ -161,9 +187,9 @@ def aa_check(args) -> dict:
     status = comp["verdict"]["status"]
     ok = not excluded and status != "distinguishable"
     print(
-        f"A/A {spec} vs ct2:{spec} on {comp.get('n_train')}+{comp.get('n_test')} prompts: "
-        f"verdict {status}; CIs excluding 0: {excluded or 'none'} -> {'PASS' if ok else 'FAIL'}"
-        f" (generation {gen_s:.0f}s)"
+        f"A/A {spec} vs {pre}{spec} ({label}) on {comp.get('n_train')}+{comp.get('n_test')} "
+        f"prompts: verdict {status}; CIs excluding 0: {excluded or 'none'} -> "
+        f"{'PASS' if ok else 'FAIL'} (generation {gen_s:.0f}s)"
     )
     return dict(status=status, excluded=excluded, ok=ok)
 
@@ -174,6 +200,8 @@ def main() -> None:
     ap.add_argument("--n-speed", type=int, default=64)
     ap.add_argument("--n-greedy", type=int, default=100)
     ap.add_argument("--n-aa", type=int, default=1000)
+    ap.add_argument("--engine", choices=("fast", "ct2"), default="fast")
+    ap.add_argument("--dtype", action="append", help="fast: precisions (float32, bfloat16)")
     ap.add_argument("--compute-type", default="int8")
     ap.add_argument("--threads", type=int, default=1, help="torch and CTranslate2 threads")
     ap.add_argument("--skip-speed", action="store_true")
@@ -186,6 +214,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench-engine")
     args = ap.parse_args()
     args.spec = args.spec or list(SPECS)
+    args.dtype = args.dtype or ["float32", "bfloat16"]
     import torch
     from bench_generate import _prompts
 

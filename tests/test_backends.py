@@ -29,7 +29,7 @@ def test_protocol_and_metadata(micro_teacher):
     assert micro_teacher.chat_format == "plain"  # zoo tokenizers have no chat template
     assert len(micro_teacher.fingerprint) == 16
     builtins = [n for n in REGISTRY if REGISTRY.origin(n) == "builtin"]
-    assert builtins == ["hf", "zoo", "openai", "vllm", "ct2"]
+    assert builtins == ["hf", "zoo", "openai", "vllm", "ct2", "fast"]
 
 
 def test_cache_key_fields():

@@ -27,10 +27,11 @@ PLUGIN_BACKENDS = [
     ep.name for ep in metadata.Distribution.at(PLUGIN).entry_points if ep.group == "bbi.backends"
 ]
 NAMES = [*BACKENDS.names(), *(n for n in PLUGIN_BACKENDS if n not in BACKENDS.names())]
-# Loading these is cheap (a tiny zoo model, its CTranslate2 conversion where CTranslate2 is
-# installed, a weightless plug-in); the others need a checkpoint, a vLLM engine or a server.
+# Loading these is cheap (a tiny zoo model, run by transformers or bbi's fast decoder, its
+# CTranslate2 conversion where CTranslate2 is installed, a weightless plug-in); the others need a checkpoint, a vLLM engine or a server.
 CHEAP_TO_LOAD = {
     "zoo",
+    "fast",
     *PLUGIN_BACKENDS,
     *(["ct2"] if importlib.util.find_spec("ctranslate2") is not None else []),
 }

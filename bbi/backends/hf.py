@@ -125,12 +125,16 @@ class SeededSampler(LogitsProcessor):
         token = self.sample(scores, self.seeds, input_ids.shape[1] - self.prompt_len)
         return torch.full_like(scores, -math.inf).scatter(1, token[:, None], 0.0)
 
-    def sample(self, scores: torch.Tensor, seeds: list[int], step: int) -> torch.Tensor:
-        """One token per row of ``scores``; row r's draw depends on (seeds[r], step) only."""
+    def sample(self, scores: torch.Tensor, seeds: list[int], step: int | list[int]) -> torch.Tensor:
+        """One token per row of ``scores``; row r's draw depends on (seeds[r], step) only
+        (``step`` may be one per row, for rows that entered the batch at different times)."""
         dev = scores.device
-        keys = torch.tensor([self.row_key(s, step) for s in seeds], dtype=torch.long, device=dev)[
-            :, None
-        ]
+        steps = [step] * len(seeds) if isinstance(step, int) else step
+        keys = torch.tensor(
+            [self.row_key(s, t) for s, t in zip(seeds, steps, strict=True)],
+            dtype=torch.long,
+            device=dev,
+        )[:, None]
         logits = scores.float() / self.temperature
         n_rows, vocab = logits.shape
         token = torch.empty((n_rows, 1), dtype=torch.long, device=dev)

@@ -1,4 +1,5 @@
-"""The declarations of the built-in ``hf:``, ``vllm:``, ``ct2:`` and ``openai:`` backends.
+"""The declarations of the built-in ``hf:``, ``vllm:``, ``ct2:``, ``fast:`` and ``openai:``
+backends.
 
 Each :class:`~bbi.specs.BackendKind` says, in one place, how its specs parse, which
 per-model arguments it takes, what it can do, how its weights are fingerprinted from the
@@ -293,6 +294,72 @@ CT2 = BackendKind(
 )
 
 
+# ----------------------------------------------------------------------------- fast:
+FAST_ENGINE = "bbi-llama-static-v1"  # bump when the engine's arithmetic changes
+FAST_DTYPES = ("float32", "bfloat16")
+
+
+def fast_inner(ms: ModelSpec) -> ModelSpec:
+    """The wrapped hf:/zoo: spec of a fast: spec."""
+    return parse_spec(ms.name_or_path)
+
+
+def parse_fast(rest: str, spec: str) -> ModelSpec:
+    """``INNER``: an hf:/zoo: spec (any spec whose backend has the ``weights`` capability)."""
+    if not rest:
+        raise BbiError(f"bad model spec {spec!r}: use fast:zoo:NAME or fast:hf:PATH_OR_ID")
+    inner = parse_spec(rest)
+    if inner.kind in ("fast", "ct2") or not inner.can("weights"):
+        raise BbiError(
+            f"bad model spec {spec!r}: fast: wraps a model with local weights "
+            f"(hf: or zoo:), not {inner.kind}:"
+        )
+    return ModelSpec("fast", str(inner))
+
+
+def format_fast(ms: ModelSpec) -> str:
+    return f"fast:{ms.name_or_path}"
+
+
+def fast_fingerprint(weights: str, dtype: str = "float32") -> str:
+    """A fast: model's identity: the wrapped weights, the engine and its precision."""
+    return digest({"backend": "fast", "weights": weights, "dtype": dtype, "engine": FAST_ENGINE})
+
+
+def fingerprint_fast(
+    ms: ModelSpec, *, trust_remote_code: bool = False, allow_download: bool = False
+) -> str:
+    """From the wrapped spec's fingerprint (its files; nothing loaded). The precision here
+    is the default; a ``dtype`` argument joins the cache identity as an output-changing
+    argument (bbi.model_args.OUTPUT_CHANGING)."""
+    inner = fast_inner(ms)
+    weights = inner.backend.fingerprint(
+        inner, trust_remote_code=trust_remote_code, allow_download=allow_download
+    )
+    return fast_fingerprint(weights)
+
+
+def check_fast_args(args: dict[str, Any], where: str) -> None:
+    dtype = args.get("dtype")
+    if dtype is not None and dtype.strip().lower() not in (*FAST_DTYPES, "auto", "fp32", "bf16"):
+        raise BbiError(f"{where}: dtype must be float32 or bfloat16")
+    if args.get("threads", 0) < 0:
+        raise BbiError(f"{where}: threads must be >= 0")
+
+
+FAST = BackendKind(
+    name="fast",
+    load="bbi.backends.fast:load_fast_backend",
+    parse=parse_fast,
+    format=format_fast,
+    fingerprint=fingerprint_fast,
+    args=MappingProxyType({"dtype": str, "threads": int}),
+    check_args=check_fast_args,
+    capabilities=frozenset({"generate", "serve"}),
+    examples=("fast:zoo:teacher", "fast:zoo:smollm2", "fast:hf:org/name@v1"),
+)
+
+
 # ----------------------------------------------------------------------------- openai:
 def parse_openai(rest: str, spec: str) -> ModelSpec:
     """``BASE_URL#MODEL``."""
@@ -349,6 +416,8 @@ OPENAI = BackendKind(
 
 __all__ = [
     "CT2",
+    "FAST",
+    "FAST_DTYPES",
     "HF",
     "HF_ARGS",
     "HF_DTYPES",
@@ -360,5 +429,7 @@ __all__ = [
     "ct2_engine_version",
     "ct2_fingerprint",
     "ct2_inner",
+    "fast_fingerprint",
+    "fast_inner",
     "vllm_fingerprint",
 ]
