@@ -30,6 +30,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", type=int, default=96, help="optimizer steps per arm")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=None, help="student lr (default: the command's)")
+    ap.add_argument("--heads-fraction", type=float, default=None)
+    ap.add_argument("--arms", default="none,ce,circuit,random")
     ap.add_argument("--out", default="distilled/circuit-binding")
     args = ap.parse_args()
 
@@ -45,8 +48,11 @@ def main() -> None:
     rows = []
     for n in [int(x) for x in args.n_train.split(",")]:
         epochs = max(1, round(args.steps * args.batch_size / n))
+        extra = {k: v for k, v in (("lr", args.lr), ("heads_fraction", args.heads_fraction))
+                 if v is not None}  # fmt: skip
         settings = CircuitSettings(teacher="binding", n_train=n, seeds=seeds, epochs=epochs,
-                                   batch_size=args.batch_size)  # fmt: skip
+                                   batch_size=args.batch_size, arms=args.arms.split(","),
+                                   **extra)  # fmt: skip
         t1 = time.perf_counter()
         rec = distill_circuit(student, settings, out / f"n{n}", progress=True)
         b = rec["behaviour"]
@@ -74,7 +80,7 @@ def main() -> None:
         cells = [cell(r["arms"][a]) for a in arms] + [cell(r["deltas"][c], True) for c in deltas]
         lines.append(f"| {r['n_train']} | " + " | ".join(cells) + " |")
     summary = {"student": student, "student_record": student_rec["selected"], "seeds": seeds,
-               "steps": args.steps, "rows": rows, "time_s": time.perf_counter() - t0}  # fmt: skip
+               "steps": args.steps, "lr": args.lr, "heads_fraction": args.heads_fraction, "rows": rows, "time_s": time.perf_counter() - t0}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -276,17 +276,19 @@ def train_binding(
     for step in range(cfg.steps):
         model.train()
         b = encode_sequences(training_sequences(rng, cfg, cur.cap, objects, boxes), tokenizer)
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        hidden = model.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
         tgt = b["labels"][:, 1:]
-        lg = logits[:, :-1]
-        loss = torch.nn.functional.cross_entropy(lg.reshape(-1, lg.size(-1)), tgt.reshape(-1))
+        keep = tgt != -100
+        # Logits at the answers only: the same loss, and with a chat model's vocabulary
+        # (tens of thousands of tokens) most of a step's time would be the other positions.
+        lg = model.lm_head(hidden.last_hidden_state[:, :-1][keep])
+        loss = torch.nn.functional.cross_entropy(lg, tgt[keep])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        keep = tgt != -100
-        acc = float((lg.argmax(-1)[keep] == tgt[keep]).float().mean())
+        acc = float((lg.argmax(-1) == tgt[keep]).float().mean())
         cur.update(step, acc)
         loss_sum, acc_sum, n_sum = loss_sum + loss.item(), acc_sum + acc, n_sum + 1
         if on_step:
