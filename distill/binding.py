@@ -7,9 +7,9 @@ with a recognisable loss shape: a plateau near ln(number of boxes) (copying a ra
 object of the context) and then a drop when the binding circuit forms. How long the
 plateau lasts depends on the token layout: with the ``adjacent`` template ("Box F apple,
 ..., Box F" -> " apple") the object follows its label and the query ends on the label, an
-induction pattern (one head moves each label onto the next token, a second head at the
-query attends to the token whose previous token matches the queried label and copies it),
-and the default model leaves the plateau after about 300 steps. With ``contains`` ("Box F
+associative-recall pattern, and the default model leaves the plateau within about 300
+steps (it builds a (label, object) slot on the token after each pair with one layer-0 head
+and reads it at the query with its layer-1 heads). With ``contains`` ("Box F
 contains the apple, ... Box F contains the") the label is 3 tokens before its object and 2
 before the query's end, and 10,000 steps stayed on the plateau (BENCHMARKS.md).
 
