@@ -556,8 +556,10 @@ class CircuitSettings(TaskDistillSettings):
         description="Teacher model spec (tuned on the task first), or binding (a small "
         "teacher trained from scratch for the task on the student's tokenizer).",
     )
-    template: Literal["contains", "is_in"] = Field(
-        "contains", description="Task template: contains or is_in."
+    template: Literal["auto", "contains", "is_in", "adjacent"] = Field(
+        "auto",
+        description="Task template: contains, is_in, adjacent (each object right after its "
+        "box label), or auto (adjacent with --teacher binding, else contains).",
     )
     min_boxes: int = Field(3, ge=2, le=20, description="Fewest boxes per example.")
     max_boxes: int = Field(5, ge=2, le=20, description="Most boxes per example.")
@@ -579,6 +581,13 @@ class CircuitSettings(TaskDistillSettings):
     arms: list[Literal["none", "ce", "circuit", "random"]] = Field(
         default_factory=lambda: list(CIRCUIT_ARMS), description="Arms to train (circuit required)."
     )
+
+    def task_template(self) -> str:
+        """The template the task uses: ``auto`` is adjacent for the binding teacher (the
+        layout a small model learns to bind) and contains (Kim & Schuster's) otherwise."""
+        if self.template != "auto":
+            return self.template
+        return "adjacent" if self.teacher == "binding" else "contains"
 
     @model_validator(mode="after")
     def _boxes(self) -> CircuitSettings:

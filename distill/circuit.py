@@ -65,7 +65,7 @@ BINDING_TEACHER = "binding"  # --teacher binding: distill.binding's purpose-trai
 def binding_config(settings: CircuitSettings) -> BindingConfig:
     """The binding teacher for these task settings: their template, validated on their
     box range, its curriculum grown up to their largest number of boxes."""
-    return replace(BindingConfig(), template=settings.template, max_boxes=settings.max_boxes,
+    return replace(BindingConfig(), template=settings.task_template(), max_boxes=settings.max_boxes,
                    val_boxes=(settings.min_boxes, settings.max_boxes))  # fmt: skip
 
 
@@ -323,7 +323,7 @@ def distill_circuit(
     layout(s_model)  # a one-line error before any work for an unsupported architecture
     objects, boxes = entity_vocabulary([s_tok, t_tok])
     gen = dict(objects=objects, boxes=boxes, min_boxes=settings.min_boxes,
-               max_boxes=settings.max_boxes, template=settings.template)  # fmt: skip
+               max_boxes=settings.max_boxes, template=settings.task_template())  # fmt: skip
     # Split seeds are disjoint by construction (different names).
     teacher_seqs = (
         []
@@ -456,7 +456,8 @@ def distill_circuit(
         "model_dir": model_dir.as_posix(),
         "seed": settings.seeds[0],
         "settings": settings.model_dump(),
-        "task": {"name": "entity_tracking", "objects": objects, "boxes": boxes,
+        "task": {"name": "entity_tracking", "template": settings.task_template(),
+                 "objects": objects, "boxes": boxes,
                  "n": {"teacher": len(teacher_seqs), "train": settings.n_train,
                        "scan": len(scan_ex), "ablation": len(abl_ex), "heldout": len(eval_ex)}},
         "circuit": {"k": k, "of": len(s_heads), "heads": [list(h) for h in circuit],

@@ -6,7 +6,12 @@ as used by Prakash et al. (2024) to find an entity-tracking circuit::
     Box F contains the apple, Box Q contains the key and Box A contains the cup. Box F contains the
     -> " apple"
 
-(or Prakash et al.'s "The apple is in Box F, ..." with ``template="is_in"``).
+(or Prakash et al.'s "The apple is in Box F, ..." with ``template="is_in"``, or
+``template="adjacent"``: "Box F apple, Box Q key and Box A cup. Box F" -> " apple", each
+object right after its box label and the query ending on the label, the associative-recall
+layout a 2-layer attention model learns in a few hundred steps; with "contains" the label
+sits three tokens before its object and small models stay on the copy-an-object plateau,
+BENCHMARKS.md "A teacher that binds").
 
 3-5 boxes, single-token objects and box labels (checked against every tokenizer that will
 see the task), the answer is the next token after the final one. Everything is a pure
@@ -73,7 +78,14 @@ OBJECTS = [
     "brush",
 ]
 BOX_LABELS = tuple("ABCDEFGHJKLMNPQRSTUVWXYZ")
-TEMPLATES = {"contains": "Box {b} contains the {o}", "is_in": "the {o} is in Box {b}"}
+TEMPLATES = {
+    "contains": "Box {b} contains the {o}",
+    "is_in": "the {o} is in Box {b}",
+    "adjacent": "Box {b} {o}",
+}
+# What a prompt ends with: the answer is the next token, the queried box's object.
+QUERIES = {"contains": "Box {b} contains the", "is_in": "Box {b} contains the",
+           "adjacent": "Box {b}"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -121,8 +133,8 @@ def entity_tracking(
     """``n`` prompts: distinct objects in distinct boxes, a uniformly random box queried.
 
     ``template``: ``contains`` (Kim & Schuster: "Box F contains the apple, ...") or
-    ``is_in`` (Prakash et al.: "The apple is in Box F, ..."); the query is always
-    "Box F contains the".
+    ``is_in`` (Prakash et al.: "The apple is in Box F, ..."), both queried with
+    "Box F contains the"; or ``adjacent`` ("Box F apple, ...", queried with "Box F").
     """
     if template not in TEMPLATES:
         raise BbiError(f"entity template must be one of {', '.join(TEMPLATES)}")
@@ -138,7 +150,7 @@ def entity_tracking(
         parts = [fmt.format(o=o, b=b) for o, b in zip(objs, labels, strict=True)]
         text = ", ".join(parts[:-1]) + " and " + parts[-1]
         q = rng.randrange(k)
-        prompt = f"{text[0].upper()}{text[1:]}. Box {labels[q]} contains the"
+        prompt = f"{text[0].upper()}{text[1:]}. " + QUERIES[template].format(b=labels[q])
         placements = tuple(zip(labels, objs, strict=True))
         out.append(EntityExample(prompt, " " + objs[q], labels[q], k, placements))
     return out
@@ -155,7 +167,8 @@ def entity_recall_sequences(
     queries: int = 4,
 ) -> list[list[tuple[str, bool]]]:
     """Training sequences with ``queries`` queries each, as (text, is_answer) segments:
-    the prompt of one example, its answer, then "Box Q contains the" + answer again for
+    the prompt of one example, its answer, then the query of another random box
+    ("Box Q contains the", or "Box Q" with ``adjacent``) + its answer again for
     further random boxes. Every answer is a supervised token, so a sequence teaches
     ``queries`` times what a single-query prompt teaches once (tuning a small teacher
     needs the denser signal); the first query is exactly a single-query prompt."""
@@ -166,7 +179,7 @@ def entity_recall_sequences(
         segs = [(ex.prompt, False), (ex.answer, True)]
         for _ in range(queries - 1):
             b = rng.choice(sorted(placed))
-            segs += [(f". Box {b} contains the", False), (" " + placed[b], True)]
+            segs += [(". " + QUERIES[template].format(b=b), False), (" " + placed[b], True)]
         out.append(segs)
     return out
 
@@ -174,6 +187,8 @@ def entity_recall_sequences(
 __all__ = [
     "BOX_LABELS",
     "OBJECTS",
+    "QUERIES",
+    "TEMPLATES",
     "EntityExample",
     "entity_recall_sequences",
     "entity_tracking",

@@ -22,7 +22,7 @@ from distill.binding import (
     train_binding,
     training_sequences,
 )
-from distill.tasks import entity_vocabulary
+from distill.tasks import entity_recall_sequences, entity_tracking, entity_vocabulary
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,9 +53,51 @@ def test_training_batches_follow_the_cap():
     rng = random.Random(1)
     for cap in (2, 3, 5):
         seqs = training_sequences(rng, cfg, cap, objects, boxes)
-        n = {segs[0][0].split(".")[0].count("contains") for segs in seqs}
+        n = {segs[0][0].split(".")[0].count("Box") for segs in seqs}
         assert n <= set(range(2, cap + 1)) and max(n) == cap
         assert all(sum(a for _, a in segs) == 3 for segs in seqs)  # queries answers each
+
+
+def test_adjacent_layout_is_the_binding_teachers_task():
+    """Each object right after its box label, the query ending on the label; ``auto``
+    picks it with the binding teacher and keeps Kim & Schuster's wording otherwise."""
+    tok = task_tokenizer()
+    objects, boxes = entity_vocabulary([tok])
+    for ex in entity_tracking(40, 3, objects, boxes, template="adjacent"):
+        assert ex.prompt.endswith(f". Box {ex.query_box}")
+        assert f"Box {ex.query_box}{ex.answer}" in ex.prompt
+        assert all(f"Box {b} {o}" in ex.prompt for b, o in ex.placements)
+    examples = entity_tracking(20, 3, objects, boxes, template="adjacent")
+    seqs = entity_recall_sequences(20, 3, objects, boxes, template="adjacent", queries=3)
+    for ex, segs in zip(examples, seqs, strict=True):
+        placed = dict(ex.placements)
+        queried = [t.rsplit(" ", 1)[-1] for t, a in segs if not a]
+        answers = [t for t, a in segs if a]
+        assert len(answers) == 3 and answers == [" " + placed[b] for b in queried]
+    assert CircuitSettings(teacher="binding").task_template() == "adjacent"
+    assert CircuitSettings().task_template() == "contains"
+    assert CircuitSettings(teacher="binding", template="contains").task_template() == "contains"
+    assert BindingConfig().template == "adjacent"
+
+
+def test_answers_any_copies_an_object_of_the_context_without_binding():
+    """The plateau student's data: the same sequences, each answer a random object of the
+    context (so nothing rewards binding), not always the queried box's."""
+    tok = task_tokenizer()
+    objects, boxes = entity_vocabulary([tok])
+    cfg = replace(TINY, batch_size=64, min_boxes=3, max_boxes=3, queries=4)
+    bound = training_sequences(random.Random(5), cfg, 3, objects, boxes)
+    anyof = training_sequences(random.Random(5), replace(cfg, answers="any"), 3, objects, boxes)
+    hits = total = 0
+    for b, a in zip(bound, anyof, strict=True):
+        assert [t for t, x in b if not x] == [t for t, x in a if not x]  # same prompts
+        context = {o for o in objects if f" {o}" in b[0][0]}
+        for (tb, _), (ta, _) in zip([s for s in b if s[1]], [s for s in a if s[1]], strict=True):
+            assert ta.strip() in context
+            hits, total = hits + (ta == tb), total + 1
+    assert 0.2 < hits / total < 0.5  # about 1/3: a copy, not the bound answer
+    with pytest.raises(BbiError, match="answers"):
+        training_sequences(random.Random(0), replace(cfg, answers="maybe"), 3, objects, boxes)
 
 
 def test_checkpoint_is_chosen_on_validation_and_the_test_split_is_never_read(monkeypatch):
