@@ -104,6 +104,7 @@ from distill.wda.longconv import (
     doubling_boundary,
     doubling_chunk_of,
     doubling_conv,
+    doubling_mix,
     doubling_starts,
     wave_bank,
 )
@@ -191,6 +192,10 @@ def triangle(x: Tensor) -> Tensor:
 
 class WaveDensityAttention(nn.Module):
     """Causal WDA layer: x [B, S, D] -> [B, S, D] (optionally with a decoding cache)."""
+
+    # the doubling path's mixing as one memory-lean autograd function (longconv.DoublingMix);
+    # False composes it from separate operations (the same function, more activations kept)
+    lean_mix: bool = True
 
     def __init__(self, config: WDAConfig) -> None:
         super().__init__()
@@ -389,17 +394,28 @@ class WaveDensityAttention(nn.Module):
 
         # ctx_i = sum_{j<=i} D_c(i-j) k_j v_j / (sum_{j<=i} D_c(i-j) k_j + eps), c = chunk(i),
         # on the stacked signal [k_j v_j, k_j]
-        sig = torch.cat([kr[..., None] * vr, kr[..., None]], dim=-1)  # [B, S, H, Hd+1]
+        gated = None  # the output gate's result, when the mixing function applies it
         if cfg.route_schedule == "doubling":
             # one kernel per doubling chunk, an exactly causal dyadic FFT convolution
             dist = torch.arange(S, device=x.device)
             bank = self.wave_masks_lean(dist, work)
             dens = self.density(bank, idx[:, :C].flatten(0, 1), val[:, :C].flatten(0, 1), dist)
-            y = doubling_conv(sig, dens.view(B, C, H, S), R)
+            dens = dens.view(B, C, H, S)
+        if cfg.route_schedule == "doubling" and self.lean_mix:
+            # one autograd function for the signal, convolution, normalisation and (without
+            # the content branch) the output gate: it keeps one [B, S, H, Hd+1] tensor
+            if fq is None:
+                gated = doubling_mix(kr, vr, mr, dens, rel(q), R, EPS)
+            else:
+                ctx = doubling_mix(kr, vr, mr, dens, None, R, EPS)
         else:
-            y, bank = self._mix_fixed(sig, idx[:, :C], val[:, :C])
-        ctx = y[..., :Hd] / (y[..., Hd:].clamp_min(0) + EPS)
-        ctx = ctx * mr[..., None, None]
+            sig = torch.cat([kr[..., None] * vr, kr[..., None]], dim=-1)  # [B, S, H, Hd+1]
+            if cfg.route_schedule == "doubling":
+                y = doubling_conv(sig, dens, R)
+            else:
+                y, bank = self._mix_fixed(sig, idx[:, :C], val[:, :C])
+            ctx = y[..., :Hd] / (y[..., Hd:].clamp_min(0) + EPS)
+            ctx = ctx * mr[..., None, None]
 
         skv = sk = None
         if fq is not None and fk is not None:  # rank-r causal linear attention
@@ -411,9 +427,15 @@ class WaveDensityAttention(nn.Module):
             content = num / (den[..., None] + EPS) * mr[..., None, None]
             ctx = (1 - cfg.content_mix) * ctx + cfg.content_mix * content
 
-        if shift is not None:  # back to the original frame
-            ctx = ctx.gather(1, ((pos - first[:, None]) % S).view(B, S, 1, 1).expand_as(ctx))
-        out = self._output(x, q, ctx, v)
+        back = None if shift is None else ((pos - first[:, None]) % S).view(B, S, 1, 1)
+        if gated is not None:  # o_i = q_i ctx_i + (1 - q_i) v_i, already formed (pointwise)
+            if back is not None:  # back to the original frame
+                gated = gated.gather(1, back.expand_as(gated))
+            out = self.o_proj(gated.flatten(2).to(x.dtype))
+        else:
+            if back is not None:  # back to the original frame
+                ctx = ctx.gather(1, back.expand_as(ctx))
+            out = self._output(x, q, ctx, v)
         if not build_cache:
             return out, None
 

@@ -252,3 +252,121 @@ def wave_bank(freqs: Tensor, amps: Tensor, phases: Tensor, feats: Tensor, kernel
 def doubling_conv(sig: Tensor, dens: Tensor, chunk: int) -> Tensor:
     """Causal mixing over doubling routing chunks (see :class:`DoublingConv`)."""
     return DoublingConv.apply(sig, dens, chunk)
+
+
+def _signal(k: Tensor, v: Tensor, length: int) -> Tensor:
+    """The stacked signal [k_j v_j, k_j] of k [B, S, h], v [B, S, h, Hd] as [B, h, Hd+1, length]."""
+    B, S, h, Hd = v.shape
+    xs = v.new_zeros(B, h, Hd + 1, length)
+    torch.mul(k.permute(0, 2, 1)[:, :, None], v.permute(0, 2, 3, 1), out=xs[:, :, :Hd, :S])
+    xs[:, :, Hd, :S] = k.permute(0, 2, 1)
+    return xs
+
+
+def _kernels(dens: Tensor, P: int, chunk: int) -> Tensor:
+    """dens [B, C, H, L] padded or cut to P distances, with a kernel for every chunk below P."""
+    L = dens.shape[-1]
+    ker = torch.nn.functional.pad(dens, (0, P - L)) if L < P else dens[..., :P]
+    extra = len(doubling_starts(P - 1, chunk)) - ker.shape[1]
+    if extra > 0:  # chunks past S: never read
+        ker = torch.cat([ker, ker[:, -1:].expand(-1, extra, -1, -1)], dim=1)
+    return ker
+
+
+class DoublingMix(torch.autograd.Function):
+    """The whole mixing of the doubling path in one function, lean in memory.
+
+    From k [B, S, H] (0 on padding), v [B, S, H, Hd], the mask m [B, S], the kernels
+    dens [B, C, H, L] and optionally q [B, S, H]:
+
+        y = DoublingConv([k v, k], dens)   ctx_i = m_i y_i[:Hd] / (max(y_i[Hd], 0) + eps)
+        out = q ctx + (1 - q) v            (out = ctx when q is None)
+
+    Composed of separate operations, autograd keeps about a dozen [B, S, H, Hd+1]
+    tensors (the stacked signal, the convolution, its normalised and gated forms, each
+    product's operands). This function keeps only y (and its inputs, which the layer
+    holds anyway) and works one group of heads at a time, so every temporary is the size
+    of a head group: the signal is rebuilt from k and v in the backward pass, and the
+    context from y. The result and its gradients equal the composed operations' up to
+    round-off (tested).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, k: Tensor, v: Tensor, m: Tensor, dens: Tensor, q: Tensor | None, chunk: int,
+        eps: float,
+    ) -> Tensor:  # fmt: skip
+        B, S, H, Hd = v.shape
+        P = _padded(S, chunk)
+        ker = _kernels(dens, P, chunk)
+        y = v.new_empty(B, H, Hd + 1, S)  # kept for the backward pass
+        out = torch.empty_like(v)
+        mt = m[:, None, None, :]
+        for hs in _head_groups(H, B * (Hd + 1) * P):
+            yg = _conv_forward(_signal(k[:, :, hs], v[:, :, hs], P), ker[:, :, hs], chunk)
+            y[:, hs] = yg[..., :S]
+            del yg
+            c = y[:, hs, :Hd] / (y[:, hs, Hd:].clamp_min(0) + eps) * mt  # [B, h, Hd, S]
+            c = c.permute(0, 3, 1, 2)  # [B, S, h, Hd]
+            if q is None:
+                out[:, :, hs] = c
+            else:
+                qg = q[:, :, hs, None]
+                out[:, :, hs] = qg * c + (1 - qg) * v[:, :, hs]
+        ctx.save_for_backward(k, v, m, dens, q, y)
+        ctx.chunk, ctx.eps = chunk, eps
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        k, v, m, dens, q, y = ctx.saved_tensors
+        B, S, H, Hd = v.shape
+        need_k, need_v, _, need_d, need_q = ctx.needs_input_grad[:5]
+        g_k = torch.zeros_like(k) if need_k else None
+        g_v = torch.zeros_like(v) if need_v or (q is not None) else None
+        g_q = torch.zeros_like(q) if (q is not None and need_q) else None
+        g_d = torch.zeros_like(dens) if need_d else None
+        mt = m[:, None, None, :]
+        for hs in _head_groups(H, B * (Hd + 1) * S):
+            num, den_raw = y[:, hs, :Hd], y[:, hs, Hd:]
+            den = den_raw.clamp_min(0) + ctx.eps
+            g_c = grad[:, :, hs]  # [B, S, h, Hd]
+            if q is not None:
+                qg = q[:, :, hs, None]
+                if g_q is not None:
+                    c = (num / den * mt).permute(0, 3, 1, 2)
+                    g_q[:, :, hs] = (g_c * (c - v[:, :, hs])).sum(-1)
+                    del c
+                if g_v is not None:
+                    g_v[:, :, hs] = (1 - qg) * g_c
+                g_c = qg * g_c
+            g_c = g_c.permute(0, 2, 3, 1) * mt  # [B, h, Hd, S]
+            # ctx = num / den: d/dnum = 1 / den, d/dden = -num / den^2 (0 where clamped)
+            g_y = torch.empty_like(y[:, hs])
+            torch.div(g_c, den, out=g_y[:, :, :Hd])
+            g_den = (g_c * num).sum(2, keepdim=True).div_(den * den).neg_()
+            g_y[:, :, Hd:] = g_den.masked_fill_(den_raw < 0, 0)
+            del g_c, g_den
+            vg = v[:, :, hs].permute(0, 2, 3, 1)  # [B, h, Hd, S]
+            gx, gk = _conv_backward(
+                _signal(k[:, :, hs], v[:, :, hs], S), dens[:, :, hs], g_y, ctx.chunk,
+                (need_k or need_v, need_d),
+            )  # fmt: skip
+            del g_y
+            if gx is not None:
+                if g_k is not None:  # sig = [k v, k]
+                    g_k[:, :, hs] = (gx[:, :, Hd] + (gx[:, :, :Hd] * vg).sum(2)).transpose(1, 2)
+                if g_v is not None and need_v:
+                    g_v[:, :, hs] += (
+                        gx[:, :, :Hd] * k[:, :, hs].transpose(1, 2)[:, :, None]
+                    ).permute(0, 3, 1, 2)
+            if g_d is not None and gk is not None:
+                g_d[:, :, hs] = gk
+        return g_k, (g_v if need_v else None), None, g_d, g_q, None, None
+
+
+def doubling_mix(
+    k: Tensor, v: Tensor, m: Tensor, dens: Tensor, q: Tensor | None, chunk: int, eps: float
+) -> Tensor:
+    """The doubling path's normalised (and gated, given q) mixing (see :class:`DoublingMix`)."""
+    return DoublingMix.apply(k, v, m, dens, q, chunk, eps)
