@@ -16,7 +16,9 @@ for the mixing) and composed of separate operations (``composed``: the same func
 ``lean_mix = False``, as the layer ran before the fused function).
 Time: median over ``repeats`` of one forward + backward of sum(output); memory: peak
 resident memory growth of a fresh child process per (method, length), since torch's CPU
-allocator has no peak counter. The cells of one length run back to back, so the ratios
+allocator has no peak counter (with ``--tensor-peak``, also the peak of the bytes held
+by tensors allocated in one more forward + backward, from the profiler's allocation
+events: the layer's own need, without what the C allocator keeps around it). The cells of one length run back to back, so the ratios
 WDA / SDPA compare runs made under the same machine load. ``--threads`` sets torch's
 intra-op threads of every cell (default: all cores); on a machine that other jobs keep
 busy, 1 thread avoids measuring how often an operation's threads wait for a core.
@@ -66,7 +68,7 @@ def _layer(method: str):
     return SDPA()
 
 
-def measure(method: str, length: int, repeats: int, threads: int) -> dict:
+def measure(method: str, length: int, repeats: int, threads: int, tensor_peak: bool) -> dict:
     """Run in a child process: time per forward+backward and peak RSS growth (MiB)."""
     import resource
 
@@ -84,7 +86,32 @@ def measure(method: str, length: int, repeats: int, threads: int) -> dict:
         layer.zero_grad(set_to_none=True)
         x.grad = None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"s": statistics.median(times[1:]), "peak_mib": (peak - base) / 1024}
+    res = {"s": statistics.median(times[1:]), "peak_mib": (peak - base) / 1024}
+    if tensor_peak:
+        res["tensor_mib"] = _tensor_peak(lambda: layer(x).sum().backward()) / 2**20
+    return res
+
+
+def _tensor_peak(step) -> int:
+    """Peak bytes of the tensors that ``step`` allocates and still holds at one time.
+
+    From the allocation events of torch's profiler (``profile_memory``): the layer's own
+    need, without what the C allocator keeps or maps around it (resident-set growth).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted(
+        (e.start_ns(), e.nbytes())
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]"
+    )
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
 
 
 NAMES = {
@@ -102,11 +129,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
     ap.add_argument("--methods", default=",".join(NAMES), help=f"among {','.join(NAMES)}")
+    ap.add_argument("--tensor-peak", action="store_true", help="also the profiler's tensor peak")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         method, length = args.child.split(":")
-        print(json.dumps(measure(method, int(length), args.repeats, args.threads)))
+        print(
+            json.dumps(measure(method, int(length), args.repeats, args.threads, args.tensor_peak))
+        )
         return
     lengths = [int(x) for x in args.lengths.split(",")]
     methods = [m for m in NAMES if m in args.methods.split(",")]
@@ -115,6 +145,8 @@ def main() -> None:
     names = [NAMES[m] for m in methods]
     head = ([f"{n} s" for n in names] + [f"{n} / SDPA" for n in names[1:]]
             + [f"{n} MiB" for n in names] + [f"{n} / SDPA MiB" for n in names[1:]])  # fmt: skip
+    if args.tensor_peak:
+        head += [f"{n} tensor MiB" for n in names] + [f"{n} / SDPA tensor" for n in names[1:]]
     print("\n| S | " + " | ".join(head) + " |")
     print("|---:" * (len(head) + 1) + "|")
     for s in lengths:
@@ -125,7 +157,8 @@ def main() -> None:
                 continue
             out = subprocess.run(
                 [sys.executable, __file__, "--child", f"{method}:{s}",
-                 "--repeats", str(args.repeats), "--threads", str(args.threads)],
+                 "--repeats", str(args.repeats), "--threads", str(args.threads),
+                 *(["--tensor-peak"] if args.tensor_peak else [])],
                 capture_output=True, text=True, timeout=3600,
             )  # fmt: skip
             if out.returncode != 0:
@@ -145,6 +178,9 @@ def main() -> None:
         cells = ([cell(r, "s", ".3f") for r in rows] + [ratio(r, "s") for r in rows[1:]]
                  + [cell(r, "peak_mib", ".0f") for r in rows]
                  + [ratio(r, "peak_mib") for r in rows[1:]])  # fmt: skip
+        if args.tensor_peak:
+            cells += [cell(r, "tensor_mib", ".0f") for r in rows]
+            cells += [ratio(r, "tensor_mib") for r in rows[1:]]
         print(f"| {s} | " + " | ".join(cells) + " |", flush=True)
     print(f"load at the end {os.getloadavg()[0]:.1f}")
 

@@ -28,6 +28,11 @@ The backward pass needs no causality of its own: for each routing chunk [s, e), 
 correlation of size >= 2e gives both grad sig_j = sum_{i in chunk} D_c(i - j) g_i and
 grad D_c(d) = sum_{i in chunk} <g_i, sig_{i-d}>, O(S log S) in all; only sig and the
 densities are kept for it (the spectra are recomputed, so memory stays O(S)).
+
+The layer runs the whole mixing (stacked signal, this convolution, normalisation, output
+gate) as one autograd function, :class:`DoublingMix`, one group of heads at a time: it
+keeps the convolution's output and recomputes the rest in the backward pass, so the
+doubling path holds fewer full-size activations than SDPA's fused attention.
 """
 
 from __future__ import annotations
