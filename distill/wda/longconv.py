@@ -136,7 +136,8 @@ def _conv_backward(
         if g_k is not None:
             # grad D_c(d) = sum_{i in [s, e)} <g_i, sig_{i-d}> = sum_t <sig_t, g'_{t + d - s}>
             f_x = torch.fft.rfft(xs[..., :e], n=n)
-            corr = torch.fft.irfft(torch.einsum("bhef,bhef->bhf", f_x.conj(), f_g), n=n)
+            # conj(f_x) f_g summed over channels, in f_x's storage (no conjugated copy)
+            corr = torch.fft.irfft(f_x.conj_physical_().mul_(f_g).sum(dim=2), n=n)
             del f_x
             d = min(e, L)
             g_k[:, c, :, : min(s, d)] += corr[..., n - s : n - s + min(s, d)]
