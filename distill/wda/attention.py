@@ -386,6 +386,7 @@ class WaveDensityAttention(nn.Module):
             bounds = list(zip(starts, [*starts[1:], S + 1], strict=True))
             chunk_sum = torch.stack([xm[:, s:e].sum(dim=1) for s, e in bounds], dim=1)
             chunk_cnt = torch.stack([mr[:, s:e].sum(dim=1) for s, e in bounds], dim=1)
+        del xm  # [B, S, D]: not needed past the chunk sums
         # exclusive prefix over chunks: sum_{c' < c} (sequential, as the decoder adds them)
         route_sum = torch.cat([chunk_sum.new_zeros(B, 1, D), chunk_sum.cumsum(1)[:, :-1]], 1)
         route_cnt = torch.cat([chunk_cnt.new_zeros(B, 1), chunk_cnt.cumsum(1)[:, :-1]], 1)
@@ -407,8 +408,9 @@ class WaveDensityAttention(nn.Module):
         if cfg.route_schedule == "doubling" and self.lean_mix:
             # one autograd function for the signal, convolution, normalisation and (without
             # the content branch) the output gate: it keeps one [B, S, H, Hd+1] tensor
-            if fq is None:
-                gated = doubling_mix(kr, vr, mr, dens, rel(q), R, EPS)
+            if fq is None:  # with the output projection when it runs in the working dtype
+                proj = (self.o_proj.weight, self.o_proj.bias) if x.dtype == work else (None, None)
+                gated = doubling_mix(kr, vr, mr, dens, rel(q), R, EPS, *proj)
             else:
                 ctx = doubling_mix(kr, vr, mr, dens, None, R, EPS)
         else:
@@ -431,10 +433,11 @@ class WaveDensityAttention(nn.Module):
             ctx = (1 - cfg.content_mix) * ctx + cfg.content_mix * content
 
         back = None if shift is None else ((pos - first[:, None]) % S).view(B, S, 1, 1)
-        if gated is not None:  # o_i = q_i ctx_i + (1 - q_i) v_i, already formed (pointwise)
+        if gated is not None:  # o = q ctx + (1 - q) v, already formed (pointwise), maybe projected
             if back is not None:  # back to the original frame
-                gated = gated.gather(1, back.expand_as(gated))
-            out = self.o_proj(gated.flatten(2).to(x.dtype))
+                idx = back.view(B, S, *([1] * (gated.dim() - 2)))
+                gated = gated.gather(1, idx.expand_as(gated))
+            out = gated if gated.dim() == 3 else self.o_proj(gated.flatten(2).to(x.dtype))
         else:
             if back is not None:  # back to the original frame
                 ctx = ctx.gather(1, back.expand_as(ctx))

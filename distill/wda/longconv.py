@@ -299,14 +299,17 @@ class DoublingMix(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, k: Tensor, v: Tensor, m: Tensor, dens: Tensor, q: Tensor | None, chunk: int,
-        eps: float,
+        ctx: Any, k: Tensor, v: Tensor, m: Tensor, dens: Tensor, q: Tensor | None,
+        weight: Tensor | None, bias: Tensor | None, chunk: int, eps: float,
     ) -> Tensor:  # fmt: skip
         B, S, H, Hd = v.shape
         P = _padded(S, chunk)
         ker = _kernels(dens, P, chunk)
         y = v.new_empty(B, H, Hd + 1, S)  # kept for the backward pass
-        out = torch.empty_like(v)
+        out = torch.empty_like(v) if weight is None else None
+        res = None  # the projected output, accumulated over head groups
+        if weight is not None:
+            res = v.new_zeros(B * S, weight.shape[0]) if bias is None else bias.repeat(B * S, 1)
         mt = m[:, None, None, :]
         for hs in _head_groups(H, B * (Hd + 1) * P):
             yg = _conv_forward(_signal(k[:, :, hs], v[:, :, hs], P), ker[:, :, hs], chunk)
@@ -314,20 +317,34 @@ class DoublingMix(torch.autograd.Function):
             del yg
             c = y[:, hs, :Hd] / (y[:, hs, Hd:].clamp_min(0) + eps) * mt  # [B, h, Hd, S]
             c = c.permute(0, 3, 1, 2)  # [B, S, h, Hd]
-            if q is None:
+            if q is None and out is not None:
                 out[:, :, hs] = c
-            else:
+            elif q is not None:
                 qg = q[:, :, hs, None]
-                out[:, :, hs] = qg * c + (1 - qg) * v[:, :, hs]
-        ctx.save_for_backward(k, v, m, dens, q, y)
+                o = qg * c + (1 - qg) * v[:, :, hs]
+                if res is not None and weight is not None:
+                    # the output projection too, one head group's columns at a time: its
+                    # input is never whole, and recomputed per group in the backward pass
+                    res.addmm_(o.reshape(B * S, -1), weight[:, hs.start * Hd : hs.stop * Hd].t())
+                elif out is not None:
+                    out[:, :, hs] = o
+                del o
+        ctx.save_for_backward(k, v, m, dens, q, y, weight)
         ctx.chunk, ctx.eps = chunk, eps
+        if res is not None:
+            return res.view(B, S, -1)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        k, v, m, dens, q, y = ctx.saved_tensors
+        k, v, m, dens, q, y, weight = ctx.saved_tensors
         B, S, H, Hd = v.shape
-        need_k, need_v, _, need_d, need_q = ctx.needs_input_grad[:5]
+        need_k, need_v, _, need_d, need_q, need_w, need_b = ctx.needs_input_grad[:7]
+        g2 = g_w = g_b = None
+        if weight is not None:  # grad is the projection's output gradient [B, S, D_out]
+            g2 = grad.reshape(B * S, -1)
+            g_w = torch.zeros_like(weight) if need_w else None
+            g_b = g2.sum(0) if need_b else None
         g_k = torch.zeros_like(k) if need_k else None
         g_v = torch.zeros_like(v) if need_v or (q is not None) else None
         g_q = torch.zeros_like(q) if (q is not None and need_q) else None
@@ -336,12 +353,22 @@ class DoublingMix(torch.autograd.Function):
         for hs in _head_groups(H, B * (Hd + 1) * S):
             num, den_raw = y[:, hs, :Hd], y[:, hs, Hd:]
             den = den_raw.clamp_min(0) + ctx.eps
-            g_c = grad[:, :, hs]  # [B, S, h, Hd]
+            if g2 is not None and weight is not None:  # through the output projection
+                h = hs.stop - hs.start
+                cols = slice(hs.start * Hd, hs.stop * Hd)
+                g_c = (g2 @ weight[:, cols]).view(B, S, h, Hd)
+            else:
+                g_c = grad[:, :, hs]  # [B, S, h, Hd]
             if q is not None:
                 qg = q[:, :, hs, None]
-                if g_q is not None:
+                if g_q is not None or g_w is not None:
                     c = (num / den * mt).permute(0, 3, 1, 2)
-                    g_q[:, :, hs] = (g_c * (c - v[:, :, hs])).sum(-1)
+                    if g_q is not None:
+                        g_q[:, :, hs] = (g_c * (c - v[:, :, hs])).sum(-1)
+                    if g_w is not None and g2 is not None:  # the projection's input, again
+                        o = (qg * c + (1 - qg) * v[:, :, hs]).reshape(B * S, -1)
+                        g_w[:, hs.start * Hd : hs.stop * Hd] = g2.t() @ o
+                        del o
                     del c
                 if g_v is not None:
                     g_v[:, :, hs] = (1 - qg) * g_c
@@ -368,11 +395,15 @@ class DoublingMix(torch.autograd.Function):
                     ).permute(0, 3, 1, 2)
             if g_d is not None and gk is not None:
                 g_d[:, :, hs] = gk
-        return g_k, (g_v if need_v else None), None, g_d, g_q, None, None
+        return g_k, (g_v if need_v else None), None, g_d, g_q, g_w, g_b, None, None
 
 
 def doubling_mix(
-    k: Tensor, v: Tensor, m: Tensor, dens: Tensor, q: Tensor | None, chunk: int, eps: float
-) -> Tensor:
-    """The doubling path's normalised (and gated, given q) mixing (see :class:`DoublingMix`)."""
-    return DoublingMix.apply(k, v, m, dens, q, chunk, eps)
+    k: Tensor, v: Tensor, m: Tensor, dens: Tensor, q: Tensor | None, chunk: int, eps: float,
+    weight: Tensor | None = None, bias: Tensor | None = None,
+) -> Tensor:  # fmt: skip
+    """The doubling path's normalised mixing, gated given q, then projected given a weight
+    (an output projection [D_out, H * Hd], with q only; see :class:`DoublingMix`)."""
+    if weight is not None and q is None:
+        raise ValueError("the output projection needs the gate q")
+    return DoublingMix.apply(k, v, m, dens, q, weight, bias, chunk, eps)
