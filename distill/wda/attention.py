@@ -42,9 +42,9 @@ Decisions (each one tested in ``tests/test_wda_attention.py``):
   original layer, cost ~ S^2 log S / R, see below); "doubling" cuts [0, R), [R, 2R),
   [2R, 4R), ..., so S tokens get 1 + ceil(log2(S / R)) decisions and the mixing is one
   exactly causal dyadic FFT convolution, O(S log S log(S / R)) time and O(S) memory
-  (``distill/wda/longconv.py`` has its derivation), computed with the normalisation and
-  output gate by one autograd function that keeps one [B, S, H, Hd+1] activation and
-  recomputes the rest (``lean_mix``; False composes the same function from separate
+  (``distill/wda/longconv.py`` has its derivation), computed with the normalisation,
+  output gate and projection by one autograd function that keeps one [B, S, H, Hd+1]
+  activation and recomputes the rest (``lean_mix``; False composes the same function from separate
   operations). Up to 3R tokens both schedules cut the same chunks; the WDAConfig
   default stays "fixed" so that saved students keep their function, while
   ``bbi distill wda`` defaults to "doubling" (docs/wda.md: measured).

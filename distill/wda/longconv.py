@@ -283,17 +283,20 @@ class DoublingMix(torch.autograd.Function):
     """The whole mixing of the doubling path in one function, lean in memory.
 
     From k [B, S, H] (0 on padding), v [B, S, H, Hd], the mask m [B, S], the kernels
-    dens [B, C, H, L] and optionally q [B, S, H]:
+    dens [B, C, H, L], optionally q [B, S, H] and, with q, an output projection
+    (weight [D_out, H Hd], bias [D_out] or None):
 
         y = DoublingConv([k v, k], dens)   ctx_i = m_i y_i[:Hd] / (max(y_i[Hd], 0) + eps)
         out = q ctx + (1 - q) v            (out = ctx when q is None)
+        result = out W^T + b               (result = out without a weight)
 
-    Composed of separate operations, autograd keeps about a dozen [B, S, H, Hd+1]
-    tensors (the stacked signal, the convolution, its normalised and gated forms, each
-    product's operands). This function keeps only y (and its inputs, which the layer
-    holds anyway) and works one group of heads at a time, so every temporary is the size
-    of a head group: the signal is rebuilt from k and v in the backward pass, and the
-    context from y. The result and its gradients equal the composed operations' up to
+    Composed of separate operations, autograd keeps the stacked signal, y, the context and
+    each product's operands, and the backward pass makes full-size gradients of each.
+    This function keeps only y (and its inputs, which the layer holds anyway) and works
+    one group of heads at a time, so every temporary is the size of a head group: the
+    signal is rebuilt from k and v in the backward pass, the context from y, and the
+    projection's input (never whole: the projection sums the head groups' columns in
+    turn) from both. The result and its gradients equal the composed operations' up to
     round-off (tested).
     """
 
