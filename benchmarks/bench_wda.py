@@ -1,7 +1,7 @@
 """WDA attention vs the teacher's SDPA attention: forward + backward time and peak memory.
 
 Run: python benchmarks/bench_wda.py [--lengths 256,1024,4096,8192,16384] [--repeats 3]
-                                    [--fixed-max 4096]
+                                    [--fixed-max 4096] [--threads N] [--methods ...]
 
 One attention layer at SmolLM2-135M's size (hidden 576, 9 heads, head dim 64), batch 1,
 fp32 on the CPU, side by side in one run: SDPA is
@@ -10,11 +10,18 @@ Llama layer calls) plus the q/k/v/o projections; WDA is
 ``distill.wda.attention.WaveDensityAttention`` at the default settings (24 masks x 8
 waves, top-4 routing, 64-token routing chunks) with each routing schedule: ``fixed``
 (a decision every 64 tokens, cost ~ S^2 log S / 64; skipped above ``--fixed-max``, it
-needs ~10 GiB at 8k) and ``doubling`` (chunks 64, 128, 256, ...: the long-context path).
+needs ~10 GiB at 8k) and ``doubling`` (chunks 64, 128, 256, ...: the long-context path),
+the latter both as the layer runs it (``doubling``: one memory-lean autograd function
+for the mixing) and composed of separate operations (``composed``: the same function,
+``lean_mix = False``, as the layer ran before the fused function).
 Time: median over ``repeats`` of one forward + backward of sum(output); memory: peak
 resident memory growth of a fresh child process per (method, length), since torch's CPU
-allocator has no peak counter. The cells of one length run back to back, so the ratios
-WDA / SDPA compare runs made under the same machine load.
+allocator has no peak counter (with ``--tensor-peak``, also the peak of the bytes held
+by tensors allocated in one more forward + backward, from the profiler's allocation
+events: the layer's own need, without what the C allocator keeps around it). The cells of one length run back to back, so the ratios
+WDA / SDPA compare runs made under the same machine load. ``--threads`` sets torch's
+intra-op threads of every cell (default: all cores); on a machine that other jobs keep
+busy, 1 thread avoids measuring how often an operation's threads wait for a core.
 """
 
 from __future__ import annotations
@@ -41,8 +48,10 @@ def _layer(method: str):
     if method.startswith("wda"):
         from distill.wda.attention import WaveDensityAttention, WDAConfig
 
-        schedule = method.split("-", 1)[1]
-        return WaveDensityAttention(WDAConfig(hidden_size=D, num_heads=H, route_schedule=schedule))
+        schedule = "fixed" if method == "wda-fixed" else "doubling"
+        layer = WaveDensityAttention(WDAConfig(hidden_size=D, num_heads=H, route_schedule=schedule))
+        layer.lean_mix = method != "wda-composed"
+        return layer
 
     class SDPA(torch.nn.Module):
         def __init__(self) -> None:
@@ -59,13 +68,13 @@ def _layer(method: str):
     return SDPA()
 
 
-def measure(method: str, length: int, repeats: int) -> dict:
+def measure(method: str, length: int, repeats: int, threads: int, tensor_peak: bool) -> dict:
     """Run in a child process: time per forward+backward and peak RSS growth (MiB)."""
     import resource
 
     import torch
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(threads)
     layer = _layer(method)
     x = torch.randn(1, length, D, requires_grad=True)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -77,7 +86,40 @@ def measure(method: str, length: int, repeats: int) -> dict:
         layer.zero_grad(set_to_none=True)
         x.grad = None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"s": statistics.median(times[1:]), "peak_mib": (peak - base) / 1024}
+    res = {"s": statistics.median(times[1:]), "peak_mib": (peak - base) / 1024}
+    if tensor_peak:
+        res["tensor_mib"] = _tensor_peak(lambda: layer(x).sum().backward()) / 2**20
+    return res
+
+
+def _tensor_peak(step) -> int:
+    """Peak bytes of the tensors that ``step`` allocates and still holds at one time.
+
+    From the allocation events of torch's profiler (``profile_memory``): the layer's own
+    need, without what the C allocator keeps or maps around it (resident-set growth).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted(
+        (e.start_ns(), e.nbytes())
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]"
+    )
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+NAMES = {
+    "sdpa": "SDPA",
+    "wda-fixed": "fixed",
+    "wda-composed": "composed",
+    "wda-doubling": "doubling",
+}
 
 
 def main() -> None:
@@ -85,27 +127,38 @@ def main() -> None:
     ap.add_argument("--lengths", default="256,1024,4096,8192,16384")
     ap.add_argument("--fixed-max", type=int, default=4096, help="longest S for WDA fixed")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
+    ap.add_argument("--methods", default=",".join(NAMES), help=f"among {','.join(NAMES)}")
+    ap.add_argument("--tensor-peak", action="store_true", help="also the profiler's tensor peak")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         method, length = args.child.split(":")
-        print(json.dumps(measure(method, int(length), args.repeats)))
+        print(
+            json.dumps(measure(method, int(length), args.repeats, args.threads, args.tensor_peak))
+        )
         return
     lengths = [int(x) for x in args.lengths.split(",")]
-    print(f"python {platform.python_version()}, cpus {os.cpu_count()}, "
+    methods = [m for m in NAMES if m in args.methods.split(",")]
+    print(f"python {platform.python_version()}, cpus {os.cpu_count()}, threads {args.threads}, "
           f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
-    print("\n| S | SDPA s | WDA fixed s | WDA doubling s | fixed / SDPA | doubling / SDPA | "
-          "SDPA MiB | fixed MiB | doubling MiB | doubling / SDPA MiB |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    names = [NAMES[m] for m in methods]
+    head = ([f"{n} s" for n in names] + [f"{n} / SDPA" for n in names[1:]]
+            + [f"{n} MiB" for n in names] + [f"{n} / SDPA MiB" for n in names[1:]])  # fmt: skip
+    if args.tensor_peak:
+        head += [f"{n} tensor MiB" for n in names] + [f"{n} / SDPA tensor" for n in names[1:]]
+    print("\n| S | " + " | ".join(head) + " |")
+    print("|---:" * (len(head) + 1) + "|")
     for s in lengths:
         res: dict[str, dict | None] = {}
-        for method in ("sdpa", "wda-fixed", "wda-doubling"):
+        for method in methods:
             if method == "wda-fixed" and s > args.fixed_max:
                 res[method] = None
                 continue
             out = subprocess.run(
                 [sys.executable, __file__, "--child", f"{method}:{s}",
-                 "--repeats", str(args.repeats)],
+                 "--repeats", str(args.repeats), "--threads", str(args.threads),
+                 *(["--tensor-peak"] if args.tensor_peak else [])],
                 capture_output=True, text=True, timeout=3600,
             )  # fmt: skip
             if out.returncode != 0:
@@ -113,7 +166,7 @@ def main() -> None:
                 print(f"{method} S={s} failed: {out.stderr.strip().splitlines()[-1:]}")
                 continue
             res[method] = json.loads(out.stdout.strip().splitlines()[-1])
-        a, f, d = res["sdpa"], res["wda-fixed"], res["wda-doubling"]
+        a = res.get("sdpa")
 
         def cell(r: dict | None, key: str, fmt: str) -> str:
             return format(r[key], fmt) if r else "-"
@@ -121,10 +174,14 @@ def main() -> None:
         def ratio(r: dict | None, key: str, a: dict | None = a) -> str:
             return f"{r[key] / a[key]:.2f}" if r and a else "-"
 
-        print(f"| {s} | {cell(a, 's', '.3f')} | {cell(f, 's', '.3f')} | {cell(d, 's', '.3f')} | "
-              f"{ratio(f, 's')} | {ratio(d, 's')} | {cell(a, 'peak_mib', '.0f')} | "
-              f"{cell(f, 'peak_mib', '.0f')} | {cell(d, 'peak_mib', '.0f')} | "
-              f"{ratio(d, 'peak_mib')} |", flush=True)  # fmt: skip
+        rows = [res[m] for m in methods]
+        cells = ([cell(r, "s", ".3f") for r in rows] + [ratio(r, "s") for r in rows[1:]]
+                 + [cell(r, "peak_mib", ".0f") for r in rows]
+                 + [ratio(r, "peak_mib") for r in rows[1:]])  # fmt: skip
+        if args.tensor_peak:
+            cells += [cell(r, "tensor_mib", ".0f") for r in rows]
+            cells += [ratio(r, "tensor_mib") for r in rows[1:]]
+        print(f"| {s} | " + " | ".join(cells) + " |", flush=True)
     print(f"load at the end {os.getloadavg()[0]:.1f}")
 
 

@@ -1,6 +1,7 @@
 """WDA routing schedules compared on quality: held-out CE after the same steps.
 
 Run: python benchmarks/bench_wda_quality.py [--out DIR] [--seeds 0,1] [--items 40]
+                                            [--variants fixed,doubling,composed]
 
 Builds the micro zoo in a private cache (BBI_CACHE_DIR under --out), lets its teacher answer
 the tests' synthetic corpus (``tests/conftest.py``'s builder, ``--items`` per category,
@@ -10,7 +11,10 @@ the teacher-free student's held-out cross-entropy after every phase. The micro t
 texts are 13-45 tokens (median 20), so the routing chunks are 4 tokens: a 20-token text
 gets 5 routing decisions from ``fixed`` and 4 from ``doubling`` ([0,4), [4,8), [8,16),
 [16,32)), a 45-token text 12 and 5. (With the default 64-token chunks the two schedules
-are the same function up to 192 tokens.)
+are the same function up to 192 tokens.) ``composed`` is ``doubling`` with the mixing
+composed of separate operations (``WaveDensityAttention.lean_mix = False``) instead of the
+layer's memory-lean autograd function: the same function, so any difference is round-off
+carried through training.
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 ARGS = ["--masks", "8", "--waves", "4", "--top-k", "2", "--route-chunk", "4",
         "--max-length", "64", "--batch-size", "8", "--lr", "3e-3", "--bursts", "2.0,1.0",
         "--no-progress"]  # fmt: skip
+
+
+# `bbi` with the doubling path's mixing lean (the layer's default) or composed
+LAUNCH = (
+    "import runpy, sys; from distill.wda.attention import WaveDensityAttention; "
+    "WaveDensityAttention.lean_mix = {lean}; sys.argv[0] = 'bbi'; "
+    "runpy.run_module('bbi.app.cli', run_name='__main__')"
+)
 
 
 def teacher_run(out: Path, items: int) -> Path:
@@ -50,6 +62,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/bench_wda_quality"))
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--items", type=int, default=40)
+    ap.add_argument("--variants", default="fixed,doubling", help="of fixed,doubling,composed")
     args = ap.parse_args()
     out = args.out.resolve()
     os.environ["BBI_CACHE_DIR"] = str(out / "cache")
@@ -59,23 +72,30 @@ def main() -> None:
         shutil.rmtree(base, ignore_errors=True)
         teacher_run(out, args.items)
     rows: dict[str, dict[str, list[float]]] = {}
+    variants = args.variants.split(",")
+    if not set(variants) <= {"fixed", "doubling", "composed"}:
+        raise SystemExit(f"--variants: among fixed, doubling, composed, not {args.variants}")
     for seed in args.seeds.split(","):
-        for schedule in ("fixed", "doubling"):
-            run = out / f"{schedule}-{seed}"
+        for variant in variants:
+            run = out / f"{variant}-{seed}"
             shutil.rmtree(run, ignore_errors=True)
             shutil.copytree(base, run)
-            cmd = [sys.executable, "-m", "bbi.app.cli", "distill", "wda", str(run), *ARGS,
-                   "--route-schedule", schedule, "--seed", seed]  # fmt: skip
+            schedule = "fixed" if variant == "fixed" else "doubling"
+            argv = ["distill", "wda", str(run), *ARGS, "--route-schedule", schedule,
+                    "--seed", seed]  # fmt: skip
+            cmd = [sys.executable, "-c", LAUNCH.format(lean=variant != "composed"), *argv]
             subprocess.run(cmd, check=True, cwd=ROOT, env=os.environ.copy())
             res = json.loads((run / "results.json").read_text())["distill"]["student_wda"]
             for ph in res["phases"]:
-                rows.setdefault(ph["phase"], {}).setdefault(schedule, []).append(ph["ce"])
-    print("\n| after | held-out CE, fixed | held-out CE, doubling | doubling - fixed |")
-    print("|---|---:|---:|---:|")
+                rows.setdefault(ph["phase"], {}).setdefault(variant, []).append(ph["ce"])
+    first = variants[0]
+    print("\n| after | " + " | ".join(f"held-out CE, {v}" for v in variants) + " | "
+          + " | ".join(f"{v} - {first}" for v in variants[1:]) + " |")  # fmt: skip
+    print("|---|" + "---:|" * (2 * len(variants) - 1))
     for phase, by in rows.items():
-        f, d = by.get("fixed", []), by.get("doubling", [])
-        mf, md = sum(f) / len(f), sum(d) / len(d)
-        print(f"| {phase} | {mf:.3f} | {md:.3f} | {md - mf:+.3f} |")
+        means = [sum(by[v]) / len(by[v]) for v in variants]
+        cells = [f"{m:.3f}" for m in means] + [f"{m - means[0]:+.3f}" for m in means[1:]]
+        print(f"| {phase} | " + " | ".join(cells) + " |")
     print(f"(mean over seeds {args.seeds})")
 
 

@@ -42,9 +42,12 @@ Decisions (each one tested in ``tests/test_wda_attention.py``):
   original layer, cost ~ S^2 log S / R, see below); "doubling" cuts [0, R), [R, 2R),
   [2R, 4R), ..., so S tokens get 1 + ceil(log2(S / R)) decisions and the mixing is one
   exactly causal dyadic FFT convolution, O(S log S log(S / R)) time and O(S) memory
-  (``distill/wda/longconv.py`` has its derivation). Up to 3R tokens both schedules cut the
-  same chunks; the WDAConfig default stays "fixed" so that saved students keep their
-  function, while ``bbi distill wda`` defaults to "doubling" (docs/wda.md: measured).
+  (``distill/wda/longconv.py`` has its derivation), computed with the normalisation,
+  output gate and projection by one autograd function that keeps one [B, S, H, Hd+1]
+  activation and recomputes the rest (``lean_mix``; False composes the same function from separate
+  operations). Up to 3R tokens both schedules cut the same chunks; the WDAConfig
+  default stays "fixed" so that saved students keep their function, while
+  ``bbi distill wda`` defaults to "doubling" (docs/wda.md: measured).
 - Mixing, per head: k_j = sigmoid(W_k x_j), q_i = sigmoid(W_q x_i) (one scalar per head,
   biased), v_j = W_v x_j, and
       ctx_i = sum_{j<=i} D(i-j) k_j v_j / (sum_{j<=i} D(i-j) k_j + 1e-8).
@@ -104,6 +107,7 @@ from distill.wda.longconv import (
     doubling_boundary,
     doubling_chunk_of,
     doubling_conv,
+    doubling_mix,
     doubling_starts,
     wave_bank,
 )
@@ -191,6 +195,10 @@ def triangle(x: Tensor) -> Tensor:
 
 class WaveDensityAttention(nn.Module):
     """Causal WDA layer: x [B, S, D] -> [B, S, D] (optionally with a decoding cache)."""
+
+    # the doubling path's mixing as one memory-lean autograd function (longconv.DoublingMix);
+    # False composes it from separate operations (the same function, more activations kept)
+    lean_mix: bool = True
 
     def __init__(self, config: WDAConfig) -> None:
         super().__init__()
@@ -378,6 +386,7 @@ class WaveDensityAttention(nn.Module):
             bounds = list(zip(starts, [*starts[1:], S + 1], strict=True))
             chunk_sum = torch.stack([xm[:, s:e].sum(dim=1) for s, e in bounds], dim=1)
             chunk_cnt = torch.stack([mr[:, s:e].sum(dim=1) for s, e in bounds], dim=1)
+        del xm  # [B, S, D]: not needed past the chunk sums
         # exclusive prefix over chunks: sum_{c' < c} (sequential, as the decoder adds them)
         route_sum = torch.cat([chunk_sum.new_zeros(B, 1, D), chunk_sum.cumsum(1)[:, :-1]], 1)
         route_cnt = torch.cat([chunk_cnt.new_zeros(B, 1), chunk_cnt.cumsum(1)[:, :-1]], 1)
@@ -389,17 +398,29 @@ class WaveDensityAttention(nn.Module):
 
         # ctx_i = sum_{j<=i} D_c(i-j) k_j v_j / (sum_{j<=i} D_c(i-j) k_j + eps), c = chunk(i),
         # on the stacked signal [k_j v_j, k_j]
-        sig = torch.cat([kr[..., None] * vr, kr[..., None]], dim=-1)  # [B, S, H, Hd+1]
+        gated = None  # the output gate's result, when the mixing function applies it
         if cfg.route_schedule == "doubling":
             # one kernel per doubling chunk, an exactly causal dyadic FFT convolution
             dist = torch.arange(S, device=x.device)
             bank = self.wave_masks_lean(dist, work)
             dens = self.density(bank, idx[:, :C].flatten(0, 1), val[:, :C].flatten(0, 1), dist)
-            y = doubling_conv(sig, dens.view(B, C, H, S), R)
+            dens = dens.view(B, C, H, S)
+        if cfg.route_schedule == "doubling" and self.lean_mix:
+            # one autograd function for the signal, convolution, normalisation and (without
+            # the content branch) the output gate: it keeps one [B, S, H, Hd+1] tensor
+            if fq is None:  # with the output projection when it runs in the working dtype
+                proj = (self.o_proj.weight, self.o_proj.bias) if x.dtype == work else (None, None)
+                gated = doubling_mix(kr, vr, mr, dens, rel(q), R, EPS, *proj)
+            else:
+                ctx = doubling_mix(kr, vr, mr, dens, None, R, EPS)
         else:
-            y, bank = self._mix_fixed(sig, idx[:, :C], val[:, :C])
-        ctx = y[..., :Hd] / (y[..., Hd:].clamp_min(0) + EPS)
-        ctx = ctx * mr[..., None, None]
+            sig = torch.cat([kr[..., None] * vr, kr[..., None]], dim=-1)  # [B, S, H, Hd+1]
+            if cfg.route_schedule == "doubling":
+                y = doubling_conv(sig, dens, R)
+            else:
+                y, bank = self._mix_fixed(sig, idx[:, :C], val[:, :C])
+            ctx = y[..., :Hd] / (y[..., Hd:].clamp_min(0) + EPS)
+            ctx = ctx * mr[..., None, None]
 
         skv = sk = None
         if fq is not None and fk is not None:  # rank-r causal linear attention
@@ -411,9 +432,16 @@ class WaveDensityAttention(nn.Module):
             content = num / (den[..., None] + EPS) * mr[..., None, None]
             ctx = (1 - cfg.content_mix) * ctx + cfg.content_mix * content
 
-        if shift is not None:  # back to the original frame
-            ctx = ctx.gather(1, ((pos - first[:, None]) % S).view(B, S, 1, 1).expand_as(ctx))
-        out = self._output(x, q, ctx, v)
+        back = None if shift is None else ((pos - first[:, None]) % S).view(B, S, 1, 1)
+        if gated is not None:  # o = q ctx + (1 - q) v, already formed (pointwise), maybe projected
+            if back is not None:  # back to the original frame
+                idx = back.view(B, S, *([1] * (gated.dim() - 2)))
+                gated = gated.gather(1, idx.expand_as(gated))
+            out = gated if gated.dim() == 3 else self.o_proj(gated.flatten(2).to(x.dtype))
+        else:
+            if back is not None:  # back to the original frame
+                ctx = ctx.gather(1, back.expand_as(ctx))
+            out = self._output(x, q, ctx, v)
         if not build_cache:
             return out, None
 

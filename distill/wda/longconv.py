@@ -28,6 +28,11 @@ The backward pass needs no causality of its own: for each routing chunk [s, e), 
 correlation of size >= 2e gives both grad sig_j = sum_{i in chunk} D_c(i - j) g_i and
 grad D_c(d) = sum_{i in chunk} <g_i, sig_{i-d}>, O(S log S) in all; only sig and the
 densities are kept for it (the spectra are recomputed, so memory stays O(S)).
+
+The layer runs the whole mixing (stacked signal, this convolution, normalisation, output
+gate) as one autograd function, :class:`DoublingMix`, one group of heads at a time: it
+keeps the convolution's output and recomputes the rest in the backward pass, so the
+doubling path holds fewer full-size activations than SDPA's fused attention.
 """
 
 from __future__ import annotations
@@ -131,7 +136,8 @@ def _conv_backward(
         if g_k is not None:
             # grad D_c(d) = sum_{i in [s, e)} <g_i, sig_{i-d}> = sum_t <sig_t, g'_{t + d - s}>
             f_x = torch.fft.rfft(xs[..., :e], n=n)
-            corr = torch.fft.irfft(torch.einsum("bhef,bhef->bhf", f_x.conj(), f_g), n=n)
+            # conj(f_x) f_g summed over channels, in f_x's storage (no conjugated copy)
+            corr = torch.fft.irfft(f_x.conj_physical_().mul_(f_g).sum(dim=2), n=n)
             del f_x
             d = min(e, L)
             g_k[:, c, :, : min(s, d)] += corr[..., n - s : n - s + min(s, d)]
@@ -252,3 +258,155 @@ def wave_bank(freqs: Tensor, amps: Tensor, phases: Tensor, feats: Tensor, kernel
 def doubling_conv(sig: Tensor, dens: Tensor, chunk: int) -> Tensor:
     """Causal mixing over doubling routing chunks (see :class:`DoublingConv`)."""
     return DoublingConv.apply(sig, dens, chunk)
+
+
+def _signal(k: Tensor, v: Tensor, length: int) -> Tensor:
+    """The stacked signal [k_j v_j, k_j] of k [B, S, h], v [B, S, h, Hd] as [B, h, Hd+1, length]."""
+    B, S, h, Hd = v.shape
+    xs = v.new_zeros(B, h, Hd + 1, length)
+    torch.mul(k.permute(0, 2, 1)[:, :, None], v.permute(0, 2, 3, 1), out=xs[:, :, :Hd, :S])
+    xs[:, :, Hd, :S] = k.permute(0, 2, 1)
+    return xs
+
+
+def _kernels(dens: Tensor, P: int, chunk: int) -> Tensor:
+    """dens [B, C, H, L] padded or cut to P distances, with a kernel for every chunk below P."""
+    L = dens.shape[-1]
+    ker = torch.nn.functional.pad(dens, (0, P - L)) if L < P else dens[..., :P]
+    extra = len(doubling_starts(P - 1, chunk)) - ker.shape[1]
+    if extra > 0:  # chunks past S: never read
+        ker = torch.cat([ker, ker[:, -1:].expand(-1, extra, -1, -1)], dim=1)
+    return ker
+
+
+class DoublingMix(torch.autograd.Function):
+    """The whole mixing of the doubling path in one function, lean in memory.
+
+    From k [B, S, H] (0 on padding), v [B, S, H, Hd], the mask m [B, S], the kernels
+    dens [B, C, H, L], optionally q [B, S, H] and, with q, an output projection
+    (weight [D_out, H Hd], bias [D_out] or None):
+
+        y = DoublingConv([k v, k], dens)   ctx_i = m_i y_i[:Hd] / (max(y_i[Hd], 0) + eps)
+        out = q ctx + (1 - q) v            (out = ctx when q is None)
+        result = out W^T + b               (result = out without a weight)
+
+    Composed of separate operations, autograd keeps the stacked signal, y, the context and
+    each product's operands, and the backward pass makes full-size gradients of each.
+    This function keeps only y (and its inputs, which the layer holds anyway) and works
+    one group of heads at a time, so every temporary is the size of a head group: the
+    signal is rebuilt from k and v in the backward pass, the context from y, and the
+    projection's input (never whole: the projection sums the head groups' columns in
+    turn) from both. The result and its gradients equal the composed operations' up to
+    round-off (tested).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, k: Tensor, v: Tensor, m: Tensor, dens: Tensor, q: Tensor | None,
+        weight: Tensor | None, bias: Tensor | None, chunk: int, eps: float,
+    ) -> Tensor:  # fmt: skip
+        B, S, H, Hd = v.shape
+        P = _padded(S, chunk)
+        ker = _kernels(dens, P, chunk)
+        y = v.new_empty(B, H, Hd + 1, S)  # kept for the backward pass
+        out = torch.empty_like(v) if weight is None else None
+        res = None  # the projected output, accumulated over head groups
+        if weight is not None:
+            res = v.new_zeros(B * S, weight.shape[0]) if bias is None else bias.repeat(B * S, 1)
+        mt = m[:, None, None, :]
+        for hs in _head_groups(H, B * (Hd + 1) * P):
+            yg = _conv_forward(_signal(k[:, :, hs], v[:, :, hs], P), ker[:, :, hs], chunk)
+            y[:, hs] = yg[..., :S]
+            del yg
+            c = y[:, hs, :Hd] / (y[:, hs, Hd:].clamp_min(0) + eps) * mt  # [B, h, Hd, S]
+            c = c.permute(0, 3, 1, 2)  # [B, S, h, Hd]
+            if q is None and out is not None:
+                out[:, :, hs] = c
+            elif q is not None:
+                qg = q[:, :, hs, None]
+                o = qg * c + (1 - qg) * v[:, :, hs]
+                if res is not None and weight is not None:
+                    # the output projection too, one head group's columns at a time: its
+                    # input is never whole, and recomputed per group in the backward pass
+                    res.addmm_(o.reshape(B * S, -1), weight[:, hs.start * Hd : hs.stop * Hd].t())
+                elif out is not None:
+                    out[:, :, hs] = o
+                del o
+        ctx.save_for_backward(k, v, m, dens, q, y, weight)
+        ctx.chunk, ctx.eps = chunk, eps
+        if res is not None:
+            return res.view(B, S, -1)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        k, v, m, dens, q, y, weight = ctx.saved_tensors
+        B, S, H, Hd = v.shape
+        need_k, need_v, _, need_d, need_q, need_w, need_b = ctx.needs_input_grad[:7]
+        g2 = g_w = g_b = None
+        if weight is not None:  # grad is the projection's output gradient [B, S, D_out]
+            g2 = grad.reshape(B * S, -1)
+            g_w = torch.zeros_like(weight) if need_w else None
+            g_b = g2.sum(0) if need_b else None
+        g_k = torch.zeros_like(k) if need_k else None
+        g_v = torch.zeros_like(v) if need_v or (q is not None) else None
+        g_q = torch.zeros_like(q) if (q is not None and need_q) else None
+        g_d = torch.zeros_like(dens) if need_d else None
+        mt = m[:, None, None, :]
+        for hs in _head_groups(H, B * (Hd + 1) * S):
+            num, den_raw = y[:, hs, :Hd], y[:, hs, Hd:]
+            den = den_raw.clamp_min(0) + ctx.eps
+            if g2 is not None and weight is not None:  # through the output projection
+                h = hs.stop - hs.start
+                cols = slice(hs.start * Hd, hs.stop * Hd)
+                g_c = (g2 @ weight[:, cols]).view(B, S, h, Hd)
+            else:
+                g_c = grad[:, :, hs]  # [B, S, h, Hd]
+            if q is not None:
+                qg = q[:, :, hs, None]
+                if g_q is not None or g_w is not None:
+                    c = (num / den * mt).permute(0, 3, 1, 2)
+                    if g_q is not None:
+                        g_q[:, :, hs] = (g_c * (c - v[:, :, hs])).sum(-1)
+                    if g_w is not None and g2 is not None:  # the projection's input, again
+                        o = (qg * c + (1 - qg) * v[:, :, hs]).reshape(B * S, -1)
+                        g_w[:, hs.start * Hd : hs.stop * Hd] = g2.t() @ o
+                        del o
+                    del c
+                if g_v is not None:
+                    g_v[:, :, hs] = (1 - qg) * g_c
+                g_c = qg * g_c
+            g_c = g_c.permute(0, 2, 3, 1) * mt  # [B, h, Hd, S]
+            # ctx = num / den: d/dnum = 1 / den, d/dden = -num / den^2 (0 where clamped)
+            g_y = torch.empty_like(y[:, hs])
+            torch.div(g_c, den, out=g_y[:, :, :Hd])
+            g_den = (g_c * num).sum(2, keepdim=True).div_(den * den).neg_()
+            g_y[:, :, Hd:] = g_den.masked_fill_(den_raw < 0, 0)
+            del g_c, g_den
+            vg = v[:, :, hs].permute(0, 2, 3, 1)  # [B, h, Hd, S]
+            gx, gk = _conv_backward(
+                _signal(k[:, :, hs], v[:, :, hs], S), dens[:, :, hs], g_y, ctx.chunk,
+                (need_k or need_v, need_d),
+            )  # fmt: skip
+            del g_y
+            if gx is not None:
+                if g_k is not None:  # sig = [k v, k]
+                    g_k[:, :, hs] = (gx[:, :, Hd] + (gx[:, :, :Hd] * vg).sum(2)).transpose(1, 2)
+                if g_v is not None and need_v:
+                    g_v[:, :, hs] += (
+                        gx[:, :, :Hd] * k[:, :, hs].transpose(1, 2)[:, :, None]
+                    ).permute(0, 3, 1, 2)
+            if g_d is not None and gk is not None:
+                g_d[:, :, hs] = gk
+        return g_k, (g_v if need_v else None), None, g_d, g_q, g_w, g_b, None, None
+
+
+def doubling_mix(
+    k: Tensor, v: Tensor, m: Tensor, dens: Tensor, q: Tensor | None, chunk: int, eps: float,
+    weight: Tensor | None = None, bias: Tensor | None = None,
+) -> Tensor:  # fmt: skip
+    """The doubling path's normalised mixing, gated given q, then projected given a weight
+    (an output projection [D_out, H * Hd], with q only; see :class:`DoublingMix`)."""
+    if weight is not None and q is None:
+        raise ValueError("the output projection needs the gate q")
+    return DoublingMix.apply(k, v, m, dens, q, weight, bias, chunk, eps)
