@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 
 from bbi.config import BirdSettings
 from bbi.errors import BbiError
+from bbi.refusal import is_refusal
 from bbi.runstore import RunDir, check_alias
 from distill.cka import linear_cka
 from distill.data import Collator, DistillDataset, encode_prompt
@@ -65,17 +66,8 @@ HIGHER_IS_BETTER = {
     "balanced_accuracy": True,
     "guided_cka": True,
 }
-# A response refuses when it opens like the suite's refusals do ("I can't help with ...").
-REFUSAL_OPENERS = ("icant", "icannot", "iwont", "iwillnot", "imsorry", "sorry", "imnotable")
-
 Behaviour = Callable[..., list[dict]]
 """(groups, n, seed, exclude=set) -> [{prompt, target, label: refuse|comply, group}]"""
-
-
-def is_refusal(text: str) -> bool:
-    """Whether a response opens with a refusal (letters only, so tokenizer spacing and
-    apostrophes do not matter)."""
-    return re.sub(r"[^a-z]", "", text.lower()[:40]).startswith(REFUSAL_OPENERS)
 
 
 def split_groups(groups: list[str], settings: BirdSettings) -> dict[str, list[str]]:
