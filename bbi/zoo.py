@@ -53,7 +53,6 @@ ZOO_VERSION = "v1"
 # Zoo models made from the SmolLM2 GGUF file rather than trained here (bbi/smollm2.py).
 SMOLLM2_MODELS = tuple(smollm2.MODELS)
 ZOO_MODELS_BUILT = ("teacher", "student")  # what a zoo.json records
-
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 
