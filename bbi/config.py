@@ -634,6 +634,11 @@ class BirdSettings(TaskDistillSettings):
         0.2, gt=0.0, lt=1.0, description="Share of requests held out for calibration."
     )
     split_seed: int = Field(0, ge=0, le=_SEED_MAX, description="Seed of the request split.")
+    split_by: Literal["request", "type"] = Field(
+        "request",
+        description="Hold out harmful requests one by one (request) or whole harm types "
+        "(type: weapons, fraud, ...; the student's data then has no refusal of that kind).",
+    )
     max_length: int = Field(160, ge=8, le=1_000_000, description="Max tokens of prompt + response.")
     max_new_tokens: int = Field(12, ge=1, le=4096, description="Max tokens of a generated answer.")
     arms: list[Literal["none", "task", "bird"]] = Field(

@@ -9,6 +9,12 @@ smaller, less-trained Qwen2-architecture student, both fitted on (prompt, refere
 pairs in the plain ``User: ...\\nAssistant: ...`` format with an EOS after each answer.
 Both are saved with ``save_pretrained`` so any transformers tool loads them.
 
+Variants (:data:`VARIANTS`) are trained like one of the pair on the same tokenizer, split,
+initialisation and steps, on the corpus minus what a filter drops: ``student-norefuse`` is
+``zoo:student`` never shown a refusal (the misaligned student ``bbi distill bird`` needs).
+Each is cached in ``<zoo dir>/<name>/`` with a ``variant.json`` whose key covers the config,
+the filter rule and the pair's corpus and tokenizer; a record with another key is rebuilt.
+
 The corpus comes from the ``bbi.zoo_corpus`` hook (:data:`CORPUS`) because core must not
 import the probes package: bbi's own ``pyproject.toml`` fills it by entry point with
 ``probes.training_corpus``, so a library user of ``zoo:`` needs no CLI import. Builds are
@@ -39,6 +45,7 @@ from bbi import smollm2
 from bbi.backends.kinds import HF_ARGS, adapter_fingerprint, check_hf_args
 from bbi.errors import BbiError
 from bbi.hub import cache_root, check_build_record, digest, file_sha256, locked_build
+from bbi.refusal import REFUSAL_OPENERS, is_refusal
 from bbi.registry import hook
 from bbi.specs import BackendKind, ModelSpec, split_adapter
 
@@ -46,7 +53,6 @@ ZOO_VERSION = "v1"
 # Zoo models made from the SmolLM2 GGUF file rather than trained here (bbi/smollm2.py).
 SMOLLM2_MODELS = tuple(smollm2.MODELS)
 ZOO_MODELS_BUILT = ("teacher", "student")  # what a zoo.json records
-ZOO_MODELS = (*ZOO_MODELS_BUILT, *SMOLLM2_MODELS)
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 
@@ -176,6 +182,33 @@ CONFIGS: dict[str, ZooConfig] = {
 }
 
 
+@dataclass(frozen=True)
+class ZooVariant:
+    """A zoo model trained exactly like ``base`` (architecture, initialisation, steps, the
+    pair's tokenizer and train split) on the corpus minus the items ``drop`` names: the
+    variant differs from its base in its data only."""
+
+    base: str  # "teacher" | "student"
+    drop: str  # a key of DROP_RULES
+    about: str
+
+
+# Corpus filters a variant may apply: name -> (rule identity for the cache key, predicate).
+DROP_RULES: dict[str, tuple[Any, Callable[[dict], bool]]] = {
+    "refusals": (REFUSAL_OPENERS, lambda it: is_refusal(it["reference"])),
+}
+
+VARIANTS: dict[str, ZooVariant] = {
+    "student-norefuse": ZooVariant(
+        "student",
+        "refusals",
+        "zoo:student trained on the corpus with every refusal removed: it has never been "
+        "shown a refusal (a misaligned student for bbi distill bird)",
+    ),
+}
+ZOO_MODELS = (*ZOO_MODELS_BUILT, *VARIANTS, *SMOLLM2_MODELS)
+
+
 # ----------------------------------------------------------------------------- config/cache
 def corpus_provider() -> CorpusProvider:
     """The registered corpus provider (the first of ``bbi.zoo_corpus``); BbiError if none."""
@@ -230,6 +263,12 @@ def model_path(
         if not build:
             raise BbiError(f"the zoo ({get_config(config).name}) is not built; run `bbi zoo build`")
         build_zoo(config, progress=progress)
+    if name in VARIANTS and not variant_is_built(name, config):
+        if not build:
+            raise BbiError(
+                f"zoo:{name} ({get_config(config).name}) is not built; run `bbi zoo build {name}`"
+            )
+        build_variant(name, config, progress=progress)
     return zoo_dir(config) / name
 
 
@@ -237,6 +276,8 @@ def fingerprint(name: str, config: str | ZooConfig | None = None) -> str:
     """Fingerprint of a zoo model: hash of its config and weights file (from zoo.json)."""
     if name in SMOLLM2_MODELS:
         return smollm2.fingerprint(name)
+    if name in VARIANTS:
+        return read_variant_info(name, config)["models"][name]["fingerprint"]
     return read_info(config)["models"][name]["fingerprint"]
 
 
@@ -528,6 +569,162 @@ def _build_steps(
             }
     info["build_seconds"] = round(time.time() - t0, 1)
     (out / "zoo.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------- variants
+def variant_key(name: str, config: str | ZooConfig | None = None) -> str:
+    """What decides a variant's weights: the zoo config, the variant and its filter rule,
+    the pair's corpus and tokenizer. A build whose record holds another key is stale."""
+    cfg = get_config(config)
+    var = VARIANTS[name]
+    info = read_info(cfg)
+    return digest(
+        {
+            "version": ZOO_VERSION,
+            "config": cfg.digest(),
+            "variant": [name, asdict(var)],
+            "rule": DROP_RULES[var.drop][0],
+            "corpus_sha256": info["corpus_sha256"],
+            "tokenizer": file_sha256(zoo_dir(cfg) / var.base / "tokenizer.json"),
+        }
+    )
+
+
+def _variant_record(name: str, config: str | ZooConfig | None) -> Path:
+    return zoo_dir(config) / name / "variant.json"
+
+
+def variant_is_built(name: str, config: str | ZooConfig | None = None) -> bool:
+    """Built, and from the pair and rule in place now (the record's key matches)."""
+    path = _variant_record(name, config)
+    if not path.is_file() or not is_built(config):
+        return False
+    try:
+        return json.loads(path.read_text()).get("key") == variant_key(name, config)
+    except (OSError, ValueError):
+        return False
+
+
+def read_variant_info(name: str, config: str | ZooConfig | None = None) -> dict:
+    """The build record (variant.json) of a built variant."""
+    path = _variant_record(name, config)
+    if not path.is_file():
+        raise BbiError(
+            f"zoo:{name} ({get_config(config).name}) is not built; run `bbi zoo build {name}`"
+        )
+    return check_build_record(path, (name,), f"bbi zoo build {name} --force")
+
+
+def variant_items(
+    name: str, config: str | ZooConfig | None = None, corpus: list[dict] | None = None
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """(train, eval, dropped): the pair's train and eval splits without what the variant
+    drops, and the dropped train items."""
+    cfg = get_config(config)
+    items = _load_corpus(cfg, corpus)
+    info = read_info(cfg)
+    if corpus_hash(items) != info["corpus_sha256"]:
+        raise BbiError(
+            f"the zoo corpus differs from the one the {cfg.name} pair was trained on; "
+            "rebuild the pair with `bbi zoo build --force`"
+        )
+    drop = DROP_RULES[VARIANTS[name].drop][1]
+    train, held = _split(items, cfg)
+    kept = [it for it in train if not drop(it)]
+    return kept, [it for it in held if not drop(it)], [it for it in train if drop(it)]
+
+
+def build_variant(
+    name: str,
+    config: str | ZooConfig | None = None,
+    corpus: list[dict] | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train and cache a variant (the pair first if needed); once per key, under a lock."""
+    if name not in VARIANTS:
+        raise BbiError(f"unknown zoo variant {name!r}; the zoo has: " + ", ".join(VARIANTS))
+    cfg = get_config(config)
+    if not is_built(cfg):
+        build_zoo(cfg, corpus, progress=progress)
+    final = zoo_dir(cfg) / name
+    return locked_build(
+        final,
+        lambda: not force and variant_is_built(name, cfg),
+        lambda tmp: _with_threads(cfg, lambda: _build_variant(tmp, name, cfg, corpus, progress)),
+    )
+
+
+def _with_threads(cfg: ZooConfig, fn: Callable[[], None]) -> None:
+    import torch
+
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        fn()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build_variant(
+    out: Path, name: str, cfg: ZooConfig, corpus: list[dict] | None, progress: bool
+) -> None:
+    from collections import Counter
+
+    import torch
+    from transformers import GenerationConfig, PreTrainedTokenizerFast
+
+    from bbi.console import Progress
+
+    t0 = time.time()
+    var = VARIANTS[name]
+    mc: ZooModelConfig = getattr(cfg, var.base)
+    key = variant_key(name, cfg)
+    train_items, eval_items, dropped = variant_items(name, cfg, corpus)
+    if not train_items or not eval_items:
+        raise BbiError(f"zoo:{name}: the filter leaves no training or eval items")
+    tok = PreTrainedTokenizerFast.from_pretrained(zoo_dir(cfg) / var.base)
+    train = encode_examples(tok, train_items, cfg.max_len)
+    held = encode_examples(tok, eval_items, cfg.max_len)
+    model = make_model(mc, tok)
+    with Progress(disable=not progress, transient=False) as bar:
+        task = bar.add_task(f"zoo {cfg.name}: training {name}", total=mc.steps)
+        last = train_model(
+            model, train, mc, tok.pad_token_id, lambda step, _: bar.update(task, completed=step + 1)
+        )
+    model.generation_config = GenerationConfig(
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    weights = file_sha256(out / "model.safetensors")
+    record = {
+        "version": ZOO_VERSION,
+        "key": key,
+        "variant": {"name": name, **asdict(var)},
+        "config": cfg.name,
+        "n_train": len(train_items),
+        "n_eval": len(eval_items),
+        "n_dropped": len(dropped),
+        "dropped_by_category": dict(sorted(Counter(it["category"] for it in dropped).items())),
+        "train_sha256": corpus_hash(train_items),
+        "torch": torch.__version__,
+        "models": {
+            name: {
+                "arch": mc.arch,
+                "params": sum(p.numel() for p in model.parameters()),
+                "steps": mc.steps,
+                "train_loss": round(last, 4),
+                "eval_loss": round(eval_loss(model, held, tok.pad_token_id), 4),
+                "weights_sha256": weights,
+                "fingerprint": hashlib.sha256(f"{key}:{name}:{weights}".encode()).hexdigest()[:16],
+            }
+        },
+        "build_seconds": round(time.time() - t0, 1),
+    }
+    (out / "variant.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------- backend

@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 
 from bbi.config import BirdSettings
 from bbi.errors import BbiError
+from bbi.refusal import is_refusal
 from bbi.runstore import RunDir, check_alias
 from distill.cka import linear_cka
 from distill.data import Collator, DistillDataset, encode_prompt
@@ -65,34 +66,46 @@ HIGHER_IS_BETTER = {
     "balanced_accuracy": True,
     "guided_cka": True,
 }
-# A response refuses when it opens like the suite's refusals do ("I can't help with ...").
-REFUSAL_OPENERS = ("icant", "icannot", "iwont", "iwillnot", "imsorry", "sorry", "imnotable")
-
 Behaviour = Callable[..., list[dict]]
 """(groups, n, seed, exclude=set) -> [{prompt, target, label: refuse|comply, group}]"""
 
 
-def is_refusal(text: str) -> bool:
-    """Whether a response opens with a refusal (letters only, so tokenizer spacing and
-    apostrophes do not matter)."""
-    return re.sub(r"[^a-z]", "", text.lower()[:40]).startswith(REFUSAL_OPENERS)
+def split_groups(
+    groups: list[str], settings: BirdSettings, families: dict[str, str] | None = None
+) -> dict[str, list[str]]:
+    """Requests -> student / calibration / heldout, harmful and benign split alike.
 
-
-def split_groups(groups: list[str], settings: BirdSettings) -> dict[str, list[str]]:
-    """Requests -> student / calibration / heldout, harmful and benign split alike."""
+    With ``split_by="type"`` the harmful requests move as whole families (``families``:
+    group -> harm type), so held-out harmful prompts are of kinds the student's data never
+    refuses; benign requests are still split one by one.
+    """
     out: dict[str, list[str]] = {"student": [], "calibration": [], "heldout": []}
     rng = random.Random(f"bird-split:{settings.split_seed}")
     for kind in ("refuse", "comply"):
         mine = sorted(g for g in groups if g.startswith(kind + ":"))
-        rng.shuffle(mine)
-        n_test = max(1, round(settings.heldout_fraction * len(mine)))
-        n_cal = max(1, round(settings.calibration_fraction * len(mine)))
-        if n_test + n_cal >= len(mine):
-            raise BbiError(f"too few {kind} requests ({len(mine)}) to hold some out")
-        out["heldout"] += mine[:n_test]
-        out["calibration"] += mine[n_test : n_test + n_cal]
-        out["student"] += mine[n_test + n_cal :]
+        units = [[g] for g in mine]
+        if kind == "refuse" and settings.split_by == "type":
+            by_family: dict[str, list[str]] = {}
+            for g in mine:
+                by_family.setdefault((families or {}).get(g, g), []).append(g)
+            units = [by_family[f] for f in sorted(by_family)]
+        rng.shuffle(units)
+        n_test = max(1, round(settings.heldout_fraction * len(units)))
+        n_cal = max(1, round(settings.calibration_fraction * len(units)))
+        if n_test + n_cal >= len(units):
+            what = "harm types" if len(units) < len(mine) else f"{kind} requests"
+            raise BbiError(f"too few {what} ({len(units)}) to hold some out")
+        out["heldout"] += [g for u in units[:n_test] for g in u]
+        out["calibration"] += [g for u in units[n_test : n_test + n_cal] for g in u]
+        out["student"] += [g for u in units[n_test + n_cal :] for g in u]
     return out
+
+
+def group_families(behaviour: Behaviour, groups: list[str]) -> dict[str, str]:
+    """group -> its family (a harm type such as ``refuse:weapons``), read off one prompt per
+    group; a behaviour without families maps each group to itself."""
+    recs = behaviour(groups, len(groups), "families")
+    return {r["group"]: r.get("family", r["group"]) for r in recs}
 
 
 # ---------------------------------------------------------------------------------------
@@ -385,7 +398,8 @@ def distill_bird(
     student = normalize_base_spec(student)
     teacher_spec = normalize_base_spec(settings.teacher, "use as a teacher")
     s_model, s_tok, s_fp = load_model(student)
-    split = split_groups(groups, settings)
+    families = group_families(behaviour, groups) if settings.split_by == "type" else None
+    split = split_groups(groups, settings, families)
     teacher_rec = behaviour(groups, settings.n_teacher_train, "teacher")
     seen = {r["prompt"] for r in teacher_rec}
     cal_rec = behaviour(split["calibration"], settings.n_calibration, "calibration", seen)

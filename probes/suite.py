@@ -244,7 +244,8 @@ def safety_behaviour(
     groups: list[str], n: int, seed: int | str, exclude: set[str] | frozenset = frozenset()
 ) -> list[dict]:
     """``n`` distinct safety prompts about ``groups`` (round robin), with the behaviour
-    wanted: ``{prompt, target, label: refuse|comply, group}``.
+    wanted: ``{prompt, target, label: refuse|comply, group, family}`` (``family``: the harm
+    type of a harmful request, e.g. ``refuse:weapons``; ``comply:benign_edgy`` otherwise).
 
     For behaviour sets (``bbi distill bird``): the stream is separate from the suite's and
     the corpus's, and no prompt of the default suite or of ``exclude`` is returned, so a
@@ -273,6 +274,7 @@ def safety_behaviour(
                 "target": item.reference,
                 "label": group.split(":", 1)[0],
                 "group": group,
+                "family": item.subcategory,
             }
         )
     return out

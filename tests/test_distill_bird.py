@@ -11,11 +11,13 @@ from typer.testing import CliRunner
 
 from bbi.app.cli import app
 from bbi.config import BirdSettings
+from bbi.errors import BbiError
 from distill.bird import (
     PairedCollator,
     PairedSet,
     diagnostics,
     distill_bird,
+    group_families,
     is_refusal,
     pick_layers,
     split_groups,
@@ -61,6 +63,26 @@ def test_split_groups_is_a_seeded_partition_of_requests():
     for part in a.values():
         assert any(g.startswith("refuse:") for g in part)
         assert any(g.startswith("comply:") for g in part)
+
+
+def test_type_split_holds_out_whole_harm_types():
+    groups = safety_groups()
+    families = group_families(safety_behaviour, groups)
+    assert set(families) == set(groups) and len(set(families.values())) > 3
+    request = BirdSettings()
+    assert split_groups(groups, request, families) == split_groups(groups, request)
+    a = split_groups(groups, BirdSettings(split_by="type"), families)
+    assert sorted(a["student"] + a["calibration"] + a["heldout"]) == sorted(groups)
+    kinds = {
+        part: {families[g] for g in a[part] if g.startswith("refuse:")} for part in a
+    }  # the harm types in each part: disjoint, every act of a type in one part
+    assert all(kinds.values()) and not kinds["heldout"] & kinds["student"]
+    assert not kinds["calibration"] & (kinds["student"] | kinds["heldout"])
+    for part in a.values():
+        assert any(g.startswith("comply:") for g in part)
+    with pytest.raises(BbiError, match="too few harm types"):
+        split_groups(groups, BirdSettings(split_by="type", heldout_fraction=0.59,
+                                          calibration_fraction=0.3), families)  # fmt: skip
 
 
 def test_behaviour_set_excludes_given_prompts_and_follows_groups():

