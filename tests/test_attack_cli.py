@@ -143,6 +143,21 @@ def test_aa_comparison_covers_zero_and_is_not_broken(attacked):
         assert not any(e["significant"] for e in r["per_category"].values()), adv
     assert comp["verdict"]["status"] != "distinguishable"
     assert comp["verdict"]["calibration"]["ok"] is True
+    # The equality claim is a direct check in the A/A comparison: it must come out null.
+    eq = comp["verdict"]["equality"]
+    assert eq["calibration"]["ok"] is True and not eq["rejected"]
+
+
+def test_equality_claim_beside_the_decision(attacked):
+    run, output = attacked
+    comps = run.read_results()["attack"]["comparisons"]
+    eq = comps["student_all"]["verdict"]["equality"]
+    # Every prompt, both tests named, Holm between them, its own wording.
+    assert eq["n_prompts"] == 600 and eq["n_permutations"] == 300
+    assert [t["name"] for t in eq["tests"]] == ["kspectrum", "hamming"]
+    assert eq["rejected"] and eq["text"].startswith("the responses differ in distribution (MMD ")
+    assert "equality (MMD): the responses differ in distribution" in output
+    assert not eq["blocks_indistinguishable"]  # eps0 = 0.1: it never changes the decision
 
 
 def test_known_advantage_is_recovered_within_ci(attacked):
