@@ -6,9 +6,12 @@ model's response are exchangeable (P_teacher = P_other), the null of Model Equal
 Testing (Gao et al., 2024). Two tests, both from ``discriminators.mmd``, on every prompt
 of the comparison (train and test split: nothing is trained, so nothing is held out):
 
-- the MMD^2 permutation test with the k-spectrum kernel (``k = 5``, every order 1..5, the
-  first 128 characters), and
-- the same test with the Hamming kernel (the first 128 characters, aligned at the start).
+- the MMD^2 permutation test with the k-spectrum kernel (``k = 5``, every order 1..5,
+  MET's default), on the whole response up to 1,024 characters: the kernel is
+  position-free, so cutting at a position would only hide what comes later (a sign-off),
+  and
+- the same test with the Hamming kernel (the first 128 characters aligned at the start,
+  MET's setting: a position-wise kernel on long padded strings is mostly padding).
 
 Both are paired by prompt: the p-value swaps the two responses of each prompt with
 probability 1/2, ``p = (1 + #{perm >= observed}) / (1 + B)``, exact under H0 whatever the
@@ -35,12 +38,14 @@ from discriminators.crossfit import comparison_items
 from discriminators.mmd import encode_sequences, hamming_gram, kspectrum_gram, paired_mmd2_test
 
 K = 5
-MAX_LENGTH = 128
+MAX_LENGTH = 128  # Hamming: characters compared position by position
+KSPECTRUM_LENGTH = 1024  # k-spectrum: position-free, so (nearly) the whole response
 # name -> (label in the claim's wording, the test in full)
 TESTS = {
     "kspectrum": (
         "MMD k-spectrum",
-        f"MMD^2 permutation test, k-spectrum kernel (orders 1..{K}, first {MAX_LENGTH} characters)",
+        f"MMD^2 permutation test, k-spectrum kernel (orders 1..{K}, first {KSPECTRUM_LENGTH} "
+        "characters)",
     ),
     "hamming": (
         "MMD Hamming",
@@ -63,9 +68,17 @@ def equality_tests(
         raise ValueError("teacher and other need one response each per prompt")
     if n < 2:
         raise BbiError(f"equality: needs at least 2 prompts, got {n}")
-    Z = encode_sequences(list(teacher) + list(other), MAX_LENGTH, "char", "start")
+    texts = list(teacher) + list(other)
     rng = np.random.default_rng(seed)
-    grams = {"kspectrum": lambda: kspectrum_gram(Z, K, True), "hamming": lambda: hamming_gram(Z, Z)}
+
+    def kspectrum() -> np.ndarray:
+        return kspectrum_gram(encode_sequences(texts, KSPECTRUM_LENGTH, "char", "start"), K, True)
+
+    def hamming() -> np.ndarray:
+        Z = encode_sequences(texts, MAX_LENGTH, "char", "start")
+        return hamming_gram(Z, Z)
+
+    grams = {"kspectrum": kspectrum, "hamming": hamming}
     rows = []
     for name, gram in grams.items():
         stat, p = paired_mmd2_test(gram(), int(n_permutations), rng)
