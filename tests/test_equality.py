@@ -175,7 +175,11 @@ def test_report_shows_the_claim_escaped(tmp_path):
     assert "&lt;b&gt;kernel&lt;/b&gt;" in card and "<b>kernel</b>" not in html
     assert "MMD^2 permutation test, k-spectrum kernel" in card
     assert 'data-equality-calibration="ok"' in html and "A/A holds" in html
+    summ = html.split('data-summary-equality="student"', 1)[1].split("</p>", 1)[0]
+    assert differs["text"] in summ and "MMD k-spectrum Holm p = " in summ
     md = write_report(run, fmt="md").read_text(encoding="utf-8")
+    summary_md = md[md.index("## Summary") :]
+    assert "Equality, its own question (not a claim about ε): the responses differ" in summary_md
     line = next(x for x in md.splitlines() if "Equality, its own question" in x)
     plain = line.replace("\\", "")
     assert "the responses differ in distribution (MMD " in plain
