@@ -420,13 +420,14 @@ def _attack_comparison(run, data: ComparisonData, sw: _Sweep, adv_classes, progr
         else:  # recorded beside the split decision, descriptive
             verdict["crossfit"] = {**primary, "decides": False}
     verdict["sequential"] = declared_sequential(full_d, max_q, settings.alpha, seed=full_seed)
-    # Beside the decision, its own question: do the responses differ at all (MMD tests)?
-    try:
-        claim = equality_claim(data, settings.alpha, settings.n_permutations, full_seed)
-    except BbiError as exc:  # fewer than 2 prompts
-        verdict["equality"] = {"skipped": str(exc)}
-    else:
-        verdict = apply_equality(verdict, claim)
+    # Beside the decision, on request, its own question: do the responses differ at all?
+    if settings.equality:
+        try:
+            claim = equality_claim(data, settings.alpha, settings.n_permutations, full_seed)
+        except BbiError as exc:  # fewer than 2 prompts
+            verdict["equality"] = {"skipped": str(exc)}
+        else:
+            verdict = apply_equality(verdict, claim)
     examples = examples_by_category(data, examples_margin, sweep.N_EXAMPLES)
     return {
         "reference": teacher,

@@ -69,6 +69,7 @@ def attacked(tmp_path_factory):
             "300",
             "--decision",
             "crossfit",
+            "--equality",
         ],
     )
     assert res.exit_code == 0, res.output
@@ -367,6 +368,9 @@ def test_crossfit_decides_by_default_and_split_on_request(tmp_path):
     assert verdict["distinguishable_in"] == ["style_format"]
     null = attack["comparisons"]["teacher_null"]["verdict"]
     assert null["crossfit"]["decides"] is True and null["calibration"]["ok"]
+    # The equality claim is opt-in (--equality): by default the record has only the eps family.
+    assert "equality" not in verdict and "equality" not in null
+    assert "equality" not in attack["config"]
     res = runner.invoke(app, [*args, "--decision", "split", "--no-progress"])
     assert res.exit_code == 0, res.output
     attack = RunDir(path).read_results()["attack"]

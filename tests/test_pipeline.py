@@ -31,6 +31,7 @@ def _config(tmp_path) -> dict:
             "strategies": ["random", "stratified"],
             "seeds": 2,
             "test_queries": [1, 2],
+            "equality": True,
         },
     }
 
