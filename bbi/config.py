@@ -728,6 +728,15 @@ class AttackSettings(Section):
         "response, exact per-fold tests) or split (select on half the test prompts, "
         "confirm on the other half); the other is recorded beside it.",
     )
+    # The equality claim (k-spectrum and Hamming MMD, docs/statistics.md) is opt-in: it
+    # answers another question at its own alpha, so with it the whole record's error is
+    # at most 2 alpha when the two models are exactly equal (the A/A comparison).
+    equality: bool = Field(
+        False,
+        description="Also test whether the responses differ in distribution at all "
+        "(k-spectrum and Hamming MMD, its own alpha; never changes the eps decision "
+        "except at eps0 = 0).",
+    )
     # Worker processes for the sweep's points (1: serial, -1: all cores); results are
     # identical to the serial sweep's except wall-clock times.
     n_jobs: int = Field(

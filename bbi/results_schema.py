@@ -38,6 +38,8 @@ ATTACK_SCHEMA_VERSION = 2
 # distill.<alias>.curve (the snapshots a training kept) and results.json["token_curve"].
 CURVE_RECORD_VERSION = 1
 TOKEN_CURVE_SCHEMA_VERSION = 1
+# attack.comparisons.<alias>.verdict.equality (its own version: an optional record).
+EQUALITY_SCHEMA_VERSION = 1
 
 
 class _Model(BaseModel):
@@ -205,6 +207,49 @@ class Calibration(_Model):
     text: str
 
 
+class EqualityTest(_Model):
+    """One MMD test of the equality claim; ``test`` names it in full."""
+
+    name: str
+    label: str  # as the claim's wording names it, e.g. "MMD k-spectrum"
+    test: str
+    statistic: float
+    p: float
+    p_holm: float
+    rejected: bool
+
+
+class EqualityCheck(_Model):
+    """In the A/A comparison: the equality claim must not reject."""
+
+    ok: bool
+    text: str
+
+
+class EqualityClaim(_Model):
+    """The verdict's second declared question (discriminators.equality): do the responses
+    differ in distribution at all (H0: P_teacher = P_other)? Never an eps claim. Written
+    with its own ``schema_version`` so the record can change without the section's."""
+
+    schema_version: Literal[1] = EQUALITY_SCHEMA_VERSION
+    null: str
+    design: str
+    alpha: float
+    n_prompts: int
+    responses: int
+    n_permutations: int
+    tests: list[EqualityTest]
+    rejected: bool
+    decided_by: str | None = None
+    text: str
+    blocks_indistinguishable: bool = False
+    calibration: EqualityCheck | None = None
+
+
+class EqualitySkipped(_Model):
+    skipped: str
+
+
 class Verdict(_Model):
     epsilon: float
     alpha: float
@@ -229,6 +274,8 @@ class Verdict(_Model):
     sweep_calibration: Calibration | None = None
     # The one declared anytime-valid "stop as soon as told apart" test.
     sequential: dict[str, Any] | None = None
+    # Beside the decision, its own question: do the responses differ at all (MMD)?
+    equality: EqualityClaim | EqualitySkipped | None = None
 
 
 class Example(_Model):
@@ -886,6 +933,7 @@ class SummaryVerdict(_Model):
     confirmed_by: str | None
     distinguishable_in: list[str]
     text: str | None
+    equality: dict[str, Any] | None = None  # verdict.equality (discriminators.equality)
 
 
 class SummaryComparison(_Model):
@@ -990,6 +1038,8 @@ def validated_attack(section: dict[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "ATTACK_SCHEMA_VERSION",
+    "EQUALITY_SCHEMA_VERSION",
+    "EqualityClaim",
     "CURVE_RECORD_VERSION",
     "SnapshotsRecord",
     "TOKEN_CURVE_SCHEMA_VERSION",

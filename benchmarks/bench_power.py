@@ -21,7 +21,13 @@ the family rejects:
   p-value doubled (the earlier measured-only correction; not proved), and ``pooled K=5``
   uncorrected (not valid: shown for its A/A rate);
 * ``rule``: the best one-feature rule, Bonferroni over the 30 cross-fitted surface rules;
-* ``mmd`` (with ``--mmd``): the k-spectrum two-sample test, 200 permutations.
+* ``mmd`` (with ``--mmd``): the k-spectrum two-sample test, 200 permutations;
+* ``equality`` (with ``--mmd``): the verdict's equality claim
+  (``discriminators.equality``: k-spectrum and Hamming MMD, paired by prompt on every
+  prompt, 1,000 within-prompt swaps, Holm over the two). Its null is P_teacher = P_other,
+  which every design here violates and every A/A comparison satisfies.
+
+``--methods`` restricts the run to some of them (the others are not computed).
 
 Category recall and precision (planted: style_format for one-category, every category
 for broad and length) are counted over the repeats of each design and size; on the A/A
@@ -51,6 +57,7 @@ from discriminators import synthetic  # noqa: E402
 from discriminators.base import get_adversary  # noqa: E402
 from discriminators.comparison import load_comparison  # noqa: E402
 from discriminators.crossfit import comparison_items, crossfit  # noqa: E402
+from discriminators.equality import equality_tests  # noqa: E402
 
 ALPHA = 0.05
 DESIGNS = {
@@ -112,24 +119,34 @@ def split_verdict(run, other: str, advs: list[str], seed: int) -> list[str]:
     return (["overall"] if rejected else []) + list(v.get("distinguishable_in") or [])
 
 
-def one(run, other: str, advs: list[str], seed: int, with_mmd: bool) -> dict[str, list[str]]:
+def one(
+    run, other: str, advs: list[str], seed: int, methods: tuple[str, ...]
+) -> dict[str, list[str]]:
     """What each method rejects on one comparison ("overall" and/or category names)."""
     prompts, items = comparison_items(load_comparison(run, other))
     cats = prompts["category"].astype(str).to_numpy()
-    cf5 = crossfit([get_adversary(a) for a in advs], items, cats, 5, seed)
-    cf2 = crossfit([get_adversary(a) for a in advs], items, cats, 2, seed)
-    rule_p = min(1.0, len(cf5.rules) * min(cft.ternary_test(d, 0.0) for d in cf5.rules.values()))
-    out = {
-        "split": split_verdict(run, other, advs, seed),
-        "folds K=2 bonf": family(cf2.d, cats, cf2.folds, "bonferroni"),
-        "folds K=5 bonf": family(cf5.d, cats, cf5.folds, "bonferroni"),
-        "folds K=5 mean": family(cf5.d, cats, cf5.folds, "mean"),
-        "folds K=5 harm": family(cf5.d, cats, cf5.folds, "harmonic"),
-        "pooled K=5 x2": family(cf5.d, cats, None, "", 2.0),
-        "pooled K=5": family(cf5.d, cats, None, ""),
-        "rule": ["overall"] if rule_p < ALPHA else [],
-    }
-    if with_mmd:
+    out: dict[str, list[str]] = {}
+    if any(m.startswith(("folds K=5", "pooled", "rule")) for m in methods):
+        cf5 = crossfit([get_adversary(a) for a in advs], items, cats, 5, seed)
+        rule_p = min(
+            1.0, len(cf5.rules) * min(cft.ternary_test(d, 0.0) for d in cf5.rules.values())
+        )
+        out.update(
+            {
+                "folds K=5 bonf": family(cf5.d, cats, cf5.folds, "bonferroni"),
+                "folds K=5 mean": family(cf5.d, cats, cf5.folds, "mean"),
+                "folds K=5 harm": family(cf5.d, cats, cf5.folds, "harmonic"),
+                "pooled K=5 x2": family(cf5.d, cats, None, "", 2.0),
+                "pooled K=5": family(cf5.d, cats, None, ""),
+                "rule": ["overall"] if rule_p < ALPHA else [],
+            }
+        )
+    if "folds K=2 bonf" in methods:
+        cf2 = crossfit([get_adversary(a) for a in advs], items, cats, 2, seed)
+        out["folds K=2 bonf"] = family(cf2.d, cats, cf2.folds, "bonferroni")
+    if "split" in methods:
+        out["split"] = split_verdict(run, other, advs, seed)
+    if "mmd" in methods:
         mmd = get_adversary("mmd", kernel="kspectrum", n_permutations=200)
         res = mmd.two_sample(
             items.iloc[0::2].reset_index(drop=True),
@@ -137,6 +154,15 @@ def one(run, other: str, advs: list[str], seed: int, with_mmd: bool) -> dict[str
             np.random.default_rng(seed),
         )
         out["mmd"] = ["overall"] if float(res["p"]) < ALPHA else []
+    if "equality" in methods:
+        eq = equality_tests(
+            prompts["teacher"].astype(str).tolist(),
+            prompts["other"].astype(str).tolist(),
+            ALPHA,
+            1000,
+            seed,
+        )
+        out["equality"] = ["overall"] if eq["rejected"] else []
     return out
 
 
@@ -148,11 +174,18 @@ def main() -> None:
     ap.add_argument("--designs", default=",".join(DESIGNS))
     ap.add_argument("--mmd", action="store_true", help="also the k-spectrum mmd test")
     ap.add_argument("--no-null", action="store_true", help="skip the A/A comparisons")
+    ap.add_argument("--methods", default="", help="comma-separated subset (default: all)")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     advs = args.adversaries.split(",")
     designs = {k: DESIGNS[k] for k in args.designs.split(",") if k}
-    methods = METHODS + (("mmd",) if args.mmd else ())
+    methods = METHODS + (("mmd", "equality") if args.mmd else ())
+    if args.methods:
+        wanted = args.methods.split(",")
+        unknown = sorted(set(wanted) - set(methods))
+        if unknown:
+            ap.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(methods)}")
+        methods = tuple(m for m in methods if m in wanted)
     found = {d: {m: {} for m in methods} for d in designs}
     aa = {m: [] for m in methods}
     t0 = time.perf_counter()
@@ -164,11 +197,11 @@ def main() -> None:
                         tmp, n_per_category=size, students=dict(designs), seed=1000 * size + rep
                     )
                     for name in designs:
-                        got = one(run, name, advs, rep, args.mmd)
+                        got = one(run, name, advs, rep, methods)
                         for m in methods:
                             found[name][m].setdefault(size, []).append(got[m])
                     if not args.no_null:
-                        got = one(run, "teacher_null", advs, rep, args.mmd)
+                        got = one(run, "teacher_null", advs, rep, methods)
                         for m in methods:
                             aa[m].append(got[m])
                 print(f"# size {size} rep {rep} ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -188,7 +221,7 @@ def main() -> None:
     for name, spec in designs.items():
         planted = set(spec["categories"])
         for m in methods:
-            if m in ("rule", "mmd"):
+            if m in ("rule", "mmd", "equality"):
                 continue
             cells = []
             for s in sizes:
@@ -200,7 +233,7 @@ def main() -> None:
                 cells.append(f"{rec:.2f}/{prec}")
             print(f"{name:<13} {m:<16} " + "  ".join(f"{c:>9}" for c in cells))
     if not args.no_null:
-        n = len(aa["split"])
+        n = len(aa[methods[0]])
         print(f"\nA/A false-positive rate over {n} comparisons (rate, binomial SE):")
         for m in methods:
             r = float(np.mean([bool(x) for x in aa[m]]))

@@ -67,6 +67,7 @@ from discriminators.comparison import (
     pairwise_frame,
 )
 from discriminators.deltas import distill_base, distill_deltas, full_budget_contributions
+from discriminators.equality import apply_equality, equality_claim
 from discriminators.evaluate import (
     Evaluator,
     PointResult,
@@ -419,6 +420,14 @@ def _attack_comparison(run, data: ComparisonData, sw: _Sweep, adv_classes, progr
         else:  # recorded beside the split decision, descriptive
             verdict["crossfit"] = {**primary, "decides": False}
     verdict["sequential"] = declared_sequential(full_d, max_q, settings.alpha, seed=full_seed)
+    # Beside the decision, on request, its own question: do the responses differ at all?
+    if settings.equality:
+        try:
+            claim = equality_claim(data, settings.alpha, settings.n_permutations, full_seed)
+        except BbiError as exc:  # fewer than 2 prompts
+            verdict["equality"] = {"skipped": str(exc)}
+        else:
+            verdict = apply_equality(verdict, claim)
     examples = examples_by_category(data, examples_margin, sweep.N_EXAMPLES)
     return {
         "reference": teacher,

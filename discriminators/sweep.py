@@ -121,4 +121,6 @@ def config_record(settings: AttackSettings) -> dict[str, Any]:
     if strat:
         out["strategy_params"] = strat
     out["decision"] = settings.decision  # older records without it were decided by split
+    if settings.equality:  # opt-in; absent means off (older records too)
+        out["equality"] = True
     return out

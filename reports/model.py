@@ -117,6 +117,9 @@ class Verdict:
     crossfit: dict[str, Any] | None = None
     # The one declared "stop as soon as told apart" test (discriminators.verdict).
     sequential: dict[str, Any] | None = None
+    # Its own question beside the decision: do the responses differ at all (MMD tests,
+    # discriminators.equality)? ``{"skipped": reason}`` when it could not run.
+    equality: dict[str, Any] | None = None
 
 
 @dataclass
@@ -362,6 +365,7 @@ def _parse_verdict(v: VerdictRecord) -> Verdict:
         gray_box=dict(v.gray_box),
         crossfit=dict(v.crossfit) if v.crossfit else None,
         sequential=dict(v.sequential) if v.sequential else None,
+        equality=v.equality.model_dump() if v.equality else None,
     )
 
 

@@ -748,6 +748,7 @@ def summary(r: Report) -> dict:
                 "confirmed_by": c.verdict.primary_adversary,
                 "distinguishable_in": c.verdict.distinguishable_in,
                 "text": c.verdict.text,
+                "equality": c.verdict.equality,
             },
             "similarity": est((c.similarity or {}).get("test")),
             "similarity_overall": est((c.similarity or {}).get("overall")),

@@ -69,6 +69,7 @@ def attacked(tmp_path_factory):
             "300",
             "--decision",
             "crossfit",
+            "--equality",
         ],
     )
     assert res.exit_code == 0, res.output
@@ -143,6 +144,21 @@ def test_aa_comparison_covers_zero_and_is_not_broken(attacked):
         assert not any(e["significant"] for e in r["per_category"].values()), adv
     assert comp["verdict"]["status"] != "distinguishable"
     assert comp["verdict"]["calibration"]["ok"] is True
+    # The equality claim is a direct check in the A/A comparison: it must come out null.
+    eq = comp["verdict"]["equality"]
+    assert eq["calibration"]["ok"] is True and not eq["rejected"]
+
+
+def test_equality_claim_beside_the_decision(attacked):
+    run, output = attacked
+    comps = run.read_results()["attack"]["comparisons"]
+    eq = comps["student_all"]["verdict"]["equality"]
+    # Every prompt, both tests named, Holm between them, its own wording.
+    assert eq["n_prompts"] == 600 and eq["n_permutations"] == 300
+    assert [t["name"] for t in eq["tests"]] == ["kspectrum", "hamming"]
+    assert eq["rejected"] and eq["text"].startswith("the responses differ in distribution (MMD ")
+    assert "equality (MMD): the responses differ in distribution" in output
+    assert not eq["blocks_indistinguishable"]  # eps0 = 0.1: it never changes the decision
 
 
 def test_known_advantage_is_recovered_within_ci(attacked):
@@ -352,6 +368,9 @@ def test_crossfit_decides_by_default_and_split_on_request(tmp_path):
     assert verdict["distinguishable_in"] == ["style_format"]
     null = attack["comparisons"]["teacher_null"]["verdict"]
     assert null["crossfit"]["decides"] is True and null["calibration"]["ok"]
+    # The equality claim is opt-in (--equality): by default the record has only the eps family.
+    assert "equality" not in verdict and "equality" not in null
+    assert "equality" not in attack["config"]
     res = runner.invoke(app, [*args, "--decision", "split", "--no-progress"])
     assert res.exit_code == 0, res.output
     attack = RunDir(path).read_results()["attack"]

@@ -31,6 +31,7 @@ def _config(tmp_path) -> dict:
             "strategies": ["random", "stratified"],
             "seeds": 2,
             "test_queries": [1, 2],
+            "equality": True,
         },
     }
 
@@ -58,6 +59,16 @@ def test_bbi_run_end_to_end_then_warm(micro_zoo, tmp_path):
         assert cf["decides"] is True and cf["folds"] == 2 and cf["n_prompts"] == 120
         assert c["verdict"]["status"] == cf["status"] and len(cf["primary"]["fold_p"]) == 2
     assert comps["teacher_null"]["verdict"]["calibration"]["eps0"] == 0.0
+    # Beside the decision, the equality claim on every prompt; in the A/A comparison it is
+    # a direct check that must come out null.
+    for c in comps.values():
+        eq = c["verdict"]["equality"]
+        assert eq["n_prompts"] == 120 and [t["name"] for t in eq["tests"]] == [
+            "kspectrum",
+            "hamming",
+        ]
+    assert comps["teacher_null"]["verdict"]["equality"]["calibration"]["ok"] is True
+    assert "teacher_null: equality (MMD): A/A equality check holds" in res.output
     assert set(results["similarity"]) == {"teacher_null", "student", "student_lora", "student_kd"}
     for alias in ("student_lora", "student_kd"):
         assert results["distill"][alias]["spec"].startswith("zoo:student+lora:")

@@ -77,6 +77,7 @@ def settings_from_record(record: dict[str, Any], where: str) -> AttackSettings:
             "n_permutations": record.get("n_permutations"),
             "params": params,
             "decision": record.get("decision", "split"),
+            "equality": bool(record.get("equality", False)),
         },
         where,
     )

@@ -133,6 +133,9 @@ def print_attack(console: Console, attack: dict[str, Any], only: list[str] | Non
         cal = comp["verdict"].get("calibration")
         if cal and cal.get("text"):
             console.print(f"[bold]{label}[/bold]: {cal['text']}")
+        eq = comp["verdict"].get("equality") or {}
+        if eq.get("text"):  # its own question, not an eps claim
+            console.print(f"{label}: equality (MMD): {eq['text']}", highlight=False)
         declared = comp["verdict"].get("sequential")
         if declared and declared.get("text"):
             # The one declared sequential test; per-budget minima would be a selection.

@@ -145,6 +145,10 @@ def print_run_summary(run_path: Path, out: Console | None = None) -> None:
             verdicts.append(f"{alias}: {cal['text']}")
         elif verdict.get("text"):
             verdicts.append(f"{alias}: {verdict['text']}")
+        eq = verdict.get("equality") or {}
+        eq_text = (eq.get("calibration") or {}).get("text") or eq.get("text")
+        if eq_text:  # its own question beside the eps decision
+            verdicts.append(f"{alias}: equality (MMD): {eq_text}")
     con = out or console()
     con.print(t)
     for line in verdicts:
