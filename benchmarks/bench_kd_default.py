@@ -50,19 +50,31 @@ def start(cmd: list[str], log: Path) -> tuple[subprocess.Popen, float]:
         return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT), time.perf_counter()
 
 
-def finish(proc: subprocess.Popen, t0: float, log: Path) -> dict:
-    """Wait for ``proc``; its wall time and peak resident memory (its own ``wait4``)."""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-        sys.exit(f"failed ({proc.returncode}); see {log}:\n{log.read_text()[-3000:]}")
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
-    return {"wall_s": round(wall, 1), "peak_rss_mib": round(usage.ru_maxrss * scale / 2**20)}
+def finish(procs: dict[str, tuple[subprocess.Popen, float, Path]]) -> dict[str, dict]:
+    """Wait for every process, in the order they end; each one's wall time and peak
+    resident memory (its own ``wait4``)."""
+    by_pid = {p.pid: name for name, (p, _, _) in procs.items()}
+    out: dict[str, dict] = {}
+    while by_pid:
+        pid, status, usage = os.wait4(-1, 0)
+        if pid not in by_pid:
+            continue
+        name = by_pid.pop(pid)
+        proc, t0, log = procs[name]
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            sys.exit(f"failed ({proc.returncode}); see {log}:\n{log.read_text()[-3000:]}")
+        scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+        out[name] = {
+            "wall_s": round(wall, 1),
+            "peak_rss_mib": round(usage.ru_maxrss * scale / 2**20),
+        }
+    return {name: out[name] for name in procs}
 
 
 def run_cmd(cmd: list[str], log: Path) -> dict:
-    return finish(*start(cmd, log), log)
+    return finish({"one": (*start(cmd, log), log)})["one"]
 
 
 def heldout_kl(run_path: Path, specs: dict[str, str], corpus: int) -> dict[str, float]:
@@ -165,8 +177,8 @@ def main() -> None:
     if args.sequential:
         res["kd"] = {n: run_cmd(c, logs / f"kd_{n}.log") for n, c in cmds.items()}
     else:
-        procs = {n: start(c, logs / f"kd_{n}.log") for n, c in cmds.items()}
-        res["kd"] = {n: finish(*procs[n], logs / f"kd_{n}.log") for n in cmds}
+        res["kd"] = finish({n: (*start(c, logs / f"kd_{n}.log"), logs / f"kd_{n}.log")
+                            for n, c in cmds.items()})  # fmt: skip
     distill = json.loads((run / "results.json").read_text()).get("distill") or {}
     for name, alias in ALIASES.items():
         rec = distill[alias]
@@ -175,6 +187,8 @@ def main() -> None:
             steps=rec["steps"],
             train_time_s=round(rec["train_time_s"], 1),
             tokens_seen=(rec.get("curve") or {}).get("tokens_seen"),
+            loss_tokens=rec.get("loss_tokens"),
+            time_s=round(rec["time_s"], 1),
             n_train_examples=rec["n_train_examples"],
             objective_stats=rec.get("objective_stats"),
         )
