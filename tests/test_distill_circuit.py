@@ -135,6 +135,44 @@ def test_pick_circuit_ranks_student_heads_and_matches_by_closest_effect():
     assert scores["teacher"]["1.0"] == pytest.approx(-0.4)
 
 
+def test_pick_circuit_group_matching_finds_redundant_teacher_heads():
+    """Two layer-1 teacher heads back each other up: ablating either alone costs nothing,
+    so delta matching never picks them; leave-one-in scores each by what it restores."""
+    base = {"accuracy": 0.3, "logprob": -1.0}
+    abl_s = {
+        (0, 0): {"accuracy": 0.3, "logprob": -1.2},
+        (0, 1): {"accuracy": 0.3, "logprob": -1.0},
+        (1, 0): {"accuracy": 0.3, "logprob": -1.1},
+        (1, 1): {"accuracy": 0.3, "logprob": -1.0},
+    }
+    # single ablation: (0, 0) breaks the teacher, the others cost nothing
+    abl_t = {
+        (0, 0): {"accuracy": 0.2, "logprob": -3},
+        (0, 1): {"accuracy": 1.0, "logprob": 0},
+        (1, 0): {"accuracy": 1.0, "logprob": 0},
+        (1, 1): {"accuracy": 1.0, "logprob": 0},
+    }
+    _, delta_pairs, _ = pick_circuit(base, abl_s, abl_t, 2, "accuracy")
+    assert [t for _, t in delta_pairs] == [(0, 0), (0, 0)]  # dP_t 0.1 is nearest to dP_s 0
+    layers = {0: {"accuracy": 0.2, "logprob": -3}, 1: {"accuracy": 0.25, "logprob": -2}}
+    kept = {
+        (0, 0): {"accuracy": 0.9, "logprob": -0.2},
+        (0, 1): {"accuracy": 0.2, "logprob": -3},
+        (1, 0): {"accuracy": 1.0, "logprob": 0},
+        (1, 1): {"accuracy": 0.9, "logprob": 0},
+    }
+    circuit, pairs, scores = pick_circuit(base, abl_s, abl_t, 2, "accuracy", (layers, kept))
+    assert circuit == [(0, 0), (1, 0)]  # the student side is ranked as before
+    # restores: (1, 0) 0.75, (0, 0) 0.70, (1, 1) 0.65, (0, 1) 0
+    assert pairs == [((0, 0), (0, 0)), ((1, 0), (1, 0))]
+    assert scores["teacher_restore"]["1.1"] == pytest.approx(0.65)
+    assert scores["teacher_layer_ablated"] == {"0": 0.2, "1": 0.25}
+    # more circuit heads than teacher heads: the ranking cycles, every circuit head is paired
+    _, pairs, _ = pick_circuit(base, abl_s, abl_t, 4, "accuracy", ({0: layers[0]},
+                               {(0, 0): kept[(0, 0)]}))  # fmt: skip
+    assert [t for _, t in pairs] == [(0, 0)] * 4
+
+
 def test_circuit_experiment_end_to_end(task_models, tmp_path):
     settings = CircuitSettings(teacher=task_models["teacher"], **SMALL)
     out = tmp_path / "circuit"
