@@ -173,6 +173,30 @@ def test_pick_circuit_group_matching_finds_redundant_teacher_heads():
     assert [t for _, t in pairs] == [(0, 0)] * 4
 
 
+def test_scan_leave_one_in_ablates_within_each_layer(task_models):
+    from distill.circuit import TaskSet, encode, performance, scan_leave_one_in
+
+    model, tok, _ = load_model(task_models["student"])
+    objects, boxes = entity_vocabulary([tok])
+    ex = entity_tracking(4, 0, objects, boxes)
+    width = max(len(tok(e.prompt)["input_ids"]) for e in ex)
+    enc = encode(ex, tok, width)
+    ds = TaskSet(input_ids=enc.ids, attention_mask=enc.mask, answer=enc.answer)
+    lay = layout(model)
+    zeros = torch.zeros(len(lay.attns), width, lay.n_heads, lay.head_dim)
+    layers, kept = scan_leave_one_in(model, ds, zeros, False, "")
+    assert sorted(layers) == list(range(len(lay.attns))) and sorted(kept) == lay.heads
+    # zeroing a whole layer changes the answers' log-probabilities; keeping one head of it
+    # is the same as zeroing the other heads
+    base = performance(model, ds)
+    assert all(abs(v["logprob"] - base["logprob"]) > 1e-4 for v in layers.values())
+    layer, head = lay.heads[-1]
+    others = {(layer, h) for h in range(lay.n_heads) if h != head}
+    alone = performance(model, ds, ablate=others, means=zeros)
+    assert kept[(layer, head)]["logprob"] == pytest.approx(alone["logprob"])
+    assert kept[(layer, head)]["logprob"] != pytest.approx(layers[layer]["logprob"])
+
+
 def test_circuit_experiment_end_to_end(task_models, tmp_path):
     settings = CircuitSettings(teacher=task_models["teacher"], **SMALL)
     out = tmp_path / "circuit"
