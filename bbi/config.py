@@ -588,6 +588,11 @@ class CircuitSettings(TaskDistillSettings):
         "by what it restores with the rest of its layer ablated, so heads that back each other "
         "up count; the top ones paired with the circuit heads in layer order).",
     )
+    cka_positions: Literal["final", "all"] = Field(
+        "final",
+        description="Where the matched heads' CKA is taken: final (the answer position) or "
+        "all (every prompt token; needs student and teacher to tokenize prompts alike).",
+    )
 
     def task_template(self) -> str:
         """The template the task uses: ``auto`` is adjacent for the binding teacher (the

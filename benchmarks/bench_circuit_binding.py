@@ -3,7 +3,7 @@
 Run: python benchmarks/bench_circuit_binding.py [--n-train 64,256,1024] [--seeds 0,1,2]
      [--steps 96] [--lr LR] [--heads-fraction F] [--arms none,ce,circuit,random]
      [--student-answers any|bound] [--student-steps N] [--matching delta|group]
-     [--cka-weight W]
+     [--cka-weight W] [--cka-positions final|all]
      [--out distilled/circuit-binding]
 
 The teacher is ``distill.binding``'s purpose-trained binding model (``--teacher binding``,
@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--matching", default=None, choices=["delta", "group"],
                     help="teacher head matching (default: the command's, delta)")  # fmt: skip
     ap.add_argument("--cka-weight", type=float, default=None, help="default: the command's")
+    ap.add_argument("--cka-positions", default=None, choices=["final", "all"])
     ap.add_argument("--out", default="distilled/circuit-binding")
     args = ap.parse_args()
 
@@ -67,7 +68,8 @@ def main() -> None:
     for n in [int(x) for x in args.n_train.split(",")]:
         epochs = max(1, round(args.steps * args.batch_size / n))
         extra = {k: v for k, v in (("lr", args.lr), ("heads_fraction", args.heads_fraction),
-                                   ("matching", args.matching), ("cka_weight", args.cka_weight))
+                                   ("matching", args.matching), ("cka_weight", args.cka_weight),
+                                   ("cka_positions", args.cka_positions))
                  if v is not None}  # fmt: skip
         settings = CircuitSettings(teacher="binding", n_train=n, seeds=seeds, epochs=epochs,
                                    batch_size=args.batch_size, arms=args.arms.split(","),
@@ -102,7 +104,8 @@ def main() -> None:
     summary = {"student": student, "student_config": student_cfg.to_dict(),
                "student_record": student_rec["selected"], "seeds": seeds,
                "steps": args.steps, "lr": args.lr, "heads_fraction": args.heads_fraction,
-               "matching": args.matching, "cka_weight": args.cka_weight, "rows": rows, "time_s": time.perf_counter() - t0}  # fmt: skip
+               "matching": args.matching, "cka_weight": args.cka_weight,
+               "cka_positions": args.cka_positions, "rows": rows, "time_s": time.perf_counter() - t0}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

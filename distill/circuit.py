@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from bbi.config import CircuitSettings
+from bbi.errors import BbiError
 from bbi.runstore import RunDir, check_alias
 from distill.binding import BindingConfig, build_binding_teacher
 from distill.cka import linear_cka
@@ -422,6 +423,14 @@ def distill_circuit(
     circuit, pairs, head_scores = pick_circuit(base_s, abl_s, abl_t, k, settings.score, group)
     t_out = head_outputs(teacher, heldout, t_heads, side="t_")  # frozen: once for every arm
     train_sets = {seed: split(ex) for seed, ex in train_ex.items()}  # teacher labels once
+    if settings.cka_positions == "all" and any(
+        not torch.equal(ds.columns["attention_mask"].sum(1), ds.columns["t_attention_mask"].sum(1))
+        for ds in train_sets.values()
+    ):
+        raise BbiError(
+            "cka_positions all: the student and teacher tokenize the prompts differently, "
+            "so their positions do not line up (use final)"
+        )
 
     def evaluate(model: Any, heads: list[Head], arm_pairs: list[tuple[Head, Head]]) -> dict:
         full = performance(model, heldout)["accuracy"]
@@ -450,7 +459,12 @@ def distill_circuit(
             FinalTokenCE()
             if arm == "ce"
             else CircuitCKA(
-                teacher, arm_pairs, settings.cka_weight, settings.cka_bank, settings.cka_unbiased
+                teacher,
+                arm_pairs,
+                settings.cka_weight,
+                settings.cka_bank,
+                settings.cka_unbiased,
+                settings.cka_positions,
             )  # fmt: skip
         )
         with train_only_heads(s_model, set(heads)) as n_trainable:

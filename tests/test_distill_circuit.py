@@ -197,6 +197,39 @@ def test_scan_leave_one_in_ablates_within_each_layer(task_models):
     assert kept[(layer, head)]["logprob"] != pytest.approx(layers[layer]["logprob"])
 
 
+def test_circuit_cka_at_every_position_uses_each_shared_prompt_token(task_models):
+    from distill.circuit import encode
+    from distill.cka import linear_cka
+    from distill.objectives.circuit import CircuitCKA
+
+    student, tok, _ = load_model(task_models["student"])
+    teacher, _, _ = load_model(task_models["teacher"])
+    objects, boxes = entity_vocabulary([tok])
+    ex = entity_tracking(6, 0, objects, boxes, template="adjacent")
+    width = max(len(tok(e.prompt)["input_ids"]) for e in ex)
+    s, t = encode(ex, tok, width + 2), encode(ex, tok, width)  # the student's batch is wider
+    batch = {"input_ids": s.ids, "attention_mask": s.mask, "label": s.answer,
+             "t_input_ids": t.ids, "t_attention_mask": t.mask}  # fmt: skip
+    pair = [((1, 0), (0, 1))]
+    final, every = CircuitCKA(teacher, pair, 1.0), CircuitCKA(teacher, pair, 1.0, positions="all")
+    assert "positions" not in final.identity() and every.identity()["positions"] == "all"
+    final.token_losses(student, batch)
+    every.token_losses(student, batch)
+    got_final, got_every = final.step_metrics()["cka"], every.step_metrics()["cka"]
+    with torch.no_grad(), HeadTap(student) as a, HeadTap(teacher) as b:
+        a.capture, a.every_position = {(1, 0)}, True
+        b.capture, b.every_position = {(0, 1)}, True
+        student(input_ids=s.ids, attention_mask=s.mask)
+        teacher(input_ids=t.ids, attention_mask=t.mask)
+    xs, xt = a.captured[(1, 0)][:, -width:], b.captured[(0, 1)]
+    assert xs.shape[:2] == t.mask.shape
+    rows = t.mask.bool()  # every prompt token, padding excluded, aligned from the right
+    assert int(rows.sum()) > len(ex)
+    assert got_every == pytest.approx(float(linear_cka(xs[rows], xt[rows])), abs=1e-5)
+    assert got_final == pytest.approx(float(linear_cka(xs[:, -1], xt[:, -1])), abs=1e-5)
+    assert got_every != pytest.approx(got_final, abs=1e-4)
+
+
 def test_circuit_experiment_end_to_end(task_models, tmp_path):
     settings = CircuitSettings(teacher=task_models["teacher"], **SMALL)
     out = tmp_path / "circuit"
