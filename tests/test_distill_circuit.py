@@ -262,6 +262,28 @@ def test_circuit_experiment_end_to_end(task_models, tmp_path):
     assert (out / "teacher" / "bbi_teacher.json").stat().st_mtime_ns == stamp
 
 
+def test_circuit_with_group_matching_and_every_position_cka(task_models, tmp_path):
+    from bbi.errors import BbiError
+
+    small = {**SMALL, "seeds": [0], "arms": ["ce", "circuit"]}
+    # The tiny pair loads as two tokenizers that split the prompts differently.
+    mismatched = CircuitSettings(teacher=task_models["teacher"], cka_positions="all", **small)
+    with pytest.raises(BbiError, match="tokenize the prompts differently"):
+        distill_circuit(task_models["student"], mismatched, tmp_path / "m", progress=False)
+    # The student's own architecture, tuned, as the teacher: one tokenization.
+    settings = CircuitSettings(teacher=task_models["student"], matching="group",
+                               cka_positions="all", **small)  # fmt: skip
+    rec = distill_circuit(task_models["student"], settings, tmp_path / "c", progress=False)
+    c = rec["circuit"]
+    teacher = layout(load_model(task_models["student"])[0])
+    assert c["matching"] == "group" and len(c["delta_p"]["teacher_restore"]) == len(teacher.heads)
+    assert len(c["delta_p"]["teacher_layer_ablated"]) == len(teacher.attns)
+    matched = [tuple(t) for _, t in c["pairs"]]
+    assert len(set(matched)) == len(matched) == c["k"]  # one-to-one while k <= teacher heads
+    assert rec["settings"]["cka_positions"] == "all"
+    assert 0.0 <= rec["behaviour"]["rows"]["circuit"]["matched_cka"]["mean"] <= 1.0
+
+
 def test_cli_circuit_registers_in_a_run_and_refuses_bad_input(task_models, tmp_path):
     import yaml
 
