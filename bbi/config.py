@@ -581,6 +581,18 @@ class CircuitSettings(TaskDistillSettings):
     arms: list[Literal["none", "ce", "circuit", "random"]] = Field(
         default_factory=lambda: list(CIRCUIT_ARMS), description="Arms to train (circuit required)."
     )
+    matching: Literal["delta", "group"] = Field(
+        "delta",
+        description="Teacher head matching: delta (each teacher head ablated alone, each "
+        "circuit head matched to the nearest ablation effect) or group (a teacher head scored "
+        "by what it restores with the rest of its layer ablated, so heads that back each other "
+        "up count; the top ones paired with the circuit heads in layer order).",
+    )
+    cka_positions: Literal["final", "all"] = Field(
+        "final",
+        description="Where the matched heads' CKA is taken: final (the answer position) or "
+        "all (every prompt token; needs student and teacher to tokenize prompts alike).",
+    )
 
     def task_template(self) -> str:
         """The template the task uses: ``auto`` is adjacent for the binding teacher (the

@@ -2,7 +2,8 @@
 
 Run: python benchmarks/bench_circuit_binding.py [--n-train 64,256,1024] [--seeds 0,1,2]
      [--steps 96] [--lr LR] [--heads-fraction F] [--arms none,ce,circuit,random]
-     [--student-answers any|bound] [--student-steps N]
+     [--student-answers any|bound] [--student-steps N] [--matching delta|group]
+     [--cka-weight W] [--cka-positions final|all]
      [--out distilled/circuit-binding]
 
 The teacher is ``distill.binding``'s purpose-trained binding model (``--teacher binding``,
@@ -44,6 +45,10 @@ def main() -> None:
         help="the student's training answers (default: PLATEAU_STUDENT's, any)",
     )
     ap.add_argument("--student-steps", type=int, default=None)
+    ap.add_argument("--matching", default=None, choices=["delta", "group"],
+                    help="teacher head matching (default: the command's, delta)")  # fmt: skip
+    ap.add_argument("--cka-weight", type=float, default=None, help="default: the command's")
+    ap.add_argument("--cka-positions", default=None, choices=["final", "all"])
     ap.add_argument("--out", default="distilled/circuit-binding")
     args = ap.parse_args()
 
@@ -62,7 +67,9 @@ def main() -> None:
     rows = []
     for n in [int(x) for x in args.n_train.split(",")]:
         epochs = max(1, round(args.steps * args.batch_size / n))
-        extra = {k: v for k, v in (("lr", args.lr), ("heads_fraction", args.heads_fraction))
+        extra = {k: v for k, v in (("lr", args.lr), ("heads_fraction", args.heads_fraction),
+                                   ("matching", args.matching), ("cka_weight", args.cka_weight),
+                                   ("cka_positions", args.cka_positions))
                  if v is not None}  # fmt: skip
         settings = CircuitSettings(teacher="binding", n_train=n, seeds=seeds, epochs=epochs,
                                    batch_size=args.batch_size, arms=args.arms.split(","),
@@ -77,7 +84,8 @@ def main() -> None:
             "deltas": {c: b["deltas"][c]["accuracy"] for c in b["deltas"]},
             "trainable_weights": {a: d[0].get("trainable_weights") for a, d in rec["arms"].items()
                                   if d and "trainable_weights" in d[0]},
-            "circuit": rec["circuit"]["heads"],
+            "circuit": rec["circuit"]["heads"], "pairs": rec["circuit"]["pairs"],
+            "matched_cka": {a: b["rows"][a]["matched_cka"]["mean"] for a in b["arms"]},
         })  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
 
@@ -95,7 +103,9 @@ def main() -> None:
         lines.append(f"| {r['n_train']} | " + " | ".join(cells) + " |")
     summary = {"student": student, "student_config": student_cfg.to_dict(),
                "student_record": student_rec["selected"], "seeds": seeds,
-               "steps": args.steps, "lr": args.lr, "heads_fraction": args.heads_fraction, "rows": rows, "time_s": time.perf_counter() - t0}  # fmt: skip
+               "steps": args.steps, "lr": args.lr, "heads_fraction": args.heads_fraction,
+               "matching": args.matching, "cka_weight": args.cka_weight,
+               "cka_positions": args.cka_positions, "rows": rows, "time_s": time.perf_counter() - t0}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -11,7 +11,10 @@ Steps (Wadhwa et al. 2025, with the choices their paper leaves open stated here)
    dP_t(h) = P_s - P_t^abl(h) (against the *student's* baseline, so both are on one
    scale). Means per position over an ablation split (random query boxes).
 4. The circuit: the ``heads_fraction`` student heads with the largest dP_s (ties by the
-   log-probability drop); each matched to argmin_t |dP_s - dP_t| (many-to-one).
+   log-probability drop); each matched to argmin_t |dP_s - dP_t| (many-to-one), or with
+   ``matching: group`` to the teacher heads that restore most with the rest of their
+   layer ablated (leave-one-in; one-to-one, in layer order), which finds heads that back
+   each other up.
 5. Arms, each over ``seeds`` (fresh training data and order per seed, one held-out set):
    ``none`` (the student as is), ``ce`` (CE on the teacher's answers, circuit heads only),
    ``circuit`` (CE + lambda x sum (1 - CKA) over matched pairs, circuit heads only) and
@@ -35,6 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from bbi.config import CircuitSettings
+from bbi.errors import BbiError
 from bbi.runstore import RunDir, check_alias
 from distill.binding import BindingConfig, build_binding_teacher
 from distill.cka import linear_cka
@@ -173,14 +177,41 @@ def scan_heads(
     }
 
 
+def scan_leave_one_in(
+    model: Any, ds: TaskSet, means: torch.Tensor, progress: bool, desc: str
+) -> tuple[dict[int, dict[str, float]], dict[Head, dict[str, float]]]:
+    """Performance with each layer's heads all mean-ablated, and with all of them but one
+    (leave-one-in). Heads that back each other up cost nothing ablated one at a time;
+    each of them alone restores what its ablated layer loses."""
+    from bbi.console import progress_bar
+
+    lay = layout(model)
+    layers: dict[int, dict[str, float]] = {}
+    kept: dict[Head, dict[str, float]] = {}
+    for layer in progress_bar(range(len(lay.attns)), desc=desc, disable=not progress, leave=False):
+        every = {(layer, h) for h in range(lay.n_heads)}
+        layers[layer] = performance(model, ds, ablate=every, means=means)
+        for h in sorted(every):
+            kept[h] = performance(model, ds, ablate=every - {h}, means=means)
+    return layers, kept
+
+
 def pick_circuit(
     base_s: dict[str, float],
     abl_s: dict[Head, dict[str, float]],
     abl_t: dict[Head, dict[str, float]],
     k: int,
     score: str,
+    group: tuple[dict[int, dict[str, float]], dict[Head, dict[str, float]]] | None = None,
 ) -> tuple[list[Head], list[tuple[Head, Head]], dict[str, Any]]:
-    """Top-k student heads by dP_s; each matched to argmin_t |dP_s - dP_t|."""
+    """Top-k student heads by dP_s; each matched to argmin_t |dP_s - dP_t|.
+
+    With ``group`` (``scan_leave_one_in`` of the teacher: per-layer and leave-one-in
+    performance) the teacher heads are instead ranked by what each restores alone,
+    P_t(only h left in its layer) - P_t(its layer ablated) (ties by the single-ablation
+    drop), and the top k are paired one-to-one with the circuit heads, both in (layer,
+    head) order: redundant heads, which single ablation scores as idle, can be matched.
+    """
     other = "logprob" if score == "accuracy" else "accuracy"
     d_s = {h: base_s[score] - v[score] for h, v in abl_s.items()}
     d_s2 = {h: base_s[other] - v[other] for h, v in abl_s.items()}
@@ -188,12 +219,20 @@ def pick_circuit(
     ranked = sorted(d_s, key=lambda h: (-d_s[h], -d_s2[h], h))
     circuit = sorted(ranked[:k])
     teacher_heads = sorted(d_t)
-    pairs = [(h, min(teacher_heads, key=lambda t: (abs(d_s[h] - d_t[t]), t))) for h in circuit]
-    scores = {
+    scores: dict[str, Any] = {
         "student": {f"{h[0]}.{h[1]}": d_s[h] for h in sorted(d_s)},
         "teacher": {f"{h[0]}.{h[1]}": d_t[h] for h in teacher_heads},
     }
-    return circuit, pairs, scores
+    if group is None:
+        pairs = [(h, min(teacher_heads, key=lambda t: (abs(d_s[h] - d_t[t]), t))) for h in circuit]
+        return circuit, pairs, scores
+    layers, kept = group
+    restore = {h: kept[h][score] - layers[h[0]][score] for h in kept}
+    order = sorted(restore, key=lambda t: (-restore[t], -d_t.get(t, 0.0), t))
+    top = sorted(order[i % len(order)] for i in range(len(circuit)))  # cycles if k > heads
+    scores["teacher_layer_ablated"] = {str(layer): v[score] for layer, v in sorted(layers.items())}
+    scores["teacher_restore"] = {f"{h[0]}.{h[1]}": restore[h] for h in sorted(restore)}
+    return circuit, list(zip(circuit, top, strict=True)), scores
 
 
 @torch.no_grad()
@@ -376,9 +415,22 @@ def distill_circuit(
     abl_t = scan_heads(teacher, t_view["scan"], t_means, progress, "scan teacher heads")
     s_heads, t_heads = layout(s_model).heads, layout(teacher).heads
     k = max(1, math.ceil(settings.heads_fraction * len(s_heads) - 1e-9))
-    circuit, pairs, head_scores = pick_circuit(base_s, abl_s, abl_t, k, settings.score)
+    group = (
+        scan_leave_one_in(teacher, t_view["scan"], t_means, progress, "scan teacher layers")
+        if settings.matching == "group"
+        else None
+    )
+    circuit, pairs, head_scores = pick_circuit(base_s, abl_s, abl_t, k, settings.score, group)
     t_out = head_outputs(teacher, heldout, t_heads, side="t_")  # frozen: once for every arm
     train_sets = {seed: split(ex) for seed, ex in train_ex.items()}  # teacher labels once
+    if settings.cka_positions == "all" and any(
+        not torch.equal(ds.columns["attention_mask"].sum(1), ds.columns["t_attention_mask"].sum(1))
+        for ds in train_sets.values()
+    ):
+        raise BbiError(
+            "cka_positions all: the student and teacher tokenize the prompts differently, "
+            "so their positions do not line up (use final)"
+        )
 
     def evaluate(model: Any, heads: list[Head], arm_pairs: list[tuple[Head, Head]]) -> dict:
         full = performance(model, heldout)["accuracy"]
@@ -407,7 +459,12 @@ def distill_circuit(
             FinalTokenCE()
             if arm == "ce"
             else CircuitCKA(
-                teacher, arm_pairs, settings.cka_weight, settings.cka_bank, settings.cka_unbiased
+                teacher,
+                arm_pairs,
+                settings.cka_weight,
+                settings.cka_bank,
+                settings.cka_unbiased,
+                settings.cka_positions,
             )  # fmt: skip
         )
         with train_only_heads(s_model, set(heads)) as n_trainable:
@@ -462,6 +519,7 @@ def distill_circuit(
                        "scan": len(scan_ex), "ablation": len(abl_ex), "heldout": len(eval_ex)}},
         "circuit": {"k": k, "of": len(s_heads), "heads": [list(h) for h in circuit],
                     "pairs": [[list(s), list(t)] for s, t in pairs], "score": settings.score,
+                    "matching": settings.matching,
                     "baseline": base_s, "delta_p": head_scores},
         "arms": arms_detail,
         "behaviour": behaviour,
@@ -471,4 +529,4 @@ def distill_circuit(
     return record
 
 
-__all__ = ["METRICS", "distill_circuit", "pick_circuit"]
+__all__ = ["METRICS", "distill_circuit", "pick_circuit", "scan_leave_one_in"]

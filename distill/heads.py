@@ -73,6 +73,7 @@ class HeadTap:
         self.layout = layout(model)
         self.capture: set[Head] = set()
         self.captured: dict[Head, torch.Tensor] = {}
+        self.every_position = False  # capture [B, S, head_dim] instead of column -1
         self.ablate: set[Head] = set()
         self.means: torch.Tensor | None = None  # [L, W, H, d], aligned from the right
         self._handles: list[Any] = []
@@ -104,7 +105,7 @@ class HeadTap:
                 xh[:, :, drop] = self.means[layer, -s:, drop].to(xh.dtype).unsqueeze(0)
             for lyr, h in self.capture:
                 if lyr == layer:
-                    self.captured[(lyr, h)] = xh[:, -1, h]
+                    self.captured[(lyr, h)] = xh[:, :, h] if self.every_position else xh[:, -1, h]
             return (xh.reshape(b, s, -1), *args[1:]) if drop else None
 
         return hook

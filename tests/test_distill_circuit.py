@@ -135,6 +135,101 @@ def test_pick_circuit_ranks_student_heads_and_matches_by_closest_effect():
     assert scores["teacher"]["1.0"] == pytest.approx(-0.4)
 
 
+def test_pick_circuit_group_matching_finds_redundant_teacher_heads():
+    """Two layer-1 teacher heads back each other up: ablating either alone costs nothing,
+    so delta matching never picks them; leave-one-in scores each by what it restores."""
+    base = {"accuracy": 0.3, "logprob": -1.0}
+    abl_s = {
+        (0, 0): {"accuracy": 0.3, "logprob": -1.2},
+        (0, 1): {"accuracy": 0.3, "logprob": -1.0},
+        (1, 0): {"accuracy": 0.3, "logprob": -1.1},
+        (1, 1): {"accuracy": 0.3, "logprob": -1.0},
+    }
+    # single ablation: (0, 0) breaks the teacher, the others cost nothing
+    abl_t = {
+        (0, 0): {"accuracy": 0.2, "logprob": -3},
+        (0, 1): {"accuracy": 1.0, "logprob": 0},
+        (1, 0): {"accuracy": 1.0, "logprob": 0},
+        (1, 1): {"accuracy": 1.0, "logprob": 0},
+    }
+    _, delta_pairs, _ = pick_circuit(base, abl_s, abl_t, 2, "accuracy")
+    assert [t for _, t in delta_pairs] == [(0, 0), (0, 0)]  # dP_t 0.1 is nearest to dP_s 0
+    layers = {0: {"accuracy": 0.2, "logprob": -3}, 1: {"accuracy": 0.25, "logprob": -2}}
+    kept = {
+        (0, 0): {"accuracy": 0.9, "logprob": -0.2},
+        (0, 1): {"accuracy": 0.2, "logprob": -3},
+        (1, 0): {"accuracy": 1.0, "logprob": 0},
+        (1, 1): {"accuracy": 0.9, "logprob": 0},
+    }
+    circuit, pairs, scores = pick_circuit(base, abl_s, abl_t, 2, "accuracy", (layers, kept))
+    assert circuit == [(0, 0), (1, 0)]  # the student side is ranked as before
+    # restores: (1, 0) 0.75, (0, 0) 0.70, (1, 1) 0.65, (0, 1) 0
+    assert pairs == [((0, 0), (0, 0)), ((1, 0), (1, 0))]
+    assert scores["teacher_restore"]["1.1"] == pytest.approx(0.65)
+    assert scores["teacher_layer_ablated"] == {"0": 0.2, "1": 0.25}
+    # more circuit heads than teacher heads: the ranking cycles, every circuit head is paired
+    _, pairs, _ = pick_circuit(base, abl_s, abl_t, 4, "accuracy", ({0: layers[0]},
+                               {(0, 0): kept[(0, 0)]}))  # fmt: skip
+    assert [t for _, t in pairs] == [(0, 0)] * 4
+
+
+def test_scan_leave_one_in_ablates_within_each_layer(task_models):
+    from distill.circuit import TaskSet, encode, performance, scan_leave_one_in
+
+    model, tok, _ = load_model(task_models["student"])
+    objects, boxes = entity_vocabulary([tok])
+    ex = entity_tracking(4, 0, objects, boxes)
+    width = max(len(tok(e.prompt)["input_ids"]) for e in ex)
+    enc = encode(ex, tok, width)
+    ds = TaskSet(input_ids=enc.ids, attention_mask=enc.mask, answer=enc.answer)
+    lay = layout(model)
+    zeros = torch.zeros(len(lay.attns), width, lay.n_heads, lay.head_dim)
+    layers, kept = scan_leave_one_in(model, ds, zeros, False, "")
+    assert sorted(layers) == list(range(len(lay.attns))) and sorted(kept) == lay.heads
+    # zeroing a whole layer changes the answers' log-probabilities; keeping one head of it
+    # is the same as zeroing the other heads
+    base = performance(model, ds)
+    assert all(abs(v["logprob"] - base["logprob"]) > 1e-4 for v in layers.values())
+    layer, head = lay.heads[-1]
+    others = {(layer, h) for h in range(lay.n_heads) if h != head}
+    alone = performance(model, ds, ablate=others, means=zeros)
+    assert kept[(layer, head)]["logprob"] == pytest.approx(alone["logprob"])
+    assert kept[(layer, head)]["logprob"] != pytest.approx(layers[layer]["logprob"])
+
+
+def test_circuit_cka_at_every_position_uses_each_shared_prompt_token(task_models):
+    from distill.circuit import encode
+    from distill.cka import linear_cka
+    from distill.objectives.circuit import CircuitCKA
+
+    student, tok, _ = load_model(task_models["student"])
+    teacher, _, _ = load_model(task_models["teacher"])
+    objects, boxes = entity_vocabulary([tok])
+    ex = entity_tracking(6, 0, objects, boxes, template="adjacent")
+    width = max(len(tok(e.prompt)["input_ids"]) for e in ex)
+    s, t = encode(ex, tok, width + 2), encode(ex, tok, width)  # the student's batch is wider
+    batch = {"input_ids": s.ids, "attention_mask": s.mask, "label": s.answer,
+             "t_input_ids": t.ids, "t_attention_mask": t.mask}  # fmt: skip
+    pair = [((1, 0), (0, 1))]
+    final, every = CircuitCKA(teacher, pair, 1.0), CircuitCKA(teacher, pair, 1.0, positions="all")
+    assert "positions" not in final.identity() and every.identity()["positions"] == "all"
+    final.token_losses(student, batch)
+    every.token_losses(student, batch)
+    got_final, got_every = final.step_metrics()["cka"], every.step_metrics()["cka"]
+    with torch.no_grad(), HeadTap(student) as a, HeadTap(teacher) as b:
+        a.capture, a.every_position = {(1, 0)}, True
+        b.capture, b.every_position = {(0, 1)}, True
+        student(input_ids=s.ids, attention_mask=s.mask)
+        teacher(input_ids=t.ids, attention_mask=t.mask)
+    xs, xt = a.captured[(1, 0)][:, -width:], b.captured[(0, 1)]
+    assert xs.shape[:2] == t.mask.shape
+    rows = t.mask.bool()  # every prompt token, padding excluded, aligned from the right
+    assert int(rows.sum()) > len(ex)
+    assert got_every == pytest.approx(float(linear_cka(xs[rows], xt[rows])), abs=1e-5)
+    assert got_final == pytest.approx(float(linear_cka(xs[:, -1], xt[:, -1])), abs=1e-5)
+    assert got_every != pytest.approx(got_final, abs=1e-4)
+
+
 def test_circuit_experiment_end_to_end(task_models, tmp_path):
     settings = CircuitSettings(teacher=task_models["teacher"], **SMALL)
     out = tmp_path / "circuit"
@@ -165,6 +260,28 @@ def test_circuit_experiment_end_to_end(task_models, tmp_path):
     distill_circuit(task_models["student"], settings.updated(seeds=[3], arms=["circuit"]), out,
                     progress=False)  # fmt: skip
     assert (out / "teacher" / "bbi_teacher.json").stat().st_mtime_ns == stamp
+
+
+def test_circuit_with_group_matching_and_every_position_cka(task_models, tmp_path):
+    from bbi.errors import BbiError
+
+    small = {**SMALL, "seeds": [0], "arms": ["ce", "circuit"]}
+    # The tiny pair loads as two tokenizers that split the prompts differently.
+    mismatched = CircuitSettings(teacher=task_models["teacher"], cka_positions="all", **small)
+    with pytest.raises(BbiError, match="tokenize the prompts differently"):
+        distill_circuit(task_models["student"], mismatched, tmp_path / "m", progress=False)
+    # The student's own architecture, tuned, as the teacher: one tokenization.
+    settings = CircuitSettings(teacher=task_models["student"], matching="group",
+                               cka_positions="all", **small)  # fmt: skip
+    rec = distill_circuit(task_models["student"], settings, tmp_path / "c", progress=False)
+    c = rec["circuit"]
+    teacher = layout(load_model(task_models["student"])[0])
+    assert c["matching"] == "group" and len(c["delta_p"]["teacher_restore"]) == len(teacher.heads)
+    assert len(c["delta_p"]["teacher_layer_ablated"]) == len(teacher.attns)
+    matched = [tuple(t) for _, t in c["pairs"]]
+    assert len(set(matched)) == len(matched) == c["k"]  # one-to-one while k <= teacher heads
+    assert rec["settings"]["cka_positions"] == "all"
+    assert 0.0 <= rec["behaviour"]["rows"]["circuit"]["matched_cka"]["mean"] <= 1.0
 
 
 def test_cli_circuit_registers_in_a_run_and_refuses_bad_input(task_models, tmp_path):

@@ -6,7 +6,8 @@ Loss per batch, at the final prompt token (the answer is the next token)::
 
 with a_s, a_t the per-head attention outputs before the output projection
 (``distill.heads``) of a student head and the teacher head it was matched to, over the
-batch plus ``bank`` rows of earlier batches (``distill.cka.FeatureBank``). Which student
+batch plus ``bank`` rows of earlier batches (``distill.cka.FeatureBank``); with
+``positions="all"`` a row per prompt token instead (where the context's pairs are built). Which student
 weights learn is decided outside (``distill.heads.train_only_heads``). Held-out eval
 reports plain CE.
 """
@@ -47,6 +48,16 @@ class FinalTokenCE(Objective):
         return FinalTokenCE.token_losses(self, model, batch)
 
 
+def position_rows(batch: dict[str, torch.Tensor]) -> tuple[int, torch.Tensor]:
+    """(width, [B, width] mask) of the columns that hold a prompt token for both models,
+    right-aligned (batches are left-padded): the rows of an every-position CKA. Column j
+    from the right is the same token for both only when they tokenize the prompt alike,
+    which ``distill_circuit`` checks before it uses this."""
+    w = min(batch["attention_mask"].size(1), batch["t_attention_mask"].size(1))
+    both = batch["attention_mask"][:, -w:].bool() & batch["t_attention_mask"][:, -w:].bool()
+    return w, both
+
+
 class CircuitCKA(FrozenTeacherCKA, FinalTokenCE):
     """CE + ``weight`` x sum over matched (student head, teacher head) of (1 - CKA)."""
 
@@ -59,37 +70,52 @@ class CircuitCKA(FrozenTeacherCKA, FinalTokenCE):
         weight: float,
         bank: int = 0,
         unbiased: bool = False,
+        positions: str = "final",
     ):
         super().__init__(teacher, bank, unbiased)
         self.pairs = [(tuple(s), tuple(t)) for s, t in pairs]
         self.weight = weight
+        self.positions = positions
 
     def identity(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "pairs": [[list(s), list(t)] for s, t in self.pairs],
             "weight": self.weight,
             "bank": self.bank.size,
             "unbiased": self.unbiased,
         }
+        return out if self.positions == "final" else {**out, "positions": self.positions}
 
     def token_losses(
         self, model: Any, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        every = self.positions == "all"
         with HeadTap(model) as tap:
-            tap.capture = {s for s, _ in self.pairs}
+            tap.capture, tap.every_position = {s for s, _ in self.pairs}, every
             logits = final_logits(model, batch["input_ids"], batch["attention_mask"])
         ce = F.cross_entropy(logits, batch["label"], reduction="none")
         if not self.weight or not self.pairs:
             return ce, torch.ones_like(ce)
         with torch.no_grad(), HeadTap(self.teacher) as ttap:
-            ttap.capture = {t for _, t in self.pairs}
+            ttap.capture, ttap.every_position = {t for _, t in self.pairs}, every
             self.teacher(input_ids=batch["t_input_ids"], attention_mask=batch["t_attention_mask"])
+        rows = position_rows(batch) if every else None
         term = sum(
-            1 - self.cka(i, tap.captured[s].float(), ttap.captured[t].float())
+            1 - self.cka(i, *self._features(tap.captured[s], ttap.captured[t], rows))
             for i, (s, t) in enumerate(self.pairs)
         )
         return ce + self.weight * term, torch.ones_like(ce)
 
+    @staticmethod
+    def _features(
+        xs: torch.Tensor, xt: torch.Tensor, rows: tuple[int, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final-token rows [B, d], or (``rows``) every shared prompt position [N, d]."""
+        if rows is None:
+            return xs.float(), xt.float()
+        w, mask = rows
+        return xs[:, -w:][mask].float(), xt[:, -w:][mask].float()
 
-__all__ = ["CircuitCKA", "FinalTokenCE", "final_logits"]
+
+__all__ = ["CircuitCKA", "FinalTokenCE", "final_logits", "position_rows"]
