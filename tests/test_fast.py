@@ -5,6 +5,7 @@ bfloat16 closeness, and the fallback to hf:'s loop for a model it cannot run."""
 from __future__ import annotations
 
 import pytest
+from engine_helpers import check_probe_through
 
 from bbi.backends.base import GenerationConfig
 from bbi.errors import BbiError
@@ -141,31 +142,4 @@ def test_falls_back_to_hf_loop_where_the_engine_cannot_run(micro_zoo, monkeypatc
 
 
 def test_probe_runs_through_fast(micro_zoo, tmp_path):
-    from bbi.probe_run import run_probe
-    from bbi.runstore import RunDir, read_jsonl
-
-    suite = [
-        {
-            "id": f"factual-{i:05d}",
-            "category": "factual",
-            "subcategory": "t",
-            "split": "test" if i % 2 else "train",
-            "prompt": f"Question {i}: what is {i} plus {i + 1}?",
-            "reference": None,
-            "source": "test",
-            "perturbation": None,
-            "base_id": None,
-        }
-        for i in range(4)
-    ]
-    models = [
-        ModelEntry("teacher", "fast:zoo:teacher", "teacher", args={"threads": 1}),
-        ModelEntry("student", "zoo:student", "student"),
-    ]
-    settings = ProbeSettings(max_new_tokens=8, batch_size=4, seed=3)
-    man = run_probe(tmp_path / "r", models, suite, settings, progress=False)
-    lines = list(read_jsonl(RunDir(tmp_path / "r").responses_path("teacher")))
-    assert len(lines) == 4 and all(ln["n_tokens"] <= 8 for ln in lines)
-    assert man["models"]["teacher"]["spec"] == "fast:zoo:teacher"
-    again = run_probe(tmp_path / "r", models, suite, settings, progress=False)
-    assert again["timings"]["generate:teacher"]["generated"] == 0
+    check_probe_through("fast:zoo:teacher", tmp_path / "r")
