@@ -29,9 +29,10 @@ def register(app: typer.Typer) -> None:
         ),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ) -> None:
-        """Probe and attack every token snapshot of a distillation (``--curve-tokens``) with
-        the run's own attack settings, and record eps against distillation tokens with the
-        A/A band (results.json "token_curve"; the report's curve section)."""
+        """Probe and attack every token snapshot of a distillation
+        (--curve-tokens) with the run's own attack settings; record eps
+        against distillation tokens with the A/A band (results.json
+        "token_curve", the report's curve section)."""
         from bbi.app.curve import token_curve
 
         curves = token_curve(run_dir, only=student, progress=progress)
