@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
@@ -217,18 +218,27 @@ class OpenAIBackend:
     ) -> list[Generation]:
         """Concurrent requests, results in prompt order."""
         check_generate_args(prompts, seeds)
+        return self._concurrent(
+            [(p, config, s) for p, s in zip(prompts, seeds, strict=True)],
+            self._request,
+            f"querying {self.name}",
+            progress,
+        )
+
+    def _concurrent(
+        self, jobs: list[tuple], fn: Callable[..., Any], label: str, progress: bool
+    ) -> list[Any]:
+        """``fn(*job)`` for every job, ``concurrency`` at a time, with a progress bar;
+        results in job order; the first failure cancels what has not started."""
         from rich.progress import Progress
 
-        results: list[Generation | None] = [None] * len(prompts)
+        results: list[Any] = [None] * len(jobs)
         with (
             ThreadPoolExecutor(max_workers=self.concurrency) as pool,
             Progress(disable=not progress, transient=True) as bar,
         ):
-            task = bar.add_task(f"querying {self.name}", total=len(prompts))
-            futures = {
-                pool.submit(self._request, p, config, s): i
-                for i, (p, s) in enumerate(zip(prompts, seeds, strict=True))
-            }
+            task = bar.add_task(label, total=len(jobs))
+            futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
             try:
                 for fut in as_completed(futures):
                     results[futures[fut]] = fut.result()
@@ -237,7 +247,7 @@ class OpenAIBackend:
                 for f in futures:
                     f.cancel()
                 raise
-        return results  # type: ignore[return-value]
+        return results
 
     # -- a served teacher: prompt log-probabilities of token ids (vLLM's extensions)
     def _scoring_request(self, prompt: str | list[int], k: int, **extra: Any) -> Any:
@@ -325,27 +335,12 @@ class OpenAIBackend:
         time, retried like generation; results in order."""
         if k < 1:
             raise BbiError(f"k must be >= 1, got {k}")
-        from rich.progress import Progress
-
-        results: list[PromptLogprobs | None] = [None] * len(sequences)
-        with (
-            ThreadPoolExecutor(max_workers=self.concurrency) as pool,
-            Progress(disable=not progress, transient=True) as bar,
-        ):
-            task = bar.add_task(f"scoring with {self.name}", total=len(sequences))
-            futures = {
-                pool.submit(self._prompt_logprobs_one, list(seq), k): i
-                for i, seq in enumerate(sequences)
-            }
-            try:
-                for fut in as_completed(futures):
-                    results[futures[fut]] = fut.result()
-                    bar.advance(task)
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
-        return results  # type: ignore[return-value]
+        return self._concurrent(
+            [(list(seq), k) for seq in sequences],
+            self._prompt_logprobs_one,
+            f"scoring with {self.name}",
+            progress,
+        )
 
     def token_texts(self, ids: list[int], k: int) -> list[str | None]:
         """The server's text of each of ``ids[1:]`` (``decoded_token`` of its
