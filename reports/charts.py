@@ -340,7 +340,9 @@ class LineSeries:
 
 
 @dataclass
-class LineChart:
+class Axes:
+    """What every log-x chart has: its frame, ticks, the eps0 line and the zero line."""
+
     title: str
     width: float
     height: float
@@ -352,6 +354,10 @@ class LineChart:
     y_ticks: list[tuple[float, str]]
     threshold: tuple[float, str] | None
     zero: float | None
+
+
+@dataclass
+class LineChart(Axes):
     series: list[LineSeries]
     x_label: str
     y_label: str
@@ -447,18 +453,7 @@ def line_chart(
 
 # ---- eps against distillation tokens (log x, CI error bars, the A/A band) --------------
 @dataclass
-class TokenCurveChart:
-    title: str
-    width: float
-    height: float
-    x0: float
-    x1: float
-    y0: float
-    y1: float
-    x_ticks: list[tuple[float, str]]
-    y_ticks: list[tuple[float, str]]
-    threshold: tuple[float, str] | None
-    zero: float | None
+class TokenCurveChart(Axes):
     band: tuple[float, float] | None  # the A/A eps CI as (y of hi, y of lo)
     band_label: str | None
     base: tuple[float, str] | None  # the student before distillation: (y, label)
