@@ -6,14 +6,16 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from engine_helpers import check_probe_through
+from engine_helpers import (
+    check_fingerprint_by_arg,
+    check_probe_through,
+    check_wrapping_grammar,
+)
 
 from bbi.backends.base import GenerationConfig
 from bbi.errors import BbiError
 from bbi.fingerprint import spec_fingerprint
 from bbi.model_args import check_model_args
-from bbi.probe_run import ModelEntry, ProbeSettings, model_fingerprint
-from bbi.specs import parse_spec
 
 needs_ct2 = pytest.mark.skipif(
     importlib.util.find_spec("ctranslate2") is None,
@@ -30,25 +32,13 @@ PROMPTS = [
 
 
 def test_grammar_wraps_weight_specs_only():
-    ms = parse_spec("ct2:zoo:teacher")
-    assert ms.kind == "ct2" and ms.name_or_path == "zoo:teacher" and str(ms) == "ct2:zoo:teacher"
-    assert str(parse_spec("ct2:hf:org/name@v1+lora:./a")) == "ct2:hf:org/name@v1+lora:./a"
-    for bad in ("ct2:", "ct2:openai:http://127.0.0.1:8000/v1#m", "ct2:ct2:zoo:teacher"):
-        with pytest.raises(BbiError):
-            parse_spec(bad)
+    check_wrapping_grammar("ct2")
     with pytest.raises(BbiError, match="compute_type must be one of"):
         check_model_args("ct2:zoo:teacher", {"compute_type": "int4"}, "x")
 
 
 def test_fingerprint_never_shares_cache_entries_with_hf(micro_zoo):
-    ct2 = spec_fingerprint("ct2:zoo:teacher")
-    assert ct2 != spec_fingerprint("zoo:teacher")
-    settings = ProbeSettings()
-    default = model_fingerprint(ModelEntry("t", "ct2:zoo:teacher"), settings)
-    fp32 = model_fingerprint(
-        ModelEntry("t", "ct2:zoo:teacher", args={"compute_type": "float32"}), settings
-    )
-    assert default == ct2 and fp32 != ct2
+    check_fingerprint_by_arg("ct2", {"compute_type": "float32"})
 
 
 @needs_ct2

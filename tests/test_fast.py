@@ -5,14 +5,16 @@ bfloat16 closeness, and the fallback to hf:'s loop for a model it cannot run."""
 from __future__ import annotations
 
 import pytest
-from engine_helpers import check_probe_through
+from engine_helpers import (
+    check_fingerprint_by_arg,
+    check_probe_through,
+    check_wrapping_grammar,
+)
 
 from bbi.backends.base import GenerationConfig
 from bbi.errors import BbiError
 from bbi.fingerprint import spec_fingerprint
 from bbi.model_args import check_model_args
-from bbi.probe_run import ModelEntry, ProbeSettings, model_fingerprint
-from bbi.specs import parse_spec
 
 PROMPTS = [
     "What is 2 plus 3?",
@@ -26,13 +28,7 @@ PROMPTS = [
 
 
 def test_grammar_wraps_weight_specs_only():
-    ms = parse_spec("fast:zoo:teacher")
-    assert ms.kind == "fast" and ms.name_or_path == "zoo:teacher"
-    assert str(ms) == "fast:zoo:teacher"
-    assert str(parse_spec("fast:hf:org/name@v1+lora:./a")) == "fast:hf:org/name@v1+lora:./a"
-    for bad in ("fast:", "fast:openai:http://127.0.0.1:8000/v1#m", "fast:fast:zoo:teacher"):
-        with pytest.raises(BbiError):
-            parse_spec(bad)
+    check_wrapping_grammar("fast")
     with pytest.raises(BbiError, match="float32 or bfloat16"):
         check_model_args("fast:zoo:teacher", {"dtype": "float16"}, "x")
 
@@ -40,14 +36,7 @@ def test_grammar_wraps_weight_specs_only():
 def test_fingerprint_records_engine_and_precision(micro_zoo):
     from bbi.backends import load_backend
 
-    fast = spec_fingerprint("fast:zoo:teacher")
-    assert fast != spec_fingerprint("zoo:teacher")
-    settings = ProbeSettings()
-    default = model_fingerprint(ModelEntry("t", "fast:zoo:teacher"), settings)
-    bf16 = model_fingerprint(
-        ModelEntry("t", "fast:zoo:teacher", args={"dtype": "bfloat16"}), settings
-    )
-    assert default == fast and bf16 != fast
+    fast = check_fingerprint_by_arg("fast", {"dtype": "bfloat16"})
     a = load_backend("fast:zoo:teacher", dtype="float32")
     b = load_backend("fast:zoo:teacher", dtype="bfloat16")
     try:
