@@ -141,6 +141,26 @@ class DistillDataset(Dataset):
         return "sha256:" + h.hexdigest()
 
 
+class DatasetView(Dataset):
+    """A dataset with something attached to each example: same examples, order, length
+    and fingerprint as the one it wraps, whose other attributes (prompt_ids, categories,
+    n_skipped) it passes through."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def fingerprint(self) -> str:
+        return self.dataset.fingerprint()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
 class Collator:
     """Right-pads a batch; padding is masked out of attention and loss."""
 
@@ -163,6 +183,7 @@ class Collator:
 __all__ = [
     "IGNORE_INDEX",
     "Collator",
+    "DatasetView",
     "DistillDataset",
     "distillation_pairs",
     "encode_pair",

@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 
 from bbi.errors import BbiError
 from bbi.runstore import write_json
-from distill.data import IGNORE_INDEX, Collator
+from distill.data import IGNORE_INDEX, Collator, DatasetView
 
 CACHE_VERSION = 1
 SHARD_EXAMPLES = 64
@@ -245,31 +245,21 @@ class TeacherCache:
         return out
 
 
-class TeacherSignalDataset(Dataset):
+class TeacherSignalDataset(DatasetView):
     """A dataset's examples with the teacher's cached rows attached (key ``teacher``);
     same examples, order and fingerprint as the dataset it wraps."""
 
     def __init__(self, dataset: Any, rows: list[Rows]):
         if len(rows) != len(dataset):
             raise BbiError("teacher cache and dataset differ in length")
-        self.dataset, self.rows = dataset, rows
+        super().__init__(dataset)
+        self.rows = rows
         for i in range(len(dataset)):
             if len(rows[i][0]) != len(trained_positions(dataset[i])):
                 raise BbiError(f"teacher cache example {i}: row count does not match the data")
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {**self.dataset[i], "teacher": self.rows[i]}
-
-    def fingerprint(self) -> str:
-        return self.dataset.fingerprint()
-
-    def __getattr__(self, name: str) -> Any:  # prompt_ids, categories, n_skipped
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
 
 class SignalCollator(Collator):

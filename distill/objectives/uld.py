@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from bbi.config import KDSettings
 from bbi.errors import BbiError
-from distill.data import IGNORE_INDEX, Collator, encode_pair
+from distill.data import IGNORE_INDEX, Collator, DatasetView, encode_pair
 from distill.objectives import Objective, response_logits
 
 
@@ -38,20 +38,17 @@ def uld_distance(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> 
     return (p_s - p_t).abs().sum(-1)
 
 
-class TeacherTokensDataset(torch.utils.data.Dataset):
+class TeacherTokensDataset(DatasetView):
     """A dataset's examples plus the same pair in the teacher's tokenization
     (``teacher_input_ids`` / ``teacher_labels``); same order and fingerprint."""
 
     def __init__(self, dataset: Any, teacher_tokenizer: Any, max_length: int):
-        self.dataset = dataset
+        super().__init__(dataset)
         self.teacher: list[dict[str, list[int]]] = []
         eos = teacher_tokenizer.eos_token_id or 0
         for prompt, response in dataset.texts:
             enc = encode_pair(teacher_tokenizer, prompt, response, max_length)
             self.teacher.append(enc or {"input_ids": [eos], "labels": [IGNORE_INDEX]})
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         t = self.teacher[i]
@@ -60,14 +57,6 @@ class TeacherTokensDataset(torch.utils.data.Dataset):
             "teacher_input_ids": t["input_ids"],
             "teacher_labels": t["labels"],
         }
-
-    def fingerprint(self) -> str:
-        return self.dataset.fingerprint()
-
-    def __getattr__(self, name: str) -> Any:  # prompt_ids, categories, n_skipped
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
 
 class TwoTokenizerCollator(Collator):
