@@ -694,6 +694,7 @@ class PipelineDistill(Section):
 MIN_RESAMPLES, MAX_RESAMPLES = 10, 100_000
 MAX_SEEDS = 1000
 DEFAULT_BUDGETS = (50, 100, 200, 400, 800, 1600, 4000)
+DEFAULT_TEST_QUERIES = (1, 4, 16)
 DEFAULT_STRATEGIES = ("random", "stratified", "disagreement")
 DEFAULT_ADVERSARIES = ("surface", "tfidf", "embed", "pairwise")
 
@@ -715,7 +716,7 @@ class AttackSettings(Section):
     )
     seeds: int = Field(5, ge=1, le=MAX_SEEDS, description="Number of seeds, 0..N-1.")
     test_queries: list[int] = Field(
-        default_factory=lambda: [1, 4, 16],
+        default_factory=lambda: list(DEFAULT_TEST_QUERIES),
         description="k: responses of the unknown model combined per decision.",
     )
     epsilon: float = Field(0.1, gt=0.0, lt=1.0, description="Advantage bound for the verdict.")

@@ -99,7 +99,8 @@ _IN_PROCESS = frozenset({"encoder", "judge", "likelihood"})
 # ---- the sweep ---------------------------------------------------------------------------
 
 
-def _default_comparisons(run: RunDir) -> list[str]:
+def default_comparisons(run: RunDir) -> list[str]:
+    """Every model of the run but the teacher, A/A (null) comparisons first."""
     teacher = run.teacher_alias()
     models = run.models()
     # A/A (null) comparisons first so the calibration row leads every table.
@@ -160,7 +161,7 @@ def run_attack(
     sweep.check_sweep(settings)
     sw = _Sweep(settings, backend_options)
     record = sweep.config_record(settings)
-    comparisons = list(compare) if compare else _default_comparisons(run)
+    comparisons = list(compare) if compare else default_comparisons(run)
     if not comparisons:
         raise BbiError(f"{run.path}: no model besides the teacher to compare")
     adv_classes = {a: adversary_class(a) for a in sw.adversaries}
@@ -713,6 +714,7 @@ __all__ = [
     "attack_verdict",
     "calibration",
     "comparison_from_paired",
+    "default_comparisons",
     "distill_base",
     "distill_deltas",
     "full_budget_contributions",

@@ -378,3 +378,23 @@ def test_crossfit_decides_by_default_and_split_on_request(tmp_path):
     verdict = attack["comparisons"]["student"]["verdict"]
     assert verdict["crossfit"]["decides"] is False
     assert verdict["broken_by"] != "stack"
+
+
+def test_default_budgets_fit_a_small_pool(tmp_path):
+    """With no --budget, the default budgets a pool cannot pay are dropped with a note
+    (an imported pool is often smaller than 4,000 queries); a budget the user set that
+    does not fit stays a one-line error, exit 2."""
+    path = tmp_path / "small"
+    synthetic.make_run(path, n_per_category=8, test_fraction=0.5, seed=0)
+    n_train = int((RunDir(path).paired("student")["split"] == "train").sum())
+    assert n_train == 40
+    common = ["--adversary", "surface", "--strategy", "random", "--seeds", "1", "--no-progress"]
+    res = runner.invoke(app, ["attack", str(path), *common])
+    assert res.exit_code == 0, res.output
+    assert "attack budgets 100, 200, 400, 800, 1600, 4000 dropped" in " ".join(res.output.split())
+    att = RunDir(path).read_results()["attack"]
+    assert att["config"]["budgets"] == [50]
+    assert att["config"]["test_queries"] == [1, 4, 16]
+    res = runner.invoke(app, ["attack", str(path), *common, "--budget", "50,100"])
+    assert res.exit_code == 2
+    assert "exceeds the train pool" in res.output

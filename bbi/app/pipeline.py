@@ -90,23 +90,40 @@ def fit_attack(cfg: RunConfig, records: list[dict]) -> AttackSettings:
     test-query counts k above the test split. No budget fitting is an error before anything
     runs.
     """
-    from discriminators.acquisition import QUERIES_PER_PROMPT, prompts_for_budget
-
-    a = cfg.attack
     n_train = sum(r.get("split") == "train" for r in records)
     n_test = sum(r.get("split") == "test" for r in records)
     where = f"--limit {cfg.generation.limit}" if cfg.generation.limit else f"suite {cfg.suite}"
+    return fit_budgets(
+        cfg.attack, n_train, n_test, where, "raise --limit, or set attack.budgets in --config"
+    )
+
+
+def fit_budgets(
+    a: AttackSettings,
+    n_train: int,
+    n_test: int,
+    where: str,
+    remedy: str,
+    budgets: bool = True,
+    test_queries: bool = True,
+) -> AttackSettings:
+    """``a`` with the budgets that ``n_train`` train prompts cannot pay (``budgets``) and
+    the test-query counts above ``n_test`` (``test_queries``) dropped, each with a note; a
+    one-line error (``remedy`` says what to do) when no budget fits or there is nothing to
+    buy or evaluate on. What is not fitted is returned as given."""
+    from discriminators.acquisition import QUERIES_PER_PROMPT, prompts_for_budget
+
     if n_test == 0 or n_train < 2:
         raise BbiError(
             f"{where}: {n_train} train and {n_test} test prompts; the attack needs at least "
             "2 train prompts (to buy) and 1 test prompt (to evaluate on)"
         )
-    fits = [q for q in a.budgets if prompts_for_budget(q) <= n_train]
+    fits = [q for q in a.budgets if prompts_for_budget(q) <= n_train or not budgets]
     if not fits:
         raise BbiError(
             f"{where}: {n_train} train prompts allow attack budgets up to "
             f"{n_train * QUERIES_PER_PROMPT} queries, but attack.budgets starts at "
-            f"{min(a.budgets)}: raise --limit, or set attack.budgets in --config"
+            f"{min(a.budgets)}: {remedy}"
         )
     if len(fits) < len(a.budgets):
         dropped = ", ".join(str(q) for q in a.budgets if q not in fits)
@@ -115,7 +132,7 @@ def fit_attack(cfg: RunConfig, records: list[dict]) -> AttackSettings:
             "dropped (they need more train prompts)",
             highlight=False,
         )
-    ks = [k for k in a.test_queries if k <= n_test] or [1]
+    ks = [k for k in a.test_queries if k <= n_test or not test_queries] or [1]
     if len(ks) < len(a.test_queries):
         dropped = ", ".join(str(k) for k in a.test_queries if k not in ks)
         console.print(

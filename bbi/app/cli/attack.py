@@ -167,6 +167,36 @@ def print_attack(console: Console, attack: dict[str, Any], only: list[str] | Non
                 console.print(f"  not paired: {adv}: {why}", highlight=False)
 
 
+def _fit_default_budgets(
+    run: Any, settings: AttackSettings, only: list[str] | None
+) -> AttackSettings:
+    """The default budgets and test-query counts, cut to what the smallest compared pool
+    can pay (an imported pool of 805 prompts cannot buy 4,000 queries); budgets the user
+    set are kept as given, and one that does not fit stays a one-line error."""
+    from bbi.app.pipeline import fit_budgets
+    from bbi.config import DEFAULT_BUDGETS, DEFAULT_TEST_QUERIES
+    from discriminators.attack import default_comparisons
+
+    budgets = list(settings.budgets) == list(DEFAULT_BUDGETS)
+    ks = list(settings.test_queries) == list(DEFAULT_TEST_QUERIES)
+    if not (budgets or ks):
+        return settings
+    models = run.models()
+    sizes = []
+    for other in only or default_comparisons(run):
+        if other not in models or other == run.teacher_alias():
+            return settings  # run_attack names what is wrong
+        split = run.paired(other)["split"].astype(str)
+        sizes.append((int((split == "train").sum()), int((split == "test").sum())))
+    if not sizes:
+        return settings
+    n_train, n_test = min(s[0] for s in sizes), min(s[1] for s in sizes)
+    if n_train < 2 or n_test < 1:
+        return settings  # run_attack says what the pool lacks
+    remedy = "pass --budget with what the pool allows"
+    return fit_budgets(settings, n_train, n_test, str(run.path), remedy, budgets, ks)
+
+
 def register(app: typer.Typer) -> None:
     """Attach the `attack` command to the root app."""
 
@@ -198,6 +228,8 @@ def register(app: typer.Typer) -> None:
         from discriminators.attack import run_attack
 
         run = RunDir(run_dir)
+        only = split_list(compare, "--compare")
+        settings = _fit_default_budgets(run, settings, only)
         if param:  # on top of the file's params, adversary by adversary
             extra = _params(param)
             merged = {
@@ -207,7 +239,6 @@ def register(app: typer.Typer) -> None:
             settings = settings.updated(params=merged)
         quiet = not progress
         out = plain_console()
-        only = split_list(compare, "--compare")
         with sweep_progress(plain_console(stderr=True), not quiet) as prog:
             result = run_attack(run, settings, compare=only, progress=prog)
         if not quiet:
