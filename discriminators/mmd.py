@@ -117,6 +117,9 @@ def hamming_gram(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return (1.0 - cdist(A, B, metric="hamming")).astype(np.float32)
 
 
+GRAM_BLOCK = 512  # rows of the k-spectrum Gram computed at a time
+
+
 def kspectrum_gram(Z: np.ndarray, k: int, cumulative: bool = True) -> np.ndarray:
     """Normalised k-spectrum Gram of the padded code rows ``Z`` (``-1`` = padding).
 
@@ -149,10 +152,16 @@ def kspectrum_gram(Z: np.ndarray, k: int, cumulative: bool = True) -> np.ndarray
             shape = (n, int(col.max()) + 1)
             blocks.append(sp.csr_matrix((np.ones(len(col)), (rows, col)), shape=shape))
     C = sp.hstack(blocks, format="csr")  # one column per distinct n-gram (all orders used)
-    K = (C @ C.T).toarray()
-    norm = np.sqrt(np.diag(K)).copy()
+    norm = np.sqrt(np.asarray(C.multiply(C).sum(axis=1)).ravel())
     norm[norm == 0] = 1.0
-    return (K / np.outer(norm, norm)).astype(np.float32)
+    C = sp.diags(1.0 / norm) @ C  # unit rows: the Gram is then the normalised one
+    # Row blocks straight into the float32 result: the full product in float64 (dense or
+    # as a sparse matrix of n^2 entries) would take several times the result's memory.
+    K = np.empty((n, n), dtype=np.float32)
+    CT = C.T.tocsc()
+    for i in range(0, n, GRAM_BLOCK):
+        K[i : i + GRAM_BLOCK] = (C[i : i + GRAM_BLOCK] @ CT).toarray()
+    return K
 
 
 def median_bandwidth(Z: np.ndarray, rng: np.random.Generator, max_points: int = 2000) -> float:

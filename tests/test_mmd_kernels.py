@@ -52,7 +52,10 @@ def _brute_gram(texts: list[str], k: int, cumulative: bool, unit: str) -> np.nda
 @pytest.mark.parametrize("unit", ["char", "word"])
 @pytest.mark.parametrize("cumulative", [True, False])
 @pytest.mark.parametrize("k", [1, 3, 5])
-def test_kspectrum_gram_matches_brute_force(unit, cumulative, k):
+@pytest.mark.parametrize("block", [3, 512])
+def test_kspectrum_gram_matches_brute_force(unit, cumulative, k, block, monkeypatch):
+    # block 3: the Gram is filled in several row blocks, the last one partial
+    monkeypatch.setattr("discriminators.mmd.GRAM_BLOCK", block)
     Z = encode_sequences(_TEXTS, 64, unit)
     K = kspectrum_gram(Z, k, cumulative)
     np.testing.assert_allclose(K, _brute_gram(_TEXTS, k, cumulative, unit), atol=1e-6)
