@@ -1,0 +1,84 @@
+"""The split sweep's eps under an A/A null: exactly symmetric about 0, CIs calibrated.
+
+Within a test prompt the two responses are exchangeable under an A/A null, and the fitted
+adversary never sees the test split; so swapping them must negate the prompt's
+contribution d exactly, and eps must be a mean of symmetric terms. An adversary
+significantly *worse* than chance can then only be a tail event or a real difference in
+the test split, never the construction (train/test leakage, scores fitted on the test
+batch, ties broken one way, a threshold tied to one label's prior would all break these).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bbi.config import AttackSettings
+from discriminators import get_adversary
+from discriminators.comparison import comparison_from_paired
+from discriminators.evaluate import Evaluator, run_point
+from discriminators.synthetic import CATEGORIES, response
+
+N_PER_CATEGORY = 30  # 300 prompts: 240 train, 60 test, the size of a 300-prompt engine A/A
+SHARED = 0.3  # share of prompts where both models give the same text (a shared seed)
+
+
+def _aa_paired(seed: int, swap_test: bool = False) -> pd.DataFrame:
+    """A paired frame of an A/A comparison: both responses from one generator, the other
+    identical to the teacher's on a share of prompts (as two samplers sharing a seed
+    are), independent otherwise; so the two are exchangeable within every prompt."""
+    rng = np.random.default_rng([seed, 29])
+    rows = []
+    for cat in CATEGORIES:
+        for i in range(N_PER_CATEGORY):
+            prompt = (
+                f"[{cat}] Tell me about {' '.join(rng.choice(['river', 'stone', 'paper'], 2))}?"
+            )
+            t = response(prompt, rng)
+            o = t if rng.random() < SHARED else response(prompt, rng)
+            split = "test" if i < N_PER_CATEGORY // 5 else "train"
+            if swap_test and split == "test":
+                t, o = o, t
+            rows.append(
+                {"id": f"{cat}-{i}", "category": cat, "split": split, "prompt": prompt}
+                | {"teacher": t, "other": o}
+            )
+    return pd.DataFrame(rows)
+
+
+def _full_budget_point(name: str, paired: pd.DataFrame, cfg: AttackSettings):
+    data = comparison_from_paired(paired, "other", role="null")
+    adv = get_adversary(name)
+    adv.prepare(pd.concat([data.train_items, data.test_items], ignore_index=True))
+    bought = np.arange(len(data.train))
+    return run_point(adv, data, Evaluator(data, cfg), bought, 2 * len(bought), 0)
+
+
+@pytest.mark.parametrize("name", ["surface", "tfidf", "pairwise"])
+def test_swapping_the_test_pairs_negates_every_contribution(name):
+    """Same train split, test responses swapped within each prompt: d -> -d exactly."""
+    cfg = AttackSettings(test_queries=[1], n_bootstrap=200, n_permutations=50)
+    a = _full_budget_point(name, _aa_paired(1), cfg)
+    b = _full_budget_point(name, _aa_paired(1, swap_test=True), cfg)
+    assert np.any(a.d != 0)
+    np.testing.assert_array_equal(b.d, -a.d)
+    assert b.record["eps"]["value"] == pytest.approx(-a.record["eps"]["value"])
+    lo, hi = a.record["eps"]["ci"]
+    assert b.record["eps"]["ci"] == pytest.approx([-hi, -lo])
+
+
+def test_surface_eps_ci_covers_zero_at_its_rate_under_aa():
+    """40 A/A comparisons of 240 + 60 prompts: eps centred on 0, each side of the 95% CI
+    missing 0 about 2.5% of the time (measured over 400: 1.3% below, 1.8% above)."""
+    cfg = AttackSettings(test_queries=[1], n_bootstrap=200, n_permutations=50)
+    eps, below, above = [], 0, 0
+    for rep in range(40):
+        rec = _full_budget_point("surface", _aa_paired(100 + rep), cfg).record["eps"]
+        eps.append(rec["value"])
+        below += rec["ci"][1] < 0
+        above += rec["ci"][0] > 0
+    eps = np.asarray(eps)
+    assert abs(eps.mean()) <= 3 * eps.std(ddof=1) / np.sqrt(len(eps)), eps.mean()
+    # Binomial(40, 0.025) exceeds 4 with probability < 0.01.
+    assert below <= 4 and above <= 4, (below, above)
