@@ -82,3 +82,32 @@ def test_surface_eps_ci_covers_zero_at_its_rate_under_aa():
     assert abs(eps.mean()) <= 3 * eps.std(ddof=1) / np.sqrt(len(eps)), eps.mean()
     # Binomial(40, 0.025) exceeds 4 with probability < 0.01.
     assert below <= 4 and above <= 4, (below, above)
+
+
+def _bench_engine():
+    """benchmarks/bench_engine.py as a module (benchmarks/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_engine.py"
+    spec = importlib.util.spec_from_file_location("bench_engine", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_engine_aa_family_is_two_sided_and_holm_corrected():
+    """The engine A/A rule: four adversaries whose 95% CIs each just miss 0 (p ~ 0.03) are
+    one A/A comparison's multiplicity, not a difference; 13 of 14 decisive prompts going
+    one way (either way) is."""
+    aa_family = _bench_engine().aa_family
+    edge = [1.0] * 11 + [-1.0] * 3 + [0.0] * 46  # 11:3, two-sided p = 0.057
+    weak = [1.0] * 12 + [-1.0] * 3 + [0.0] * 45  # 12:3, two-sided p = 0.035
+    fam = aa_family({"a": weak, "b": weak, "c": edge, "d": [0.0] * 60})
+    assert fam["a"]["p"] < 0.05 and not any(f["rejected"] for f in fam.values())
+    below = [1.0] + [-1.0] * 13 + [0.0] * 46  # the worse-than-chance 13:1
+    fam = aa_family({"surface": below, "tfidf": [-x for x in below], "embed": edge})
+    assert fam["surface"]["p"] == pytest.approx(2 * 15 / 2**14)
+    assert fam["surface"]["rejected"] and fam["tfidf"]["rejected"]
+    assert fam["surface"]["p_holm"] == pytest.approx(3 * fam["surface"]["p"])
+    assert not fam["embed"]["rejected"]
