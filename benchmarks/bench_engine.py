@@ -12,7 +12,13 @@ generation settings (bbi.config.GenerationSettings: sampled, temperature 0.7, to
 2. greedy agreement: how many of N greedy answers of the engine equal the hf: backend's;
 3. A/A: ``bbi probe run`` with the hf: teacher and the engine as its "student" on N
    prompts of the default suite (stratified), then ``bbi attack``: the engine passes when
-   no adversary's eps CI excludes 0 and the verdict is not "distinguishable".
+   no adversary tells the two apart in either direction, as one family (``aa_family``:
+   exact two-sided sign tests on each adversary's test-prompt contributions, Holm across
+   the adversaries at 0.05), and the verdict is not "distinguishable". Each adversary's
+   95% eps CI is printed beside it; "no CI excludes 0" alone is not the rule: on exact A/A
+   comparisons (a 300-prompt run's responses with the labels swapped at random within
+   prompts) the CIs of surface, tfidf and pairwise missed 0 somewhere in 28 of 200, the
+   Holm family rejected in 4 of 200 (docs/statistics.md, "Worse than chance").
 
     python benchmarks/bench_engine.py [--engine fast] [--dtype bfloat16] [--n-speed 64]
         [--n-greedy 100] [--n-aa 1000] [--compute-type int8] [--threads 1] [--like-run]
@@ -136,6 +142,28 @@ def greedy_agreement(args, prompts: list[str]) -> list[tuple[str, int, int]]:
     return out
 
 
+def aa_family(d_by_adversary: dict[str, list[float]], alpha: float = 0.05) -> dict[str, dict]:
+    """Per adversary: the exact two-sided sign test of "eps = 0" on its per-test-prompt
+    contributions d (in {-1, 0, 1}; under an A/A null each is symmetric about 0, so the
+    nonzero ones are fair coin flips given the fitted adversary), Holm-adjusted across the
+    adversaries; ``rejected`` where the adjusted p < alpha. Two-sided: an adversary far
+    *below* chance also says the test split's two samples differ."""
+    import numpy as np
+    from scipy.stats import binomtest
+
+    from bbi import stats
+
+    out: dict[str, dict] = {}
+    for name, d in d_by_adversary.items():
+        d = np.asarray(d, dtype=float)
+        pos, neg = int((d > 0).sum()), int((d < 0).sum())
+        p = binomtest(pos, pos + neg, 0.5).pvalue if pos + neg else 1.0
+        out[name] = {"n": len(d), "plus": pos, "minus": neg, "p": float(p)}
+    for name, ph in zip(out, stats.holm([r["p"] for r in out.values()]), strict=True):
+        out[name].update(p_holm=float(ph), rejected=bool(ph < alpha))
+    return out
+
+
 def aa_check(args) -> dict:
     """hf: teacher vs the engine as 'student' through bbi probe run + bbi attack (the
     last engine variant: with ``--engine fast`` the last ``--dtype``)."""
@@ -177,21 +205,40 @@ def aa_check(args) -> dict:
     )
     res = json.loads((run / "results.json").read_text())
     comp = res["attack"]["comparisons"]["engine"]
+    # The full-budget point's per-test-prompt contributions (attack/engine/NAME.scores.jsonl).
+    d = {
+        name: [
+            json.loads(line)["d"]
+            for line in (run / "attack" / "engine" / f"{name}.scores.jsonl")
+            .read_text()
+            .splitlines()
+            if line.strip()
+        ]
+        for name, adv in comp["adversaries"].items()
+        if adv["kind"] != "test"
+    }
+    family = aa_family(d)
     excluded = []
     for name, adv in comp["adversaries"].items():
         ci = (adv.get("eps") or {}).get("ci")
         if ci:
-            print(f"  {name:<14} eps CI [{ci[0]:+.3f}, {ci[1]:+.3f}]")
+            f = family[name]
+            print(
+                f"  {name:<14} eps CI [{ci[0]:+.3f}, {ci[1]:+.3f}]  d +{f['plus']}/-{f['minus']} "
+                f"of {f['n']}: two-sided p {f['p']:.3g}, Holm {f['p_holm']:.3g}"
+            )
             if ci[0] > 0 or ci[1] < 0:
                 excluded.append(name)
+    rejected = [name for name, f in family.items() if f["rejected"]]
     status = comp["verdict"]["status"]
-    ok = not excluded and status != "distinguishable"
+    ok = not rejected and status != "distinguishable"
     print(
         f"A/A {spec} vs {pre}{spec} ({label}) on {comp.get('n_train')}+{comp.get('n_test')} "
-        f"prompts: verdict {status}; CIs excluding 0: {excluded or 'none'} -> "
+        f"prompts: verdict {status}; told apart (Holm, either direction): {rejected or 'none'} "
+        f"(uncorrected CIs excluding 0: {excluded or 'none'}) -> "
         f"{'PASS' if ok else 'FAIL'} (generation {gen_s:.0f}s)"
     )
-    return dict(status=status, excluded=excluded, ok=ok)
+    return dict(status=status, excluded=excluded, rejected=rejected, family=family, ok=ok)
 
 
 def main() -> None:
