@@ -24,6 +24,7 @@ from discriminators.crossfit import (
     crossfit,
     flip_items,
 )
+from discriminators.surface import FEATURE_NAMES
 from discriminators.verdict_cf import VERDICT_FOLDS, crossfit_verdict, decide_crossfit
 
 ALPHA = 0.05
@@ -398,3 +399,69 @@ def test_two_fold_crossfit_is_nested(tmp_path):
             cats[: 2 * INNER_FOLDS - 1],
             2,
         )
+
+
+def test_selection_never_sees_the_scored_folds_labels(tmp_path):
+    """The candidate that scores fold k, and how it scores it, are functions of the other
+    folds only: relabelling every prompt of fold 0 (swapping its two responses) leaves
+    fold 0's choice unchanged and flips each of its contributions, so given the other
+    fold the per-fold exact test sees an adversary fixed before fold 0's labels."""
+    run = synthetic.make_run(tmp_path, n_per_category=8, categories=synthetic.CATEGORIES[:4])
+    prompts, items = comparison_items(load_comparison(run, "student"))
+    cats = prompts["category"].astype(str).to_numpy()
+    advs = ["surface", "tfidf"]
+    with threadpool_limits(limits=1):
+        cf = crossfit([get_adversary(a) for a in advs], items, cats, VERDICT_FOLDS, seed=3)
+        flip = cf.folds == 0
+        ff = crossfit(
+            [get_adversary(a) for a in advs], flip_items(items, flip), cats, VERDICT_FOLDS, seed=3
+        )
+    assert np.array_equal(ff.folds, cf.folds)
+    assert ff.chosen[0] == cf.chosen[0] and ff.train_stat[0] == cf.train_stat[0]
+    assert np.array_equal(ff.d[flip], -cf.d[flip])
+    assert np.array_equal(ff.stack[flip], -cf.stack[flip])
+    # Every candidate was compared, and the chosen one has the largest training statistic.
+    names = {"stack", *advs} | {f"rule:{f}" for f in FEATURE_NAMES}
+    for k, c in enumerate(cf.chosen):
+        assert set(cf.train_stat[k]) == names
+        assert cf.train_stat[k][c] == max(cf.train_stat[k].values())
+
+
+def test_selection_scores_fold_k_with_the_chosen_candidate(tmp_path):
+    """A fold that chose the stack, a base adversary or a rule is scored by exactly that
+    candidate's out-of-fold contributions (a rule's direction set on the other fold)."""
+    run = synthetic.make_run(tmp_path, n_per_category=12, seed=5)
+    prompts, items = comparison_items(load_comparison(run, "student"))
+    cats = prompts["category"].astype(str).to_numpy()
+    with threadpool_limits(limits=1):
+        cf = crossfit([get_adversary("surface")], items, cats, VERDICT_FOLDS, seed=0)
+        off = crossfit([get_adversary("surface")], items, cats, VERDICT_FOLDS, 0, select=False)
+    assert off.chosen == ["stack", "stack"] and np.array_equal(off.d, off.stack)
+    assert np.array_equal(off.stack, cf.stack)
+    for k, c in enumerate(cf.chosen):
+        te = cf.folds == k
+        ref = (
+            cf.stack
+            if c == "stack"
+            else cf.base[c]
+            if c in cf.base
+            else cf.rules[c.removeprefix("rule:")]
+        )
+        assert np.array_equal(cf.d[te], ref[te])
+
+
+def test_stack_training_statistic_is_not_flattered_in_an_aa_world(tmp_path):
+    """The stack's training statistic (which the selection compares) is measured with base
+    scores blind to the held-out group: in A/A comparisons it averages about 0, like its
+    statistic on the scored fold (its own cross-validated margins averaged about 1.6)."""
+    train = []
+    with threadpool_limits(limits=1):
+        for i in range(6):
+            run = synthetic.make_run(
+                tmp_path / str(i), n_per_category=10, seed=200 + i, students={}
+            )
+            prompts, items = comparison_items(load_comparison(run, "teacher_null"))
+            cats = prompts["category"].astype(str).to_numpy()
+            cf = crossfit([get_adversary("surface")], items, cats, VERDICT_FOLDS, seed=i)
+            train += [cf.train_stat[k]["stack"] for k in (0, 1)]
+    assert abs(np.mean(train)) < 3 / np.sqrt(len(train))  # sd about 1 per fold
