@@ -61,6 +61,7 @@ from discriminators.comparison import load_comparison  # noqa: E402
 from discriminators.crossfit import comparison_items, crossfit, one_feature_rules  # noqa: E402
 from discriminators.equality import equality_tests  # noqa: E402
 from discriminators.surface import surface_features  # noqa: E402
+from discriminators.verdict_cf import MERGE, PRIMARY_WEIGHT  # noqa: E402
 
 ALPHA = 0.05
 DESIGNS = {
@@ -71,9 +72,9 @@ DESIGNS = {
 OLD_GAMMA = 1e-3  # the exact test's Berger-Boos gamma before the selected adversary
 METHODS = (
     "split",
-    "select K=2 bonf",
-    "select g=1e-3",
-    "select w=0.75",
+    "select",
+    "select w=0.5",
+    "select w=0.5 g=1e-3",
     "select w=1",
     "folds K=2 bonf",
     "folds K=5 bonf",
@@ -159,12 +160,12 @@ def one(
         for m, gamma in (("rule", cft.GAMMA), ("rule g=1e-3", OLD_GAMMA)):
             ps = [cft.ternary_test(d, 0.0, gamma) for d in rules.values()]
             out[m] = ["overall"] if len(rules) * min(ps) < ALPHA else []
-    if any(m.startswith(("select", "folds K=2")) for m in methods):
+    if any(m.startswith(("select", "folds K=2")) for m in methods):  # one cross-fit for all
         cf2 = crossfit([get_adversary(a) for a in advs], items, cats, 2, seed)
-        out["select K=2 bonf"] = family(cf2.d, cats, cf2.folds, "bonferroni")
-        for w in (0.75, 1.0):
-            out[f"select w={w:g}"] = family(cf2.d, cats, cf2.folds, "bonferroni", weight=w)
-        out["select g=1e-3"] = family(cf2.d, cats, cf2.folds, "bonferroni", gamma=OLD_GAMMA)
+        out["select"] = family(cf2.d, cats, cf2.folds, MERGE, weight=PRIMARY_WEIGHT)
+        for w in (0.5, 1.0):
+            out[f"select w={w:g}"] = family(cf2.d, cats, cf2.folds, MERGE, weight=w)
+        out["select w=0.5 g=1e-3"] = family(cf2.d, cats, cf2.folds, MERGE, gamma=OLD_GAMMA)
         out["folds K=2 bonf"] = family(cf2.stack, cats, cf2.folds, "bonferroni", gamma=OLD_GAMMA)
         out["_chosen"] = list(cf2.chosen)  # which candidate scored each fold
     if "split" in methods:

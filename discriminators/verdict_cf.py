@@ -48,7 +48,7 @@ from discriminators.crossfit import (
     crossfit_adversaries,
 )
 
-PRIMARY_WEIGHT = 0.5
+PRIMARY_WEIGHT = 0.75
 POWER = 0.8
 # The verdict's cross-fit: K folds, and the rule that merges the K per-fold exact tests.
 VERDICT_FOLDS = 2
@@ -127,7 +127,9 @@ def decide_crossfit(
     for j, c in enumerate(names):
         m = cats == c
         t = _test(d[m], part(m), eps0, alpha, merge, seed + j + 1)
-        share = alpha * (1 - PRIMARY_WEIGHT) / len(names)
+        # The category's share when the overall test does not reject (fixed sequence:
+        # none, so its share once the overall test has rejected).
+        share = alpha * ((1 - PRIMARY_WEIGHT) if PRIMARY_WEIGHT < 1 else 1.0) / len(names)
         mde = _mde(sizes(m), share, eps0, merge)
         rows.append(
             {
@@ -258,7 +260,7 @@ def crossfit_verdict(
         "length/format features, each base adversary and each one-feature rule; "
         "exact test of H0 eps <= eps0 in each fold, the folds merged by "
         f"{merge} (valid under any dependence between folds), overall and per category; "
-        "weighted Holm (overall 1/2, categories 1/2 shared)"
+        f"weighted Holm (overall {PRIMARY_WEIGHT:g}, categories {1 - PRIMARY_WEIGHT:g} shared)"
     )
     test_eps0 = 0.0 if data.role == "null" else eps0
     res = decide_crossfit(
