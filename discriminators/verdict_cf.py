@@ -348,7 +348,9 @@ def adopt_crossfit(sweep: dict[str, Any], cf: dict[str, Any]) -> dict[str, Any]:
     for key in ("status", "indistinguishable", "text", "distinguishable_in", "family_size"):
         out[key] = cf[key]
     out["plan"] = f"{cf['plan']}. Beside it, descriptive: {sweep.get('plan', '')}"
-    out["broken_by"] = "stack" if cf["primary"]["rejected"] else None
+    # The candidate whose fold's test decided (old records: the stack decided every fold).
+    decided = (cf["primary"].get("decided_by") or {}).get("candidate", "stack")
+    out["broken_by"] = decided if cf["primary"]["rejected"] else None
     if "calibration" in cf:
         if sweep.get("calibration") is not None:
             out["sweep_calibration"] = sweep["calibration"]

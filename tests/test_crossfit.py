@@ -176,6 +176,18 @@ def test_crossfit_verdict_finds_a_planted_category(tmp_path):
     assert res["distinguishable_in"] == ["style_format"]
     assert res["responses"] == 1200 and res["skipped"] == {"mmd": res["skipped"]["mmd"]}
     assert null["epsilon"] == 0.0 and null["calibration"]["ok"]
+    # The record names each fold's candidate, why (training statistics), the fold whose
+    # test decided, and the stack alone beside it.
+    prim = res["primary"]
+    assert prim["adversary"] == "selected" and len(prim["chosen"]) == VERDICT_FOLDS
+    by = prim["decided_by"]
+    assert by["candidate"] == prim["chosen"][by["fold"]]
+    assert by["p"] == min(prim["fold_p"]) and by["n"] == 300
+    sel = res["selection"]
+    assert [s["chosen"] for s in sel] == prim["chosen"]
+    assert all(s["train_stat"][s["chosen"]] == max(s["train_stat"].values()) for s in sel)
+    assert {"value", "ci", "p", "lower"} <= set(res["stack"])
+    assert "selected adversary (fold 1 " in res["text"] or not prim["rejected"]
 
 
 @pytest.mark.slow
@@ -465,3 +477,19 @@ def test_stack_training_statistic_is_not_flattered_in_an_aa_world(tmp_path):
             cf = crossfit([get_adversary("surface")], items, cats, VERDICT_FOLDS, seed=i)
             train += [cf.train_stat[k]["stack"] for k in (0, 1)]
     assert abs(np.mean(train)) < 3 / np.sqrt(len(train))  # sd about 1 per fold
+
+
+def test_family_weights():
+    """The verdict's weight (overall 3/4): a diluted category still needs only
+    alpha / 4 / C; weight 1 is the fixed sequence (categories only after the overall)."""
+    from discriminators.verdict_cf import PRIMARY_WEIGHT
+
+    assert PRIMARY_WEIGHT == 0.75
+    p_holm, adj = cft.family(0.5, [0.004, 0.5, 0.9], ALPHA, PRIMARY_WEIGHT)
+    assert p_holm >= ALPHA and adj[0] < ALPHA  # 0.004 < 0.05 / 4 / 3
+    assert cft.family(0.5, [0.005, 0.5, 0.9], ALPHA, PRIMARY_WEIGHT)[1][0] >= ALPHA
+    assert cft.family(0.03, [0.5], ALPHA, PRIMARY_WEIGHT)[0] < ALPHA  # 0.03 < 0.0375
+    p_holm, adj = cft.family(0.04, [0.001, 0.03], ALPHA, 1.0)
+    assert p_holm == 0.04 and list(adj) == pytest.approx([0.04, 0.04])
+    p_holm, adj = cft.family(0.06, [1e-6, 0.5], ALPHA, 1.0)
+    assert p_holm >= ALPHA and np.all(adj >= ALPHA)  # the gate is shut
