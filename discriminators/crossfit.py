@@ -182,7 +182,10 @@ def _held(
             for h in names[a + 1 :]:
                 train = np.flatnonzero((groups >= 0) & (groups != g) & (groups != h))
                 both = np.flatnonzero((groups == g) | (groups == h))
-                diff = _fit_diff(adv, items, train, both, seed)
+                try:
+                    diff = _fit_diff(adv, items, train, both, seed)
+                except ValueError:  # a handful of prompts, one class: no score (stack stat 0)
+                    continue
                 in_g = groups[both] == g
                 out[k][h][both[in_g]] = diff[in_g]  # group-g prompts, blind to k, g and h
                 out[k][g][both[~in_g]] = diff[~in_g]
@@ -210,6 +213,8 @@ def _fit_stack(F: np.ndarray, seed: int) -> tuple[np.ndarray, float, np.ndarray 
     rng = np.random.default_rng([seed, 37, len(G)])
     o = np.where(rng.random(len(G)) < 0.5, 1.0, -1.0)
     X, y = G * o[:, None], (o > 0).astype(int)
+    if min(y.sum(), len(y) - y.sum()) == 0:  # one class: nothing to learn, abstain
+        return np.zeros(F.shape[1]), 0.0, None
     if min(y.sum(), len(y) - y.sum()) < 5:  # too few prompts to cross-validate
         model = LogisticRegression(C=1.0, fit_intercept=False, max_iter=2000).fit(X, y)
         return model.coef_[0] / scale, 0.0, None

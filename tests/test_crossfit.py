@@ -493,3 +493,17 @@ def test_family_weights():
     assert p_holm == 0.04 and list(adj) == pytest.approx([0.04, 0.04])
     p_holm, adj = cft.family(0.06, [1e-6, 0.5], ALPHA, 1.0)
     assert p_holm >= ALPHA and np.all(adj >= ALPHA)  # the gate is shut
+
+
+def test_selection_on_a_tiny_comparison(tmp_path):
+    """Eight prompts (the least two folds allow): sub-folds of one or two prompts leave
+    some held-out fits one class; the selection still runs (the stack then has no
+    evidence on the training fold) and every contribution is in {-1, 0, 1}."""
+    run = synthetic.make_run(tmp_path, n_per_category=2, categories=synthetic.CATEGORIES[:4])
+    prompts, items = comparison_items(load_comparison(run, "student"))
+    cats = prompts["category"].astype(str).to_numpy()
+    advs = ("surface", "tfidf", "pairwise")
+    with threadpool_limits(limits=1):
+        for seed in range(3):
+            cf = crossfit([get_adversary(a) for a in advs], items, cats, VERDICT_FOLDS, seed)
+            assert len(cf.chosen) == 2 and set(np.unique(cf.d)) <= {-1.0, 0.0, 1.0}
