@@ -5,7 +5,8 @@ For each planted design (a broad artifact in every category, a one-category arti
 pure length shift) and each size (prompts per category; every prompt is answered once by
 each model, so responses per model = prompts), repeated ``--reps`` times with fresh data,
 every method tests equality (eps0 = 0, alpha 0.05) with its category family (weighted
-Holm, overall 1/2, categories 1/2 shared) and counts as "distinguishable" when anything in
+Holm, overall 1/2 and categories 1/2 shared unless said otherwise) and counts as
+"distinguishable" when anything in
 the family rejects:
 
 * ``split``: the select-then-confirm verdict of the budget sweep (``bbi attack
@@ -13,14 +14,22 @@ the family rejects:
   k = 1, tolerance 1e-6 since the settings need eps0 > 0): trained on the 80% train split,
   the strongest point selected on half the test prompts, confirmed on the other half by
   the betting test; categories by the betting test on the test split;
-* ``folds K=2 bonf`` / ``folds K=5 bonf|mean|harm``: the cross-fitted stack (K folds over
+* ``select``: the verdict's decision, the cross-fitted selected adversary (each of 2 folds
+  scored by the candidate, among the stack, the base adversaries and the one-feature
+  rules, strongest on the other fold), one exact test per fold merged by Bonferroni,
+  weighted Holm with the verdict's ``PRIMARY_WEIGHT``; ``select w=0.5`` / ``select w=1``
+  the same with the overall weight 1/2 or the fixed sequence, ``select w=0.5 g=1e-3``
+  also with the earlier Berger-Boos gamma (what each change contributes);
+* ``folds K=2 bonf`` (the earlier decision: the stack on every fold, gamma 1e-3, weight
+  1/2) / ``folds K=5 bonf|mean|harm``: the cross-fitted stack (K folds over
   every prompt) tested by one exact test per fold, merged by Bonferroni, twice the mean
   or e log K times the harmonic mean (``bbi.crossfit.fold_test``: valid under any
   dependence between folds, proved);
 * ``pooled K=5 x2``: the exact test on the pooled out-of-fold contributions with every
   p-value doubled (the earlier measured-only correction; not proved), and ``pooled K=5``
   uncorrected (not valid: shown for its A/A rate);
-* ``rule``: the best one-feature rule, Bonferroni over the 30 cross-fitted surface rules;
+* ``rule``: the best one-feature rule, Bonferroni over the 30 surface rules cross-fitted in
+  5 folds, the exact test on the pooled contributions (``rule g=1e-3``: the earlier gamma);
 * ``mmd`` (with ``--mmd``): the k-spectrum two-sample test, 200 permutations;
 * ``equality`` (with ``--mmd``): the verdict's equality claim
   (``discriminators.equality``: k-spectrum and Hamming MMD, paired by prompt on every
@@ -28,6 +37,8 @@ the family rejects:
   which every design here violates and every A/A comparison satisfies.
 
 ``--methods`` restricts the run to some of them (the others are not computed).
+
+The candidate each fold of ``select`` chose is counted per design and size.
 
 Category recall and precision (planted: style_format for one-category, every category
 for broad and length) are counted over the repeats of each design and size; on the A/A
