@@ -6,8 +6,7 @@ pure length shift) and each size (prompts per category; every prompt is answered
 each model, so responses per model = prompts), repeated ``--reps`` times with fresh data,
 every method tests equality (eps0 = 0, alpha 0.05) with its category family (weighted
 Holm, overall 1/2 and categories 1/2 shared unless said otherwise) and counts as
-"distinguishable" when anything in
-the family rejects:
+"distinguishable" when anything in the family rejects:
 
 * ``split``: the select-then-confirm verdict of the budget sweep (``bbi attack
   --decision split``; here one budget, the whole train split, random strategy, one seed,
