@@ -718,6 +718,7 @@ def test_verdict_names_the_selected_adversary_and_the_test_that_decided(tmp_path
         responses=2 * len(cats),
         adversaries=["surface"],
         skipped={},
+        stack={"value": 0.21, "ci": [0.1, 0.3], "n": len(cats), "p": 0.2, "lower": -0.05},
     )
     comp = res["attack"]["comparisons"]["student"]
     comp["verdict"] = adopt_crossfit(comp["verdict"], cf)
@@ -727,6 +728,7 @@ def test_verdict_names_the_selected_adversary_and_the_test_that_decided(tmp_path
     assert "Decided by the cross-fitted selected adversary" in lead
     assert 'data-chosen="stack,rule:n_exclaims"' in lead
     assert 'data-decided-by="rule:n_exclaims"' in lead and "fold 2's" in lead
+    assert "the stack on every fold 0.21" in html
     md = write_report(run, fmt="md").read_text(encoding="utf-8")
     assert "fold 1: stack, fold 2: rule:n\\_exclaims" in md or "fold 2: rule:n_exclaims" in md
     assert "The test that decided: fold 2's" in md
