@@ -45,7 +45,7 @@ from scipy import stats as sps
 from bbi import stats
 from bbi.errors import BbiError
 
-GAMMA = 1e-3  # Berger-Boos: the share of alpha spent on not knowing the tie rate
+GAMMA = 1e-4  # Berger-Boos: the share of alpha spent on not knowing the tie rate
 _GRID = 48
 
 
@@ -385,6 +385,9 @@ def family(
     """
     ps = [float(primary_p), *map(float, category_ps)]
     c = len(ps) - 1
+    if primary_weight >= 1.0:  # fixed sequence: categories only once the overall test rejects
+        cat = stats.holm(ps[1:], [1.0] * c) if c else np.zeros(0)
+        return float(ps[0]), np.maximum(cat, ps[0])
     weights = [primary_weight] + [(1 - primary_weight) / c] * c if c else [1.0]
     adj = stats.holm(ps, weights)
     return float(adj[0]), adj[1:]

@@ -5,22 +5,30 @@ For each planted design (a broad artifact in every category, a one-category arti
 pure length shift) and each size (prompts per category; every prompt is answered once by
 each model, so responses per model = prompts), repeated ``--reps`` times with fresh data,
 every method tests equality (eps0 = 0, alpha 0.05) with its category family (weighted
-Holm, overall 1/2, categories 1/2 shared) and counts as "distinguishable" when anything in
-the family rejects:
+Holm, overall 1/2 and categories 1/2 shared unless said otherwise) and counts as
+"distinguishable" when anything in the family rejects:
 
 * ``split``: the select-then-confirm verdict of the budget sweep (``bbi attack
   --decision split``; here one budget, the whole train split, random strategy, one seed,
   k = 1, tolerance 1e-6 since the settings need eps0 > 0): trained on the 80% train split,
   the strongest point selected on half the test prompts, confirmed on the other half by
   the betting test; categories by the betting test on the test split;
-* ``folds K=2 bonf`` / ``folds K=5 bonf|mean|harm``: the cross-fitted stack (K folds over
+* ``select``: the verdict's decision, the cross-fitted selected adversary (each of 2 folds
+  scored by the candidate, among the stack, the base adversaries and the one-feature
+  rules, strongest on the other fold), one exact test per fold merged by Bonferroni,
+  weighted Holm with the verdict's ``PRIMARY_WEIGHT``; ``select w=0.5`` / ``select w=1``
+  the same with the overall weight 1/2 or the fixed sequence, ``select w=0.5 g=1e-3``
+  also with the earlier Berger-Boos gamma (what each change contributes);
+* ``folds K=2 bonf`` (the earlier decision: the stack on every fold, gamma 1e-3, weight
+  1/2) / ``folds K=5 bonf|mean|harm``: the cross-fitted stack (K folds over
   every prompt) tested by one exact test per fold, merged by Bonferroni, twice the mean
   or e log K times the harmonic mean (``bbi.crossfit.fold_test``: valid under any
   dependence between folds, proved);
 * ``pooled K=5 x2``: the exact test on the pooled out-of-fold contributions with every
   p-value doubled (the earlier measured-only correction; not proved), and ``pooled K=5``
   uncorrected (not valid: shown for its A/A rate);
-* ``rule``: the best one-feature rule, Bonferroni over the 30 cross-fitted surface rules;
+* ``rule``: the best one-feature rule, Bonferroni over the 30 surface rules cross-fitted in
+  5 folds, the exact test on the pooled contributions (``rule g=1e-3``: the earlier gamma);
 * ``mmd`` (with ``--mmd``): the k-spectrum two-sample test, 200 permutations;
 * ``equality`` (with ``--mmd``): the verdict's equality claim
   (``discriminators.equality``: k-spectrum and Hamming MMD, paired by prompt on every
@@ -28,6 +36,8 @@ the family rejects:
   which every design here violates and every A/A comparison satisfies.
 
 ``--methods`` restricts the run to some of them (the others are not computed).
+
+The candidate each fold of ``select`` chose is counted per design and size.
 
 Category recall and precision (planted: style_format for one-category, every category
 for broad and length) are counted over the repeats of each design and size; on the A/A
@@ -42,6 +52,7 @@ import argparse
 import os
 import tempfile
 import time
+from collections import Counter
 from unittest import mock
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -50,14 +61,17 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from bbi import crossfit as cft  # noqa: E402
+from bbi import stats  # noqa: E402
 from bbi.config import AttackSettings  # noqa: E402
 from bbi.errors import BbiError  # noqa: E402
 from discriminators import attack as attack_mod  # noqa: E402
 from discriminators import synthetic  # noqa: E402
 from discriminators.base import get_adversary  # noqa: E402
 from discriminators.comparison import load_comparison  # noqa: E402
-from discriminators.crossfit import comparison_items, crossfit  # noqa: E402
+from discriminators.crossfit import comparison_items, crossfit, one_feature_rules  # noqa: E402
 from discriminators.equality import equality_tests  # noqa: E402
+from discriminators.surface import surface_features  # noqa: E402
+from discriminators.verdict_cf import MERGE, PRIMARY_WEIGHT  # noqa: E402
 
 ALPHA = 0.05
 DESIGNS = {
@@ -65,8 +79,13 @@ DESIGNS = {
     "one-category": {"categories": ["style_format"], "rate": 0.6, "artifact": "signoff"},
     "length": {"categories": list(synthetic.CATEGORIES), "rate": 0.3, "artifact": "longer"},
 }
+OLD_GAMMA = 1e-3  # the exact test's Berger-Boos gamma before the selected adversary
 METHODS = (
     "split",
+    "select",
+    "select w=0.5",
+    "select w=0.5 g=1e-3",
+    "select w=1",
     "folds K=2 bonf",
     "folds K=5 bonf",
     "folds K=5 mean",
@@ -74,22 +93,29 @@ METHODS = (
     "pooled K=5 x2",
     "pooled K=5",
     "rule",
+    "rule g=1e-3",
 )
 
 
 def family(
-    d: np.ndarray, cats: np.ndarray, folds: np.ndarray | None, merge: str, factor: float = 1.0
+    d: np.ndarray,
+    cats: np.ndarray,
+    folds: np.ndarray | None,
+    merge: str,
+    factor: float = 1.0,
+    gamma: float = cft.GAMMA,
+    weight: float = 0.5,
 ) -> list[str]:
     """The decision of ``discriminators.verdict_cf.decide_crossfit`` at eps0 = 0 (p-values
     only): what the family rejects, "overall" and the categories named."""
 
     def p(m: np.ndarray) -> float:
         if folds is None:
-            return min(1.0, factor * cft.ternary_test(d[m], 0.0))
-        return cft.fold_test(d[m], folds[m], 0.0, merge)["p"]
+            return min(1.0, factor * cft.ternary_test(d[m], 0.0, gamma))
+        return cft.fold_test(d[m], folds[m], 0.0, merge, gamma)["p"]
 
     names = sorted(set(cats.tolist()))
-    p_all, adj = cft.family(p(np.ones(len(d), bool)), [p(cats == c) for c in names], ALPHA)
+    p_all, adj = cft.family(p(np.ones(len(d), bool)), [p(cats == c) for c in names], ALPHA, weight)
     return (["overall"] if p_all < ALPHA else []) + [
         c for c, a in zip(names, adj, strict=True) if a < ALPHA
     ]
@@ -122,15 +148,13 @@ def split_verdict(run, other: str, advs: list[str], seed: int) -> list[str]:
 def one(
     run, other: str, advs: list[str], seed: int, methods: tuple[str, ...]
 ) -> dict[str, list[str]]:
-    """What each method rejects on one comparison ("overall" and/or category names)."""
+    """What each method rejects on one comparison ("overall" and/or category names), and
+    under ``_chosen`` the candidate that scored each fold of the selected adversary."""
     prompts, items = comparison_items(load_comparison(run, other))
     cats = prompts["category"].astype(str).to_numpy()
     out: dict[str, list[str]] = {}
-    if any(m.startswith(("folds K=5", "pooled", "rule")) for m in methods):
-        cf5 = crossfit([get_adversary(a) for a in advs], items, cats, 5, seed)
-        rule_p = min(
-            1.0, len(cf5.rules) * min(cft.ternary_test(d, 0.0) for d in cf5.rules.values())
-        )
+    if any(m.startswith(("folds K=5", "pooled")) for m in methods):
+        cf5 = crossfit([get_adversary(a) for a in advs], items, cats, 5, seed, select=False)
         out.update(
             {
                 "folds K=5 bonf": family(cf5.d, cats, cf5.folds, "bonferroni"),
@@ -138,12 +162,22 @@ def one(
                 "folds K=5 harm": family(cf5.d, cats, cf5.folds, "harmonic"),
                 "pooled K=5 x2": family(cf5.d, cats, None, "", 2.0),
                 "pooled K=5": family(cf5.d, cats, None, ""),
-                "rule": ["overall"] if rule_p < ALPHA else [],
             }
         )
-    if "folds K=2 bonf" in methods:
+    if any(m.startswith("rule") for m in methods):  # the 5 folds of the stack's cross-fit
+        surf = surface_features(items["response"].astype(str).tolist())
+        rules = one_feature_rules(surf[0::2] - surf[1::2], stats.stratified_folds(cats, 5, seed))
+        for m, gamma in (("rule", cft.GAMMA), ("rule g=1e-3", OLD_GAMMA)):
+            ps = [cft.ternary_test(d, 0.0, gamma) for d in rules.values()]
+            out[m] = ["overall"] if len(rules) * min(ps) < ALPHA else []
+    if any(m.startswith(("select", "folds K=2")) for m in methods):  # one cross-fit for all
         cf2 = crossfit([get_adversary(a) for a in advs], items, cats, 2, seed)
-        out["folds K=2 bonf"] = family(cf2.d, cats, cf2.folds, "bonferroni")
+        out["select"] = family(cf2.d, cats, cf2.folds, MERGE, weight=PRIMARY_WEIGHT)
+        for w in (0.5, 1.0):
+            out[f"select w={w:g}"] = family(cf2.d, cats, cf2.folds, MERGE, weight=w)
+        out["select w=0.5 g=1e-3"] = family(cf2.d, cats, cf2.folds, MERGE, gamma=OLD_GAMMA)
+        out["folds K=2 bonf"] = family(cf2.stack, cats, cf2.folds, "bonferroni", gamma=OLD_GAMMA)
+        out["_chosen"] = list(cf2.chosen)  # which candidate scored each fold
     if "split" in methods:
         out["split"] = split_verdict(run, other, advs, seed)
     if "mmd" in methods:
@@ -188,6 +222,7 @@ def main() -> None:
         methods = tuple(m for m in methods if m in wanted)
     found = {d: {m: {} for m in methods} for d in designs}
     aa = {m: [] for m in methods}
+    chosen: dict[tuple[str, int], list[str]] = {}
     t0 = time.perf_counter()
     with threadpool_limits(limits=1):
         for size in sizes:
@@ -198,10 +233,12 @@ def main() -> None:
                     )
                     for name in designs:
                         got = one(run, name, advs, rep, methods)
+                        chosen.setdefault((name, size), []).extend(got.get("_chosen", []))
                         for m in methods:
                             found[name][m].setdefault(size, []).append(got[m])
                     if not args.no_null:
                         got = one(run, "teacher_null", advs, rep, methods)
+                        chosen.setdefault(("A/A", size), []).extend(got.get("_chosen", []))
                         for m in methods:
                             aa[m].append(got[m])
                 print(f"# size {size} rep {rep} ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -221,7 +258,7 @@ def main() -> None:
     for name, spec in designs.items():
         planted = set(spec["categories"])
         for m in methods:
-            if m in ("rule", "mmd", "equality"):
+            if m.startswith("rule") or m in ("mmd", "equality"):
                 continue
             cells = []
             for s in sizes:
@@ -232,6 +269,11 @@ def main() -> None:
                 prec = f"{tp / (tp + fp):.2f}" if tp + fp else "   -"
                 cells.append(f"{rec:.2f}/{prec}")
             print(f"{name:<13} {m:<16} " + "  ".join(f"{c:>9}" for c in cells))
+    if any(chosen.values()):
+        print("\nCandidate chosen per fold by the selected adversary (count over folds)")
+        for (name, size), got in chosen.items():
+            top = ", ".join(f"{c} {k}" for c, k in Counter(got).most_common(4))
+            print(f"  {name:<13} {10 * size:>6}: {top}")
     if not args.no_null:
         n = len(aa[methods[0]])
         print(f"\nA/A false-positive rate over {n} comparisons (rate, binomial SE):")

@@ -1,29 +1,35 @@
-"""The verdict's primary analysis: a cross-fitted stacked adversary on every response.
+"""The verdict's primary analysis: a cross-fitted selected adversary on every response.
 
 Declared in advance (docs/statistics.md, "The verdict"):
 
 1. **Cross-fit** (``discriminators.crossfit``): every prompt of the comparison, train and
-   test split, in K folds stratified by category; the base adversaries and the stack over
-   their out-of-fold scores plus the length/format features give one out-of-fold
-   contribution d_i in {-1, 0, 1} per prompt. Nothing is selected: the stack is the one
-   adversary tested.
-2. **Overall**: the exact fixed-sample test of H0: eps <= eps0 (``bbi.crossfit``) in
+   test split, in K folds stratified by category; the base adversaries, the stack over
+   their out-of-fold scores plus the length/format features, and the one-feature rules
+   each give one out-of-fold contribution d_i in {-1, 0, 1} per prompt.
+2. **Selection per fold**: fold k is scored by the candidate (the stack, a base
+   adversary or a one-feature rule) with the largest statistic S / sqrt(m) on the other
+   folds, computed out of fold there. It sees no label of fold k, so it is part of the
+   fixed adversary that scores fold k: no multiplicity is paid for it.
+3. **Overall**: the exact fixed-sample test of H0: eps <= eps0 (``bbi.crossfit``) in
    each fold (given the other folds, a fold's contributions are an independent sample
    scored by a fixed adversary, so the test is exact there), the K fold p-values merged
    by a rule valid under any dependence (``bbi.crossfit.merge_p``, ``MERGE``); the lower
-   confidence bound inverts the merged test (the interval of the test that decides).
-3. **Categories**: the same per-fold test on each category's prompts, H0: eps_c <= eps0.
-4. **One family**: weighted Holm, the overall test 1/2 and the categories sharing 1/2; a
-   rejection passes its alpha on (closed testing), so once the overall test rejects the
-   categories get Holm at the full alpha. FWER <= alpha under any dependence.
-5. **Indistinguishable at eps <= eps0** when nothing rejects and the upper confidence
-   bound is <= eps0 overall, in every category (the stack) and for every base adversary:
-   an intersection-union test, level alpha without correction. Otherwise inconclusive.
+   confidence bound inverts the merged test (the interval of the test that decides), and
+   ``primary.decided_by`` names the fold, and its candidate, whose test gave the p.
+4. **Categories**: the same per-fold test on each category's prompts, H0: eps_c <= eps0.
+5. **One family**: weighted Holm, the overall test ``PRIMARY_WEIGHT`` and the categories
+   sharing the rest; a rejection passes its alpha on (closed testing), so once the
+   overall test rejects the categories get Holm at the full alpha. FWER <= alpha under
+   any dependence.
+6. **Indistinguishable at eps <= eps0** when nothing rejects and the upper confidence
+   bound is <= eps0 overall, in every category and for every base adversary: an
+   intersection-union test, level alpha without correction. Otherwise inconclusive.
 
 Each category also gets the smallest eps detectable with 80% power at its share of alpha
 (``bbi.crossfit.fold_min_detectable_eps``): below that, "no finding" says nothing. Beside the
-decision (descriptive, outside the family): each base adversary's cross-fitted eps and the
-best one-feature rule (chosen among the surface features, so it is a selected maximum).
+decision (descriptive, outside the family): the stack alone, each base adversary's
+cross-fitted eps and the best one-feature rule (chosen among the surface features, so it
+is a selected maximum).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from discriminators.crossfit import (
     crossfit_adversaries,
 )
 
-PRIMARY_WEIGHT = 0.5
+PRIMARY_WEIGHT = 0.75
 POWER = 0.8
 # The verdict's cross-fit: K folds, and the rule that merges the K per-fold exact tests.
 VERDICT_FOLDS = 2
@@ -98,9 +104,12 @@ def decide_crossfit(
     seed: int = 0,
     folds: np.ndarray | None = None,
     merge: str = MERGE,
+    chosen: list[str] | None = None,
 ) -> dict[str, Any]:
     """Steps 2-5 on out-of-fold contributions ``d`` (one per prompt, in {-1, 0, 1}) whose
-    folds are ``folds`` (None: one independent sample, no cross-fitting)."""
+    folds are ``folds`` (None: one independent sample, no cross-fitting). ``chosen``: the
+    candidate that scored each fold (the selected adversary; None: the stack scored every
+    fold); the primary record then names it per fold and the fold whose test decided."""
     d = np.asarray(d, dtype=float)
     cats = np.asarray(categories).astype(str)
     names = sorted(set(cats.tolist()))
@@ -118,7 +127,9 @@ def decide_crossfit(
     for j, c in enumerate(names):
         m = cats == c
         t = _test(d[m], part(m), eps0, alpha, merge, seed + j + 1)
-        share = alpha * (1 - PRIMARY_WEIGHT) / len(names)
+        # The category's share when the overall test does not reject (fixed sequence:
+        # none, so its share once the overall test has rejected).
+        share = alpha * ((1 - PRIMARY_WEIGHT) if PRIMARY_WEIGHT < 1 else 1.0) / len(names)
         mde = _mde(sizes(m), share, eps0, merge)
         rows.append(
             {
@@ -145,7 +156,7 @@ def decide_crossfit(
         r["p_holm"] = float(pa)
         r["significant"] = bool(pa < alpha)
     primary = {
-        "adversary": "stack",
+        "adversary": "selected" if chosen else "stack",
         "eps": _est(d, n_bootstrap, seed),
         "lower": overall["lower"],
         "upper": _upper(d, fl, alpha, merge),
@@ -155,6 +166,20 @@ def decide_crossfit(
         "p_holm": p_holm,
         "rejected": bool(p_holm < alpha),
     }
+    adversary = "stack"
+    if chosen:
+        primary["chosen"] = list(chosen)
+        fold_p = primary["fold_p"] or []
+        if fold_p and fl is not None and len(chosen) == len(fold_p):
+            ks = sorted(set(fl.tolist()))
+            j = int(np.argmin(fold_p))  # Bonferroni: the smallest fold p is the merged one
+            primary["decided_by"] = {
+                "fold": int(ks[j]),
+                "candidate": chosen[j],
+                "p": float(fold_p[j]),
+                "n": int((fl == ks[j]).sum()),
+            }
+        adversary = f"selected adversary ({describe_choice(chosen)})"
     base_rows = {
         name: {**_est(b, n_bootstrap, seed), "upper": _upper(b, fl, alpha, merge)}
         for name, b in (base or {}).items()
@@ -162,7 +187,7 @@ def decide_crossfit(
     found = [r["category"] for r in rows if r["significant"]]
     e = primary["eps"]
     head = (
-        f"cross-fitted stack eps {e['value']:.2f} (lower bound {primary['lower']:.2f}, "
+        f"cross-fitted {adversary} eps {e['value']:.2f} (lower bound {primary['lower']:.2f}, "
         f"exact test p = {primary['p']:.3g}, Holm {p_holm:.3g}) on {e['n']} prompts"
     )
     out: dict[str, Any] = {
@@ -229,16 +254,28 @@ def crossfit_verdict(
     cf = crossfit(used, items, cats, n_folds, seed)
     rule_name, rule_d = max(cf.rules.items(), key=lambda kv: (kv[1].mean(), kv[0]))
     plan = (
-        f"nested cross-fitted stack ({n_folds} folds over all {len(cats)} prompts) over "
-        f"{', '.join(a.name for a in used) or 'no base adversary'} + length/format features; "
+        f"cross-fitted selected adversary ({n_folds} folds over all {len(cats)} prompts): "
+        "each fold scored by the strongest, on the other folds (out of fold there), of the "
+        f"nested stack over {', '.join(a.name for a in used) or 'no base adversary'} + "
+        "length/format features, each base adversary and each one-feature rule; "
         "exact test of H0 eps <= eps0 in each fold, the folds merged by "
         f"{merge} (valid under any dependence between folds), overall and per category; "
-        "weighted Holm (overall 1/2, categories 1/2 shared)"
+        f"weighted Holm (overall {PRIMARY_WEIGHT:g}, categories {1 - PRIMARY_WEIGHT:g} shared)"
     )
     test_eps0 = 0.0 if data.role == "null" else eps0
     res = decide_crossfit(
-        cf.d, cats, test_eps0, alpha, cf.base, n_bootstrap, seed, folds=cf.folds, merge=merge
+        cf.d,
+        cats,
+        test_eps0,
+        alpha,
+        cf.base,
+        n_bootstrap,
+        seed,
+        folds=cf.folds,
+        merge=merge,
+        chosen=cf.chosen,
     )
+    _record_selection(res, cf, test_eps0, alpha, merge, n_bootstrap, seed)
     res.update(
         plan=plan,
         folds=int(n_folds),
@@ -271,6 +308,36 @@ def crossfit_verdict(
     return res
 
 
+def _record_selection(
+    res: dict[str, Any],
+    cf: Any,
+    eps0: float,
+    alpha: float,
+    merge: str,
+    n_bootstrap: int,
+    seed: int,
+) -> None:
+    """Why each fold's candidate was chosen, and the stack alone beside the decision.
+
+    ``selection``: per fold, the chosen candidate and every candidate's training statistic
+    S / sqrt(m) (out of fold on the training folds). ``stack``: the stack on every fold
+    with its own per-fold exact test, outside the family (descriptive).
+    """
+    ks = sorted(set(np.asarray(cf.folds).tolist()))
+    res["selection"] = [
+        {"fold": int(k), "chosen": c, "train_stat": st}
+        for k, c, st in zip(ks, cf.chosen, cf.train_stat, strict=False)
+    ]
+    if cf.stack is not None:
+        t = _test(cf.stack, np.asarray(cf.folds), eps0, alpha, merge, seed)
+        res["stack"] = {**_est(cf.stack, n_bootstrap, seed), "p": t["p"], "lower": t["lower"]}
+
+
+def describe_choice(chosen: list[str]) -> str:
+    """Fold by fold, the candidate that scored it: "fold 1 rule n_exclaims, fold 2 stack"."""
+    return ", ".join(f"fold {k + 1} {c.replace('rule:', 'rule ')}" for k, c in enumerate(chosen))
+
+
 def adopt_crossfit(sweep: dict[str, Any], cf: dict[str, Any]) -> dict[str, Any]:
     """The verdict record: the cross-fit analysis ``cf`` decides (status, text, categories
     named, the A/A calibration); the sweep's select-then-confirm record stays beside it
@@ -281,7 +348,9 @@ def adopt_crossfit(sweep: dict[str, Any], cf: dict[str, Any]) -> dict[str, Any]:
     for key in ("status", "indistinguishable", "text", "distinguishable_in", "family_size"):
         out[key] = cf[key]
     out["plan"] = f"{cf['plan']}. Beside it, descriptive: {sweep.get('plan', '')}"
-    out["broken_by"] = "stack" if cf["primary"]["rejected"] else None
+    # The candidate whose fold's test decided (old records: the stack decided every fold).
+    decided = (cf["primary"].get("decided_by") or {}).get("candidate", "stack")
+    out["broken_by"] = decided if cf["primary"]["rejected"] else None
     if "calibration" in cf:
         if sweep.get("calibration") is not None:
             out["sweep_calibration"] = sweep["calibration"]

@@ -129,7 +129,7 @@ def test_planted_category_is_flagged_and_only_it(attacked):
     assert verdict["status"] == "distinguishable", verdict["text"]
     assert verdict["distinguishable_in"] == ["style_format"]
     assert "style_format" in verdict["text"] and "mmd" not in verdict["text"]
-    # The deciding family: the cross-fitted stack overall and per category.
+    # The deciding family: the cross-fitted selected adversary overall and per category.
     assert verdict["family_size"] == 1 + len(per)
     assert verdict["crossfit"]["responses"] == 2 * verdict["crossfit"]["n_prompts"]
 
@@ -169,10 +169,14 @@ def test_known_advantage_is_recovered_within_ci(attacked):
     eps = comp["adversaries"]["surface"]["eps"]
     assert eps["ci"][0] <= 0.8 <= eps["ci"][1]
     assert comp["verdict"]["status"] == "distinguishable"
-    # The deciding adversary is the cross-fitted stack over them; its interval is the
-    # one of the test that decided.
-    assert comp["verdict"]["broken_by"] == "stack"
-    assert comp["verdict"]["crossfit"]["primary"]["lower"] > comp["verdict"]["epsilon"]
+    # The deciding adversary is the cross-fitted selected one (per fold, the stack, a base
+    # adversary or a one-feature rule); the verdict names the candidate of the fold whose
+    # test decided, and its interval is the one of that test.
+    prim = comp["verdict"]["crossfit"]["primary"]
+    assert prim["adversary"] == "selected" and len(prim["chosen"]) == 2
+    assert comp["verdict"]["broken_by"] == prim["decided_by"]["candidate"]
+    assert prim["decided_by"]["candidate"] == prim["chosen"][prim["decided_by"]["fold"]]
+    assert prim["lower"] > comp["verdict"]["epsilon"]
     k4 = next(
         p
         for p in comp["adversaries"]["surface"]["curves"]["random"]

@@ -24,6 +24,7 @@ from discriminators.crossfit import (
     crossfit,
     flip_items,
 )
+from discriminators.surface import FEATURE_NAMES
 from discriminators.verdict_cf import VERDICT_FOLDS, crossfit_verdict, decide_crossfit
 
 ALPHA = 0.05
@@ -175,6 +176,18 @@ def test_crossfit_verdict_finds_a_planted_category(tmp_path):
     assert res["distinguishable_in"] == ["style_format"]
     assert res["responses"] == 1200 and res["skipped"] == {"mmd": res["skipped"]["mmd"]}
     assert null["epsilon"] == 0.0 and null["calibration"]["ok"]
+    # The record names each fold's candidate, why (training statistics), the fold whose
+    # test decided, and the stack alone beside it.
+    prim = res["primary"]
+    assert prim["adversary"] == "selected" and len(prim["chosen"]) == VERDICT_FOLDS
+    by = prim["decided_by"]
+    assert by["candidate"] == prim["chosen"][by["fold"]]
+    assert by["p"] == min(prim["fold_p"]) and by["n"] == 300
+    sel = res["selection"]
+    assert [s["chosen"] for s in sel] == prim["chosen"]
+    assert all(s["train_stat"][s["chosen"]] == max(s["train_stat"].values()) for s in sel)
+    assert {"value", "ci", "p", "lower"} <= set(res["stack"])
+    assert "selected adversary (fold 1 " in res["text"] or not prim["rejected"]
 
 
 @pytest.mark.slow
@@ -398,3 +411,99 @@ def test_two_fold_crossfit_is_nested(tmp_path):
             cats[: 2 * INNER_FOLDS - 1],
             2,
         )
+
+
+def test_selection_never_sees_the_scored_folds_labels(tmp_path):
+    """The candidate that scores fold k, and how it scores it, are functions of the other
+    folds only: relabelling every prompt of fold 0 (swapping its two responses) leaves
+    fold 0's choice unchanged and flips each of its contributions, so given the other
+    fold the per-fold exact test sees an adversary fixed before fold 0's labels."""
+    run = synthetic.make_run(tmp_path, n_per_category=8, categories=synthetic.CATEGORIES[:4])
+    prompts, items = comparison_items(load_comparison(run, "student"))
+    cats = prompts["category"].astype(str).to_numpy()
+    advs = ["surface", "tfidf"]
+    with threadpool_limits(limits=1):
+        cf = crossfit([get_adversary(a) for a in advs], items, cats, VERDICT_FOLDS, seed=3)
+        flip = cf.folds == 0
+        ff = crossfit(
+            [get_adversary(a) for a in advs], flip_items(items, flip), cats, VERDICT_FOLDS, seed=3
+        )
+    assert np.array_equal(ff.folds, cf.folds)
+    assert ff.chosen[0] == cf.chosen[0] and ff.train_stat[0] == cf.train_stat[0]
+    assert np.array_equal(ff.d[flip], -cf.d[flip])
+    assert np.array_equal(ff.stack[flip], -cf.stack[flip])
+    # Every candidate was compared, and the chosen one has the largest training statistic.
+    names = {"stack", *advs} | {f"rule:{f}" for f in FEATURE_NAMES}
+    for k, c in enumerate(cf.chosen):
+        assert set(cf.train_stat[k]) == names
+        assert cf.train_stat[k][c] == max(cf.train_stat[k].values())
+
+
+def test_selection_scores_fold_k_with_the_chosen_candidate(tmp_path):
+    """A fold that chose the stack, a base adversary or a rule is scored by exactly that
+    candidate's out-of-fold contributions (a rule's direction set on the other fold)."""
+    run = synthetic.make_run(tmp_path, n_per_category=12, seed=5)
+    prompts, items = comparison_items(load_comparison(run, "student"))
+    cats = prompts["category"].astype(str).to_numpy()
+    with threadpool_limits(limits=1):
+        cf = crossfit([get_adversary("surface")], items, cats, VERDICT_FOLDS, seed=0)
+        off = crossfit([get_adversary("surface")], items, cats, VERDICT_FOLDS, 0, select=False)
+    assert off.chosen == ["stack", "stack"] and np.array_equal(off.d, off.stack)
+    assert np.array_equal(off.stack, cf.stack)
+    for k, c in enumerate(cf.chosen):
+        te = cf.folds == k
+        ref = (
+            cf.stack
+            if c == "stack"
+            else cf.base[c]
+            if c in cf.base
+            else cf.rules[c.removeprefix("rule:")]
+        )
+        assert np.array_equal(cf.d[te], ref[te])
+
+
+def test_stack_training_statistic_is_not_flattered_in_an_aa_world(tmp_path):
+    """The stack's training statistic (which the selection compares) is measured with base
+    scores blind to the held-out group: in A/A comparisons it averages about 0, like its
+    statistic on the scored fold (its own cross-validated margins averaged about 1.6)."""
+    train = []
+    with threadpool_limits(limits=1):
+        for i in range(6):
+            run = synthetic.make_run(
+                tmp_path / str(i), n_per_category=10, seed=200 + i, students={}
+            )
+            prompts, items = comparison_items(load_comparison(run, "teacher_null"))
+            cats = prompts["category"].astype(str).to_numpy()
+            cf = crossfit([get_adversary("surface")], items, cats, VERDICT_FOLDS, seed=i)
+            train += [cf.train_stat[k]["stack"] for k in (0, 1)]
+    assert abs(np.mean(train)) < 3 / np.sqrt(len(train))  # sd about 1 per fold
+
+
+def test_family_weights():
+    """The verdict's weight (overall 3/4): a diluted category still needs only
+    alpha / 4 / C; weight 1 is the fixed sequence (categories only after the overall)."""
+    from discriminators.verdict_cf import PRIMARY_WEIGHT
+
+    assert PRIMARY_WEIGHT == 0.75
+    p_holm, adj = cft.family(0.5, [0.004, 0.5, 0.9], ALPHA, PRIMARY_WEIGHT)
+    assert p_holm >= ALPHA and adj[0] < ALPHA  # 0.004 < 0.05 / 4 / 3
+    assert cft.family(0.5, [0.005, 0.5, 0.9], ALPHA, PRIMARY_WEIGHT)[1][0] >= ALPHA
+    assert cft.family(0.03, [0.5], ALPHA, PRIMARY_WEIGHT)[0] < ALPHA  # 0.03 < 0.0375
+    p_holm, adj = cft.family(0.04, [0.001, 0.03], ALPHA, 1.0)
+    assert p_holm == 0.04 and list(adj) == pytest.approx([0.04, 0.04])
+    p_holm, adj = cft.family(0.06, [1e-6, 0.5], ALPHA, 1.0)
+    assert p_holm >= ALPHA and np.all(adj >= ALPHA)  # the gate is shut
+
+
+def test_selection_on_a_tiny_comparison(tmp_path):
+    """Eight prompts (the least two folds allow): sub-folds of one or two prompts leave
+    some held-out fits one class; the selection still runs (the stack then has no
+    evidence on the training fold) and every contribution is in {-1, 0, 1}."""
+    run = synthetic.make_run(tmp_path, n_per_category=2, categories=synthetic.CATEGORIES[:4])
+    prompts, items = comparison_items(load_comparison(run, "student"))
+    cats = prompts["category"].astype(str).to_numpy()
+    advs = ("surface", "tfidf", "pairwise")
+    with threadpool_limits(limits=1):
+        for seed in range(3):
+            cf = crossfit([get_adversary(a) for a in advs], items, cats, VERDICT_FOLDS, seed)
+            assert len(cf.chosen) == 2 and set(np.unique(cf.d)) <= {-1.0, 0.0, 1.0}

@@ -692,3 +692,43 @@ def test_declared_sequential_test_is_rendered(tmp_path):
     md = write_report(run, fmt="md").read_text(encoding="utf-8")
     bought = told["queries"] - 2 * told["n_to_reject"]
     assert f"**{told['queries']}** ({bought} bought to train at q = {told['q']}" in md
+
+
+def test_verdict_names_the_selected_adversary_and_the_test_that_decided(tmp_path):
+    """A record of the selected adversary names the candidate of each fold and the fold
+    whose exact test decided (with its p), in the HTML and Markdown reports."""
+    import numpy as np
+
+    from discriminators.verdict_cf import adopt_crossfit, decide_crossfit
+
+    run = build_run(tmp_path / "demo")
+    res = load_results(run)
+    cats = np.repeat(res["suite"]["categories"][:2], 60)
+    folds = np.tile([0, 1], 60)
+    d = np.where(folds == 1, 1.0, 0.0)  # fold 2 (a rule) carries the evidence
+    cf = decide_crossfit(
+        d, cats, 0.1, 0.05, n_bootstrap=100, folds=folds, chosen=["stack", "rule:n_exclaims"]
+    )
+    assert cf["primary"]["decided_by"]["candidate"] == "rule:n_exclaims"
+    assert cf["primary"]["decided_by"]["fold"] == 1 and cf["primary"]["rejected"]
+    cf.update(
+        plan="cross-fitted selected adversary",
+        folds=2,
+        n_prompts=len(cats),
+        responses=2 * len(cats),
+        adversaries=["surface"],
+        skipped={},
+        stack={"value": 0.21, "ci": [0.1, 0.3], "n": len(cats), "p": 0.2, "lower": -0.05},
+    )
+    comp = res["attack"]["comparisons"]["student"]
+    comp["verdict"] = adopt_crossfit(comp["verdict"], cf)
+    (run / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    html = write_report(run).read_text(encoding="utf-8")
+    lead = html.split('data-crossfit="student"', 1)[1].split("</p>", 1)[0]
+    assert "Decided by the cross-fitted selected adversary" in lead
+    assert 'data-chosen="stack,rule:n_exclaims"' in lead
+    assert 'data-decided-by="rule:n_exclaims"' in lead and "fold 2's" in lead
+    assert "the stack on every fold 0.21" in html
+    md = write_report(run, fmt="md").read_text(encoding="utf-8")
+    assert "fold 1: stack, fold 2: rule:n\\_exclaims" in md or "fold 2: rule:n_exclaims" in md
+    assert "The test that decided: fold 2's" in md
