@@ -473,9 +473,10 @@ def validated_models(models: dict[str, Any]) -> dict[str, Any]:
 
 class TokenCurvePoint(_Model):
     """One point of the curve: a student (the base at 0 tokens, a snapshot, or the final
-    distilled student) and the verdict's primary point against the teacher: the
-    (adversary, strategy, q) selected on the selection half of the test split, its eps
-    and 95% CI measured on the confirmation half (never selected on those prompts)."""
+    distilled student) and the eps of the analysis that decides its verdict against the
+    teacher (``test`` says which): the cross-fitted adversary over every prompt (no
+    strategy or q), or under the split decision the (adversary, strategy, q) selected on
+    the selection half of the test split, its eps and 95% CI on the confirmation half."""
 
     alias: str
     kind: Literal["base", "snapshot", "final"]
@@ -492,7 +493,7 @@ class TokenCurvePoint(_Model):
 
 
 class TokenCurveBand(_Model):
-    """The A/A band: the same primary point's eps CI for the teacher against its own
+    """The A/A band: the same analysis's eps CI for the teacher against its own
     independent resample (what eps looks like when there is nothing to find)."""
 
     alias: str

@@ -135,12 +135,15 @@ def test_bbi_run_draws_the_curve_with_the_band(curve_run):
     assert [p.alias for p in curve.points if p.kind == "snapshot"] == [s["alias"] for s in snaps]
     for p in curve.points:
         assert p.eps is not None and p.eps.ci[0] <= p.eps.value <= p.eps.ci[1]
-        assert p.adversary == "surface" and "confirmation half" in p.test
+        # the analysis that decides (cross-fitted by default), named with its test
+        cf = results["attack"]["comparisons"][p.alias]["verdict"]["crossfit"]
+        assert cf["decides"] and p.adversary == cf["primary"]["adversary"]
+        assert "cross-fitted" in p.test and p.eps.p == cf["primary"]["p"]
+        assert p.eps.value == cf["primary"]["eps"]["value"]
     assert curve.band is not None and curve.band.alias == "teacher_null"
-    assert (
-        curve.band.eps.dump()
-        == (results["attack"]["comparisons"]["teacher_null"]["verdict"]["primary"]["eps"])
-    )
+    null_cf = results["attack"]["comparisons"]["teacher_null"]["verdict"]["crossfit"]
+    assert curve.band.eps.ci == tuple(null_cf["primary"]["eps"]["ci"])
+    assert curve.band.eps.h0 == "eps <= 0"  # the A/A tests eps = 0
     assert curve.unreached == [10**9] and any("never reached" in n for n in curve.notes)
     # every point attacked with the run's own sweep, on the same test prompts
     comps = results["attack"]["comparisons"]
@@ -268,3 +271,22 @@ def test_no_milestones_leave_records_and_dumps_unchanged():
     assert "curve_tokens" not in LoraSettings().model_dump()
     assert "curve_tokens" not in RunConfig().model_dump()["distill"]["kd"]
     assert KDSettings(curve_tokens=[5, 50]).model_dump()["curve_tokens"] == [5, 50]
+
+
+def test_curve_points_follow_the_decision():
+    """A curve point carries the eps of the analysis that decided the verdict: the
+    cross-fitted adversary when it decides, else the split's confirmed primary point."""
+    from bbi.app.curve import _decider
+
+    split_eps = {"value": 0.4, "ci": [0.2, 0.6], "n": 20}
+    split = {"adversary": "tfidf", "strategy": "random", "q": 80, "eps": split_eps}
+    cf_prim = {"adversary": "selected", "chosen": ["n_exclaims", "stack"], "p": 0.003}
+    cf_prim["eps"] = {"value": 0.3, "ci": [0.1, 0.5], "n": 200}
+    verdict = {"primary": split, "crossfit": {"decides": True, "epsilon": 0.1, "primary": cf_prim}}
+    fields, where = _decider(verdict)
+    assert fields["adversary"] == "selected" and fields["eps"]["p"] == 0.003
+    assert fields["eps"]["h0"] == "eps <= 0.1" and "n_exclaims, stack" in where
+    verdict["crossfit"]["decides"] = False  # decision: split
+    fields, where = _decider(verdict)
+    assert fields == split and "confirmation half" in where
+    assert _decider({})[0] == {}

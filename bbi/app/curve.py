@@ -11,9 +11,12 @@ step measures every snapshot exactly like the final student:
    the base, final student and A/A null are attacked too if the run's attack did not
    cover them with these settings);
 3. record (``results.json["token_curve"][<distilled>]``, ``bbi.results_schema.TokenCurve``):
-   per point the tokens seen, step, and the verdict's primary point: the (adversary,
-   strategy, q) selected on the selection half of the test split, its eps and 95% CI on the
-   confirmation half; and the A/A band, the same for the teacher against its resample.
+   per point the tokens seen, step, and the eps of the analysis that decides the verdict:
+   under ``decision: crossfit`` (the default) the cross-fitted adversary over every
+   prompt, its 95% paired-bootstrap CI and the exact test's p; under ``decision: split``
+   the (adversary, strategy, q) selected on the selection half of the test split, its eps
+   and 95% CI on the confirmation half. The A/A band is the same for the teacher against
+   its resample.
 
 Part of the application layer: it composes probes (the suite), distill's records and the
 attack (discriminators).
@@ -97,7 +100,7 @@ def _same_config(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
 
 
 def _where(primary: dict[str, Any] | None) -> str:
-    """In words: where a primary point's eps comes from."""
+    """In words: where a split primary point's eps comes from."""
     if not primary:
         return "no estimate (no adversary produced an eps)"
     n_conf = (primary.get("eps") or {}).get("n")
@@ -108,14 +111,33 @@ def _where(primary: dict[str, Any] | None) -> str:
     )
 
 
+def _decider(verdict: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The eps of the analysis that decided ``verdict`` (its fields for a curve point or
+    the band) and, in words, where it comes from."""
+    cf = verdict.get("crossfit") or {}
+    if cf.get("decides") and cf.get("primary"):
+        prim = cf["primary"]
+        eps = {**prim["eps"], "p": prim.get("p"), "h0": f"eps <= {cf.get('epsilon', 0):g}"}
+        chosen = prim.get("chosen")
+        where = (
+            f"cross-fitted {prim.get('adversary', 'stack')} adversary over all "
+            f"{prim['eps'].get('n')} prompts"
+            + (f" (per fold: {', '.join(chosen)})" if chosen else "")
+            + "; 95% paired-bootstrap CI; p: the exact per-fold tests merged"
+        )
+        return {"adversary": prim.get("adversary", "stack"), "eps": eps}, where
+    prim = verdict.get("primary") or None
+    if not prim:
+        return {}, _where(None)
+    fields = {k: prim[k] for k in ("adversary", "strategy", "q", "eps")}
+    return fields, _where(prim)
+
+
 def _point(alias: str, comp: dict[str, Any], sim: dict[str, Any] | None) -> dict[str, Any]:
     verdict = comp.get("verdict") or {}
-    prim = verdict.get("primary") or None
-    out: dict[str, Any] = {"alias": alias, "test": _where(prim), "status": verdict.get("status")}
-    if prim:
-        out.update(
-            adversary=prim["adversary"], strategy=prim["strategy"], q=prim["q"], eps=prim["eps"]
-        )
+    fields, where = _decider(verdict)
+    out: dict[str, Any] = {"alias": alias, "test": where, "status": verdict.get("status")}
+    out.update(fields)
     if sim and sim.get("test"):
         out["similarity"] = sim["test"]
     return out
@@ -267,15 +289,8 @@ def token_curve(
             )
         band = None
         if null and null in comps:
-            prim = (comps[null].get("verdict") or {}).get("primary") or None
-            band = {"alias": null, "test": _where(prim)}
-            if prim:
-                band.update(
-                    adversary=prim["adversary"],
-                    strategy=prim["strategy"],
-                    q=prim["q"],
-                    eps=prim["eps"],
-                )
+            fields, where = _decider(comps[null].get("verdict") or {})
+            band = {"alias": null, "test": where, **fields}
         else:
             notes.append("no A/A null comparison in this run: no band")
         if curve.unreached:
