@@ -71,7 +71,7 @@ INFO_FILE = "smollm2.json"
 # uniform guess (10.8). None of them talks sense before distillation (BENCHMARKS.md).
 PRUNED_LAYERS: tuple[int, ...] = (0, 1, 2, 3, 20, 21, 22, 23, 24, 27, 28, 29)
 
-# A student that can get close: 24 of 30 layers (114M of 135M params), every layer but the
+# A student that can get close: 24 of 30 layers (113M of 135M params), every layer but the
 # contiguous block 12-17 (the block of least influence, above). Chosen among contiguous
 # six-layer drops by the same teacher-forced measure (full-logit KL(teacher||student) on the
 # teacher's sampled answers to 100 suite prompts): dropping 12-17 1.09 nats/token, 14-19

@@ -205,7 +205,9 @@ def cmd_summary(args: argparse.Namespace) -> None:
     for run_path in sorted(p for p in root.iterdir() if (p / "results.json").is_file()):
         if run_path.name == "screen":
             continue
-        out[run_path.name] = summarize(run_path, run_path.name.split("-c")[0])
+        name = run_path.name.split("-c")[0]
+        if name in CANDIDATES or name.startswith("d"):
+            out[run_path.name] = summarize(run_path, name)
     print(json.dumps(out, indent=1))
 
 
@@ -256,9 +258,71 @@ def cmd_kd(args: argparse.Namespace) -> None:
         print(tag, json.dumps(out, indent=1), flush=True)
 
 
+def cmd_speed(args: argparse.Namespace) -> None:
+    """Generation tokens/s of the teacher and each student, side by side in one process:
+    the same ``--speed-prompts`` suite prompts, ``bbi run``'s sampling settings, one batch,
+    the models taking turns (``--rounds``), so every model sees the same load."""
+    import probes
+    from bbi.backends import GenerationConfig, load_backend
+    from bbi.probe_run import select_limit
+
+    prompts = [r["prompt"] for r in select_limit(probes.default_suite(), args.speed_prompts)]
+    specs = [s for s in args.speed_specs.split(",") if s]
+    backends = {s: load_backend(s, device="cpu") for s in specs}
+    cfg = GenerationConfig(max_new_tokens=48, temperature=0.7, top_p=0.95, batch_size=32)
+    res: dict[str, dict] = {s: {"tokens": 0, "seconds": 0.0} for s in specs}
+    for r in range(args.rounds):
+        for s, be in backends.items():
+            t0 = time.perf_counter()
+            gens = be.generate(prompts, cfg, [r * 1000 + i for i in range(len(prompts))])
+            res[s]["seconds"] += time.perf_counter() - t0
+            res[s]["tokens"] += sum(g.n_tokens for g in gens)
+    for s in specs:
+        res[s]["tok_s"] = round(res[s]["tokens"] / res[s]["seconds"], 1)
+        res[s]["vs_teacher"] = round(res[s]["tok_s"] / res[specs[0]]["tok_s"], 2)
+    res["load"] = [round(x, 1) for x in os.getloadavg()]
+    print(json.dumps(res, indent=1))
+    (Path(args.root) / "speed.json").write_text(json.dumps(res, indent=1))
+
+
+def cmd_kdstep(args: argparse.Namespace) -> None:
+    """Seconds per full-weight KD step of each student, side by side in one process: the
+    teacher's forward (no grad), the student's forward and backward through the full-logit
+    forward KL, an AdamW step; one batch of 8 x 160 tokens, the students taking turns."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from bbi.zoo import model_path
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    teacher = AutoModelForCausalLM.from_pretrained(model_path("smollm2")).eval()
+    names = [s for s in args.speed_specs.split(",") if s][1:]
+    students = {n: AutoModelForCausalLM.from_pretrained(model_path(n.split(":")[1])) for n in names}
+    opts = {n: torch.optim.AdamW(m.parameters(), lr=1e-5) for n, m in students.items()}
+    ids = torch.randint(100, 20000, (8, 160))
+    secs: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(args.rounds + 1):  # the first round warms up
+        for n, m in students.items():
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                t_logp = teacher(ids).logits.log_softmax(-1)
+            s_logp = m(ids).logits.log_softmax(-1)
+            loss = (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean()
+            loss.backward()
+            opts[n].step()
+            opts[n].zero_grad()
+            secs[n].append(time.perf_counter() - t0)
+    res = {n: round(sum(v[1:]) / len(v[1:]), 2) for n, v in secs.items()}
+    res["ratio"] = round(res[names[-1]] / res[names[0]], 2)
+    res["load"] = [round(x, 1) for x in os.getloadavg()]
+    print(json.dumps(res, indent=1))
+    (Path(args.root) / "kdstep.json").write_text(json.dumps(res, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("stage", choices=["screen", "kd", "summary"])
+    ap.add_argument("stage", choices=["screen", "kd", "summary", "speed", "kdstep"])
     ap.add_argument("--root", default="runs/student")
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--screen", default="p12,d6-12,d6-14,d6-16,d6-18,d6-20,d6-22")
@@ -267,9 +331,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--on-policy", type=float, default=0.0)
+    ap.add_argument("--speed-specs", default="zoo:smollm2,zoo:smollm2-pruned,zoo:smollm2-pruned24")
+    ap.add_argument("--speed-prompts", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
-    {"screen": cmd_screen, "kd": cmd_kd, "summary": cmd_summary}[args.stage](args)
+    stages = {"screen": cmd_screen, "kd": cmd_kd, "summary": cmd_summary, "speed": cmd_speed}
+    stages["kdstep"] = cmd_kdstep
+    stages[args.stage](args)
 
 
 if __name__ == "__main__":
