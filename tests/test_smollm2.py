@@ -369,10 +369,8 @@ def test_deeper_student_builds_and_differs_from_the_teacher(smollm2_zoo):
     assert len({zoo.fingerprint(n) for n in paths}) == 3
     tok = AutoTokenizer.from_pretrained(paths[name])
     chat = [{"role": "user", "content": "What is the capital of France?"}]
-    ids = tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt")
-    ids = torch.cat(
-        [ids, tok(" The capital of France is Paris.", return_tensors="pt").input_ids], 1
-    )
+    text = tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+    ids = tok(text + "The capital of France is Paris.", return_tensors="pt").input_ids
     with torch.inference_mode():
         logp = {n: m(ids).logits.log_softmax(-1)[0] for n, m in models.items()}
     kl = {
