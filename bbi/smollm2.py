@@ -168,7 +168,8 @@ def read_info() -> dict:
     if not path.is_file():
         raise BbiError("zoo:smollm2 is not built; run `bbi zoo build smollm2`")
     # A cache built by an older bbi may lack a model added since (is_stale says so).
-    names = tuple(n for n in MODELS if n == "smollm2" or n in _recorded_models(path))
+    recorded = _recorded_models(path) or set()
+    names = tuple(n for n in MODELS if n == "smollm2" or n in recorded)
     info = check_build_record(path, names, "bbi zoo build smollm2 --force")
     if not isinstance(info.get("gguf"), dict):
         raise BbiError(
@@ -177,28 +178,31 @@ def read_info() -> dict:
     return info
 
 
-def _recorded_models(path: Path) -> set[str]:
-    """The model names a build record lists (none when it cannot be read)."""
+def _recorded_models(path: Path) -> set[str] | None:
+    """The model names a build record lists; None when it cannot be read (read_info then
+    says it is damaged)."""
     try:
         models = json.loads(path.read_text()).get("models")
     except (OSError, ValueError, AttributeError):
-        return set()
-    return set(models) if isinstance(models, dict) else set()
+        return None
+    return set(models) if isinstance(models, dict) else None
 
 
 def is_stale() -> bool:
     """True when the installed package differs from the one the cache was built from, or
     the cache lacks one of :data:`MODELS` (built before that model was added).
 
-    Cheap (metadata and a stat, no hashing). Without the package the cache is used as is.
+    Cheap (metadata and a stat, no hashing). Without the package the cache is used as is
+    (a model it lacks is then an error of ``model_path``).
     """
     if not is_built():
         return False
-    if set(MODELS) - _recorded_models(cache_dir() / INFO_FILE):
-        return True
     folder = package_dir()
     if folder is None:
         return False
+    recorded = _recorded_models(cache_dir() / INFO_FILE)
+    if recorded is not None and "smollm2" in recorded and set(MODELS) - recorded:
+        return True
     gguf = read_info()["gguf"]
     path = folder / gguf["file"]
     return (
@@ -220,6 +224,12 @@ def model_path(name: str, *, build: bool = True, progress: bool = True) -> Path:
                 why = f"is not built (a cache from another {PIP_PACKAGE} or an older bbi)"
             raise BbiError(f"zoo:{name} {why}; run `bbi zoo build smollm2`")
         build_models(progress=progress)  # rebuilds a stale cache
+    if name not in (_recorded_models(cache_dir() / INFO_FILE) or set()):
+        # Only without the package: a cache from before this model, kept as is.
+        raise BbiError(
+            f"zoo:{name} is not in the SmolLM2 cache (built before it existed); "
+            f"install the package ({INSTALL_PACKAGE}) and run `bbi zoo build smollm2`"
+        )
     return cache_dir() / name
 
 

@@ -158,7 +158,7 @@ def test_build_once_under_lock_atomic_then_cached(fake_package, monkeypatch):
     assert zoo.model_path("smollm2").is_dir() and len(calls) == 2
 
 
-def test_cache_without_a_newer_model_is_rebuilt_once(fake_package):
+def test_cache_without_a_newer_model_is_rebuilt_once(fake_package, monkeypatch):
     """A cache built before a model joined MODELS is stale: rebuilt on first use, and the
     models it had keep their fingerprints."""
     _, calls = fake_package
@@ -174,6 +174,14 @@ def test_cache_without_a_newer_model_is_rebuilt_once(fake_package):
         zoo.model_path(smollm2.DEEPER_STUDENT, build=False)
     with pytest.raises(BbiError, match="bbi zoo build smollm2"):
         smollm2.fingerprint(smollm2.DEEPER_STUDENT)
+    # Without the package the old cache is used as is; the model it lacks is an error.
+    with monkeypatch.context() as m:
+        m.setattr(smollm2, "package_dir", lambda: None)
+        assert not smollm2.is_stale()
+        assert zoo.model_path("smollm2", progress=False).is_dir()
+        with pytest.raises(BbiError, match="built before it existed"):
+            zoo.model_path(smollm2.DEEPER_STUDENT, progress=False)
+    assert len(calls) == 1
     assert zoo.model_path(smollm2.DEEPER_STUDENT, progress=False).is_dir()
     assert len(calls) == 2 and not smollm2.is_stale()
     assert {n: zoo.fingerprint(n) for n in old} == old
