@@ -15,6 +15,9 @@ directories (safetensors, tokenizer, chat template) under
 - ``zoo:smollm2-pruned``: a depth-pruned copy that shares the teacher's tokenizer, the
   first step of "prune, then distil" (Sheared-LLaMA, Minitron). It is faster but talks
   nonsense until distilled on the teacher's responses (see ``PRUNED_LAYERS``).
+- ``zoo:smollm2-pruned24``: a lightly pruned copy (24 of 30 layers, see
+  ``PRUNED24_LAYERS``): clearly distinguishable from the teacher, but close enough that
+  minutes of KD on CPU bring it near (BENCHMARKS.md, "Choosing the default student").
 
 Weights are stored in float32, exactly as dequantised: a bfloat16 copy (half the disk)
 changed 8 of 64 greedy answers to probe prompts, i.e. it is a slightly different teacher,
@@ -68,6 +71,15 @@ INFO_FILE = "smollm2.json"
 # uniform guess (10.8). None of them talks sense before distillation (BENCHMARKS.md).
 PRUNED_LAYERS: tuple[int, ...] = (0, 1, 2, 3, 20, 21, 22, 23, 24, 27, 28, 29)
 
+# A student that can get close: 24 of 30 layers (113M of 135M params), every layer but the
+# contiguous block 12-17 (the block of least influence, above). Chosen among contiguous
+# six-layer drops by the same teacher-forced measure (full-logit KL(teacher||student) on the
+# teacher's sampled answers to 100 suite prompts): dropping 12-17 1.09 nats/token, 14-19
+# 1.19, 16-21 1.78; the 12-layer student 5.32. It talks sense but is clearly not the
+# teacher before distillation (BENCHMARKS.md, "Choosing the default student").
+PRUNED24_LAYERS: tuple[int, ...] = tuple(i for i in range(30) if not 12 <= i <= 17)
+DEEPER_STUDENT = "smollm2-pruned24"
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -81,6 +93,10 @@ MODELS: dict[str, Recipe] = {
     "smollm2": Recipe(None, "SmolLM2-135M-Instruct, dequantised from the Q4_1 GGUF"),
     "smollm2-pruned": Recipe(
         PRUNED_LAYERS, f"layer-pruned copy ({len(PRUNED_LAYERS)} of 30 layers), undistilled"
+    ),
+    DEEPER_STUDENT: Recipe(
+        PRUNED24_LAYERS,
+        f"layer-pruned copy ({len(PRUNED24_LAYERS)} of 30 layers: 12-17 dropped), undistilled",
     ),
 }
 
@@ -151,7 +167,10 @@ def read_info() -> dict:
     path = cache_dir() / INFO_FILE
     if not path.is_file():
         raise BbiError("zoo:smollm2 is not built; run `bbi zoo build smollm2`")
-    info = check_build_record(path, tuple(MODELS), "bbi zoo build smollm2 --force")
+    # A cache built by an older bbi may lack a model added since (is_stale says so).
+    recorded = _recorded_models(path) or set()
+    names = tuple(n for n in MODELS if n == "smollm2" or n in recorded)
+    info = check_build_record(path, names, "bbi zoo build smollm2 --force")
     if not isinstance(info.get("gguf"), dict):
         raise BbiError(
             f"{path}: damaged build record; rebuild with `bbi zoo build smollm2 --force`"
@@ -159,16 +178,31 @@ def read_info() -> dict:
     return info
 
 
-def is_stale() -> bool:
-    """True when the installed package differs from the one the cache was built from.
+def _recorded_models(path: Path) -> set[str] | None:
+    """The model names a build record lists; None when it cannot be read (read_info then
+    says it is damaged)."""
+    try:
+        models = json.loads(path.read_text()).get("models")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return set(models) if isinstance(models, dict) else None
 
-    Cheap (metadata and a stat, no hashing). Without the package the cache is used as is.
+
+def is_stale() -> bool:
+    """True when the installed package differs from the one the cache was built from, or
+    the cache lacks one of :data:`MODELS` (built before that model was added).
+
+    Cheap (metadata and a stat, no hashing). Without the package the cache is used as is
+    (a model it lacks is then an error of ``model_path``).
     """
     if not is_built():
         return False
     folder = package_dir()
     if folder is None:
         return False
+    recorded = _recorded_models(cache_dir() / INFO_FILE)
+    if recorded is not None and "smollm2" in recorded and set(MODELS) - recorded:
+        return True
     gguf = read_info()["gguf"]
     path = folder / gguf["file"]
     return (
@@ -185,15 +219,26 @@ def model_path(name: str, *, build: bool = True, progress: bool = True) -> Path:
     stale = is_stale()
     if stale or not is_built():
         if not build:
-            why = f"was built from another {PIP_PACKAGE}" if stale else "is not built"
+            why = "is not built"
+            if stale:
+                why = f"is not built (a cache from another {PIP_PACKAGE} or an older bbi)"
             raise BbiError(f"zoo:{name} {why}; run `bbi zoo build smollm2`")
         build_models(progress=progress)  # rebuilds a stale cache
+    if name not in (_recorded_models(cache_dir() / INFO_FILE) or set()):
+        # Only without the package: a cache from before this model, kept as is.
+        raise BbiError(
+            f"zoo:{name} is not in the SmolLM2 cache (built before it existed); "
+            f"install the package ({INSTALL_PACKAGE}) and run `bbi zoo build smollm2`"
+        )
     return cache_dir() / name
 
 
 def fingerprint(name: str) -> str:
     """Fingerprint of a built SmolLM2 zoo model (recorded at build time; no weights read)."""
-    return read_info()["models"][name]["fingerprint"]
+    models = read_info()["models"]
+    if name not in models:
+        raise BbiError(f"zoo:{name} is not built; run `bbi zoo build smollm2`")
+    return models[name]["fingerprint"]
 
 
 # ----------------------------------------------------------------------------- building

@@ -21,7 +21,12 @@ from bbi.specs import parse_spec
 
 # ----------------------------------------------------------------------------- fast
 def test_specs_parse_and_round_trip():
-    for text in ("zoo:smollm2", "zoo:smollm2-pruned", "zoo:smollm2-pruned+lora:./adapter"):
+    for text in (
+        "zoo:smollm2",
+        "zoo:smollm2-pruned",
+        "zoo:smollm2-pruned24",
+        "zoo:smollm2-pruned+lora:./adapter",
+    ):
         ms = parse_spec(text)
         assert ms.kind == "zoo" and str(ms) == text
     assert parse_spec("zoo:smollm2+lora:./a").adapter == "./a"
@@ -153,6 +158,35 @@ def test_build_once_under_lock_atomic_then_cached(fake_package, monkeypatch):
     assert zoo.model_path("smollm2").is_dir() and len(calls) == 2
 
 
+def test_cache_without_a_newer_model_is_rebuilt_once(fake_package, monkeypatch):
+    """A cache built before a model joined MODELS is stale: rebuilt on first use, and the
+    models it had keep their fingerprints."""
+    _, calls = fake_package
+    zoo.model_path("smollm2", progress=False)
+    record = smollm2.cache_dir() / smollm2.INFO_FILE
+    info = json.loads(record.read_text())
+    old = {n: m["fingerprint"] for n, m in info["models"].items()}
+    del info["models"][smollm2.DEEPER_STUDENT]
+    record.write_text(json.dumps(info))
+    assert smollm2.is_stale()
+    assert smollm2.read_info()["models"].keys() == old.keys() - {smollm2.DEEPER_STUDENT}
+    with pytest.raises(BbiError, match="bbi zoo build smollm2"):
+        zoo.model_path(smollm2.DEEPER_STUDENT, build=False)
+    with pytest.raises(BbiError, match="bbi zoo build smollm2"):
+        smollm2.fingerprint(smollm2.DEEPER_STUDENT)
+    # Without the package the old cache is used as is; the model it lacks is an error.
+    with monkeypatch.context() as m:
+        m.setattr(smollm2, "package_dir", lambda: None)
+        assert not smollm2.is_stale()
+        assert zoo.model_path("smollm2", progress=False).is_dir()
+        with pytest.raises(BbiError, match="built before it existed"):
+            zoo.model_path(smollm2.DEEPER_STUDENT, progress=False)
+    assert len(calls) == 1
+    assert zoo.model_path(smollm2.DEEPER_STUDENT, progress=False).is_dir()
+    assert len(calls) == 2 and not smollm2.is_stale()
+    assert {n: zoo.fingerprint(n) for n in old} == old
+
+
 def test_failed_build_leaves_nothing(fake_package, monkeypatch):
     def broken(out: Path, gguf: Path, progress: bool) -> None:
         (out / "smollm2").mkdir()
@@ -224,6 +258,11 @@ def test_pruned_recipe_is_fixed_and_smaller():
     assert list(layers) == sorted(set(layers)) and 10 <= len(layers) <= 15
     assert layers[0] == 0 and layers[-1] == 29
     assert smollm2.MODELS["smollm2"].layers is None
+    deeper = smollm2.MODELS[smollm2.DEEPER_STUDENT].layers
+    assert deeper == smollm2.PRUNED24_LAYERS and len(deeper) == 24
+    dropped = sorted(set(range(30)) - set(deeper))
+    assert dropped == list(range(dropped[0], dropped[0] + 6))  # one contiguous block
+    assert list(deeper) == sorted(deeper) and deeper[0] == 0 and deeper[-1] == 29
 
 
 # ----------------------------------------------------------------------------- slow (real)
@@ -320,6 +359,35 @@ def test_pruned_weights_are_the_teachers_layers(smollm2_zoo):
             key = "model.layers.{}.self_attn.q_proj.weight"
             assert t.get_tensor(key.format(old)).equal(s.get_tensor(key.format(new)))
         assert t.get_tensor("model.norm.weight").equal(s.get_tensor("model.norm.weight"))
+
+
+@pytest.mark.slow
+def test_deeper_student_builds_and_differs_from_the_teacher(smollm2_zoo):
+    """The lightly pruned student: the teacher's kept layers, its own fingerprint, and
+    next-token distributions that differ from the teacher's (but far less than the
+    12-layer student's do)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name = smollm2.DEEPER_STUDENT
+    layers = smollm2.MODELS[name].layers
+    paths = {n: zoo.model_path(n, build=False) for n in ("smollm2", "smollm2-pruned", name)}
+    models = {n: AutoModelForCausalLM.from_pretrained(p).eval() for n, p in paths.items()}
+    assert models[name].config.num_hidden_layers == len(layers)
+    assert len({zoo.fingerprint(n) for n in paths}) == 3
+    tok = AutoTokenizer.from_pretrained(paths[name])
+    chat = [{"role": "user", "content": "What is the capital of France?"}]
+    text = tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+    ids = tok(text + "The capital of France is Paris.", return_tensors="pt").input_ids
+    with torch.inference_mode():
+        logp = {n: m(ids).logits.log_softmax(-1)[0] for n, m in models.items()}
+    kl = {
+        n: float((logp["smollm2"].exp() * (logp["smollm2"] - logp[n])).sum(-1).mean())
+        for n in ("smollm2-pruned", name)
+    }
+    assert 0.01 < kl[name] < kl["smollm2-pruned"]
+    teacher_q = models["smollm2"].model.layers[layers[-1]].self_attn.q_proj.weight
+    assert torch.equal(models[name].model.layers[-1].self_attn.q_proj.weight, teacher_q)
 
 
 @pytest.mark.slow

