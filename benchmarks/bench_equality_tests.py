@@ -17,12 +17,13 @@ Settings (``--settings``, default all):
 * ``audit``: substitution audits on the default teacher, zoo:smollm2, from pools generated
   once by benchmarks/_eq_pools.py and cached in ``--pools`` (default /tmp/met_pools):
   160 stratified default-suite prompts, top-p 1, 48 new tokens; the teacher in float32
-  at temperature 1.0 (``fast:`` dtype float32, which samples exactly as ``hf:``), 8
-  samples per prompt; ``bf16`` (``fast:`` dtype bfloat16), ``int8`` (``ct2:`` compute_type
-  int8, CTranslate2's int8 weights) and ``t09`` (float32 at temperature 0.9), 4 samples
-  each. The teacher side of every comparison is float32 samples 0-3; the A/A "other" side
-  is float32 samples 4-7. A repeat at N responses per model takes min(N, 160) random
-  prompts and N of their (prompt, sample) cells (each sample used at most once).
+  at temperature 1.0 (``fast:`` dtype float32, which samples exactly as ``hf:``), 2 S
+  samples per prompt; ``bf16`` (``fast:`` dtype bfloat16), ``int8`` (``ct2:``
+  compute_type int8: CTranslate2's int8 weights, not torch dynamic quantization) and
+  ``t09`` (float32 at temperature 0.9), S samples each (S = 2 as generated here). The
+  teacher side of every comparison is float32 samples 0..S-1; the A/A "other" side is
+  float32 samples S..2S-1. A repeat at N responses per model takes min(N, 160) random
+  prompts and N of their (prompt, sample) cells, each prompt once before any twice.
 
 Methods (alpha 0.05 each; a repeat counts when its test rejects):
 
@@ -34,8 +35,10 @@ Methods (alpha 0.05 each; a repeat counts when its test rejects):
 * ``mmd``: bbi's ``mmd`` adversary's two-sample test, k-spectrum kernel (k = 5,
   cumulative, characters, 128 per response), 200 within-row swaps, on the same rows.
 * ``MET``: ``model_equality_testing.algorithm.run_two_sample_test(stat_type=
-  "mmd_hamming", pvalue_type="permutation_pvalue", b=--met-b)``, MET's own code, on the
-  same responses as unit ids (whitespace words, cut/padded to 64 with -1, one vocabulary,
+  "mmd_hamming", pvalue_type="permutation_pvalue", b=--met-b)`` (200), MET's own
+  statistic (``_mmd``), permutations and p-value, with the pooled Hamming kernel computed
+  once instead of once per permutation (``met_pvalue``; ``--check-met`` shows it equal to
+  ``run_two_sample_test``, statistic and p-value, on one draw), on the same responses as unit ids (whitespace words, cut/padded to 64 with -1, one vocabulary,
   as bench_met.py encodes them). Prompt index: in the audits the prompt (each model's N
   rows are N cells drawn independently for each model, MET's i.i.d.-row design, about
   N / prompts samples per prompt); with one output per prompt (synthetic, AlpacaEval) the
@@ -44,11 +47,11 @@ Methods (alpha 0.05 each; a repeat counts when its test rejects):
   prompts", m = N / categories per index.
 * ``RUT`` (audits only; Zhu et al. 2025): one query per prompt from the tested model, its
   score (mean log-rank of its tokens under the float32 teacher, the paper's statistic,
-  computed by ``hf:`` teacher forcing) ranked among 7 local reference samples of the
-  float32 teacher (samples 0-6; the A/A query is sample 7), ties broken at random, so
-  u = (rank + U) / 8 is exactly uniform under H0; ``scipy.stats.cramervonmises(u,
-  "uniform")``. N <= 160 (one query per prompt); the 7 N reference samples are local and
-  not counted.
+  by ``hf:`` teacher forcing) ranked among the 2S - 1 local reference samples of the
+  float32 teacher (samples 0..2S-2; the A/A query is sample 2S-1), ties broken at
+  random, so u = (rank + U) / 2S is exactly uniform under H0;
+  ``scipy.stats.cramervonmises(u, "uniform")``. N <= 160 (one query per prompt); the
+  reference samples are local and not counted.
 * ``rule``: the best one-feature rule: for each of bbi's surface features, "the answer with
   the larger (smaller) feature is the teacher's", direction chosen on the other fold
   (``discriminators.crossfit.one_feature_rules``, 2 folds stratified by category), each
@@ -59,10 +62,12 @@ Power at N = rejections / repeats; "responses to power 0.8" = the smallest grid 
 reaching it (a method stops there); "> G" = not reached on the grid (its power at G
 given). Repeats: ``--repeats`` for verdict (and for MET on the synthetic sets, where MET
 is the slow one), ``--cheap-repeats`` for mmd, rule, RUT and MET elsewhere. The A/A rate
-pools every grid value up to ``--aa-max`` (all repeats of each). Repeat r at N draws from
-``numpy.random.default_rng([seed, N, r])`` (synthetic: ``make_run(seed=1000 * N + r)``).
+pools every grid value up to ``--aa-max`` (all repeats of each). Repeat r at N of
+comparison j draws from ``numpy.random.default_rng([0, N, r, j])`` (synthetic:
+``make_run(seed=1000 * N + r)``); every method of a repeat sees the same draw.
+Each N prints one progress line (stderr) with the power of every method still running.
 
-    python benchmarks/_eq_pools.py [--out /tmp/met_pools]   # once: generate + score pools
+    python benchmarks/_eq_pools.py [--out /tmp/met_pools]   # once: generate, then score
     python benchmarks/bench_equality_tests.py [--settings synthetic,alpaca,audit]
         [--repeats 10] [--cheap-repeats 20] [--out results.json]
 
@@ -374,7 +379,10 @@ class Audit:
         sp = pools / "scores.jsonl"
         if sp.exists():
             for line in sp.read_text().splitlines():
-                d = json.loads(line)
+                try:
+                    d = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by an interrupted writer
+                    continue
                 self.score[(d["config"], pid[d["id"]], d["sample"])] = d["logrank"]
         self.configs = configs
         S = self.S
