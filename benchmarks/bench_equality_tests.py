@@ -461,13 +461,23 @@ class Audit:
 
 
 def run_setting(
-    setting, grid: list[int], methods: dict, reps: dict, aa_max: int, log
-) -> dict[str, dict[str, dict]]:
-    """{comparison: {method: {"power": {N: rate}, "found": N | None, "cpu_s": s}}}."""
-    res = {
-        c: {m: {"power": {}, "found": None, "cpu_s": 0.0} for m in methods}
-        for c in setting.comparisons
-    }
+    setting,
+    grid: list[int],
+    methods: dict,
+    reps: dict,
+    aa_max: int,
+    log: Callable[[str], None],
+    res: dict[str, dict[str, dict]],
+    save: Callable[[], None],
+) -> None:
+    """Fills ``res``: {comparison: {method: {"power": {N: rate}, "found": N | None,
+    "cpu_s": s, "n": tests}}}; ``save`` runs after each N (a stopped run keeps its rows)."""
+    res.update(
+        {
+            c: {m: {"power": {}, "found": None, "cpu_s": 0.0} for m in methods}
+            for c in setting.comparisons
+        }
+    )
     for N in grid:
         active = [
             (c, m)
@@ -504,11 +514,12 @@ def run_setting(
             f"{c}/{m} {res[c][m]['power'][N]:.2f}" for c, m in active if N in res[c][m]["power"]
         )
         log(f"[{setting.name}] N={N} ({time.perf_counter() - t0:.0f} s): {line}")
-    return res
+        save()
 
 
-def cell(r: dict, grid: list[int], aa: bool) -> str:
-    pw = r["power"]
+def cell(r: dict, aa: bool) -> str:
+    """Responses to power 0.8 (or "> N (power at N)"); A/A: the pooled rejection rate."""
+    pw = {int(k): v for k, v in r["power"].items()}
     if not pw:
         return "-"
     if aa:
@@ -539,7 +550,14 @@ def main() -> None:
     ap.add_argument("--aa-max", type=int, default=None, help="largest N of the A/A rows")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     ap.add_argument("--check-met", action="store_true", help="only compare MET's code and ours")
+    ap.add_argument("--table-from", default=None, help="JSON files (comma-separated): reprint")
     args = ap.parse_args()
+    if args.table_from:
+        merged: dict = {}
+        for f in args.table_from.split(","):
+            merged.update(json.loads(Path(f).read_text())["results"])
+        print_table(merged, [m for m in args.methods.split(",") if m])
+        return
     try:
         import model_equality_testing.algorithm  # noqa: F401
     except ImportError as exc:
@@ -566,7 +584,13 @@ def main() -> None:
         "RUT": rut_test,
         "rule": rule_test,
     }
-    results = {}
+    results: dict[str, dict] = {}
+
+    def save() -> None:
+        if args.out:
+            wall = time.perf_counter() - t_start
+            args.out.write_text(json.dumps({"wall_s": wall, "results": results}, indent=1))
+
     for name in [s for s in args.settings.split(",") if s]:
         if name == "synthetic":
             setting = Synthetic(args.designs.split(","))
@@ -588,31 +612,30 @@ def main() -> None:
         custom = getattr(args, f"grid_{name}")
         grid = [int(x) for x in custom.split(",")] if custom else GRIDS[name]
         aa_max = args.aa_max or AA_MAX.get(name, 0)
+        comps: dict[str, dict] = {}
+        results[name] = {"grid": grid, "aa_max": aa_max, "repeats": reps, "comparisons": comps}
         with threadpool_limits(limits=1):
-            results[name] = {
-                "grid": grid,
-                "aa_max": aa_max,
-                "repeats": reps,
-                "comparisons": run_setting(setting, grid, methods, reps, aa_max, log),
-            }
-    wall = time.perf_counter() - t_start
+            run_setting(setting, grid, methods, reps, aa_max, log, comps, save)
+    save()
+    print(f"wall {time.perf_counter() - t_start:.0f} s, under load")
+    print_table(results, wanted)
+
+
+def print_table(results: dict, wanted: list[str]) -> None:
+    """The markdown table: a row per comparison, a column per method."""
     print(f"\nresponses per model to power {POWER} (alpha {ALPHA}); A/A rows: false-positive "
-          f"rate pooled over N <= the A/A cap (tests run); wall {wall:.0f} s, under load")  # fmt: skip
+          "rate (tests) pooled over N <= the A/A cap")  # fmt: skip
     cols = [m for m in METHODS if m in wanted]
     print("| setting | comparison | " + " | ".join(cols) + " |")
     print("|---|---|" + "---:|" * len(cols))
     for sname, s in results.items():
         for c, row in s["comparisons"].items():
-            cells = [
-                cell(row[m], s["grid"], c.startswith("A/A")) if m in row else "n/a" for m in cols
-            ]
+            cells = [cell(row[m], c.startswith("A/A")) if m in row else "n/a" for m in cols]
             print(f"| {sname} | {c} | " + " | ".join(cells) + " |")
     print("\nCPU seconds per method (all comparisons):")
     for sname, s in results.items():
         tot = {m: sum(r[m]["cpu_s"] for r in s["comparisons"].values() if m in r) for m in cols}
         print(f"  {sname}: " + ", ".join(f"{m} {v:.0f}" for m, v in tot.items()))
-    if args.out:
-        args.out.write_text(json.dumps({"wall_s": wall, "results": results}, indent=1, default=str))
 
 
 if __name__ == "__main__":
