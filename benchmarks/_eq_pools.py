@@ -135,6 +135,8 @@ def score(out: Path, queries: int = 1) -> None:
                 todo.append((name, d))
     if not todo:
         return
+    order = {r["id"]: i for i, r in enumerate(meta["prompts"])}
+    todo.sort(key=lambda t: order[t[1]["id"]])  # prompt by prompt: complete prompts first
     ref = load_backend(TEACHER, device="cpu", dtype="float32")
     t0 = time.perf_counter()
     for start in range(0, len(todo), 64):
