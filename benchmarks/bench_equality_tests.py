@@ -372,7 +372,7 @@ class Audit:
     OTHERS = {"bf16": "bfloat16", "int8": "int8 (ct2)", "t09": "temperature 0.9"}
     AA = "A/A teacher fp32"
 
-    def __init__(self, pools: Path, configs: list[str]):
+    def __init__(self, pools: Path, configs: list[str], aa: bool = True):
         meta = json.loads((pools / "prompts.json").read_text())
         self.meta = meta
         self.prompts = meta["prompts"]
@@ -403,7 +403,7 @@ class Audit:
         full = [
             i
             for i in range(len(self.prompts))
-            if all((i, s) in self.text["fp32"] for s in range(2 * S))
+            if all((i, s) in self.text["fp32"] for s in range(2 * S if aa else S))
             and all((i, s) in self.text[c] for c in configs for s in range(S))
         ]
         self.keep = np.array(full)
@@ -417,7 +417,7 @@ class Audit:
                 and all((c, i, 0) in self.score for c in configs)
             ]
         )
-        self.comparisons = [self.OTHERS[c] for c in configs] + [self.AA]
+        self.comparisons = [self.OTHERS[c] for c in configs] + ([self.AA] if aa else [])
 
     def _sides(self, name: str) -> tuple[str, int, str, int]:
         """(teacher config, first sample, other config, first sample) of a comparison."""
@@ -560,6 +560,7 @@ def main() -> None:
     ap.add_argument("--grid-synthetic", default=None)
     ap.add_argument("--grid-alpaca", default=None)
     ap.add_argument("--grid-audit", default=None)
+    ap.add_argument("--no-aa", action="store_true", help="audit: skip the A/A comparison")
     ap.add_argument("--aa-max", type=int, default=None, help="largest N of the A/A rows")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     ap.add_argument("--check-met", action="store_true", help="only compare MET's code and ours")
@@ -610,7 +611,7 @@ def main() -> None:
         elif name == "alpaca":
             setting = Alpaca(args.alpaca, ALPACA_PAIRS)
         elif name == "audit":
-            setting = Audit(args.pools, args.configs.split(","))
+            setting = Audit(args.pools, [c for c in args.configs.split(",") if c], not args.no_aa)
             log(
                 f"[audit] {len(setting.keep)} prompts with every sample, "
                 f"{len(setting.rut_keep)} with RUT scores"
