@@ -431,7 +431,9 @@ class Audit:
         P, S = len(self.keep), self.S
         if N > S * P:
             raise SystemExit(f"bench_equality_tests: N = {N} exceeds the pools' {S * P} cells")
-        for j, name in enumerate(self.comparisons):
+        for name in self.comparisons:
+            # stable per comparison: bf16 0, int8 1, t09 2, A/A 3, whatever is selected
+            j = [*self.OTHERS.values(), self.AA].index(name)
             rng = np.random.default_rng([0, N, r, j])
             n = min(N, P)
             prm = self.keep[rng.choice(P, n, replace=False)]
@@ -561,6 +563,7 @@ def main() -> None:
     ap.add_argument("--grid-alpaca", default=None)
     ap.add_argument("--grid-audit", default=None)
     ap.add_argument("--no-aa", action="store_true", help="audit: skip the A/A comparison")
+    ap.add_argument("--only", default="", help="run the comparisons whose name has one of these")
     ap.add_argument("--aa-max", type=int, default=None, help="largest N of the A/A rows")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     ap.add_argument("--check-met", action="store_true", help="only compare MET's code and ours")
@@ -618,6 +621,10 @@ def main() -> None:
             )
         else:
             raise SystemExit(f"unknown setting {name!r}")
+        if args.only:
+            setting.comparisons = [
+                c for c in setting.comparisons if any(o in c for o in args.only.split(","))
+            ]
         methods = {m: all_methods[m] for m in wanted if m != "RUT" or name == "audit"}
         reps = {m: args.cheap_repeats for m in methods}
         reps["verdict"] = args.repeats
