@@ -570,9 +570,12 @@ def main() -> None:
     ap.add_argument("--table-from", default=None, help="JSON files (comma-separated): reprint")
     args = ap.parse_args()
     if args.table_from:
-        merged: dict = {}
+        merged: dict = {}  # later files win, method by method
         for f in args.table_from.split(","):
-            merged.update(json.loads(Path(f).read_text())["results"])
+            for sname, sres in json.loads(Path(f).read_text())["results"].items():
+                comps = merged.setdefault(sname, {**sres, "comparisons": {}})["comparisons"]
+                for c, row in sres["comparisons"].items():
+                    comps.setdefault(c, {}).update(row)
         print_table(merged, [m for m in args.methods.split(",") if m])
         return
     try:
