@@ -1,4 +1,15 @@
-"""Substitution-audit pools for benchmarks/bench_equality_tests.py (generated once, cached)."""
+"""Substitution-audit pools for benchmarks/bench_equality_tests.py, generated once and cached.
+
+The default teacher (zoo:smollm2) answers ``--prompts`` stratified default-suite prompts
+(top-p 1, ``--max-new-tokens`` 48, one thread) in float32 at temperature 1.0 (4 samples per
+prompt) and, 2 samples each, with bfloat16 weights (``fast:``), int8 weights (``ct2:``
+compute_type int8) and at temperature 0.9; ``OUT/NAME.jsonl`` holds one line per prompt
+and sample (seeded per request: a rerun reproduces it and resumes a stopped one). Then the
+float32 teacher (``hf:``) scores every float32 sample and sample 0 of the others for RUT:
+``OUT/scores.jsonl``, the mean log-rank of each answer's tokens.
+
+    python benchmarks/_eq_pools.py [--out /tmp/met_pools] [--prompts 160] [--score-only]
+"""
 
 from __future__ import annotations
 
