@@ -17,7 +17,8 @@ directories (safetensors, tokenizer, chat template) under
   nonsense until distilled on the teacher's responses (see ``PRUNED_LAYERS``).
 - ``zoo:smollm2-pruned24``: a lightly pruned copy (24 of 30 layers, see
   ``PRUNED24_LAYERS``): clearly distinguishable from the teacher, but close enough that
-  minutes of KD on CPU bring it near (BENCHMARKS.md, "Choosing the default student").
+  minutes of KD on CPU bring it near (BENCHMARKS.md, "Choosing the default student");
+  ``bbi run``'s default student.
 
 Weights are stored in float32, exactly as dequantised: a bfloat16 copy (half the disk)
 changed 8 of 64 greedy answers to probe prompts, i.e. it is a slightly different teacher,

@@ -264,12 +264,15 @@ def test_bad_curve_config_is_one_line(tmp_path):
 
 
 def test_no_milestones_leave_records_and_dumps_unchanged():
-    from bbi.config import LoraSettings, RunConfig
+    from bbi.config import DEFAULT_CURVE_TOKENS, LoraSettings, RunConfig
 
     # results.json's hyperparameters, checkpoint identities and `bbi run`'s cache keys
     assert "curve_tokens" not in KDSettings().model_dump()
     assert "curve_tokens" not in LoraSettings().model_dump()
-    assert "curve_tokens" not in RunConfig().model_dump()["distill"]["kd"]
+    # bbi run draws the curve by default; an empty list turns it off, dump unchanged
+    assert RunConfig().distill.kd.curve_tokens == list(DEFAULT_CURVE_TOKENS)
+    off = RunConfig.parse({"distill": {"kd": {"curve_tokens": []}}})
+    assert "curve_tokens" not in off.model_dump()["distill"]["kd"]
     assert KDSettings(curve_tokens=[5, 50]).model_dump()["curve_tokens"] == [5, 50]
 
 

@@ -50,11 +50,17 @@ def _est(e: dict | None) -> str:
     return f"{e['value']:.3f}" + ("" if lo is None else f" [{lo:.3f}, {hi:.3f}]")
 
 
+def _who(p: dict) -> str:
+    """The adversary of a point; the split decision's point also names its budget q."""
+    who = p.get("adversary") or "-"
+    return f"{who} q={p['q']}" if p.get("q") is not None else who
+
+
 def print_curves(curves: dict, out: Console | None = None) -> None:
     """One table per distilled student: tokens, step, eps (95% CI) and where it comes from."""
     con = out or console()
     for alias, c in curves.items():
-        t = Table(title=f"{alias}: eps against distillation tokens (verdict's primary point)")
+        t = Table(title=f"{alias}: eps against distillation tokens (the deciding analysis)")
         for col in ("model", "tokens seen", "step", "eps [95% CI]", "adversary", "verdict"):
             t.add_column(col, justify="right" if col in ("tokens seen", "step") else "left")
         for p in c["points"]:
@@ -63,7 +69,7 @@ def print_curves(curves: dict, out: Console | None = None) -> None:
                 str(p["tokens_seen"]),
                 str(p.get("step") if p.get("step") is not None else "-"),
                 _est(p.get("eps")),
-                f"{p.get('adversary') or '-'} q={p.get('q') or '-'}",
+                _who(p),
                 str(p.get("status") or "-"),
             )
         con.print(t)
