@@ -23,7 +23,14 @@ def _config(tmp_path) -> dict:
             "methods": ["lora", "kd"],
             "full": False,
             "lora": {"epochs": 1, "batch_size": 16, "max_length": 96, "lr": 2e-3},
-            "kd": {"epochs": 1, "batch_size": 16, "max_length": 96, "lr": 2e-3},
+            # no token snapshots here (tests/test_token_curve.py runs the default curve)
+            "kd": {
+                "epochs": 1,
+                "batch_size": 16,
+                "max_length": 96,
+                "lr": 2e-3,
+                "curve_tokens": [],
+            },
         },
         "attack": {
             "adversaries": ["surface", "tfidf"],
