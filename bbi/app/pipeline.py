@@ -106,11 +106,13 @@ def fit_budgets(
     remedy: str,
     budgets: bool = True,
     test_queries: bool = True,
+    notes: list[str] | None = None,
 ) -> AttackSettings:
     """``a`` with the budgets that ``n_train`` train prompts cannot pay (``budgets``) and
     the test-query counts above ``n_test`` (``test_queries``) dropped, each with a note; a
     one-line error (``remedy`` says what to do) when no budget fits or there is nothing to
-    buy or evaluate on. What is not fitted is returned as given."""
+    buy or evaluate on. What is not fitted is returned as given. ``notes``: a list to
+    collect the notes in (printed by the caller when it chooses) instead of printing."""
     from discriminators.acquisition import QUERIES_PER_PROMPT, prompts_for_budget
 
     if n_test == 0 or n_train < 2:
@@ -125,21 +127,24 @@ def fit_budgets(
             f"{n_train * QUERIES_PER_PROMPT} queries, but attack.budgets starts at "
             f"{min(a.budgets)}: {remedy}"
         )
+    said: list[str] = []
     if len(fits) < len(a.budgets):
         dropped = ", ".join(str(q) for q in a.budgets if q not in fits)
-        console.print(
-            f"[yellow]note:[/] {where}: {n_train} train prompts; attack budgets {dropped} "
-            "dropped (they need more train prompts)",
-            highlight=False,
+        said.append(
+            f"{where}: {n_train} train prompts; attack budgets {dropped} dropped (they need "
+            "more train prompts)"
         )
     ks = [k for k in a.test_queries if k <= n_test or not test_queries] or [1]
     if len(ks) < len(a.test_queries):
         dropped = ", ".join(str(k) for k in a.test_queries if k not in ks)
-        console.print(
-            f"[yellow]note:[/] {where}: {n_test} test prompts; test queries k = {dropped} "
-            "dropped (k responses per decision need k test prompts)",
-            highlight=False,
+        said.append(
+            f"{where}: {n_test} test prompts; test queries k = {dropped} dropped (k "
+            "responses per decision need k test prompts)"
         )
+    if notes is not None:
+        notes.extend(said)
+    for note in said if notes is None else []:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
     return a.updated(budgets=fits, test_queries=ks)
 
 

@@ -168,11 +168,12 @@ def print_attack(console: Console, attack: dict[str, Any], only: list[str] | Non
 
 
 def _fit_default_budgets(
-    run: Any, settings: AttackSettings, only: list[str] | None
+    run: Any, settings: AttackSettings, only: list[str] | None, notes: list[str]
 ) -> AttackSettings:
     """The default budgets and test-query counts, cut to what the smallest compared pool
     can pay (an imported pool of 805 prompts cannot buy 4,000 queries); budgets the user
-    set are kept as given, and one that does not fit stays a one-line error."""
+    set are kept as given, and one that does not fit stays a one-line error. What was
+    dropped goes to ``notes``, said once the sweep has run (bad input stays one line)."""
     from bbi.app.pipeline import fit_budgets
     from bbi.config import DEFAULT_BUDGETS, DEFAULT_TEST_QUERIES
     from discriminators.attack import default_comparisons
@@ -194,7 +195,7 @@ def _fit_default_budgets(
     if n_train < 2 or n_test < 1:
         return settings  # run_attack says what the pool lacks
     remedy = "pass --budget with what the pool allows"
-    return fit_budgets(settings, n_train, n_test, str(run.path), remedy, budgets, ks)
+    return fit_budgets(settings, n_train, n_test, str(run.path), remedy, budgets, ks, notes)
 
 
 def register(app: typer.Typer) -> None:
@@ -229,7 +230,8 @@ def register(app: typer.Typer) -> None:
 
         run = RunDir(run_dir)
         only = split_list(compare, "--compare")
-        settings = _fit_default_budgets(run, settings, only)
+        notes: list[str] = []
+        settings = _fit_default_budgets(run, settings, only, notes)
         if param:  # on top of the file's params, adversary by adversary
             extra = _params(param)
             merged = {
@@ -243,4 +245,6 @@ def register(app: typer.Typer) -> None:
             result = run_attack(run, settings, compare=only, progress=prog)
         if not quiet:
             print_attack(out, result, only)
+        for note in notes:
+            out.print(f"[yellow]note:[/] {note}", highlight=False)
         typer.echo(f"wrote {run.results_path} and {run.attack_dir}/")
