@@ -80,18 +80,15 @@ def run_cmd(cmd: list[str], log: Path) -> dict:
 def heldout_kl(run_path: Path, specs: dict[str, str], corpus: int) -> dict[str, float]:
     """Full-logit forward KL(teacher||student) per response token on the held-out train
     prompts of the distillations (their own split: same pairs, fraction and seed)."""
-    import torch
-    from torch.utils.data import DataLoader
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_student import forward_kl
 
     from bbi.app.corpus import corpus_pairs
     from bbi.config import KDSettings
     from bbi.runstore import RunDir
-    from distill.data import DistillDataset, distillation_pairs, split_eval
+    from distill.data import distillation_pairs, split_eval
     from distill.method import with_extra_pairs
-    from distill.objectives.kd import KD
-    from distill.student import load_model
 
-    torch.set_num_threads(1)
     run = RunDir(run_path)
     teacher_alias = run.teacher_alias()
     pairs = distillation_pairs(run, teacher_alias)
@@ -100,21 +97,9 @@ def heldout_kl(run_path: Path, specs: dict[str, str], corpus: int) -> dict[str, 
         pairs, _ = with_extra_pairs(run, pairs, extra)
     hp = KDSettings(max_length=160, eval_fraction=0.1, seed=0)
     _, eval_pairs = split_eval(pairs, hp.eval_fraction, hp.seed)
-    teacher, tok, _ = load_model(run.models()[teacher_alias]["spec"])
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    kd = KD(teacher, hp, max_new_tokens=48, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id)
-    ds = DistillDataset(eval_pairs, tok, hp.max_length)
-    out = {"n_eval_prompts": int(eval_pairs["prompt_id"].nunique())}
-    for name, spec in specs.items():
-        model = load_model(spec)[0].eval()
-        total = count = 0.0
-        with torch.no_grad():
-            for batch in DataLoader(ds, batch_size=8, collate_fn=kd.collator(tok.pad_token_id)):
-                sums, counts = kd.eval_token_losses(model, batch)
-                total, count = total + float(sums.sum()), count + float(counts.sum())
-        out[name] = total / max(count, 1.0)
-        del model
+    out: dict[str, float] = {"n_eval_prompts": int(eval_pairs["prompt_id"].nunique())}
+    teacher = run.models()[teacher_alias]["spec"]
+    out.update(forward_kl(eval_pairs, specs, hp.max_length, teacher=teacher))
     return out
 
 

@@ -99,8 +99,11 @@ def probe(run_path: Path, extra: dict[str, str], limit: int) -> None:
     run_probe(run_path, models, probes.default_suite(), settings(limit), progress=False)
 
 
-def forward_kl(pairs: object, specs: dict[str, str], max_len: int = 160) -> dict[str, float]:
-    """Full-logit KL(teacher || model) per response token on (prompt, response) pairs."""
+def forward_kl(
+    pairs: object, specs: dict[str, str], max_len: int = 160, teacher: str = "zoo:smollm2"
+) -> dict[str, float]:
+    """Full-logit KL(teacher || model) per response token on (prompt, response) pairs,
+    teacher-forced (also what bench_kd_default.py reports as held-out KL)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -110,10 +113,10 @@ def forward_kl(pairs: object, specs: dict[str, str], max_len: int = 160) -> dict
     from distill.student import load_model
 
     torch.set_num_threads(1)
-    teacher, tok, _ = load_model("zoo:smollm2")
+    teacher_model, tok, _ = load_model(teacher)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    kd = KD(teacher, KDSettings(max_length=max_len), max_new_tokens=48,
+    kd = KD(teacher_model, KDSettings(max_length=max_len), max_new_tokens=48,
             pad_id=tok.pad_token_id, eos_id=tok.eos_token_id)  # fmt: skip
     ds = DistillDataset(pairs, tok, max_len)
     out = {}
@@ -124,8 +127,8 @@ def forward_kl(pairs: object, specs: dict[str, str], max_len: int = 160) -> dict
             for batch in DataLoader(ds, batch_size=8, collate_fn=kd.collator(tok.pad_token_id)):
                 sums, counts = kd.eval_token_losses(model, batch)
                 total, count = total + float(sums.sum()), count + float(counts.sum())
-        out[name] = round(total / max(count, 1.0), 4)
-        print(f"  KL {name}: {out[name]}", flush=True)
+        out[name] = total / max(count, 1.0)
+        print(f"  KL {name}: {out[name]:.4f}", flush=True)
         del model
     return out
 
@@ -165,7 +168,8 @@ def cmd_screen(args: argparse.Namespace) -> None:
     specs = {}
     for name in names:
         specs[name] = f"hf:{build_candidate(root, name).resolve()}"
-    res = {"n_pairs": len(pairs), "kl": forward_kl(pairs, specs)}
+    kl = {k: round(v, 4) for k, v in forward_kl(pairs, specs).items()}
+    res = {"n_pairs": len(pairs), "kl": kl}
     res["layers"] = {n: list(candidate_layers(n)) for n in names}
     print(json.dumps(res, indent=1))
     out = root / "screen.json"
