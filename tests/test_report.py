@@ -596,12 +596,25 @@ def test_distillation_section_escapes_run_text(tmp_path):
     assert "&lt;i&gt;cat&lt;/i&gt;\\*\\_\\[x\\](y)" in section
 
 
+def _adopt(run: Path, res: dict, cf: dict, **fields) -> dict:
+    """Let the cross-fitted record ``cf`` (completed by ``fields``, one base adversary,
+    surface) decide the fixture's student verdict; write results.json; the comparison."""
+    from discriminators.verdict_cf import adopt_crossfit
+
+    n = cf["primary"]["eps"]["n"]
+    cf.update(n_prompts=n, responses=2 * n, adversaries=["surface"], **fields)
+    comp = res["attack"]["comparisons"]["student"]
+    comp["verdict"] = adopt_crossfit(comp["verdict"], cf)
+    (run / "results.json").write_text(json.dumps(res), encoding="utf-8")
+    return comp
+
+
 def _with_crossfit(run: Path) -> dict:
     """The fixture's student verdict, decided by a cross-fitted record: one planted
     category, one category too small to test, one base adversary and the best rule."""
     import numpy as np
 
-    from discriminators.verdict_cf import adopt_crossfit, decide_crossfit
+    from discriminators.verdict_cf import decide_crossfit
 
     res = load_results(run)
     cats_all = res["suite"]["categories"]
@@ -611,18 +624,15 @@ def _with_crossfit(run: Path) -> dict:
     rng = np.random.default_rng(0)
     base = rng.choice([-1.0, 0.0, 1.0], len(cats))
     cf = decide_crossfit(d, cats, 0.1, 0.05, base={"surface": base}, n_bootstrap=200)
-    cf.update(
+    comp = _adopt(
+        run,
+        res,
+        cf,
         plan="nested cross-fitted stack",
         folds=5,
-        n_prompts=len(cats),
-        responses=2 * len(cats),
-        adversaries=["surface"],
         skipped={"mmd": "two-sample test: no per-prompt score to stack"},
         best_rule={"feature": "n_chars", "value": 0.2, "ci": [0.1, 0.3], "n": len(cats)},
     )
-    comp = res["attack"]["comparisons"]["student"]
-    comp["verdict"] = adopt_crossfit(comp["verdict"], cf)
-    (run / "results.json").write_text(json.dumps(res), encoding="utf-8")
     return comp["verdict"]
 
 
@@ -699,7 +709,7 @@ def test_verdict_names_the_selected_adversary_and_the_test_that_decided(tmp_path
     whose exact test decided (with its p), in the HTML and Markdown reports."""
     import numpy as np
 
-    from discriminators.verdict_cf import adopt_crossfit, decide_crossfit
+    from discriminators.verdict_cf import decide_crossfit
 
     run = build_run(tmp_path / "demo")
     res = load_results(run)
@@ -711,18 +721,15 @@ def test_verdict_names_the_selected_adversary_and_the_test_that_decided(tmp_path
     )
     assert cf["primary"]["decided_by"]["candidate"] == "rule:n_exclaims"
     assert cf["primary"]["decided_by"]["fold"] == 1 and cf["primary"]["rejected"]
-    cf.update(
+    _adopt(
+        run,
+        res,
+        cf,
         plan="cross-fitted selected adversary",
         folds=2,
-        n_prompts=len(cats),
-        responses=2 * len(cats),
-        adversaries=["surface"],
         skipped={},
         stack={"value": 0.21, "ci": [0.1, 0.3], "n": len(cats), "p": 0.2, "lower": -0.05},
     )
-    comp = res["attack"]["comparisons"]["student"]
-    comp["verdict"] = adopt_crossfit(comp["verdict"], cf)
-    (run / "results.json").write_text(json.dumps(res), encoding="utf-8")
     html = write_report(run).read_text(encoding="utf-8")
     lead = html.split('data-crossfit="student"', 1)[1].split("</p>", 1)[0]
     assert "Decided by the cross-fitted selected adversary" in lead

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import threading
 
 import pytest
+from zoo_helpers import nano_config
 
 from bbi import zoo
 from bbi.backends import GenerationConfig, load_backend
@@ -28,17 +28,6 @@ def use_corpus():
     yield use
     zoo.CORPUS.unregister("probes")
     zoo.CORPUS.refresh()  # back to the installed entry point
-
-
-def _nano() -> zoo.ZooConfig:
-    micro = zoo.CONFIGS["micro"]
-    return dataclasses.replace(
-        micro,
-        name="nano",
-        per_category=6,
-        teacher=dataclasses.replace(micro.teacher, steps=3),
-        student=dataclasses.replace(micro.student, steps=2),
-    )
 
 
 def test_micro_zoo_is_plain_transformers(micro_zoo):
@@ -102,7 +91,7 @@ def test_build_once_under_lock_atomic_and_deterministic(
         return synthetic_corpus(seed, per_category)
 
     use_corpus(provider)
-    cfg = _nano()
+    cfg = nano_config()
     paths: list = []
     threads = [
         threading.Thread(target=lambda: paths.append(zoo.build_zoo(cfg, progress=False)))
@@ -131,10 +120,10 @@ def test_bad_corpus_or_no_provider_leaves_nothing(monkeypatch, tmp_path, use_cor
     monkeypatch.setenv("BBI_CACHE_DIR", str(tmp_path))
     use_corpus(None)
     with pytest.raises(BbiError, match="no zoo corpus provider"):
-        zoo.build_zoo(_nano(), progress=False)
+        zoo.build_zoo(nano_config(), progress=False)
     use_corpus(lambda seed, n: [{"prompt": "a", "reference": "b"}] * 3)
     with pytest.raises(BbiError, match="usable"):
-        zoo.build_zoo(_nano(), progress=False)
+        zoo.build_zoo(nano_config(), progress=False)
     assert [p for p in (tmp_path / "zoo").iterdir() if not p.name.endswith(".lock")] == []
 
 
@@ -162,7 +151,7 @@ def test_zoo_cli(micro_zoo, monkeypatch, tmp_path, synthetic_corpus, use_corpus)
 
     # A real build through the CLI, in a fresh cache, with a test corpus provider.
     monkeypatch.setenv("BBI_CACHE_DIR", str(tmp_path))
-    monkeypatch.setitem(zoo.CONFIGS, "nano", _nano())
+    monkeypatch.setitem(zoo.CONFIGS, "nano", nano_config())
     use_corpus(synthetic_corpus)
     res = runner.invoke(app, ["zoo", "build", "--config", "nano"])
     assert res.exit_code == 0, res.output

@@ -110,6 +110,20 @@ def _build_pair(config: str | None, force: bool) -> None:
     typer.echo(f"built in {info['build_seconds']:.0f}s: {path}")
 
 
+def _model_row(config: str, model: str, m: dict) -> tuple[str, ...]:
+    """One built zoo model's row of ``bbi zoo list`` (from its info record)."""
+    return (
+        config,
+        model,
+        m["arch"],
+        f"{m['params'] / 1e6:.2f}M",
+        str(m["steps"]),
+        f"{m['eval_loss']:.3f}",
+        m["fingerprint"],
+        str(zoo.zoo_dir(config) / model),
+    )
+
+
 @app.command("list")
 def list_models() -> None:
     """Show each zoo config, whether it is built, and its models (and SmolLM2's)."""
@@ -123,32 +137,14 @@ def list_models() -> None:
             continue
         info = zoo.read_info(name)
         for model, m in info["models"].items():
-            table.add_row(
-                name,
-                model,
-                m["arch"],
-                f"{m['params'] / 1e6:.2f}M",
-                str(m["steps"]),
-                f"{m['eval_loss']:.3f}",
-                m["fingerprint"],
-                str(zoo.zoo_dir(name) / model),
-            )
+            table.add_row(*_model_row(name, model, m))
         for variant in zoo.VARIANTS:
             if not zoo.variant_is_built(variant, name):
                 where = f"(not built: bbi zoo build {variant}) {zoo.zoo_dir(name) / variant}"
                 table.add_row(name, variant, "-", "-", "-", "-", "-", where)
                 continue
             m = zoo.read_variant_info(variant, name)["models"][variant]
-            table.add_row(
-                name,
-                variant,
-                m["arch"],
-                f"{m['params'] / 1e6:.2f}M",
-                str(m["steps"]),
-                f"{m['eval_loss']:.3f}",
-                m["fingerprint"],
-                str(zoo.zoo_dir(name) / variant),
-            )
+            table.add_row(*_model_row(name, variant, m))
     _list_smollm2(table)
     Console(width=200).print(table)
 
