@@ -143,8 +143,9 @@ def fit_budgets(
         )
     if notes is not None:
         notes.extend(said)
-    for note in said if notes is None else []:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    else:
+        for note in said:
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
     return a.updated(budgets=fits, test_queries=ks)
 
 
